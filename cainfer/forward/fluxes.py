@@ -1,0 +1,260 @@
+"""Calcium flux terms: one small class per pump, channel or leak.
+
+Every flux is in µM/s of cytosolic volume, positive into the cytosol. A term
+acts across the plasma membrane (``compartment = "pm"``) or between ER and
+cytosol (``compartment = "er"``). Each class declares its parameters with
+units, defaults, bounds and a default prior with its source.
+
+References
+----------
+.. [1] Brini M, Carafoli E (2011). The plasma membrane Ca2+ ATPase and the
+   plasma membrane sodium calcium exchanger cooperate in the regulation of
+   cell calcium. Cold Spring Harb Perspect Biol 3:a004168.
+   https://doi.org/10.1101/cshperspect.a004168
+.. [2] Shannon TR, Wang F, Puglisi J, Weber C, Bers DM (2004). A mathematical
+   treatment of integrated Ca dynamics within the ventricular myocyte.
+   Biophys J 87:3351-3371. https://doi.org/10.1529/biophysj.104.047449
+.. [3] Helmchen F, Imoto K, Sakmann B (1996). Ca2+ buffering and action
+   potential-evoked Ca2+ signaling in dendrites of pyramidal neurons.
+   Biophys J 70:1069-1081. https://doi.org/10.1016/S0006-3495(96)79653-4
+.. [4] Keener J, Sneyd J (2009). Mathematical Physiology I: Cellular
+   Physiology, 2nd ed., ch. 7 (calcium dynamics). Springer.
+   https://doi.org/10.1007/978-0-387-75847-3
+.. [5] Parekh AB, Putney JW (2005). Store-operated calcium channels.
+   Physiol Rev 85:757-810. https://doi.org/10.1152/physrev.00057.2003
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from typing import ClassVar, Literal
+
+from cainfer.forward import _kernels as K
+from cainfer.forward._params import Parameter, Prior
+
+_BRINI = "Brini & Carafoli 2011, doi:10.1101/cshperspect.a004168"
+_SHANNON = "Shannon et al. 2004 (Shannon-Bers model), doi:10.1529/biophysj.104.047449"
+_HELMCHEN = "Helmchen, Imoto & Sakmann 1996, doi:10.1016/S0006-3495(96)79653-4"
+_KEENER = "Keener & Sneyd 2009, Mathematical Physiology I, ch. 7"
+_PAREKH = "Parekh & Putney 2005, doi:10.1152/physrev.00057.2003"
+
+
+class Flux(ABC):
+    """One calcium flux term (abstract).
+
+    Parameters
+    ----------
+    name : str, optional
+        Prefix for the term's parameter names in a cell model (``"pmca"`` gives
+        ``"pmca_vmax"``); an empty string gives the bare names. Defaults to the
+        class's ``default_name``.
+    **defaults : float
+        New default values for the term's parameters (by bare name).
+    """
+
+    kind: ClassVar[int]
+    compartment: ClassVar[Literal["pm", "er"]]
+    needs_er: ClassVar[bool] = False
+    default_name: ClassVar[str]
+    declared: ClassVar[tuple[Parameter, ...]] = ()
+    #: Number of values fixed by flux balance at rest (not free parameters).
+    n_derived: ClassVar[int] = 0
+
+    def __init__(self, name: str | None = None, **defaults: float) -> None:
+        self.name = self.default_name if name is None else str(name)
+        known = {p.name: p for p in self.declared}
+        unknown = sorted(set(defaults) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no parameter(s) {unknown}; known: {sorted(known)}"
+            )
+        params = []
+        for p in self.declared:
+            q = p.renamed(self.full_name(p.name))
+            if p.name in defaults:
+                v = q.check(defaults[p.name], where=f"default of {type(self).__name__}")
+                q = Parameter(q.name, q.unit, v, q.prior, q.lower, q.upper, q.description, q.open_lower)
+            params.append(q)
+        self.parameters: tuple[Parameter, ...] = tuple(params)
+
+    def full_name(self, bare: str) -> str:
+        """Parameter name as seen in a cell model."""
+        return f"{self.name}_{bare}" if self.name else bare
+
+    @property
+    def size(self) -> int:
+        """Slots this term takes in the packed parameter vector."""
+        return len(self.declared) + self.n_derived
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{p.name}={p.default:g}" for p in self.parameters)
+        return f"{type(self).__name__}({vals})"
+
+
+def _vmax(default: float, median: float, source: str, what: str) -> Parameter:
+    return Parameter(
+        "vmax", "µM/s", default, Prior("lognormal", median, 1.0, source), description=what
+    )
+
+
+class LinearExtrusion(Flux):
+    """Linear extrusion ``J = −γ·(c − c_rest)``: the single-compartment model [3]_.
+
+    With rapid buffering the decay time constant is ``τ = β/γ``, where
+    ``β = 1 + κ_S + κ_B`` is the buffer capacity.
+    """
+
+    kind = K.K_LINEAR
+    compartment = "pm"
+    default_name = ""
+    declared = (
+        Parameter(
+            "gamma",
+            "1/s",
+            400.0,
+            Prior("lognormal", 300.0, 1.0, _HELMCHEN),
+            upper=1e6,
+            description="extrusion rate constant",
+        ),
+    )
+
+
+class PMCA(Flux):
+    """Plasma-membrane Ca-ATPase ``J = −V·c^h/(K^h + c^h)``: high affinity, low capacity [1]_."""
+
+    kind = K.K_PMCA
+    compartment = "pm"
+    default_name = "pmca"
+    declared = (
+        _vmax(100.0, 100.0, _BRINI, "maximal PMCA extrusion"),
+        Parameter("k", "µM", 0.3, Prior("lognormal", 0.3, 0.3, _BRINI), upper=100.0,
+                  description="half-activation concentration"),
+        Parameter("hill", "1", 1.3, Prior("uniform", 1.0, 1.6, _BRINI), upper=8.0,
+                  description="Hill coefficient"),
+    )
+
+
+class NCX(Flux):
+    """Na/Ca exchanger in forward mode ``J = −V·c/(K + c)``: low affinity, high capacity [1]_, [2]_."""
+
+    kind = K.K_NCX
+    compartment = "pm"
+    default_name = "ncx"
+    declared = (
+        _vmax(300.0, 300.0, _SHANNON, "maximal NCX extrusion"),
+        Parameter("k", "µM", 2.5, Prior("lognormal", 2.8, 0.3, _SHANNON), upper=1000.0,
+                  description="half-activation concentration (2-3.6 µM)"),
+    )
+
+
+class PlasmaLeak(Flux):
+    """Constant plasma-membrane leak into the cytosol.
+
+    Its rate (µM/s) is not a free parameter: it is set so that all
+    plasma-membrane fluxes balance at the resting state.
+    """
+
+    kind = K.K_PM_LEAK
+    compartment = "pm"
+    default_name = "leak"
+    n_derived = 1
+
+
+class SERCA(Flux):
+    """Sarco/endoplasmic-reticulum Ca-ATPase, cytosol → ER, ``V·c^h/(K^h + c^h)`` [2]_."""
+
+    kind = K.K_SERCA
+    compartment = "er"
+    needs_er = True
+    default_name = "serca"
+    declared = (
+        _vmax(290.0, 290.0, _SHANNON, "maximal SERCA uptake"),
+        Parameter("k", "µM", 0.25, Prior("lognormal", 0.25, 0.3, _SHANNON), upper=100.0,
+                  description="half-activation concentration"),
+        Parameter("hill", "1", 1.8, Prior("uniform", 1.5, 2.1, _SHANNON), upper=8.0,
+                  description="Hill coefficient"),
+    )
+
+
+class ERLeak(Flux):
+    """Passive ER leak ``J = k·(c_ER − c)`` into the cytosol.
+
+    Its rate constant (1/s) is set so that ER fluxes balance at rest.
+    """
+
+    kind = K.K_ER_LEAK
+    compartment = "er"
+    needs_er = True
+    default_name = "er_leak"
+    n_derived = 1
+
+
+class ERRelease(Flux):
+    """Calcium-induced ER release (RyR/IP3R-like) [4]_.
+
+    ``J = k_rel · a(c) · g(c_ER) · (c_ER − c)`` with activation
+    ``a = c^h_a/(K_a^h_a + c^h_a)`` (steep: regenerative above about K_a) and
+    load gating ``g = c_ER^h_l/(K_l^h_l + c_ER^h_l)`` (a depleted store does not
+    release).
+    """
+
+    kind = K.K_RELEASE
+    compartment = "er"
+    needs_er = True
+    default_name = "release"
+    declared = (
+        Parameter("rate", "1/s", 10.0, Prior("lognormal", 10.0, 1.0, _KEENER), upper=1e6,
+                  description="maximal release rate constant"),
+        Parameter("k_act", "µM", 0.5, Prior("lognormal", 0.5, 0.5, _KEENER), upper=100.0,
+                  description="cytosolic Ca for half activation (threshold)"),
+        Parameter("hill_act", "1", 4.0, Prior("uniform", 2.0, 6.0, _KEENER), upper=10.0,
+                  description="activation Hill coefficient"),
+        Parameter("k_load", "µM", 100.0, Prior("lognormal", 100.0, 0.5, _KEENER), upper=1e5,
+                  description="ER Ca for half gating by store load"),
+        Parameter("hill_load", "1", 2.0, Prior("uniform", 1.0, 4.0, _KEENER), upper=10.0,
+                  description="load-gating Hill coefficient"),
+    )
+
+
+class SOCE(Flux):
+    """Store-operated entry ``J = V·(1 − c_ER^h/(K^h + c_ER^h))``, on as the ER empties [5]_."""
+
+    kind = K.K_SOCE
+    compartment = "pm"
+    needs_er = True
+    default_name = "soce"
+    declared = (
+        _vmax(20.0, 20.0, _PAREKH, "maximal store-operated entry"),
+        Parameter("k", "µM", 100.0, Prior("lognormal", 100.0, 0.5, _PAREKH), upper=1e5,
+                  description="ER Ca for half inactivation"),
+        Parameter("hill", "1", 4.0, Prior("uniform", 1.0, 6.0, _PAREKH), upper=10.0,
+                  description="Hill coefficient"),
+    )
+
+
+class EventInflux(Flux):
+    """Stimulus-evoked influx: each event adds ``amplitude·weight`` µM to total Ca.
+
+    The event times and weights come from the :class:`Stimulus`. The jump in
+    total calcium is applied exactly, and free calcium follows from buffering.
+    """
+
+    kind = K.K_EVENTS
+    compartment = "pm"
+    default_name = "influx"
+    declared = (
+        Parameter("amplitude", "µM", 10.0, Prior("lognormal", 10.0, 1.0, _HELMCHEN), upper=1e5,
+                  description="total Ca added per event (per action potential)"),
+    )
+
+
+class WaveformInflux(Flux):
+    """Stimulus-evoked influx ``J = amplitude·w(t)`` for a stimulus waveform w."""
+
+    kind = K.K_WAVEFORM
+    compartment = "pm"
+    default_name = "waveform"
+    declared = (
+        Parameter("amplitude", "µM/s", 50.0, Prior("lognormal", 50.0, 1.5, _HELMCHEN), upper=1e7,
+                  description="influx at waveform value 1"),
+    )

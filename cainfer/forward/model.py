@@ -1,0 +1,626 @@
+"""Cell models: buffers and fluxes composed, with a resting state and a simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from numpy.typing import ArrayLike
+
+from cainfer.forward import _kernels as K
+from cainfer.forward._params import Parameter, Prior, merge_values
+from cainfer.forward.fluxes import (
+    NCX,
+    PMCA,
+    SERCA,
+    SOCE,
+    ERLeak,
+    ERRelease,
+    EventInflux,
+    Flux,
+    LinearExtrusion,
+    PlasmaLeak,
+    WaveformInflux,
+)
+from cainfer.forward.indicators import Indicator, get_indicator
+from cainfer.forward.stimulus import Stimulus
+
+_MARAVALL = "Maravall et al. 2000, doi:10.1016/S0006-3495(00)76809-3"
+_HELMCHEN_TANK = (
+    "Maravall et al. 2000 (44-80); Helmchen & Tank 2015, doi:10.1101/pdb.top085910 (110)"
+)
+_DEMAUREX = "Demaurex & Frieden 2003, doi:10.1016/S0143-4160(03)00081-2"
+_KEENER = "Keener & Sneyd 2009, Mathematical Physiology I, ch. 7"
+
+#: Accuracy target of the automatic step size: |λ|·h ≤ this for the fastest mode.
+_LAMBDA_H = 0.2
+_MAX_STEPS_PER_FRAME = 100_000
+
+
+@dataclass(frozen=True)
+class ERCompartment:
+    """The endoplasmic reticulum: its own linear buffering and volume.
+
+    Parameters
+    ----------
+    c_rest : float
+        Resting free ER calcium (µM); 100-800 µM measured with targeted
+        indicators (Demaurex & Frieden 2003).
+    kappa : float
+        ER buffer capacity (dimensionless, linear low-affinity buffers such as
+        calreticulin).
+    volume : float
+        ER volume over cytosolic volume (dimensionless).
+    """
+
+    c_rest: float = 200.0
+    kappa: float = 20.0
+    volume: float = 0.1
+
+    def parameters(self) -> tuple[Parameter, ...]:
+        """Declared ER parameters with defaults from this instance."""
+        return (
+            Parameter("er_c_rest", "µM", self.c_rest, Prior("lognormal", 250.0, 0.6, _DEMAUREX),
+                      upper=1e5, description="resting free ER calcium"),
+            Parameter("er_kappa", "1", self.kappa, Prior("lognormal", 20.0, 0.7, _KEENER),
+                      upper=1e5, open_lower=False, lower=0.0,
+                      description="ER buffer capacity"),
+            Parameter("er_volume", "1", self.volume, Prior("lognormal", 0.1, 0.5, _KEENER),
+                      upper=10.0, description="ER/cytosol volume ratio"),
+        )
+
+
+@dataclass(frozen=True)
+class RestingState:
+    """Steady state at rest and the flux-balance values derived from it.
+
+    Attributes
+    ----------
+    c : float
+        Free cytosolic calcium (µM).
+    c_er : float
+        Free ER calcium (µM); NaN without an ER.
+    derived : dict
+        Values fixed by flux balance, for example ``{"leak_rate": 14.2}``
+        (plasma-membrane leak, µM/s) or ``{"er_leak_rate": 0.08}`` (1/s).
+    """
+
+    c: float
+    c_er: float
+    derived: dict[str, float]
+
+
+class CellModel:
+    """A cell: endogenous buffer, indicator, optional ER and a set of fluxes.
+
+    Parameters
+    ----------
+    fluxes : sequence of Flux
+        The flux terms. At most one :class:`PlasmaLeak` and one :class:`ERLeak`;
+        they are set by flux balance at rest.
+    indicator : Indicator or str
+        The indicator, or a catalogue name (``"OGB-1"``, ``"GCaMP6f"``, ...).
+    er : ERCompartment, optional
+        The ER. Created with defaults when any flux needs it; an error when
+        given without any ER flux.
+    c_rest : float
+        Default resting free calcium (µM).
+    kappa_s : float
+        Default endogenous buffer capacity κ_S (dimensionless).
+    name : str
+        Label, stored with simulations.
+
+    Notes
+    -----
+    Parameters are listed by :attr:`parameters`; values are passed as a
+    mapping from name to value, with defaults for those left out.
+    """
+
+    def __init__(
+        self,
+        fluxes: Sequence[Flux],
+        *,
+        indicator: Indicator | str = "OGB-1",
+        er: ERCompartment | None = None,
+        c_rest: float = 0.05,
+        kappa_s: float = 60.0,
+        name: str = "cell",
+    ) -> None:
+        self.name = name
+        self.indicator = get_indicator(indicator)
+        self.fluxes: tuple[Flux, ...] = tuple(fluxes)
+        if not self.fluxes:
+            raise ValueError("a CellModel needs at least one flux term")
+        for f in self.fluxes:
+            if not isinstance(f, Flux):
+                raise ValueError(f"fluxes must be Flux instances, got {f!r}")
+        for cls in (PlasmaLeak, ERLeak, EventInflux, WaveformInflux):
+            if sum(isinstance(f, cls) for f in self.fluxes) > 1:
+                raise ValueError(f"at most one {cls.__name__} term is allowed")
+        needs_er = any(f.needs_er for f in self.fluxes)
+        if er is not None and not needs_er:
+            raise ValueError("an ER compartment was given but no flux term uses the ER")
+        self.er: ERCompartment | None = (er or ERCompartment()) if needs_er else None
+
+        ind = self.indicator
+        glob = [
+            Parameter("c_rest", "µM", c_rest, Prior("lognormal", 0.05, 0.4, _MARAVALL),
+                      upper=10.0, description="resting free cytosolic calcium"),
+            Parameter("kappa_s", "1", kappa_s, Prior("lognormal", 70.0, 0.6, _HELMCHEN_TANK),
+                      lower=0.0, open_lower=False, upper=1e5,
+                      description="endogenous buffer capacity κ_S"),
+            Parameter("kd", "µM", ind.kd, Prior("lognormal", ind.kd, 0.2, ind.source),
+                      upper=1e4, description=f"{ind.name} dissociation constant"),
+            Parameter("hill", "1", ind.hill, Prior("normal", ind.hill, 0.1 * ind.hill, ind.source),
+                      upper=10.0, description=f"{ind.name} Hill coefficient"),
+            Parameter("rf", "1", ind.rf, Prior("lognormal", ind.rf, 0.2, ind.source),
+                      lower=1.0, upper=1e4, description=f"{ind.name} dynamic range F_max/F_min"),
+            Parameter("b_total", "µM", ind.b_total, Prior("lognormal", ind.b_total, 0.5, ind.source),
+                      lower=0.0, open_lower=False, upper=1e5,
+                      description=f"{ind.name} total concentration"),
+        ]
+        if self.er is not None:
+            glob.extend(self.er.parameters())
+        params: dict[str, Parameter] = {}
+        for p in [*glob, *(q for f in self.fluxes for q in f.parameters)]:
+            if p.name in params:
+                raise ValueError(
+                    f"two terms declare parameter {p.name!r}: give one of them another name="
+                )
+            params[p.name] = p
+        self._params = params
+        self._global_slot = {
+            "c_rest": K.G_C_REST, "kappa_s": K.G_KAPPA_S, "kd": K.G_KD, "hill": K.G_HILL,
+            "rf": K.G_RF, "b_total": K.G_BT, "er_c_rest": K.G_CER_REST,
+            "er_kappa": K.G_KAPPA_ER, "er_volume": K.G_V_ER,
+        }
+        offsets = []
+        o = K.N_GLOBAL
+        for f in self.fluxes:
+            offsets.append(o)
+            o += f.size
+        self._n_p = o
+        self._kinds = np.array([f.kind for f in self.fluxes], dtype=np.int64)
+        self._offsets = np.array(offsets, dtype=np.int64)
+
+    # ------------------------------------------------------------------ params
+    @property
+    def parameters(self) -> dict[str, Parameter]:
+        """All parameters by name (a copy)."""
+        return dict(self._params)
+
+    @property
+    def has_er(self) -> bool:
+        """Whether the model has an ER compartment."""
+        return self.er is not None
+
+    def defaults(self) -> dict[str, float]:
+        """Default value of every parameter."""
+        return {k: p.default for k, p in self._params.items()}
+
+    def values(self, params: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Defaults overridden by ``params``, validated.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name or a value outside the parameter's range.
+        """
+        return merge_values(self._params, params, owner=f"model {self.name!r}")
+
+    def indicator_for(self, values: Mapping[str, float]) -> Indicator:
+        """The indicator with K_d, n, R_f and B_T taken from parameter values."""
+        return self.indicator.with_(
+            kd=values["kd"], hill=values["hill"], rf=values["rf"], b_total=values["b_total"]
+        )
+
+    def _pack_raw(self, values: Mapping[str, float]) -> np.ndarray:
+        p = np.zeros(self._n_p)
+        p[K.G_V_ER] = 1.0
+        for name, slot in self._global_slot.items():
+            if name in values:
+                p[slot] = values[name]
+        for f, o in zip(self.fluxes, self._offsets, strict=True):
+            for j, q in enumerate(f.parameters):
+                p[o + j] = values[q.name]
+        return p
+
+    def pack(self, params: Mapping[str, float] | None = None) -> np.ndarray:
+        """Packed parameter vector for the compiled kernels, leaks balanced at rest."""
+        return self._balance(self.values(params))[0]
+
+    def _balance(self, v: Mapping[str, float]) -> tuple[np.ndarray, RestingState]:
+        p = self._pack_raw(v)
+        c = v["c_rest"]
+        cer = v.get("er_c_rest", 0.0)
+        empty = np.empty(0)
+        if self.er is not None and cer <= c:
+            raise ValueError(
+                f"er_c_rest = {cer:g} µM must exceed c_rest = {c:g} µM (the ER stores calcium)"
+            )
+        jpm, jx = K.net_flux(-math.inf, c, cer, p, self._kinds, self._offsets, empty, empty)
+        derived: dict[str, float] = {}
+        for f, o in zip(self.fluxes, self._offsets, strict=True):
+            slot = o + len(f.declared)
+            if isinstance(f, ERLeak):
+                k_leak = -jx / (cer - c)
+                if k_leak < 0:
+                    raise ValueError(
+                        f"ER fluxes cannot balance at rest: release exceeds SERCA uptake by "
+                        f"{jx:.4g} µM/s at c_rest, er_c_rest; the ER leak would be negative"
+                    )
+                p[slot] = k_leak
+                derived[f.full_name("rate")] = k_leak
+                jx = 0.0
+            elif isinstance(f, PlasmaLeak):
+                if -jpm < 0:
+                    raise ValueError(
+                        f"plasma-membrane fluxes cannot balance at rest: entry exceeds "
+                        f"extrusion by {jpm:.4g} µM/s; the leak would be negative"
+                    )
+                p[slot] = -jpm
+                derived[f.full_name("rate")] = -jpm
+                jpm = 0.0
+        scale = max(1.0, *(abs(x) for x in derived.values())) if derived else 1.0
+        if abs(jpm) > 1e-9 * scale:
+            raise ValueError(
+                f"net plasma-membrane flux at c_rest is {jpm:.4g} µM/s, not zero; "
+                "add a PlasmaLeak() term to balance it"
+            )
+        if abs(jx) > 1e-9 * scale:
+            raise ValueError(
+                f"net ER flux at rest is {jx:.4g} µM/s, not zero; add an ERLeak() term"
+            )
+        rest = RestingState(c=c, c_er=cer if self.er is not None else math.nan, derived=derived)
+        return p, rest
+
+    def resting_state(self, params: Mapping[str, float] | None = None) -> RestingState:
+        """The resting steady state and the leak values that make it one.
+
+        Parameters
+        ----------
+        params : mapping, optional
+            Parameter values (defaults for those left out).
+
+        Returns
+        -------
+        RestingState
+        """
+        return self._balance(self.values(params))[1]
+
+    def term_fluxes(
+        self,
+        c: ArrayLike,
+        c_er: ArrayLike | None = None,
+        params: Mapping[str, float] | None = None,
+        *,
+        t: ArrayLike = -math.inf,
+        stimulus: Stimulus | None = None,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each term's flux at given states.
+
+        Parameters
+        ----------
+        c : array_like
+            Free cytosolic calcium (µM).
+        c_er : array_like, optional
+            Free ER calcium (µM); the resting value if omitted.
+        params : mapping, optional
+            Parameter values.
+        t : array_like
+            Time (s), used by a waveform influx.
+        stimulus : Stimulus, optional
+            Supplies the waveform.
+
+        Returns
+        -------
+        dict
+            Term name (class name, or its prefix if set) → (plasma-membrane
+            flux, ER→cytosol flux), each µM/s of cytosol, broadcast to the
+            shape of the inputs.
+        """
+        p, rest = self._balance(self.values(params))
+        cc = np.asarray(c, dtype=float)
+        ce = np.asarray(rest.c_er if c_er is None else c_er, dtype=float)
+        if self.er is None:
+            ce = np.zeros_like(ce)
+        tt = np.asarray(t, dtype=float)
+        cc, ce, tt = np.broadcast_arrays(cc, ce, tt)
+        wt, wv = _waveform(stimulus)
+        out = {}
+        for f, kind, o in zip(self.fluxes, self._kinds, self._offsets, strict=True):
+            a = np.empty(cc.shape)
+            b = np.empty(cc.shape)
+            for idx in np.ndindex(cc.shape):
+                a[idx], b[idx] = K.term_flux(
+                    int(kind), int(o), float(tt[idx]), float(cc[idx]), float(ce[idx]), p, wt, wv
+                )
+            out[f.name or type(f).__name__] = (a, b)
+        return out
+
+    # ---------------------------------------------------------------- simulate
+    def simulate(
+        self,
+        params: Mapping[str, float] | None = None,
+        time: ArrayLike | None = None,
+        stimulus: Stimulus | None = None,
+        *,
+        substeps: int | Literal["auto"] = "auto",
+        initial: Mapping[str, float] | None = None,
+    ) -> xr.Dataset:
+        """Simulate free and total calcium and the indicator signal.
+
+        Parameters
+        ----------
+        params : mapping, optional
+            Parameter values by name (defaults for those left out).
+        time : array_like
+            Output times (s), strictly increasing; the state at ``time[0]`` is
+            the resting state (or ``initial``).
+        stimulus : Stimulus, optional
+            Events and/or waveform; all within ``[time[0], time[-1]]``.
+        substeps : int or "auto"
+            RK4 steps per output interval. ``"auto"`` chooses them so that
+            |λ|·h ≤ 0.2 for the fastest linearised mode over the visited range.
+        initial : mapping, optional
+            Initial free calcium ``{"c": µM, "c_er": µM}`` instead of rest.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``ca`` (free cytosolic Ca, µM), ``ca_total`` (total cytosolic Ca,
+            µM), ``ca_er`` (free ER Ca, µM; with an ER), ``F`` (F/F_min) and
+            ``dff`` (ΔF/F relative to rest), over coordinate ``time`` (s);
+            attrs record the model, parameters and step count.
+
+        Raises
+        ------
+        ValueError
+            For bad parameters, times, stimulus or initial state.
+        """
+        v = self.values(params)
+        p, rest = self._balance(v)
+        t = _check_time(time)
+        stim = stimulus if stimulus is not None else Stimulus()
+        stim.check_within(float(t[0]), float(t[-1]))
+        ev_slot = self._slot_of(EventInflux)
+        if stim.has_events and ev_slot < 0:
+            raise ValueError("stimulus has events but the model has no EventInflux term")
+        if stim.has_waveform and self._slot_of(WaveformInflux) < 0:
+            raise ValueError("stimulus has a waveform but the model has no WaveformInflux term")
+        c0, cer0 = rest.c, (rest.c_er if self.er is not None else 0.0)
+        if initial is not None:
+            unknown = sorted(set(initial) - {"c", "c_er"})
+            if unknown:
+                raise ValueError(f"initial has unknown key(s) {unknown}; allowed: 'c', 'c_er'")
+            c0 = _nonneg("initial c", initial.get("c", c0))
+            if "c_er" in initial and self.er is None:
+                raise ValueError("initial c_er given but the model has no ER")
+            cer0 = _nonneg("initial c_er", initial.get("c_er", cer0))
+        wt, wv = _waveform(stim)
+        frame = float(np.min(np.diff(t))) if t.size > 1 else 1.0
+        ev_t = np.ascontiguousarray(stim.events)
+        ev_w = np.ascontiguousarray(stim.event_weights)
+        args = (ev_t, ev_w, ev_slot, p, self._kinds, self._offsets, wt, wv, self.has_er)
+
+        if substeps == "auto":
+            c_hi = max(c0, rest.c) * 10.0
+            if ev_slot >= 0 and ev_t.size:
+                jump = p[ev_slot] * float(np.max(ev_w)) * 3.0
+                c_hi = max(c_hi, _free(p, K.total_ca(c_hi, *_buf(p)) + jump))
+            n_sub = self._auto_substeps(p, c_hi, max(cer0, rest.c_er if self.has_er else 0.0),
+                                        wt, wv, frame)
+            c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+            c_max = float(np.nanmax(c)) if np.all(np.isfinite(c)) else math.inf
+            if c_max > c_hi and math.isfinite(c_max):
+                n2 = self._auto_substeps(p, 2 * c_max, float(np.max(cer)), wt, wv, frame)
+                if n2 > n_sub:
+                    n_sub = n2
+                    c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+        else:
+            if int(substeps) != substeps or int(substeps) < 1:
+                raise ValueError(f"substeps = {substeps!r} must be 'auto' or an integer ≥ 1")
+            n_sub = int(substeps)
+            c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+        if not np.all(np.isfinite(c)):
+            raise FloatingPointError(
+                "simulation produced non-finite calcium; try more substeps"
+            )
+        return self._dataset(t, c, cer, v, rest, n_sub)
+
+    def _slot_of(self, cls: type[Flux]) -> int:
+        for f, o in zip(self.fluxes, self._offsets, strict=True):
+            if isinstance(f, cls):
+                return int(o)
+        return -1
+
+    def _auto_substeps(
+        self, p: np.ndarray, c_hi: float, cer_hi: float, wt: np.ndarray, wv: np.ndarray,
+        frame: float,
+    ) -> int:
+        c_grid = np.geomspace(max(p[K.G_C_REST], 1e-6) / 10.0, max(c_hi, 1e-3), 64)
+        cer_grid = (
+            np.geomspace(1e-2, max(2.0 * cer_hi, 1.0), 24) if self.has_er else np.zeros(1)
+        )
+        lam = K.jacobian_bound(c_grid, cer_grid, p, self._kinds, self._offsets, wt, wv,
+                               self.has_er)
+        n = max(1, math.ceil(frame * lam / _LAMBDA_H))
+        if n > _MAX_STEPS_PER_FRAME:
+            raise ValueError(
+                f"the model is too stiff for the fixed-step solver at this frame interval "
+                f"({n} substeps per frame needed); check the rate parameters"
+            )
+        return n
+
+    def _dataset(
+        self, t: np.ndarray, c: np.ndarray, cer: np.ndarray, v: Mapping[str, float],
+        rest: RestingState, n_sub: int,
+    ) -> xr.Dataset:
+        kappa, bt, kd, n = v["kappa_s"], v["b_total"], v["kd"], v["hill"]
+        xn = (np.maximum(c, 0.0) / kd) ** n
+        total = c * (1.0 + kappa) + bt * xn / (1.0 + xn)
+        F = 1.0 + (v["rf"] - 1.0) * xn / (1.0 + xn)
+        x0 = (rest.c / kd) ** n
+        F0 = 1.0 + (v["rf"] - 1.0) * x0 / (1.0 + x0)
+        data = {
+            "ca": ("time", c, {"units": "µM", "long_name": "free cytosolic calcium"}),
+            "ca_total": ("time", total, {"units": "µM", "long_name": "total cytosolic calcium"}),
+            "F": ("time", F, {"units": "1", "long_name": "fluorescence F/F_min"}),
+            "dff": ("time", F / F0 - 1.0, {"units": "1", "long_name": "ΔF/F"}),
+        }
+        if self.has_er:
+            data["ca_er"] = ("time", cer, {"units": "µM", "long_name": "free ER calcium"})
+        return xr.Dataset(
+            data,
+            coords={"time": ("time", t, {"units": "s"})},
+            attrs={
+                "model": self.name,
+                "fluxes": json.dumps([repr(f) for f in self.fluxes]),
+                "indicator": self.indicator.name,
+                "parameters": json.dumps(dict(v)),
+                "derived": json.dumps(rest.derived),
+                "substeps": n_sub,
+                "solver": "RK4, fixed step, exact jumps at events, rapid buffering",
+            },
+        )
+
+    def __repr__(self) -> str:
+        terms = ", ".join(repr(f) for f in self.fluxes)
+        return f"CellModel({self.name!r}, indicator={self.indicator.name!r}, [{terms}])"
+
+
+def _buf(p: np.ndarray) -> tuple[float, float, float, float]:
+    return float(p[K.G_KAPPA_S]), float(p[K.G_BT]), float(p[K.G_KD]), float(p[K.G_HILL])
+
+
+def _free(p: np.ndarray, total: float) -> float:
+    return float(K.free_from_total(total, *_buf(p)))
+
+
+def _nonneg(name: str, x: float) -> float:
+    v = float(x)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} = {x!r} must be a finite concentration ≥ 0 µM")
+    return v
+
+
+def _check_time(time: ArrayLike | None) -> np.ndarray:
+    if time is None:
+        raise ValueError("time (s) is required: the output times, strictly increasing")
+    t = np.ascontiguousarray(np.asarray(time, dtype=float).reshape(-1))
+    if t.size < 1 or not np.all(np.isfinite(t)):
+        raise ValueError("time must be a non-empty array of finite times (s)")
+    if t.size > 1 and np.any(np.diff(t) <= 0):
+        raise ValueError("time must be strictly increasing (s)")
+    return t
+
+
+def _waveform(stim: Stimulus | None) -> tuple[np.ndarray, np.ndarray]:
+    if stim is None or not stim.has_waveform:
+        return np.empty(0), np.empty(0)
+    return np.ascontiguousarray(stim.waveform_time), np.ascontiguousarray(stim.waveform)
+
+
+# ------------------------------------------------------------------- presets
+def single_compartment(
+    indicator: Indicator | str = "OGB-1", *, name: str = "single_compartment"
+) -> CellModel:
+    """The added-buffer single-compartment model: linear extrusion and event influx.
+
+    ``dc/dt = (−γ·(c − c_rest) + Σ A·δ(t − t_k))/β(c)``; each event raises
+    total calcium by ``A``, decaying with ``τ ≈ (1 + κ_S + κ_B)/γ``.
+
+    Parameters
+    ----------
+    indicator : Indicator or str
+        The indicator or a catalogue name.
+    name : str
+        Model label.
+
+    Returns
+    -------
+    CellModel
+
+    References
+    ----------
+    .. [1] Helmchen F, Imoto K, Sakmann B (1996). Biophys J 70:1069-1081.
+       https://doi.org/10.1016/S0006-3495(96)79653-4
+    .. [2] Neher E, Augustine GJ (1992). J Physiol 450:273-301.
+       https://doi.org/10.1113/jphysiol.1992.sp019127
+    """
+    return CellModel([LinearExtrusion(), EventInflux()], indicator=indicator, name=name)
+
+
+def pumps_model(indicator: Indicator | str = "OGB-1", *, name: str = "pumps") -> CellModel:
+    """PMCA and NCX extrusion, a plasma-membrane leak and event influx.
+
+    Parameters
+    ----------
+    indicator : Indicator or str
+        The indicator or a catalogue name.
+    name : str
+        Model label.
+
+    Returns
+    -------
+    CellModel
+
+    References
+    ----------
+    .. [1] Brini M, Carafoli E (2011). Cold Spring Harb Perspect Biol
+       3:a004168. https://doi.org/10.1101/cshperspect.a004168
+    """
+    return CellModel([PMCA(), NCX(), PlasmaLeak(), EventInflux()], indicator=indicator, name=name)
+
+
+def er_model(indicator: Indicator | str = "OGB-1", *, name: str = "er") -> CellModel:
+    """PMCA, NCX, SERCA, ER leak, Ca-induced release, SOCE, leak and event influx.
+
+    Parameters
+    ----------
+    indicator : Indicator or str
+        The indicator or a catalogue name.
+    name : str
+        Model label.
+
+    Returns
+    -------
+    CellModel
+
+    References
+    ----------
+    .. [1] Keener J, Sneyd J (2009). Mathematical Physiology I, 2nd ed., ch. 7.
+       https://doi.org/10.1007/978-0-387-75847-3
+    """
+    return CellModel(
+        [PMCA(), NCX(), SERCA(), ERLeak(), ERRelease(), SOCE(), PlasmaLeak(), EventInflux()],
+        indicator=indicator,
+        name=name,
+    )
+
+
+PRESETS = {"single_compartment": single_compartment, "pumps": pumps_model, "er": er_model}
+
+
+def preset(name: str, indicator: Indicator | str = "OGB-1") -> CellModel:
+    """A preset cell model by name: ``"single_compartment"``, ``"pumps"`` or ``"er"``.
+
+    Parameters
+    ----------
+    name : str
+        Preset name.
+    indicator : Indicator or str
+        The indicator or a catalogue name.
+
+    Returns
+    -------
+    CellModel
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name](indicator)

@@ -1,0 +1,143 @@
+"""Stimulus protocols: event times (with relative weights) and waveforms."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def _as_1d(name: str, x: object) -> np.ndarray:
+    a = np.asarray(x, dtype=float).reshape(-1) if x is not None else np.empty(0)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"stimulus {name} contains NaN or infinite values")
+    return a
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    """What drives the channel influx terms.
+
+    Parameters
+    ----------
+    events : array_like of float
+        Event times (s), for example action potentials or electrical pulses.
+        Each event adds ``influx_amplitude·weight`` µM to total cytosolic
+        calcium (see :class:`~cainfer.forward.EventInflux`). Sorted on input.
+    weights : array_like of float, optional
+        Relative amplitude of each event (dimensionless, ≥ 0); default 1.
+    waveform_time : array_like of float, optional
+        Knot times (s, strictly increasing) of a piecewise-linear waveform that
+        multiplies ``waveform_amplitude`` (µM/s) in
+        :class:`~cainfer.forward.WaveformInflux`; zero outside the knots.
+    waveform : array_like of float, optional
+        Waveform values at the knots (dimensionless).
+    """
+
+    events: np.ndarray = field(default_factory=lambda: np.empty(0))
+    weights: np.ndarray | None = None
+    waveform_time: np.ndarray = field(default_factory=lambda: np.empty(0))
+    waveform: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def __post_init__(self) -> None:
+        ev = _as_1d("events", self.events)
+        w = np.ones_like(ev) if self.weights is None else _as_1d("weights", self.weights)
+        if w.shape != ev.shape:
+            raise ValueError(
+                f"stimulus weights has {w.size} values but events has {ev.size}; they must match"
+            )
+        if np.any(w < 0):
+            raise ValueError("stimulus weights must be ≥ 0")
+        order = np.argsort(ev, kind="stable")
+        wt = _as_1d("waveform_time", self.waveform_time)
+        wv = _as_1d("waveform", self.waveform)
+        if wt.shape != wv.shape:
+            raise ValueError(
+                f"stimulus waveform has {wv.size} values but waveform_time has {wt.size}"
+            )
+        if wt.size == 1 or (wt.size > 1 and np.any(np.diff(wt) <= 0)):
+            raise ValueError("stimulus waveform_time must hold ≥ 2 strictly increasing times (s)")
+        object.__setattr__(self, "events", ev[order])
+        object.__setattr__(self, "weights", w[order])
+        object.__setattr__(self, "waveform_time", wt)
+        object.__setattr__(self, "waveform", wv)
+
+    @property
+    def event_weights(self) -> np.ndarray:
+        """Relative amplitude per event (dimensionless), aligned with ``events``."""
+        assert self.weights is not None
+        return self.weights
+
+    @property
+    def has_events(self) -> bool:
+        """Whether any event is given."""
+        return self.events.size > 0
+
+    @property
+    def has_waveform(self) -> bool:
+        """Whether a waveform is given."""
+        return self.waveform_time.size > 0
+
+    def check_within(self, t0: float, t1: float) -> None:
+        """Raise ``ValueError`` if any event or waveform knot lies outside [t0, t1] (s)."""
+        bad = self.events[(self.events < t0) | (self.events > t1)]
+        if bad.size:
+            raise ValueError(
+                f"stimulus event at t = {bad[0]:g} s lies outside the recording "
+                f"[{t0:g}, {t1:g}] s ({bad.size} such event(s))"
+            )
+        if self.has_waveform and (self.waveform_time[0] < t0 or self.waveform_time[-1] > t1):
+            raise ValueError(
+                f"stimulus waveform spans [{self.waveform_time[0]:g}, {self.waveform_time[-1]:g}] s, "
+                f"outside the recording [{t0:g}, {t1:g}] s"
+            )
+
+    @classmethod
+    def train(
+        cls, onsets: np.ndarray | list[float], *, n: int = 1, interval: float = 0.02
+    ) -> Stimulus:
+        """Events in bursts: ``n`` events ``interval`` s apart at each onset (s)."""
+        if n < 1:
+            raise ValueError(f"n = {n} must be ≥ 1")
+        on = _as_1d("onsets", onsets)
+        times = (on[:, None] + interval * np.arange(n)[None, :]).reshape(-1)
+        return cls(events=times)
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write the events as CSV with columns ``time_s,weight`` (atomic)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            wr = csv.writer(fh, lineterminator="\n")
+            wr.writerow(["time_s", "weight"])
+            for t, w in zip(self.events, self.event_weights, strict=True):
+                wr.writerow([repr(float(t)), repr(float(w))])
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str]) -> Stimulus:
+        """Read events from a CSV file with a ``time_s`` column and optional ``weight``.
+
+        Raises
+        ------
+        ValueError
+            If the file lacks a ``time_s`` column or holds a non-numeric value;
+            the message names the file and line.
+        """
+        path = Path(path)
+        times: list[float] = []
+        weights: list[float] = []
+        with open(path, newline="") as fh:
+            rd = csv.DictReader(fh)
+            if rd.fieldnames is None or "time_s" not in rd.fieldnames:
+                raise ValueError(f"{path}: stimulus CSV needs a 'time_s' column (seconds)")
+            for line, row in enumerate(rd, start=2):
+                try:
+                    times.append(float(row["time_s"]))
+                    weights.append(float(row.get("weight") or 1.0))
+                except ValueError as e:
+                    raise ValueError(f"{path}:{line}: not a number ({e})") from None
+        return cls(events=np.array(times), weights=np.array(weights))

@@ -1,0 +1,120 @@
+"""Reference implementations for checking cainfer against independent solvers.
+
+Shipped with the package (as ``pymc.testing`` is) so that users extending the
+model can check their terms the same way the test suite does.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.integrate import solve_ivp
+from scipy.optimize import brentq
+
+from cainfer.forward import _kernels as K
+from cainfer.forward.fluxes import EventInflux
+from cainfer.forward.model import CellModel, _check_time, _waveform
+from cainfer.forward.stimulus import Stimulus
+
+
+def reference_simulate(
+    model: CellModel,
+    params: Mapping[str, float] | None,
+    time: ArrayLike,
+    stimulus: Stimulus | None = None,
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    method: str = "LSODA",
+) -> dict[str, np.ndarray]:
+    """Solve the model with ``scipy.integrate.solve_ivp`` in total-calcium coordinates.
+
+    Independent of the compiled solver in how it is built: the state is total
+    cytosolic and total ER calcium (so an event is a plain addition), free
+    calcium comes from ``scipy.optimize.brentq`` at every evaluation, the step
+    size is adaptive, and the integration restarts at each event.
+
+    Parameters
+    ----------
+    model : CellModel
+        The model.
+    params : mapping or None
+        Parameter values (defaults for those left out).
+    time : array_like
+        Output times (s).
+    stimulus : Stimulus, optional
+        Events and waveform.
+    rtol, atol : float
+        Tolerances for ``solve_ivp`` (atol in µM).
+    method : str
+        ``solve_ivp`` method.
+
+    Returns
+    -------
+    dict
+        ``ca`` and ``ca_er`` (free, µM), ``ca_total`` (µM) and ``dff`` at ``time``.
+    """
+    v = model.values(params)
+    p, rest = model._balance(v)
+    t = _check_time(time)
+    stim = stimulus or Stimulus()
+    wt, wv = _waveform(stim)
+    kappa, bt, kd, n = v["kappa_s"], v["b_total"], v["kd"], v["hill"]
+    er_cap = v.get("er_volume", 1.0) * (1.0 + v.get("er_kappa", 0.0))
+
+    def total(c: float) -> float:
+        x = (max(c, 0.0) / kd) ** n
+        return c * (1.0 + kappa) + bt * x / (1.0 + x)
+
+    def free(tot: float) -> float:
+        if tot <= 0:
+            return 0.0
+        hi = tot / (1.0 + kappa)
+        return float(brentq(lambda c: total(c) - tot, 0.0, hi, xtol=1e-16, rtol=1e-15))
+
+    def f(tt: float, y: np.ndarray) -> list[float]:
+        c = free(y[0])
+        cer = y[1] / er_cap if model.has_er else 0.0
+        jpm, jx = K.net_flux(tt, c, cer, p, model._kinds, model._offsets, wt, wv)
+        return [jpm + jx, -jx]
+
+    y = np.array([total(rest.c), (rest.c_er * er_cap) if model.has_er else 0.0])
+    slot = model._slot_of(EventInflux)
+    amp = p[slot] if slot >= 0 else 0.0
+    jumps: dict[float, float] = {}
+    for te, w in zip(stim.events.tolist(), stim.event_weights.tolist(), strict=True):
+        jumps[te] = jumps.get(te, 0.0) + amp * w
+    t0, t_end = float(t[0]), float(t[-1])
+    y[0] += jumps.pop(t0, 0.0)
+    edges = [t0, *sorted(jumps), t_end]
+    max_step = float(np.diff(wt).min()) if wt.size > 1 else np.inf
+    out = np.empty((2, t.size))
+    for k, (a, b) in enumerate(itertools.pairwise(edges)):
+        last = k == len(edges) - 2
+        sel = np.flatnonzero((t >= a) & ((t <= b) if last else (t < b)))
+        if b > a:
+            t_eval = np.unique(np.append(t[sel], b))
+            sol = solve_ivp(f, (a, b), y, method=method, rtol=rtol, atol=atol,
+                            t_eval=t_eval, max_step=max_step)
+            if not sol.success:
+                raise RuntimeError(f"solve_ivp failed: {sol.message}")
+            out[:, sel] = sol.y[:, np.searchsorted(t_eval, t[sel])]
+            y = sol.y[:, -1].copy()
+        else:
+            out[:, sel] = y[:, None]
+        y[0] += jumps.get(b, 0.0) if not last else 0.0
+    out_tot, out_er = out
+    ca = np.array([free(x) for x in out_tot])
+    xn = (ca / kd) ** n
+    x0 = (rest.c / kd) ** n
+    F = 1.0 + (v["rf"] - 1.0) * xn / (1.0 + xn)
+    F0 = 1.0 + (v["rf"] - 1.0) * x0 / (1.0 + x0)
+    return {
+        "ca": ca,
+        "ca_total": out_tot,
+        "ca_er": out_er / er_cap if model.has_er else np.full(t.size, np.nan),
+        "dff": F / F0 - 1.0,
+    }
