@@ -35,7 +35,7 @@ def _simulate(args: argparse.Namespace) -> int:
     model = preset(args.preset, args.indicator)
     if args.duration <= 0 or args.frame_rate <= 0:
         raise ValueError("--duration and --frame-rate must be > 0")
-    time = np.arange(int(round(args.duration * args.frame_rate))) / args.frame_rate
+    time = np.arange(round(args.duration * args.frame_rate)) / args.frame_rate
     stim = Stimulus.from_csv(args.stimulus) if args.stimulus else Stimulus()
     ds = model.simulate(_parse_params(args.param), time, stim)
     out = Path(args.out)
@@ -81,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--stimulus", help="CSV of event times (column time_s, optional weight)")
     sim.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     sim.add_argument("--frame-rate", type=float, default=30.0, help="frames/s (default 30)")
-    sim.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a model parameter (repeatable)")
+    sim.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a model parameter (repeatable)",
+    )
     sim.add_argument("--out", default="out", help="output directory (default ./out)")
     sim.set_defaults(func=_simulate)
     return ap

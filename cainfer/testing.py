@@ -97,8 +97,9 @@ def reference_simulate(
         sel = np.flatnonzero((t >= a) & ((t <= b) if last else (t < b)))
         if b > a:
             t_eval = np.unique(np.append(t[sel], b))
-            sol = solve_ivp(f, (a, b), y, method=method, rtol=rtol, atol=atol,
-                            t_eval=t_eval, max_step=max_step)
+            sol = solve_ivp(
+                f, (a, b), y, method=method, rtol=rtol, atol=atol, t_eval=t_eval, max_step=max_step
+            )
             if not sol.success:
                 raise RuntimeError(f"solve_ivp failed: {sol.message}")
             out[:, sel] = sol.y[:, np.searchsorted(t_eval, t[sel])]

@@ -211,8 +211,12 @@ def rk4_step(
 ) -> tuple[float, float]:
     """One classical Runge-Kutta step of size h (s)."""
     k1c, k1e = rhs(t, c, cer, p, kinds, offsets, wt, wv, has_er)
-    k2c, k2e = rhs(t + 0.5 * h, c + 0.5 * h * k1c, cer + 0.5 * h * k1e, p, kinds, offsets, wt, wv, has_er)
-    k3c, k3e = rhs(t + 0.5 * h, c + 0.5 * h * k2c, cer + 0.5 * h * k2e, p, kinds, offsets, wt, wv, has_er)
+    k2c, k2e = rhs(
+        t + 0.5 * h, c + 0.5 * h * k1c, cer + 0.5 * h * k1e, p, kinds, offsets, wt, wv, has_er
+    )
+    k3c, k3e = rhs(
+        t + 0.5 * h, c + 0.5 * h * k2c, cer + 0.5 * h * k2e, p, kinds, offsets, wt, wv, has_er
+    )
     k4c, k4e = rhs(t + h, c + h * k3c, cer + h * k3e, p, kinds, offsets, wt, wv, has_er)
     return (
         c + h / 6.0 * (k1c + 2.0 * k2c + 2.0 * k3c + k4c),
@@ -238,7 +242,7 @@ def _advance(
     span = t1 - t0
     if span <= 0.0:
         return c, cer
-    m = max(1, int(math.ceil(span / h_max - 1e-9)))
+    m = max(1, math.ceil(span / h_max - 1e-9))
     h = span / m
     for j in range(m):
         c, cer = rk4_step(t0 + j * h, h, c, cer, p, kinds, offsets, wt, wv, has_er)
@@ -280,7 +284,9 @@ def solve(
         while k < ev_t.size and ev_t[k] <= t_end:
             c, cer = _advance(t, ev_t[k], h_max, c, cer, p, kinds, offsets, wt, wv, has_er)
             t = max(t, ev_t[k])
-            c = free_from_total(total_ca(c, kappa, bt, kd, hill) + amp * ev_w[k], kappa, bt, kd, hill)
+            c = free_from_total(
+                total_ca(c, kappa, bt, kd, hill) + amp * ev_w[k], kappa, bt, kd, hill
+            )
             k += 1
         c, cer = _advance(t, t_end, h_max, c, cer, p, kinds, offsets, wt, wv, has_er)
         t = t_end

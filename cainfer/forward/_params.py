@@ -157,9 +157,7 @@ def merge_values(
         return out
     unknown = sorted(set(values) - set(declared))
     if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for {owner}; known: {sorted(declared)}"
-        )
+        raise ValueError(f"unknown parameter(s) {unknown} for {owner}; known: {sorted(declared)}")
     for k, v in values.items():
         out[k] = declared[k].check(v)
     return out

@@ -73,7 +73,9 @@ class Flux(ABC):
             q = p.renamed(self.full_name(p.name))
             if p.name in defaults:
                 v = q.check(defaults[p.name], where=f"default of {type(self).__name__}")
-                q = Parameter(q.name, q.unit, v, q.prior, q.lower, q.upper, q.description, q.open_lower)
+                q = Parameter(
+                    q.name, q.unit, v, q.prior, q.lower, q.upper, q.description, q.open_lower
+                )
             params.append(q)
         self.parameters: tuple[Parameter, ...] = tuple(params)
 
@@ -127,23 +129,41 @@ class PMCA(Flux):
     default_name = "pmca"
     declared = (
         _vmax(100.0, 100.0, _BRINI, "maximal PMCA extrusion"),
-        Parameter("k", "µM", 0.3, Prior("lognormal", 0.3, 0.3, _BRINI), upper=100.0,
-                  description="half-activation concentration"),
-        Parameter("hill", "1", 1.3, Prior("uniform", 1.0, 1.6, _BRINI), upper=8.0,
-                  description="Hill coefficient"),
+        Parameter(
+            "k",
+            "µM",
+            0.3,
+            Prior("lognormal", 0.3, 0.3, _BRINI),
+            upper=100.0,
+            description="half-activation concentration",
+        ),
+        Parameter(
+            "hill",
+            "1",
+            1.3,
+            Prior("uniform", 1.0, 1.6, _BRINI),
+            upper=8.0,
+            description="Hill coefficient",
+        ),
     )
 
 
 class NCX(Flux):
-    """Na/Ca exchanger in forward mode ``J = −V·c/(K + c)``: low affinity, high capacity [1]_, [2]_."""
+    """Na/Ca exchanger (forward) ``J = −V·c/(K + c)``: low affinity, high capacity [1]_ [2]_."""
 
     kind = K.K_NCX
     compartment = "pm"
     default_name = "ncx"
     declared = (
         _vmax(300.0, 300.0, _SHANNON, "maximal NCX extrusion"),
-        Parameter("k", "µM", 2.5, Prior("lognormal", 2.8, 0.3, _SHANNON), upper=1000.0,
-                  description="half-activation concentration (2-3.6 µM)"),
+        Parameter(
+            "k",
+            "µM",
+            2.5,
+            Prior("lognormal", 2.8, 0.3, _SHANNON),
+            upper=1000.0,
+            description="half-activation concentration (2-3.6 µM)",
+        ),
     )
 
 
@@ -169,10 +189,22 @@ class SERCA(Flux):
     default_name = "serca"
     declared = (
         _vmax(290.0, 290.0, _SHANNON, "maximal SERCA uptake"),
-        Parameter("k", "µM", 0.25, Prior("lognormal", 0.25, 0.3, _SHANNON), upper=100.0,
-                  description="half-activation concentration"),
-        Parameter("hill", "1", 1.8, Prior("uniform", 1.5, 2.1, _SHANNON), upper=8.0,
-                  description="Hill coefficient"),
+        Parameter(
+            "k",
+            "µM",
+            0.25,
+            Prior("lognormal", 0.25, 0.3, _SHANNON),
+            upper=100.0,
+            description="half-activation concentration",
+        ),
+        Parameter(
+            "hill",
+            "1",
+            1.8,
+            Prior("uniform", 1.5, 2.1, _SHANNON),
+            upper=8.0,
+            description="Hill coefficient",
+        ),
     )
 
 
@@ -203,16 +235,46 @@ class ERRelease(Flux):
     needs_er = True
     default_name = "release"
     declared = (
-        Parameter("rate", "1/s", 10.0, Prior("lognormal", 10.0, 1.0, _KEENER), upper=1e6,
-                  description="maximal release rate constant"),
-        Parameter("k_act", "µM", 0.5, Prior("lognormal", 0.5, 0.5, _KEENER), upper=100.0,
-                  description="cytosolic Ca for half activation (threshold)"),
-        Parameter("hill_act", "1", 4.0, Prior("uniform", 2.0, 6.0, _KEENER), upper=10.0,
-                  description="activation Hill coefficient"),
-        Parameter("k_load", "µM", 100.0, Prior("lognormal", 100.0, 0.5, _KEENER), upper=1e5,
-                  description="ER Ca for half gating by store load"),
-        Parameter("hill_load", "1", 2.0, Prior("uniform", 1.0, 4.0, _KEENER), upper=10.0,
-                  description="load-gating Hill coefficient"),
+        Parameter(
+            "rate",
+            "1/s",
+            10.0,
+            Prior("lognormal", 10.0, 1.0, _KEENER),
+            upper=1e6,
+            description="maximal release rate constant",
+        ),
+        Parameter(
+            "k_act",
+            "µM",
+            0.5,
+            Prior("lognormal", 0.5, 0.5, _KEENER),
+            upper=100.0,
+            description="cytosolic Ca for half activation (threshold)",
+        ),
+        Parameter(
+            "hill_act",
+            "1",
+            4.0,
+            Prior("uniform", 2.0, 6.0, _KEENER),
+            upper=10.0,
+            description="activation Hill coefficient",
+        ),
+        Parameter(
+            "k_load",
+            "µM",
+            100.0,
+            Prior("lognormal", 100.0, 0.5, _KEENER),
+            upper=1e5,
+            description="ER Ca for half gating by store load",
+        ),
+        Parameter(
+            "hill_load",
+            "1",
+            2.0,
+            Prior("uniform", 1.0, 4.0, _KEENER),
+            upper=10.0,
+            description="load-gating Hill coefficient",
+        ),
     )
 
 
@@ -225,10 +287,22 @@ class SOCE(Flux):
     default_name = "soce"
     declared = (
         _vmax(20.0, 20.0, _PAREKH, "maximal store-operated entry"),
-        Parameter("k", "µM", 100.0, Prior("lognormal", 100.0, 0.5, _PAREKH), upper=1e5,
-                  description="ER Ca for half inactivation"),
-        Parameter("hill", "1", 4.0, Prior("uniform", 1.0, 6.0, _PAREKH), upper=10.0,
-                  description="Hill coefficient"),
+        Parameter(
+            "k",
+            "µM",
+            100.0,
+            Prior("lognormal", 100.0, 0.5, _PAREKH),
+            upper=1e5,
+            description="ER Ca for half inactivation",
+        ),
+        Parameter(
+            "hill",
+            "1",
+            4.0,
+            Prior("uniform", 1.0, 6.0, _PAREKH),
+            upper=10.0,
+            description="Hill coefficient",
+        ),
     )
 
 
@@ -243,8 +317,14 @@ class EventInflux(Flux):
     compartment = "pm"
     default_name = "influx"
     declared = (
-        Parameter("amplitude", "µM", 10.0, Prior("lognormal", 10.0, 1.0, _HELMCHEN), upper=1e5,
-                  description="total Ca added per event (per action potential)"),
+        Parameter(
+            "amplitude",
+            "µM",
+            10.0,
+            Prior("lognormal", 10.0, 1.0, _HELMCHEN),
+            upper=1e5,
+            description="total Ca added per event (per action potential)",
+        ),
     )
 
 
@@ -255,6 +335,12 @@ class WaveformInflux(Flux):
     compartment = "pm"
     default_name = "waveform"
     declared = (
-        Parameter("amplitude", "µM/s", 50.0, Prior("lognormal", 50.0, 1.5, _HELMCHEN), upper=1e7,
-                  description="influx at waveform value 1"),
+        Parameter(
+            "amplitude",
+            "µM/s",
+            50.0,
+            Prior("lognormal", 50.0, 1.5, _HELMCHEN),
+            upper=1e7,
+            description="influx at waveform value 1",
+        ),
     )

@@ -91,7 +91,9 @@ class Indicator:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _preset(name: str, kd_nM: float, hill: float, dff_max: float, b_total: float, src: str) -> Indicator:
+def _preset(
+    name: str, kd_nM: float, hill: float, dff_max: float, b_total: float, src: str
+) -> Indicator:
     return Indicator(name, kd_nM / 1000.0, hill, 1.0 + dff_max, b_total, source=src)
 
 

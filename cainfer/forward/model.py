@@ -65,13 +65,32 @@ class ERCompartment:
     def parameters(self) -> tuple[Parameter, ...]:
         """Declared ER parameters with defaults from this instance."""
         return (
-            Parameter("er_c_rest", "µM", self.c_rest, Prior("lognormal", 250.0, 0.6, _DEMAUREX),
-                      upper=1e5, description="resting free ER calcium"),
-            Parameter("er_kappa", "1", self.kappa, Prior("lognormal", 20.0, 0.7, _KEENER),
-                      upper=1e5, open_lower=False, lower=0.0,
-                      description="ER buffer capacity"),
-            Parameter("er_volume", "1", self.volume, Prior("lognormal", 0.1, 0.5, _KEENER),
-                      upper=10.0, description="ER/cytosol volume ratio"),
+            Parameter(
+                "er_c_rest",
+                "µM",
+                self.c_rest,
+                Prior("lognormal", 250.0, 0.6, _DEMAUREX),
+                upper=1e5,
+                description="resting free ER calcium",
+            ),
+            Parameter(
+                "er_kappa",
+                "1",
+                self.kappa,
+                Prior("lognormal", 20.0, 0.7, _KEENER),
+                upper=1e5,
+                open_lower=False,
+                lower=0.0,
+                description="ER buffer capacity",
+            ),
+            Parameter(
+                "er_volume",
+                "1",
+                self.volume,
+                Prior("lognormal", 0.1, 0.5, _KEENER),
+                upper=10.0,
+                description="ER/cytosol volume ratio",
+            ),
         )
 
 
@@ -149,20 +168,59 @@ class CellModel:
 
         ind = self.indicator
         glob = [
-            Parameter("c_rest", "µM", c_rest, Prior("lognormal", 0.05, 0.4, _MARAVALL),
-                      upper=10.0, description="resting free cytosolic calcium"),
-            Parameter("kappa_s", "1", kappa_s, Prior("lognormal", 70.0, 0.6, _HELMCHEN_TANK),
-                      lower=0.0, open_lower=False, upper=1e5,
-                      description="endogenous buffer capacity κ_S"),
-            Parameter("kd", "µM", ind.kd, Prior("lognormal", ind.kd, 0.2, ind.source),
-                      upper=1e4, description=f"{ind.name} dissociation constant"),
-            Parameter("hill", "1", ind.hill, Prior("normal", ind.hill, 0.1 * ind.hill, ind.source),
-                      upper=10.0, description=f"{ind.name} Hill coefficient"),
-            Parameter("rf", "1", ind.rf, Prior("lognormal", ind.rf, 0.2, ind.source),
-                      lower=1.0, upper=1e4, description=f"{ind.name} dynamic range F_max/F_min"),
-            Parameter("b_total", "µM", ind.b_total, Prior("lognormal", ind.b_total, 0.5, ind.source),
-                      lower=0.0, open_lower=False, upper=1e5,
-                      description=f"{ind.name} total concentration"),
+            Parameter(
+                "c_rest",
+                "µM",
+                c_rest,
+                Prior("lognormal", 0.05, 0.4, _MARAVALL),
+                upper=10.0,
+                description="resting free cytosolic calcium",
+            ),
+            Parameter(
+                "kappa_s",
+                "1",
+                kappa_s,
+                Prior("lognormal", 70.0, 0.6, _HELMCHEN_TANK),
+                lower=0.0,
+                open_lower=False,
+                upper=1e5,
+                description="endogenous buffer capacity κ_S",
+            ),
+            Parameter(
+                "kd",
+                "µM",
+                ind.kd,
+                Prior("lognormal", ind.kd, 0.2, ind.source),
+                upper=1e4,
+                description=f"{ind.name} dissociation constant",
+            ),
+            Parameter(
+                "hill",
+                "1",
+                ind.hill,
+                Prior("normal", ind.hill, 0.1 * ind.hill, ind.source),
+                upper=10.0,
+                description=f"{ind.name} Hill coefficient",
+            ),
+            Parameter(
+                "rf",
+                "1",
+                ind.rf,
+                Prior("lognormal", ind.rf, 0.2, ind.source),
+                lower=1.0,
+                upper=1e4,
+                description=f"{ind.name} dynamic range F_max/F_min",
+            ),
+            Parameter(
+                "b_total",
+                "µM",
+                ind.b_total,
+                Prior("lognormal", ind.b_total, 0.5, ind.source),
+                lower=0.0,
+                open_lower=False,
+                upper=1e5,
+                description=f"{ind.name} total concentration",
+            ),
         ]
         if self.er is not None:
             glob.extend(self.er.parameters())
@@ -175,9 +233,15 @@ class CellModel:
             params[p.name] = p
         self._params = params
         self._global_slot = {
-            "c_rest": K.G_C_REST, "kappa_s": K.G_KAPPA_S, "kd": K.G_KD, "hill": K.G_HILL,
-            "rf": K.G_RF, "b_total": K.G_BT, "er_c_rest": K.G_CER_REST,
-            "er_kappa": K.G_KAPPA_ER, "er_volume": K.G_V_ER,
+            "c_rest": K.G_C_REST,
+            "kappa_s": K.G_KAPPA_S,
+            "kd": K.G_KD,
+            "hill": K.G_HILL,
+            "rf": K.G_RF,
+            "b_total": K.G_BT,
+            "er_c_rest": K.G_CER_REST,
+            "er_kappa": K.G_KAPPA_ER,
+            "er_volume": K.G_V_ER,
         }
         offsets = []
         o = K.N_GLOBAL
@@ -413,8 +477,9 @@ class CellModel:
             if ev_slot >= 0 and ev_t.size:
                 jump = p[ev_slot] * float(np.max(ev_w)) * 3.0
                 c_hi = max(c_hi, _free(p, K.total_ca(c_hi, *_buf(p)) + jump))
-            n_sub = self._auto_substeps(p, c_hi, max(cer0, rest.c_er if self.has_er else 0.0),
-                                        wt, wv, frame)
+            n_sub = self._auto_substeps(
+                p, c_hi, max(cer0, rest.c_er if self.has_er else 0.0), wt, wv, frame
+            )
             c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
             c_max = float(np.nanmax(c)) if np.all(np.isfinite(c)) else math.inf
             if c_max > c_hi and math.isfinite(c_max):
@@ -428,9 +493,7 @@ class CellModel:
             n_sub = int(substeps)
             c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
         if not np.all(np.isfinite(c)):
-            raise FloatingPointError(
-                "simulation produced non-finite calcium; try more substeps"
-            )
+            raise FloatingPointError("simulation produced non-finite calcium; try more substeps")
         return self._dataset(t, c, cer, v, rest, n_sub)
 
     def _slot_of(self, cls: type[Flux]) -> int:
@@ -440,15 +503,17 @@ class CellModel:
         return -1
 
     def _auto_substeps(
-        self, p: np.ndarray, c_hi: float, cer_hi: float, wt: np.ndarray, wv: np.ndarray,
+        self,
+        p: np.ndarray,
+        c_hi: float,
+        cer_hi: float,
+        wt: np.ndarray,
+        wv: np.ndarray,
         frame: float,
     ) -> int:
         c_grid = np.geomspace(max(p[K.G_C_REST], 1e-6) / 10.0, max(c_hi, 1e-3), 64)
-        cer_grid = (
-            np.geomspace(1e-2, max(2.0 * cer_hi, 1.0), 24) if self.has_er else np.zeros(1)
-        )
-        lam = K.jacobian_bound(c_grid, cer_grid, p, self._kinds, self._offsets, wt, wv,
-                               self.has_er)
+        cer_grid = np.geomspace(1e-2, max(2.0 * cer_hi, 1.0), 24) if self.has_er else np.zeros(1)
+        lam = K.jacobian_bound(c_grid, cer_grid, p, self._kinds, self._offsets, wt, wv, self.has_er)
         n = max(1, math.ceil(frame * lam / _LAMBDA_H))
         if n > _MAX_STEPS_PER_FRAME:
             raise ValueError(
@@ -458,8 +523,13 @@ class CellModel:
         return n
 
     def _dataset(
-        self, t: np.ndarray, c: np.ndarray, cer: np.ndarray, v: Mapping[str, float],
-        rest: RestingState, n_sub: int,
+        self,
+        t: np.ndarray,
+        c: np.ndarray,
+        cer: np.ndarray,
+        v: Mapping[str, float],
+        rest: RestingState,
+        n_sub: int,
     ) -> xr.Dataset:
         kappa, bt, kd, n = v["kappa_s"], v["b_total"], v["kd"], v["hill"]
         xn = (np.maximum(c, 0.0) / kd) ** n

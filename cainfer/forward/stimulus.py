@@ -90,8 +90,9 @@ class Stimulus:
                 f"[{t0:g}, {t1:g}] s ({bad.size} such event(s))"
             )
         if self.has_waveform and (self.waveform_time[0] < t0 or self.waveform_time[-1] > t1):
+            w0, w1 = self.waveform_time[0], self.waveform_time[-1]
             raise ValueError(
-                f"stimulus waveform spans [{self.waveform_time[0]:g}, {self.waveform_time[-1]:g}] s, "
+                f"stimulus waveform spans [{w0:g}, {w1:g}] s, "
                 f"outside the recording [{t0:g}, {t1:g}] s"
             )
 
