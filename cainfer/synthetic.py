@@ -1,0 +1,373 @@
+"""Synthetic data with known ground truth: ΔF/F traces and TIFF movies.
+
+Traces come from the forward model (:mod:`cainfer.forward`); movies place cells
+with known footprints on a neuropil background, add slow drift (bleaching),
+small rigid motion, shot and read noise, and save the ground truth next to the
+movie so that extraction and inference can be checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import xarray as xr
+from numpy.typing import ArrayLike
+from scipy import ndimage
+
+from cainfer.forward import CellModel, Stimulus
+from cainfer.forward._params import check_positive
+
+
+def _drift_curve(time: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random curve with max |value| = amplitude: Legendre degrees 1-3."""
+    if amplitude == 0.0 or time.size < 2:
+        return np.zeros(time.size)
+    x = 2.0 * (time - time[0]) / (time[-1] - time[0]) - 1.0
+    coef = np.concatenate([[0.0], rng.normal(size=3)])
+    curve = np.polynomial.legendre.legval(x, coef)
+    curve -= curve[0]
+    peak = np.max(np.abs(curve))
+    return amplitude * curve / peak if peak > 0 else curve
+
+
+def simulate_traces(
+    model: CellModel,
+    params: Mapping[str, float] | Sequence[Mapping[str, float]] | None,
+    time: ArrayLike,
+    stimulus: Stimulus | None = None,
+    *,
+    noise_sd: float = 0.02,
+    drift: float = 0.0,
+    seed: int | np.random.Generator = 0,
+) -> xr.Dataset:
+    """Noisy ΔF/F traces from the forward model, one per parameter set.
+
+    Parameters
+    ----------
+    model : CellModel
+        The cell model.
+    params : mapping, sequence of mappings, or None
+        Parameter values; a sequence gives one ROI per element.
+    time : array_like
+        Frame times (s).
+    stimulus : Stimulus, optional
+        The stimulus, shared by all ROIs.
+    noise_sd : float
+        Standard deviation of additive Gaussian noise in ΔF/F (dimensionless).
+    drift : float
+        Largest excursion of a slow baseline drift added to ΔF/F (a random
+        cubic in time per ROI, zero at the first frame); 0 for none.
+    seed : int or numpy.random.Generator
+        Seed of the noise and drift.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(roi, time)``: ``dff`` (observed), ``dff_true``, ``drift``,
+        ``ca`` (free Ca, µM); attrs hold the parameters and noise settings.
+    """
+    noise_sd = check_positive("noise_sd", noise_sd, allow_zero=True)
+    drift = check_positive("drift", drift, allow_zero=True)
+    rng = np.random.default_rng(seed)
+    sets = [params] if params is None or isinstance(params, Mapping) else list(params)
+    sims = [model.simulate(p, time, stimulus) for p in sets]
+    t = sims[0].time.values
+    true = np.stack([s.dff.values for s in sims])
+    ca = np.stack([s.ca.values for s in sims])
+    drifts = np.stack([_drift_curve(t, drift, rng) for _ in sims])
+    noise = rng.normal(0.0, noise_sd, size=true.shape) if noise_sd > 0 else 0.0
+    dims = ("roi", "time")
+    return xr.Dataset(
+        {
+            "dff": (dims, true + drifts + noise, {"long_name": "ΔF/F (observed)"}),
+            "dff_true": (dims, true, {"long_name": "ΔF/F (noise-free)"}),
+            "drift": (dims, drifts, {"long_name": "baseline drift in ΔF/F"}),
+            "ca": (dims, ca, {"units": "µM", "long_name": "free cytosolic calcium"}),
+        },
+        coords={"roi": np.arange(len(sims)), "time": ("time", t, {"units": "s"})},
+        attrs={
+            "model": model.name,
+            "parameters": json.dumps([model.values(p) for p in sets]),
+            "noise_sd": noise_sd,
+            "drift": drift,
+            "events": json.dumps((stimulus or Stimulus()).events.tolist()),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class MoviePaths:
+    """Files written by :func:`simulate_movie`."""
+
+    movie: Path
+    truth: Path
+    rois: Path
+    stimulus: Path
+
+
+def _place_cells(
+    n: int, shape: tuple[int, int], radius: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Centres (y, x) at least 2.6 radii apart and one radius from the border."""
+    centres: list[tuple[float, float]] = []
+    margin = radius + 1.0
+    for _ in range(20000):
+        if len(centres) == n:
+            break
+        y = rng.uniform(margin, shape[0] - margin)
+        x = rng.uniform(margin, shape[1] - margin)
+        if all((y - a) ** 2 + (x - b) ** 2 >= (2.6 * radius) ** 2 for a, b in centres):
+            centres.append((y, x))
+    if len(centres) < n:
+        raise ValueError(
+            f"cannot place {n} cells of radius {radius:g} px in a {shape[0]}x{shape[1]} frame"
+        )
+    return np.array(centres)
+
+
+def _footprints(centres: np.ndarray, shape: tuple[int, int], radius: float) -> np.ndarray:
+    """Soft-edged discs (cell, y, x) with peak 1."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    d = np.sqrt(
+        (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+    )
+    return 1.0 / (1.0 + np.exp((d - radius) / 0.6))
+
+
+def simulate_movie(
+    path: str | os.PathLike[str],
+    model: CellModel,
+    *,
+    stimulus: Stimulus,
+    n_cells: int = 6,
+    shape: tuple[int, int] = (64, 64),
+    n_frames: int = 600,
+    frame_rate: float = 30.0,
+    cell_radius: float = 4.5,
+    params: Mapping[str, float] | None = None,
+    amplitude_spread: float = 0.3,
+    brightness: float = 400.0,
+    neuropil_brightness: float = 150.0,
+    neuropil_dff: float = 0.3,
+    bleach: float = 0.1,
+    motion_sd: float = 0.3,
+    motion_max: float = 2.0,
+    read_noise: float = 3.0,
+    offset: float = 100.0,
+    noise: bool = True,
+    chunk: int = 256,
+    seed: int = 0,
+) -> MoviePaths:
+    """Write a synthetic calcium-imaging movie (ImageJ TIFF, uint16) and its ground truth.
+
+    Each cell is a soft disc whose fluorescence follows the forward model
+    driven by ``stimulus`` (its influx amplitude varies from cell to cell); a
+    smooth neuropil background carries a low-passed mix of the cells'
+    activity. The whole field bleaches slowly, moves rigidly by a small random
+    walk, and is read out with Poisson shot noise and Gaussian read noise.
+    Frames are generated and written in chunks, so memory does not grow with
+    ``n_frames``.
+
+    Parameters
+    ----------
+    path : path-like
+        The movie file (``.tif``). Written next to it: ``<stem>_truth.nc``
+        (ground truth), ``<stem>_rois.tif`` (label image of the cells, 0 =
+        background) and ``<stem>_stimulus.csv`` (event times).
+    model : CellModel
+        Forward model of every cell.
+    stimulus : Stimulus
+        Events within ``[0, (n_frames − 1)/frame_rate]`` s.
+    n_cells : int
+        Number of cells.
+    shape : (int, int)
+        Frame size (pixels).
+    n_frames : int
+        Number of frames.
+    frame_rate : float
+        Frames per second (stored as the ImageJ frame interval).
+    cell_radius : float
+        Cell radius (pixels).
+    params : mapping, optional
+        Model parameters shared by all cells.
+    amplitude_spread : float
+        Relative spread of each cell's influx amplitude (uniform ±spread).
+    brightness : float
+        Resting cell fluorescence at the footprint peak (photons/frame).
+    neuropil_brightness : float
+        Mean neuropil fluorescence (photons/frame).
+    neuropil_dff : float
+        Scale of the neuropil's ΔF/F relative to the mean cell ΔF/F.
+    bleach : float
+        Fraction of fluorescence lost by the last frame (exponential).
+    motion_sd : float
+        Step size of the rigid random walk (pixels/frame).
+    motion_max : float
+        Largest shift along each axis (pixels).
+    read_noise : float
+        Read noise (counts, Gaussian sd).
+    offset : float
+        Camera offset (counts).
+    noise : bool
+        If False, no shot or read noise (the expected counts, rounded).
+    chunk : int
+        Frames generated per chunk.
+    seed : int
+        Seed of every random choice: same seed, same bytes.
+
+    Returns
+    -------
+    MoviePaths
+        Paths of the four files written.
+    """
+    path = Path(path)
+    if n_cells < 1 or n_frames < 2 or chunk < 1:
+        raise ValueError("n_cells ≥ 1, n_frames ≥ 2 and chunk ≥ 1 are required")
+    check_positive("frame_rate", frame_rate)
+    check_positive("cell_radius", cell_radius)
+    rng = np.random.default_rng(seed)
+    time = np.arange(n_frames) / frame_rate
+    stimulus.check_within(0.0, float(time[-1]))
+
+    centres = _place_cells(n_cells, shape, cell_radius, rng)
+    foot = _footprints(centres, shape, cell_radius)
+    masks = foot >= 0.5
+    labels = np.zeros(shape, np.uint16)
+    for i in range(n_cells):
+        labels[masks[i]] = i + 1
+
+    base = model.values(params)
+    scale = rng.uniform(1 - amplitude_spread, 1 + amplitude_spread, n_cells)
+    cell_params = []
+    for s in scale:
+        p = dict(base)
+        if "influx_amplitude" in p:
+            p["influx_amplitude"] = base["influx_amplitude"] * float(s)
+        cell_params.append(p)
+    sims = [model.simulate(p, time, stimulus) for p in cell_params]
+    dff = np.stack([s.dff.values for s in sims])
+    ca = np.stack([s.ca.values for s in sims])
+
+    # neuropil: smooth spatial profile, activity = low-passed mean cell activity
+    np_profile = ndimage.gaussian_filter(rng.uniform(0.6, 1.4, shape), sigma=min(shape) / 6)
+    np_profile *= neuropil_brightness / np_profile.mean()
+    np_dff = neuropil_dff * ndimage.gaussian_filter1d(dff.mean(axis=0), sigma=frame_rate * 0.5)
+    bleach_curve = (1.0 - bleach) ** (time / time[-1])
+    steps = rng.normal(0.0, motion_sd, size=(n_frames, 2))
+    steps[0] = 0.0
+    shifts = np.clip(np.cumsum(steps, axis=0), -motion_max, motion_max)
+    cell_brightness = brightness * rng.uniform(0.7, 1.3, n_cells)
+
+    # ground-truth traces: mask-mean cell F (own footprint only) and neuropil under each mask
+    foot_mean = np.array([foot[i][masks[i]].mean() for i in range(n_cells)])
+    cell_F = (cell_brightness * foot_mean)[:, None] * (1.0 + dff) * bleach_curve
+    np_under = np.array([np_profile[m].mean() for m in masks])
+    np_F = np_under[:, None] * (1.0 + np_dff)[None, :] * bleach_curve
+
+    def frames() -> Iterator[np.ndarray]:
+        for a in range(0, n_frames, chunk):
+            b = min(a + chunk, n_frames)
+            act = cell_brightness[:, None] * (1.0 + dff[:, a:b])  # (cell, t)
+            clean = np.einsum("ct,cyx->tyx", act, foot)
+            clean += np_profile[None] * (1.0 + np_dff[a:b])[:, None, None]
+            clean *= bleach_curve[a:b, None, None]
+            for j in range(b - a):
+                moved = np.fft.ifft2(
+                    ndimage.fourier_shift(np.fft.fft2(clean[j]), shifts[a + j])
+                ).real
+                moved = np.maximum(moved, 0.0)
+                if noise:
+                    counts = rng.poisson(moved) + rng.normal(offset, read_noise, moved.shape)
+                else:
+                    counts = moved + offset
+                yield np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+
+    stem = path.with_suffix("")
+    out = MoviePaths(
+        movie=path,
+        truth=Path(f"{stem}_truth.nc"),
+        rois=Path(f"{stem}_rois.tif"),
+        stimulus=Path(f"{stem}_stimulus.csv"),
+    )
+    _atomic_tiff(
+        out.movie,
+        frames(),
+        shape=(n_frames, *shape),
+        dtype=np.uint16,
+        metadata={"axes": "TYX", "finterval": 1.0 / frame_rate, "unit": "pixel"},
+    )
+    _atomic_tiff(out.rois, labels, metadata={"axes": "YX"})
+    stimulus.to_csv(out.stimulus)
+
+    truth = xr.Dataset(
+        {
+            "dff": (("cell", "time"), dff, {"long_name": "true ΔF/F of each cell"}),
+            "ca": (("cell", "time"), ca, {"units": "µM", "long_name": "free cytosolic calcium"}),
+            "F": (
+                ("cell", "time"),
+                cell_F,
+                {
+                    "units": "photons/frame",
+                    "long_name": "cell fluorescence, mask mean, no neuropil",
+                },
+            ),
+            "F_neuropil": (
+                ("cell", "time"),
+                np_F,
+                {"units": "photons/frame", "long_name": "neuropil under each mask"},
+            ),
+            "neuropil_dff": ("time", np_dff),
+            "bleach": ("time", bleach_curve, {"long_name": "multiplicative bleaching"}),
+            "shifts": (
+                ("time", "axis"),
+                shifts,
+                {"units": "pixel", "long_name": "rigid displacement (y, x) of frame content"},
+            ),
+            "footprints": (("cell", "y", "x"), foot),
+            "masks": (("cell", "y", "x"), masks.astype(np.uint8), {"long_name": "footprint ≥ 0.5"}),
+            "centroids": (("cell", "axis"), centres, {"units": "pixel"}),
+            "influx_amplitude": (
+                "cell",
+                [p.get("influx_amplitude", np.nan) for p in cell_params],
+                {"units": "µM"},
+            ),
+        },
+        coords={
+            "time": ("time", time, {"units": "s"}),
+            "axis": ["y", "x"],
+            "cell": np.arange(n_cells),
+        },
+        attrs={
+            "model": model.name,
+            "indicator": model.indicator.name,
+            "parameters": json.dumps(cell_params),
+            "events": json.dumps(stimulus.events.tolist()),
+            "event_weights": json.dumps(stimulus.event_weights.tolist()),
+            "frame_rate": frame_rate,
+            "offset": offset,
+            "read_noise": read_noise,
+            "seed": seed,
+            "movie": out.movie.name,
+        },
+    )
+    tmp = out.truth.with_name(out.truth.name + ".tmp")
+    truth.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, out.truth)
+    return out
+
+
+def _atomic_tiff(path: Path, data: Any, **kwargs: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tifffile.imwrite(tmp, data, imagej=True, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,60 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_quickstart_blocks_run_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(blocks) >= 3
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), namespace)
+
+
+def test_readme_opens_with_the_two_commands():
+    demo = re.search(r"<!-- demo -->\n```sh\n(.+)\n```", README)
+    tests = re.search(r"<!-- tests -->\n```sh\n(.+)\n```", README)
+    assert demo and tests
+    assert demo.group(1).startswith("python3.12 -m venv .venv")
+    assert tests.group(1).startswith("python3.12 -m venv .venv")
+    assert "pytest" in tests.group(1)
+
+
+def test_cli_simulate_writes_netcdf_and_figure(tmp_path):
+    demo = re.search(r"<!-- demo -->\n```sh\n(.+)\n```", README).group(1)
+    args = demo.split(".venv/bin/cainfer ", 1)[1].split()
+    args[args.index("--out") + 1] = str(tmp_path)
+    import xarray as xr
+
+    from cainfer.cli import main
+
+    assert main(args) == 0
+    ds = xr.open_dataset(tmp_path / "simulation.nc", engine="h5netcdf")
+    assert ds.sizes["time"] == 900 and float(ds.dff.max()) > 0.3
+    assert (tmp_path / "simulation.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "--indicator", "Fluo-9"], "unknown indicator"),
+        (["simulate", "--param", "gamma=1"], "unknown parameter"),
+        (["simulate", "--param", "pmca_vmax=abc"], "not a number"),
+        (["simulate", "--stimulus", "/no/such.csv"], "No such file"),
+    ],
+)
+def test_cli_bad_input_exits_nonzero_with_one_line(argv, message, tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "cainfer.cli", *argv, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1

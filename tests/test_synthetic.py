@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import xarray as xr
+from scipy import ndimage
+from skimage.registration import phase_cross_correlation
+
+from cainfer.forward import Stimulus, pumps_model, single_compartment
+from cainfer.synthetic import simulate_movie, simulate_traces
+
+
+def test_traces_equal_forward_model_plus_seeded_noise():
+    model = single_compartment()
+    t = np.arange(3000) / 30.0
+    stim = Stimulus(events=[1.0, 20.0, 40.0])
+    params = [{"influx_amplitude": 5.0}, {"influx_amplitude": 15.0}]
+    ds = simulate_traces(model, params, t, stim, noise_sd=0.05, seed=3)
+    assert ds.dff.dims == ("roi", "time") and ds.sizes["roi"] == 2
+    for i, p in enumerate(params):
+        np.testing.assert_array_equal(ds.dff_true[i], model.simulate(p, t, stim).dff)
+    resid = (ds.dff - ds.dff_true).values
+    assert resid.std() == pytest.approx(0.05, rel=0.05)
+    np.testing.assert_array_equal(ds.drift, 0.0)
+    again = simulate_traces(model, params, t, stim, noise_sd=0.05, seed=3)
+    np.testing.assert_array_equal(ds.dff, again.dff)
+    assert json.loads(ds.attrs["parameters"])[1]["influx_amplitude"] == 15.0
+
+
+def test_traces_drift_is_slow_and_bounded():
+    t = np.arange(1800) / 30.0
+    ds = simulate_traces(single_compartment(), None, t, noise_sd=0.0, drift=0.2, seed=1)
+    d = ds.drift.values[0]
+    assert np.abs(d).max() == pytest.approx(0.2)
+    assert d[0] == 0.0
+    assert np.abs(np.diff(d)).max() < 0.2 * 12 / t.size  # no frame-to-frame jumps
+    np.testing.assert_allclose(ds.dff, ds.dff_true + ds.drift)
+
+
+@pytest.fixture(scope="module")
+def clean_movie(tmp_path_factory):
+    out = tmp_path_factory.mktemp("movie") / "m.tif"
+    paths = simulate_movie(
+        out,
+        pumps_model(),
+        stimulus=Stimulus(events=[1.0, 4.0, 4.05]),
+        n_cells=4,
+        shape=(48, 48),
+        n_frames=200,
+        chunk=64,
+        noise=False,
+        seed=5,
+    )
+    return paths
+
+
+def test_movie_files_and_metadata(clean_movie):
+    p = clean_movie
+    with tifffile.TiffFile(p.movie) as tf:
+        assert tf.is_imagej
+        assert tf.imagej_metadata["finterval"] == pytest.approx(1 / 30)
+        mv = tf.asarray()
+    assert mv.shape == (200, 48, 48) and mv.dtype == np.uint16
+    labels = tifffile.imread(p.rois)
+    truth = xr.open_dataset(p.truth, engine="h5netcdf")
+    for i in range(4):
+        np.testing.assert_array_equal(labels == i + 1, truth.masks[i].values.astype(bool))
+    np.testing.assert_allclose(Stimulus.from_csv(p.stimulus).events, [1.0, 4.0, 4.05])
+    assert not list(p.movie.parent.glob("*.tmp"))
+
+
+def test_undoing_true_shifts_recovers_true_traces(clean_movie):
+    truth = xr.open_dataset(clean_movie.truth, engine="h5netcdf")
+    mv = tifffile.imread(clean_movie.movie).astype(float)
+    back = np.stack(
+        [
+            np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(f), -s)).real
+            for f, s in zip(mv, truth.shifts.values, strict=True)
+        ]
+    )
+    for i in range(4):
+        m = truth.masks[i].values.astype(bool)
+        expected = truth.F[i] + truth.F_neuropil[i] + truth.attrs["offset"]
+        np.testing.assert_allclose(back[:, m].mean(axis=1), expected, atol=0.5)
+
+
+def test_true_shifts_are_the_displacement_of_the_content(clean_movie):
+    truth = xr.open_dataset(clean_movie.truth, engine="h5netcdf")
+    mv = tifffile.imread(clean_movie.movie).astype(float)
+    for k in (50, 120, 199):
+        # phase_cross_correlation returns the shift that registers the moving image
+        shift, _, _ = phase_cross_correlation(mv[0], mv[k], upsample_factor=20)
+        np.testing.assert_allclose(-shift, truth.shifts.values[k], atol=0.1)
+
+
+def test_movie_bad_input():
+    with pytest.raises(ValueError, match="outside the recording"):
+        simulate_movie(
+            "/nonexistent/x.tif", pumps_model(), stimulus=Stimulus(events=[100.0]), n_frames=30
+        )
+    with pytest.raises(ValueError, match="cannot place 50 cells"):
+        simulate_movie(
+            "/nonexistent/x.tif",
+            pumps_model(),
+            stimulus=Stimulus(),
+            n_cells=50,
+            shape=(20, 20),
+            n_frames=30,
+        )
