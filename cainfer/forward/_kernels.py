@@ -47,7 +47,7 @@ def hill_frac(c: float, k: float, n: float) -> float:
     """Occupancy c^n/(k^n + c^n), with c clipped at 0."""
     if c <= 0.0:
         return 0.0
-    x = (c / k) ** n
+    x = c / k if n == 1.0 else (c / k) ** n
     return x / (1.0 + x)
 
 
@@ -63,8 +63,8 @@ def buffer_capacity(c: float, kappa: float, bt: float, kd: float, n: float) -> f
     if c <= 0.0:
         dye = bt / kd if n == 1.0 else 0.0
         return 1.0 + kappa + dye
-    x = (c / kd) ** n
-    return 1.0 + kappa + bt * n * x / (c * (1.0 + x) ** 2)
+    x = c / kd if n == 1.0 else (c / kd) ** n
+    return 1.0 + kappa + bt * n * x / (c * (1.0 + x) * (1.0 + x))
 
 
 @njit(cache=True)

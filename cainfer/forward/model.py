@@ -430,7 +430,8 @@ class CellModel:
             Events and/or waveform; all within ``[time[0], time[-1]]``.
         substeps : int or "auto"
             RK4 steps per output interval. ``"auto"`` chooses them so that
-            |λ|·h ≤ 0.2 for the fastest linearised mode over the visited range.
+            |λ|·h ≤ 0.2 for the fastest linearised mode over the range of states
+            the solution visits (re-solving with a shorter step if needed).
         initial : mapping, optional
             Initial free calcium ``{"c": µM, "c_er": µM}`` instead of rest.
 
@@ -473,20 +474,25 @@ class CellModel:
         args = (ev_t, ev_w, ev_slot, p, self._kinds, self._offsets, wt, wv, self.has_er)
 
         if substeps == "auto":
-            c_hi = max(c0, rest.c) * 10.0
-            if ev_slot >= 0 and ev_t.size:
-                jump = p[ev_slot] * float(np.max(ev_w)) * 3.0
-                c_hi = max(c_hi, _free(p, K.total_ca(c_hi, *_buf(p)) + jump))
-            n_sub = self._auto_substeps(
-                p, c_hi, max(cer0, rest.c_er if self.has_er else 0.0), wt, wv, frame
-            )
-            c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
-            c_max = float(np.nanmax(c)) if np.all(np.isfinite(c)) else math.inf
-            if c_max > c_hi and math.isfinite(c_max):
-                n2 = self._auto_substeps(p, 2 * c_max, float(np.max(cer)), wt, wv, frame)
-                if n2 > n_sub:
-                    n_sub = n2
-                    c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+            # Fixed point: choose the step for the range of states visited, solve, and
+            # solve again if the visited range (including the instant after each
+            # jump) needs a shorter step than the one used.
+            amp = p[ev_slot] * float(np.max(ev_w)) if ev_slot >= 0 and ev_t.size else 0.0
+            c_rng = (min(c0, rest.c), max(c0, rest.c))
+            er_rng = (min(cer0, rest.c_er), max(cer0, rest.c_er)) if self.has_er else (0.0, 0.0)
+            n_sub = self._auto_substeps(p, c_rng, er_rng, amp, wt, wv, frame)
+            for _ in range(8):
+                c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+                if not np.all(np.isfinite(c)):
+                    n_sub *= 4
+                    continue
+                c_rng = (min(c_rng[0], float(c.min())), max(c_rng[1], float(c.max())))
+                if self.has_er:
+                    er_rng = (min(er_rng[0], float(cer.min())), max(er_rng[1], float(cer.max())))
+                need = self._auto_substeps(p, c_rng, er_rng, amp, wt, wv, frame)
+                if need <= n_sub:
+                    break
+                n_sub = need
         else:
             if int(substeps) != substeps or int(substeps) < 1:
                 raise ValueError(f"substeps = {substeps!r} must be 'auto' or an integer ≥ 1")
@@ -505,15 +511,21 @@ class CellModel:
     def _auto_substeps(
         self,
         p: np.ndarray,
-        c_hi: float,
-        cer_hi: float,
+        c_rng: tuple[float, float],
+        er_rng: tuple[float, float],
+        jump: float,
         wt: np.ndarray,
         wv: np.ndarray,
         frame: float,
     ) -> int:
-        c_grid = np.geomspace(max(p[K.G_C_REST], 1e-6) / 10.0, max(c_hi, 1e-3), 64)
-        cer_grid = np.geomspace(1e-2, max(2.0 * cer_hi, 1.0), 24) if self.has_er else np.zeros(1)
-        lam = K.jacobian_bound(c_grid, cer_grid, p, self._kinds, self._offsets, wt, wv, self.has_er)
+        """RK4 steps per frame so that |λ|·h ≤ _LAMBDA_H over the given state ranges."""
+        c_top = _free(p, K.total_ca(c_rng[1], *_buf(p)) + jump) if jump > 0 else c_rng[1]
+        c_grid = np.geomspace(max(0.9 * c_rng[0], 1e-9), max(1.1 * c_top, 1e-9), 64)
+        if self.has_er:
+            er_grid = np.geomspace(max(0.9 * er_rng[0], 1e-9), max(1.1 * er_rng[1], 1e-9), 24)
+        else:
+            er_grid = np.zeros(1)
+        lam = K.jacobian_bound(c_grid, er_grid, p, self._kinds, self._offsets, wt, wv, self.has_er)
         n = max(1, math.ceil(frame * lam / _LAMBDA_H))
         if n > _MAX_STEPS_PER_FRAME:
             raise ValueError(
