@@ -18,7 +18,10 @@ def test_example_regenerates_byte_for_byte(tmp_path):
     script = runpy.run_path(str(EXAMPLES / "make_example.py"))
     script["make"](tmp_path)
     for name in FILES:
-        assert _sha(tmp_path / name) == _sha(EXAMPLES / name), name
+        assert _sha(tmp_path / name) == _sha(EXAMPLES / name), (
+            f"{name} differs: after a deliberate change to the simulation, "
+            "run python data_examples/make_example.py and commit the files"
+        )
 
 
 def test_example_is_small():
