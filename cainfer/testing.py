@@ -33,9 +33,11 @@ def reference_simulate(
     """Solve the model with ``scipy.integrate.solve_ivp`` in total-calcium coordinates.
 
     Independent of the compiled solver in how it is built: the state is total
-    cytosolic and total ER calcium (so an event is a plain addition), free
-    calcium comes from ``scipy.optimize.brentq`` at every evaluation, the step
-    size is adaptive, and the integration restarts at each event.
+    cytosolic and total ER calcium (so an event is a plain addition) and, for
+    a kinetic indicator, the bound indicator; free calcium comes from
+    ``scipy.optimize.brentq`` at every evaluation (or from subtracting the
+    bound indicator), the step size is adaptive, and the integration restarts
+    at each event.
 
     Parameters
     ----------
@@ -55,7 +57,8 @@ def reference_simulate(
     Returns
     -------
     dict
-        ``ca`` and ``ca_er`` (free, µM), ``ca_total`` (µM) and ``dff`` at ``time``.
+        ``ca`` and ``ca_er`` (free, µM), ``ca_total`` (µM), ``dye_bound`` (µM,
+        kinetic indicator only) and ``dff`` at ``time``.
     """
     v = model.values(params)
     p, rest = model._balance(v)
@@ -75,13 +78,23 @@ def reference_simulate(
         hi = tot / (1.0 + kappa)
         return float(brentq(lambda c: total(c) - tot, 0.0, hi, xtol=1e-16, rtol=1e-15))
 
+    k_off = v.get("k_off", 0.0)
+    k_on = k_off / kd**n
+
+    def cyto_free(y: np.ndarray) -> float:
+        if model.kinetic:  # total = c·(1 + κ_S) + bound indicator
+            return max(float(y[0] - y[2]), 0.0) / (1.0 + kappa)
+        return free(y[0])
+
     def f(tt: float, y: np.ndarray) -> list[float]:
-        c = free(y[0])
+        c = cyto_free(y)
         cer = y[1] / er_cap if model.has_er else 0.0
         jpm, jx = K.net_flux(tt, c, cer, p, model._kinds, model._offsets, wt, wv)
-        return [jpm + jx, -jx]
+        db = k_on * c**n * (bt - y[2]) - k_off * y[2] if model.kinetic else 0.0
+        return [jpm + jx, -jx, db]
 
-    y = np.array([total(rest.c), (rest.c_er * er_cap) if model.has_er else 0.0])
+    b_rest = bt * rest.c**n / (rest.c**n + kd**n)
+    y = np.array([total(rest.c), (rest.c_er * er_cap) if model.has_er else 0.0, b_rest])
     slot = model._slot_of(EventInflux)
     amp = p[slot] if slot >= 0 else 0.0
     jumps: dict[float, float] = {}
@@ -91,7 +104,7 @@ def reference_simulate(
     y[0] += jumps.pop(t0, 0.0)
     edges = [t0, *sorted(jumps), t_end]
     max_step = float(np.diff(wt).min()) if wt.size > 1 else np.inf
-    out = np.empty((2, t.size))
+    out = np.empty((3, t.size))
     for k, (a, b) in enumerate(itertools.pairwise(edges)):
         last = k == len(edges) - 2
         sel = np.flatnonzero((t >= a) & ((t <= b) if last else (t < b)))
@@ -107,15 +120,17 @@ def reference_simulate(
         else:
             out[:, sel] = y[:, None]
         y[0] += jumps.get(b, 0.0) if not last else 0.0
-    out_tot, out_er = out
-    ca = np.array([free(x) for x in out_tot])
+    out_tot, out_er, out_b = out
+    ca = np.array([cyto_free(y) for y in out.T])
     xn = (ca / kd) ** n
     x0 = (rest.c / kd) ** n
-    F = 1.0 + (v["rf"] - 1.0) * xn / (1.0 + xn)
+    occupancy = out_b / bt if model.kinetic else xn / (1.0 + xn)
+    F = 1.0 + (v["rf"] - 1.0) * occupancy
     F0 = 1.0 + (v["rf"] - 1.0) * x0 / (1.0 + x0)
     return {
         "ca": ca,
         "ca_total": out_tot,
         "ca_er": out_er / er_cap if model.has_er else np.full(t.size, np.nan),
+        "dye_bound": out_b if model.kinetic else np.full(t.size, np.nan),
         "dff": F / F0 - 1.0,
     }

@@ -27,7 +27,8 @@ G_BT = 5  # indicator total concentration (µM)
 G_CER_REST = 6  # resting free ER Ca (µM)
 G_KAPPA_ER = 7  # ER buffer capacity (dimensionless)
 G_V_ER = 8  # ER/cytosol volume ratio
-N_GLOBAL = 9
+G_KOFF = 9  # indicator unbinding rate (1/s); used when the dye is kinetic
+N_GLOBAL = 10
 
 # Flux kinds.
 K_LINEAR = 0
@@ -176,24 +177,51 @@ def net_flux(
 
 
 @njit(cache=True)
+def dye_binding(c: float, b: float, p: np.ndarray) -> float:
+    """Net indicator binding rate (µM/s): k_on·c^n·(B_T − b) − k_off·b, k_on = k_off/K_d^n."""
+    return p[G_KOFF] * (hill_ratio(c, p[G_KD], p[G_HILL]) * (p[G_BT] - b) - b)
+
+
+@njit(cache=True, inline="always")
+def hill_ratio(c: float, k: float, n: float) -> float:
+    """(c/k)^n with c clipped at 0."""
+    if c <= 0.0:
+        return 0.0
+    return c / k if n == 1.0 else (c / k) ** n
+
+
+@njit(cache=True)
 def rhs(
     t: float,
     c: float,
     cer: float,
+    b: float,
     p: np.ndarray,
     kinds: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-) -> tuple[float, float]:
-    """Time derivatives (dc/dt, dc_ER/dt) in µM/s under rapid buffering."""
+    kinetic: bool,
+) -> tuple[float, float, float]:
+    """Time derivatives (dc/dt, dc_ER/dt, db/dt) in µM/s.
+
+    With ``kinetic`` False the indicator is in equilibrium with c (rapid
+    buffering, ``dc/dt = J/β(c)``) and b is unused; otherwise the bound
+    indicator b follows its binding kinetics and only the endogenous buffer is
+    rapid: ``dc/dt = (J − db/dt)/(1 + κ_S)``.
+    """
     jpm, jx = net_flux(t, c, cer, p, kinds, offsets, wt, wv)
-    dc = (jpm + jx) / buffer_capacity(c, p[G_KAPPA_S], p[G_BT], p[G_KD], p[G_HILL])
+    db = 0.0
+    if kinetic:
+        db = dye_binding(c, b, p)
+        dc = (jpm + jx - db) / (1.0 + p[G_KAPPA_S])
+    else:
+        dc = (jpm + jx) / buffer_capacity(c, p[G_KAPPA_S], p[G_BT], p[G_KD], p[G_HILL])
     dcer = 0.0
     if has_er:
         dcer = -jx / (p[G_V_ER] * (1.0 + p[G_KAPPA_ER]))
-    return dc, dcer
+    return dc, dcer, db
 
 
 @njit(cache=True)
@@ -202,25 +230,27 @@ def rk4_step(
     h: float,
     c: float,
     cer: float,
+    b: float,
     p: np.ndarray,
     kinds: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-) -> tuple[float, float]:
+    kinetic: bool,
+) -> tuple[float, float, float]:
     """One classical Runge-Kutta step of size h (s)."""
-    k1c, k1e = rhs(t, c, cer, p, kinds, offsets, wt, wv, has_er)
-    k2c, k2e = rhs(
-        t + 0.5 * h, c + 0.5 * h * k1c, cer + 0.5 * h * k1e, p, kinds, offsets, wt, wv, has_er
-    )
-    k3c, k3e = rhs(
-        t + 0.5 * h, c + 0.5 * h * k2c, cer + 0.5 * h * k2e, p, kinds, offsets, wt, wv, has_er
-    )
-    k4c, k4e = rhs(t + h, c + h * k3c, cer + h * k3e, p, kinds, offsets, wt, wv, has_er)
+    a = (p, kinds, offsets, wt, wv, has_er, kinetic)
+    k1c, k1e, k1b = rhs(t, c, cer, b, *a)
+    hh = 0.5 * h
+    k2c, k2e, k2b = rhs(t + hh, c + hh * k1c, cer + hh * k1e, b + hh * k1b, *a)
+    k3c, k3e, k3b = rhs(t + hh, c + hh * k2c, cer + hh * k2e, b + hh * k2b, *a)
+    k4c, k4e, k4b = rhs(t + h, c + h * k3c, cer + h * k3e, b + h * k3b, *a)
+    w = h / 6.0
     return (
-        c + h / 6.0 * (k1c + 2.0 * k2c + 2.0 * k3c + k4c),
-        cer + h / 6.0 * (k1e + 2.0 * k2e + 2.0 * k3e + k4e),
+        c + w * (k1c + 2.0 * k2c + 2.0 * k3c + k4c),
+        cer + w * (k1e + 2.0 * k2e + 2.0 * k3e + k4e),
+        b + w * (k1b + 2.0 * k2b + 2.0 * k3b + k4b),
     )
 
 
@@ -231,22 +261,24 @@ def _advance(
     h_max: float,
     c: float,
     cer: float,
+    b: float,
     p: np.ndarray,
     kinds: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-) -> tuple[float, float]:
+    kinetic: bool,
+) -> tuple[float, float, float]:
     """Integrate from t0 to t1 in equal RK4 steps no longer than h_max."""
     span = t1 - t0
     if span <= 0.0:
-        return c, cer
-    m = max(1, math.ceil(span / h_max - 1e-9))
+        return c, cer, b
+    m = max(1, int(math.ceil(span / h_max - 1e-9)))  # noqa: RUF046 (numba typing)
     h = span / m
     for j in range(m):
-        c, cer = rk4_step(t0 + j * h, h, c, cer, p, kinds, offsets, wt, wv, has_er)
-    return c, cer
+        c, cer, b = rk4_step(t0 + j * h, h, c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic)
+    return c, cer, b
 
 
 @njit(cache=True)
@@ -261,38 +293,47 @@ def solve(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
+    kinetic: bool,
     h_max: float,
     c0: float,
     cer0: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Free cytosolic and ER Ca (µM) at each output time.
+    b0: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Free cytosolic Ca, free ER Ca and bound indicator (µM) at each output time.
 
     Each event k adds ``p[ev_slot]·ev_w[k]`` µM to total cytosolic Ca at
-    ``ev_t[k]`` (sorted); the jump is applied exactly and the state is
-    right-continuous (an output at an event's time sees the event).
+    ``ev_t[k]`` (sorted); the jump is applied exactly (to the rapid buffers
+    only when the indicator is kinetic) and the state is right-continuous (an
+    output at an event's time sees the event).
     """
     n = time.size
     c_out = np.empty(n)
     er_out = np.empty(n)
+    b_out = np.empty(n)
     kappa, bt, kd, hill = p[G_KAPPA_S], p[G_BT], p[G_KD], p[G_HILL]
     amp = p[ev_slot] if ev_slot >= 0 else 0.0
-    c, cer = c0, cer0
+    a = (p, kinds, offsets, wt, wv, has_er, kinetic)
+    c, cer, b = c0, cer0, b0
     t = time[0]
     k = 0
     for i in range(n):
         t_end = time[i]
         while k < ev_t.size and ev_t[k] <= t_end:
-            c, cer = _advance(t, ev_t[k], h_max, c, cer, p, kinds, offsets, wt, wv, has_er)
+            c, cer, b = _advance(t, ev_t[k], h_max, c, cer, b, *a)
             t = max(t, ev_t[k])
-            c = free_from_total(
-                total_ca(c, kappa, bt, kd, hill) + amp * ev_w[k], kappa, bt, kd, hill
-            )
+            if kinetic:
+                c += amp * ev_w[k] / (1.0 + kappa)
+            else:
+                c = free_from_total(
+                    total_ca(c, kappa, bt, kd, hill) + amp * ev_w[k], kappa, bt, kd, hill
+                )
             k += 1
-        c, cer = _advance(t, t_end, h_max, c, cer, p, kinds, offsets, wt, wv, has_er)
+        c, cer, b = _advance(t, t_end, h_max, c, cer, b, *a)
         t = t_end
         c_out[i] = c
         er_out[i] = cer
-    return c_out, er_out
+        b_out[i] = b
+    return c_out, er_out, b_out
 
 
 @njit(cache=True)
@@ -305,36 +346,60 @@ def jacobian_bound(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
+    kinetic: bool,
 ) -> float:
-    """Largest |eigenvalue| of the 2×2 state Jacobian (1/s) over a state grid.
+    """Largest |eigenvalue| of the state Jacobian (1/s) over a state grid.
 
     Central finite differences; the waveform is evaluated at its first knot
-    (it enters additively and does not change the Jacobian).
+    (it enters additively and does not change the Jacobian). With a kinetic
+    indicator, b is taken at equilibrium with c and at zero.
     """
     t = wt[0] if wt.size else 0.0
+    a = (p, kinds, offsets, wt, wv, has_er, kinetic)
     lam = 0.0
+    jac = np.zeros((3, 3))
+    n_b = 2 if kinetic else 1
     for c in c_grid:
         for cer in cer_grid:
-            hc = 1e-6 * c + 1e-12
-            he = 1e-6 * cer + 1e-12
-            a1, b1 = rhs(t, c + hc, cer, p, kinds, offsets, wt, wv, has_er)
-            a0, b0 = rhs(t, max(c - hc, 0.0), cer, p, kinds, offsets, wt, wv, has_er)
-            dcc = (a1 - a0) / (c + hc - max(c - hc, 0.0))
-            dec = (b1 - b0) / (c + hc - max(c - hc, 0.0))
-            dce = 0.0
-            dee = 0.0
-            if has_er:
-                a1, b1 = rhs(t, c, cer + he, p, kinds, offsets, wt, wv, has_er)
-                a0, b0 = rhs(t, c, max(cer - he, 0.0), p, kinds, offsets, wt, wv, has_er)
-                dce = (a1 - a0) / (cer + he - max(cer - he, 0.0))
-                dee = (b1 - b0) / (cer + he - max(cer - he, 0.0))
-            # eigenvalues of [[dcc, dce], [dec, dee]], possibly complex
-            half_tr = 0.5 * (dcc + dee)
-            disc = half_tr * half_tr - (dcc * dee - dce * dec)
-            if disc >= 0.0:
-                r = math.sqrt(disc)
-                mag = max(abs(half_tr + r), abs(half_tr - r))
-            else:
-                mag = math.sqrt(half_tr * half_tr - disc)
-            lam = max(lam, mag)
+            for ib in range(n_b):
+                b = 0.0
+                if ib == 0:
+                    x = hill_ratio(c, p[G_KD], p[G_HILL])
+                    b = p[G_BT] * x / (1.0 + x)
+                y = np.array([c, cer, b])
+                for j in range(3):
+                    if (j == 1 and not has_er) or (j == 2 and not kinetic):
+                        continue
+                    hj = 1e-6 * y[j] + 1e-12
+                    up = y.copy()
+                    dn = y.copy()
+                    up[j] += hj
+                    dn[j] = max(y[j] - hj, 0.0)
+                    f1 = rhs(t, up[0], up[1], up[2], *a)
+                    f0 = rhs(t, dn[0], dn[1], dn[2], *a)
+                    for r in range(3):
+                        jac[r, j] = (f1[r] - f0[r]) / (up[j] - dn[j])
+                lam = max(lam, _spectral_radius(jac, has_er, kinetic))
     return lam
+
+
+@njit(cache=True)
+def _spectral_radius(jac: np.ndarray, has_er: bool, kinetic: bool) -> float:
+    """Largest |eigenvalue| of the Jacobian restricted to the active states."""
+    idx = [0]
+    if has_er:
+        idx.append(1)
+    if kinetic:
+        idx.append(2)
+    m = len(idx)
+    if m == 1:
+        return abs(jac[0, 0])
+    if m == 2:
+        i, j = idx[0], idx[1]
+        half_tr = 0.5 * (jac[i, i] + jac[j, j])
+        disc = half_tr * half_tr - (jac[i, i] * jac[j, j] - jac[i, j] * jac[j, i])
+        if disc >= 0.0:
+            r = math.sqrt(disc)
+            return max(abs(half_tr + r), abs(half_tr - r))
+        return math.sqrt(half_tr * half_tr - disc)
+    return float(np.max(np.abs(np.linalg.eigvals(jac))))

@@ -124,6 +124,12 @@ class CellModel:
         they are set by flux balance at rest.
     indicator : Indicator or str
         The indicator, or a catalogue name (``"OGB-1"``, ``"GCaMP6f"``, ...).
+    indicator_kinetics : {"equilibrium", "kinetic"}
+        ``"equilibrium"``: the indicator binds calcium instantly (rapid-buffer
+        approximation). ``"kinetic"``: bound indicator follows
+        ``db/dt = k_on·c^n·(B_T − b) − k_off·b`` (needs the indicator's
+        k_on/k_off; adds parameter ``k_off``), which captures the slow rise
+        and decay of genetically encoded indicators.
     er : ERCompartment, optional
         The ER. Created with defaults when any flux needs it; an error when
         given without any ER flux.
@@ -148,10 +154,21 @@ class CellModel:
         er: ERCompartment | None = None,
         c_rest: float = 0.05,
         kappa_s: float = 60.0,
+        indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
         name: str = "cell",
     ) -> None:
         self.name = name
         self.indicator = get_indicator(indicator)
+        if indicator_kinetics not in ("equilibrium", "kinetic"):
+            raise ValueError(
+                f"indicator_kinetics = {indicator_kinetics!r}; allowed: 'equilibrium', 'kinetic'"
+            )
+        if indicator_kinetics == "kinetic" and self.indicator.k_off is None:
+            raise ValueError(
+                f"indicator {self.indicator.name!r} has no k_on/k_off: give them "
+                "(Indicator(..., k_on=, k_off=)) or use indicator_kinetics='equilibrium'"
+            )
+        self.kinetic = indicator_kinetics == "kinetic"
         self.fluxes: tuple[Flux, ...] = tuple(fluxes)
         if not self.fluxes:
             raise ValueError("a CellModel needs at least one flux term")
@@ -222,6 +239,18 @@ class CellModel:
                 description=f"{ind.name} total concentration",
             ),
         ]
+        if self.kinetic:
+            assert ind.k_off is not None
+            glob.append(
+                Parameter(
+                    "k_off",
+                    "1/s",
+                    ind.k_off,
+                    Prior("lognormal", ind.k_off, 0.5, ind.source),
+                    upper=1e7,
+                    description=f"{ind.name} unbinding rate (k_on = k_off/K_d^n)",
+                )
+            )
         if self.er is not None:
             glob.extend(self.er.parameters())
         params: dict[str, Parameter] = {}
@@ -242,6 +271,7 @@ class CellModel:
             "er_c_rest": K.G_CER_REST,
             "er_kappa": K.G_KAPPA_ER,
             "er_volume": K.G_V_ER,
+            "k_off": K.G_KOFF,
         }
         offsets = []
         o = K.N_GLOBAL
@@ -440,7 +470,8 @@ class CellModel:
         xarray.Dataset
             ``ca`` (free cytosolic Ca, µM), ``ca_total`` (total cytosolic Ca,
             µM), ``ca_er`` (free ER Ca, µM; with an ER), ``F`` (F/F_min) and
-            ``dff`` (ΔF/F relative to rest), over coordinate ``time`` (s);
+            ``dff`` (ΔF/F relative to rest), and ``dye_bound`` (µM; with a
+            kinetic indicator), over coordinate ``time`` (s);
             attrs record the model, parameters and step count.
 
         Raises
@@ -471,7 +502,20 @@ class CellModel:
         frame = float(np.min(np.diff(t))) if t.size > 1 else 1.0
         ev_t = np.ascontiguousarray(stim.events)
         ev_w = np.ascontiguousarray(stim.event_weights)
-        args = (ev_t, ev_w, ev_slot, p, self._kinds, self._offsets, wt, wv, self.has_er)
+        args = (
+            ev_t,
+            ev_w,
+            ev_slot,
+            p,
+            self._kinds,
+            self._offsets,
+            wt,
+            wv,
+            self.has_er,
+            self.kinetic,
+        )
+        x0 = K.hill_ratio(c0, v["kd"], v["hill"])
+        b0 = v["b_total"] * x0 / (1.0 + x0)  # indicator starts in equilibrium
 
         if substeps == "auto":
             # Fixed point: choose the step for the range of states visited, solve, and
@@ -482,7 +526,7 @@ class CellModel:
             er_rng = (min(cer0, rest.c_er), max(cer0, rest.c_er)) if self.has_er else (0.0, 0.0)
             n_sub = self._auto_substeps(p, c_rng, er_rng, amp, wt, wv, frame)
             for _ in range(8):
-                c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+                c, cer, b = K.solve(t, *args, frame / n_sub, c0, cer0, b0)
                 if not np.all(np.isfinite(c)):
                     n_sub *= 4
                     continue
@@ -497,10 +541,10 @@ class CellModel:
             if int(substeps) != substeps or int(substeps) < 1:
                 raise ValueError(f"substeps = {substeps!r} must be 'auto' or an integer ≥ 1")
             n_sub = int(substeps)
-            c, cer = K.solve(t, *args, frame / n_sub, c0, cer0)
+            c, cer, b = K.solve(t, *args, frame / n_sub, c0, cer0, b0)
         if not np.all(np.isfinite(c)):
             raise FloatingPointError("simulation produced non-finite calcium; try more substeps")
-        return self._dataset(t, c, cer, v, rest, n_sub)
+        return self._dataset(t, c, cer, b, v, rest, n_sub)
 
     def _slot_of(self, cls: type[Flux]) -> int:
         for f, o in zip(self.fluxes, self._offsets, strict=True):
@@ -525,12 +569,15 @@ class CellModel:
             er_grid = np.geomspace(max(0.9 * er_rng[0], 1e-9), max(1.1 * er_rng[1], 1e-9), 24)
         else:
             er_grid = np.zeros(1)
-        lam = K.jacobian_bound(c_grid, er_grid, p, self._kinds, self._offsets, wt, wv, self.has_er)
+        lam = K.jacobian_bound(
+            c_grid, er_grid, p, self._kinds, self._offsets, wt, wv, self.has_er, self.kinetic
+        )
         n = max(1, math.ceil(frame * lam / _LAMBDA_H))
         if n > _MAX_STEPS_PER_FRAME:
             raise ValueError(
-                f"the model is too stiff for the fixed-step solver at this frame interval "
-                f"({n} substeps per frame needed); check the rate parameters"
+                f"the model is too stiff for the fixed-step solver at this frame interval: "
+                f"its fastest mode relaxes at {lam:.3g}/s ({n} substeps per frame needed); "
+                "check the rate parameters (with a kinetic indicator, k_on·c^n and k_off)"
             )
         return n
 
@@ -539,22 +586,27 @@ class CellModel:
         t: np.ndarray,
         c: np.ndarray,
         cer: np.ndarray,
+        b: np.ndarray,
         v: Mapping[str, float],
         rest: RestingState,
         n_sub: int,
     ) -> xr.Dataset:
-        kappa, bt, kd, n = v["kappa_s"], v["b_total"], v["kd"], v["hill"]
+        kappa, bt, kd, n, rf = v["kappa_s"], v["b_total"], v["kd"], v["hill"], v["rf"]
         xn = (np.maximum(c, 0.0) / kd) ** n
-        total = c * (1.0 + kappa) + bt * xn / (1.0 + xn)
-        F = 1.0 + (v["rf"] - 1.0) * xn / (1.0 + xn)
+        bound = b if self.kinetic else bt * xn / (1.0 + xn)
+        occupancy = bound / bt if (self.kinetic and bt > 0) else xn / (1.0 + xn)
+        total = c * (1.0 + kappa) + bound
+        F = 1.0 + (rf - 1.0) * occupancy
         x0 = (rest.c / kd) ** n
-        F0 = 1.0 + (v["rf"] - 1.0) * x0 / (1.0 + x0)
+        F0 = 1.0 + (rf - 1.0) * x0 / (1.0 + x0)
         data = {
             "ca": ("time", c, {"units": "µM", "long_name": "free cytosolic calcium"}),
             "ca_total": ("time", total, {"units": "µM", "long_name": "total cytosolic calcium"}),
             "F": ("time", F, {"units": "1", "long_name": "fluorescence F/F_min"}),
             "dff": ("time", F / F0 - 1.0, {"units": "1", "long_name": "ΔF/F"}),
         }
+        if self.kinetic:
+            data["dye_bound"] = ("time", b, {"units": "µM", "long_name": "calcium-bound indicator"})
         if self.has_er:
             data["ca_er"] = ("time", cer, {"units": "µM", "long_name": "free ER calcium"})
         return xr.Dataset(
@@ -564,10 +616,11 @@ class CellModel:
                 "model": self.name,
                 "fluxes": json.dumps([repr(f) for f in self.fluxes]),
                 "indicator": self.indicator.name,
+                "indicator_kinetics": "kinetic" if self.kinetic else "equilibrium",
                 "parameters": json.dumps(dict(v)),
                 "derived": json.dumps(rest.derived),
                 "substeps": n_sub,
-                "solver": "RK4, fixed step, exact jumps at events, rapid buffering",
+                "solver": "RK4, fixed step, exact jumps at events",
             },
         )
 
@@ -610,7 +663,10 @@ def _waveform(stim: Stimulus | None) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------- presets
 def single_compartment(
-    indicator: Indicator | str = "OGB-1", *, name: str = "single_compartment"
+    indicator: Indicator | str = "OGB-1",
+    *,
+    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
+    name: str = "single_compartment",
 ) -> CellModel:
     """The added-buffer single-compartment model: linear extrusion and event influx.
 
@@ -621,6 +677,9 @@ def single_compartment(
     ----------
     indicator : Indicator or str
         The indicator or a catalogue name.
+    indicator_kinetics : {"equilibrium", "kinetic"}
+        Indicator binding in equilibrium (rapid buffer) or with its kinetics;
+        see :class:`CellModel`.
     name : str
         Model label.
 
@@ -635,16 +694,29 @@ def single_compartment(
     .. [2] Neher E, Augustine GJ (1992). J Physiol 450:273-301.
        https://doi.org/10.1113/jphysiol.1992.sp019127
     """
-    return CellModel([LinearExtrusion(), EventInflux()], indicator=indicator, name=name)
+    return CellModel(
+        [LinearExtrusion(), EventInflux()],
+        indicator=indicator,
+        indicator_kinetics=indicator_kinetics,
+        name=name,
+    )
 
 
-def pumps_model(indicator: Indicator | str = "OGB-1", *, name: str = "pumps") -> CellModel:
+def pumps_model(
+    indicator: Indicator | str = "OGB-1",
+    *,
+    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
+    name: str = "pumps",
+) -> CellModel:
     """PMCA and NCX extrusion, a plasma-membrane leak and event influx.
 
     Parameters
     ----------
     indicator : Indicator or str
         The indicator or a catalogue name.
+    indicator_kinetics : {"equilibrium", "kinetic"}
+        Indicator binding in equilibrium (rapid buffer) or with its kinetics;
+        see :class:`CellModel`.
     name : str
         Model label.
 
@@ -657,16 +729,29 @@ def pumps_model(indicator: Indicator | str = "OGB-1", *, name: str = "pumps") ->
     .. [1] Brini M, Carafoli E (2011). Cold Spring Harb Perspect Biol
        3:a004168. https://doi.org/10.1101/cshperspect.a004168
     """
-    return CellModel([PMCA(), NCX(), PlasmaLeak(), EventInflux()], indicator=indicator, name=name)
+    return CellModel(
+        [PMCA(), NCX(), PlasmaLeak(), EventInflux()],
+        indicator=indicator,
+        indicator_kinetics=indicator_kinetics,
+        name=name,
+    )
 
 
-def er_model(indicator: Indicator | str = "OGB-1", *, name: str = "er") -> CellModel:
+def er_model(
+    indicator: Indicator | str = "OGB-1",
+    *,
+    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
+    name: str = "er",
+) -> CellModel:
     """PMCA, NCX, SERCA, ER leak, Ca-induced release, SOCE, leak and event influx.
 
     Parameters
     ----------
     indicator : Indicator or str
         The indicator or a catalogue name.
+    indicator_kinetics : {"equilibrium", "kinetic"}
+        Indicator binding in equilibrium (rapid buffer) or with its kinetics;
+        see :class:`CellModel`.
     name : str
         Model label.
 
@@ -682,6 +767,7 @@ def er_model(indicator: Indicator | str = "OGB-1", *, name: str = "er") -> CellM
     return CellModel(
         [PMCA(), NCX(), SERCA(), ERLeak(), ERRelease(), SOCE(), PlasmaLeak(), EventInflux()],
         indicator=indicator,
+        indicator_kinetics=indicator_kinetics,
         name=name,
     )
 
@@ -689,7 +775,12 @@ def er_model(indicator: Indicator | str = "OGB-1", *, name: str = "er") -> CellM
 PRESETS = {"single_compartment": single_compartment, "pumps": pumps_model, "er": er_model}
 
 
-def preset(name: str, indicator: Indicator | str = "OGB-1") -> CellModel:
+def preset(
+    name: str,
+    indicator: Indicator | str = "OGB-1",
+    *,
+    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
+) -> CellModel:
     """A preset cell model by name: ``"single_compartment"``, ``"pumps"`` or ``"er"``.
 
     Parameters
@@ -698,6 +789,8 @@ def preset(name: str, indicator: Indicator | str = "OGB-1") -> CellModel:
         Preset name.
     indicator : Indicator or str
         The indicator or a catalogue name.
+    indicator_kinetics : {"equilibrium", "kinetic"}
+        Indicator binding in equilibrium (rapid buffer) or with its kinetics.
 
     Returns
     -------
@@ -705,4 +798,4 @@ def preset(name: str, indicator: Indicator | str = "OGB-1") -> CellModel:
     """
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[name](indicator)
+    return PRESETS[name](indicator, indicator_kinetics=indicator_kinetics)

@@ -1,0 +1,78 @@
+"""Indicator binding kinetics (``indicator_kinetics="kinetic"``)."""
+
+import numpy as np
+import pytest
+from scipy.integrate import simpson
+
+from cainfer.forward import CellModel, LinearExtrusion, Stimulus, get_indicator, preset
+from cainfer.testing import reference_simulate
+
+FRAMES = np.arange(300) / 30.0
+# events between frames, so that every frame is at least 1/60 s after an event
+BETWEEN = Stimulus(events=np.array([1.0, 1.1, 4.0, 7.0]) + 1 / 60)
+
+
+def _with_kinetics(name, k_off):
+    ind = get_indicator(name)
+    return ind.with_(k_off=k_off, k_on=k_off / ind.kd**ind.hill)
+
+
+@pytest.mark.parametrize(("name", "k_off"), [("GCaMP6f", 3.0), ("OGB-1", 100.0)])
+@pytest.mark.parametrize("model_name", ["single_compartment", "pumps"])
+def test_kinetic_indicator_matches_solve_ivp(name, k_off, model_name):
+    model = preset(model_name, _with_kinetics(name, k_off), indicator_kinetics="kinetic")
+    params = {"influx_amplitude": 20.0}
+    ds = model.simulate(params, FRAMES, BETWEEN)
+    ref = reference_simulate(model, params, FRAMES, BETWEEN)
+    assert ds.dff.max() > 0.3
+    np.testing.assert_allclose(ds.dff, ref["dff"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ds.dye_bound, ref["dye_bound"], rtol=1e-6)
+
+
+def test_fast_binding_approaches_the_equilibrium_model():
+    ind = _with_kinetics("OGB-1", 2000.0)
+    kin = preset("single_compartment", ind, indicator_kinetics="kinetic")
+    eq = preset("single_compartment", ind)
+    a = kin.simulate(None, FRAMES, BETWEEN).dff.values
+    b = eq.simulate(None, FRAMES, BETWEEN).dff.values
+    assert np.abs(a - b).max() < 1e-3 * np.abs(b).max()
+
+
+def test_slow_binding_lowers_and_delays_the_peak():
+    ind = _with_kinetics("GCaMP6f", 1.0)
+    stim = Stimulus(events=[1.0])
+    kin = preset("single_compartment", ind, indicator_kinetics="kinetic").simulate(
+        None, FRAMES, stim
+    )
+    eq = preset("single_compartment", ind).simulate(None, FRAMES, stim)
+    assert kin.dff.max() < 0.8 * eq.dff.max()
+    assert FRAMES[np.argmax(kin.dff.values)] > FRAMES[np.argmax(eq.dff.values)] + 0.05
+    # at the event instant the indicator has not bound yet: free Ca is higher
+    i = int(np.searchsorted(FRAMES, 1.0))
+    assert kin.ca[i] > eq.ca[i]
+    assert kin.dff[i] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kinetic_conservation_of_total_calcium():
+    model = preset("pumps", _with_kinetics("GCaMP6s", 5.0), indicator_kinetics="kinetic")
+    t = np.linspace(0.0, 3.0, 30001)
+    stim = Stimulus(events=[0.50005])
+    ds = model.simulate({"influx_amplitude": 10.0}, t, stim, substeps=1)
+    jpm = sum(
+        a for a, _ in model.term_fluxes(ds.ca.values, None, {"influx_amplitude": 10.0}).values()
+    )
+    k = int(np.searchsorted(t, 0.50005))  # first output after the event
+    gap = (0.50005 - t[k - 1]) * jpm[k - 1] + (t[k] - 0.50005) * jpm[k]  # flux jumps there
+    integral = simpson(jpm[:k], x=t[:k]) + gap + simpson(jpm[k:], x=t[k:])
+    change = float(ds.ca_total[-1] - ds.ca_total[0])
+    assert change == pytest.approx(integral + 10.0, abs=1e-5 * 10.0)
+
+
+def test_kinetic_needs_rate_constants_and_adds_k_off():
+    with pytest.raises(ValueError, match="has no k_on/k_off"):
+        preset("pumps", "GCaMP6f", indicator_kinetics="kinetic")
+    with pytest.raises(ValueError, match="allowed: 'equilibrium', 'kinetic'"):
+        CellModel([LinearExtrusion()], indicator_kinetics="fast")  # type: ignore[arg-type]
+    model = preset("pumps", _with_kinetics("GCaMP6f", 4.0), indicator_kinetics="kinetic")
+    assert model.parameters["k_off"].default == 4.0
+    assert "k_off" not in preset("pumps").parameters
