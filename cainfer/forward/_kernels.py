@@ -156,6 +156,25 @@ def term_flux(
 
 
 @njit(cache=True)
+def term_flux_array(
+    kind: int,
+    o: int,
+    t: np.ndarray,
+    c: np.ndarray,
+    cer: np.ndarray,
+    p: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`term_flux` over flat arrays of equal length."""
+    a = np.empty(c.size)
+    b = np.empty(c.size)
+    for i in range(c.size):
+        a[i], b[i] = term_flux(kind, o, t[i], c[i], cer[i], p, wt, wv)
+    return a, b
+
+
+@njit(cache=True)
 def net_flux(
     t: float,
     c: float,

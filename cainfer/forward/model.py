@@ -426,15 +426,11 @@ class CellModel:
         tt = np.asarray(t, dtype=float)
         cc, ce, tt = np.broadcast_arrays(cc, ce, tt)
         wt, wv = _waveform(stimulus)
+        ft, fc, fe = (np.ascontiguousarray(x.reshape(-1)) for x in (tt, cc, ce))
         out = {}
         for f, kind, o in zip(self.fluxes, self._kinds, self._offsets, strict=True):
-            a = np.empty(cc.shape)
-            b = np.empty(cc.shape)
-            for idx in np.ndindex(cc.shape):
-                a[idx], b[idx] = K.term_flux(
-                    int(kind), int(o), float(tt[idx]), float(cc[idx]), float(ce[idx]), p, wt, wv
-                )
-            out[f.name or type(f).__name__] = (a, b)
+            a, b = K.term_flux_array(int(kind), int(o), ft, fc, fe, p, wt, wv)
+            out[f.name or type(f).__name__] = (a.reshape(cc.shape), b.reshape(cc.shape))
         return out
 
     # ---------------------------------------------------------------- simulate
