@@ -1,0 +1,332 @@
+"""Lazy, chunked access to calcium-imaging movies stored as TIFF files."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import tifffile
+
+_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+_TIME_AXES = "TQIZ"  # axes that can stand for time once the others are resolved
+
+
+class MovieError(ValueError):
+    """A movie file cannot be read as a recording; the message names the file."""
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``f2.tif`` before ``f10.tif``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class _Source:
+    """One TIFF file: where its frames are and how to read them."""
+
+    path: Path
+    n_frames: int
+    frame_shape: tuple[int, int]
+    dtype: np.dtype[Any]
+    frame_interval: float | None
+    n_channels: int
+    # memory-mapped data (frames, channels, y, x) when the file allows it
+    memmap: np.ndarray | None
+    # otherwise: page index of (frame, channel) in the series
+    page_index: np.ndarray | None
+    _tiff: tifffile.TiffFile | None = None
+
+    def read(self, start: int, stop: int, channel: int) -> np.ndarray:
+        try:
+            if self.memmap is not None:
+                return np.asarray(self.memmap[start:stop, channel])
+            assert self.page_index is not None
+            keys = self.page_index[start:stop, channel].tolist()
+            if self._tiff is None:  # kept open: tifffile caches the page index
+                self._tiff = tifffile.TiffFile(self.path)
+            data = self._tiff.asarray(key=keys, series=0)
+            return np.asarray(data).reshape(len(keys), *self.frame_shape)
+        except MovieError:
+            raise
+        except Exception as e:
+            raise MovieError(f"{self.path}: cannot read frames {start}-{stop - 1}: {e}") from e
+
+
+def _frame_interval(tf: tifffile.TiffFile) -> float | None:
+    """Seconds between frames from ImageJ or OME metadata, if present."""
+    if tf.is_imagej and tf.imagej_metadata:
+        md = tf.imagej_metadata
+        if md.get("finterval"):
+            return float(md["finterval"])
+        if md.get("fps"):
+            return 1.0 / float(md["fps"])
+    if tf.is_ome and tf.ome_metadata:
+        m = re.search(r'TimeIncrement="([^"]+)"', tf.ome_metadata)
+        if m:
+            unit = re.search(r'TimeIncrementUnit="([^"]+)"', tf.ome_metadata)
+            scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0}.get(
+                unit.group(1) if unit else "s"
+            )
+            if scale is not None:
+                return float(m.group(1)) * scale
+    return None
+
+
+def _open_source(path: Path) -> _Source:
+    if not path.is_file():
+        raise MovieError(f"{path}: no such file")
+    try:
+        tf = tifffile.TiffFile(path)
+    except tifffile.TiffFileError as e:
+        raise MovieError(f"{path}: not a TIFF file ({e})") from None
+    except Exception as e:
+        raise MovieError(f"{path}: cannot open as TIFF ({e})") from None
+    with tf:
+        if not tf.series:
+            raise MovieError(f"{path}: holds no image series")
+        series = tf.series[0]
+        axes, shape = series.axes, tuple(series.shape)
+        if "S" in axes:
+            raise MovieError(f"{path}: RGB/multi-sample images are not supported (axes {axes})")
+        if axes[-2:] != "YX":
+            raise MovieError(f"{path}: expected the last two axes to be YX, found {axes}")
+        lead = {a: n for a, n in zip(axes[:-2], shape[:-2], strict=True)}
+        n_channels = lead.pop("C", 1)
+        # every remaining non-singleton axis must be time-like, and at most one of them
+        long = [a for a, n in lead.items() if n > 1]
+        if len(long) > 1:
+            raise MovieError(
+                f"{path}: axes {axes} with shape {shape}: more than one non-channel axis "
+                f"({', '.join(long)}) is longer than 1; expected one time axis"
+            )
+        if long and long[0] not in _TIME_AXES:
+            raise MovieError(f"{path}: cannot use axis {long[0]!r} of {axes} as time")
+        n_frames = int(np.prod([n for n in lead.values()], dtype=np.int64)) if lead else 1
+        frame_shape = (int(shape[-2]), int(shape[-1]))
+        dtype = np.dtype(series.dtype)
+        # position of the channel axis among the leading axes, for page order
+        c_first = "C" in axes[:-2] and axes.index("C") < min(
+            [axes.index(a) for a in lead] or [len(axes)]
+        )
+        interval = _frame_interval(tf)
+        declared = (tf.imagej_metadata or {}).get("images") if tf.is_imagej else None
+        if declared and int(declared) > n_frames * n_channels:
+            raise MovieError(
+                f"{path}: truncated or corrupt: the ImageJ header declares {declared} images, "
+                f"{n_frames * n_channels} can be read"
+            )
+        memmap = None
+        page_index = None
+        nbytes = n_frames * n_channels * frame_shape[0] * frame_shape[1] * dtype.itemsize
+        offset = series.dataoffset
+        if offset is not None:
+            size = path.stat().st_size
+            if offset + nbytes > size:
+                raise MovieError(
+                    f"{path}: truncated: {nbytes} bytes of image data expected from offset "
+                    f"{offset}, but the file has {size} bytes"
+                )
+            order = (n_channels, n_frames) if c_first else (n_frames, n_channels)
+            mm = np.memmap(
+                path,
+                dtype=dtype.newbyteorder(tf.byteorder),
+                mode="r",
+                offset=offset,
+                shape=(*order, *frame_shape),
+            )
+            memmap = mm.swapaxes(0, 1) if c_first else mm
+        else:
+            grid = np.arange(n_frames * n_channels)
+            page_index = (
+                grid.reshape(n_channels, n_frames).T
+                if c_first
+                else grid.reshape(n_frames, n_channels)
+            )
+            n_pages = len(series.pages) if hasattr(series, "pages") else len(tf.pages)
+            if n_pages < n_frames * n_channels:
+                raise MovieError(
+                    f"{path}: truncated or corrupt: {n_pages} image pages found, "
+                    f"{n_frames * n_channels} expected"
+                )
+    return _Source(path, n_frames, frame_shape, dtype, interval, n_channels, memmap, page_index)
+
+
+def _expand(path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(path_or_paths, (str, os.PathLike)):
+        p = Path(path_or_paths)
+        if p.is_dir():
+            files = [f for f in p.iterdir() if f.suffix.lower() in _TIFF_SUFFIXES and f.is_file()]
+            if not files:
+                raise MovieError(f"{p}: folder holds no TIFF files")
+            return sorted(files, key=lambda f: natural_key(f.name))
+        return [p]
+    paths = [Path(x) for x in path_or_paths]
+    if not paths:
+        raise MovieError("no movie files given")
+    return paths
+
+
+class Movie:
+    """A recording: one or more TIFF files read lazily as frames ``(time, y, x)``.
+
+    Create with :func:`load_movie`. Frames are read on demand, from a memory
+    map where the file is uncompressed and contiguous, else page by page.
+
+    Attributes
+    ----------
+    files : tuple of Path
+        The files, in reading order.
+    shape : tuple of int
+        ``(n_frames, height, width)``.
+    dtype : numpy.dtype
+        Pixel type.
+    frame_rate : float
+        Frames per second.
+    channel : int
+        The channel read (0 for single-channel files).
+    """
+
+    def __init__(self, sources: Sequence[_Source], frame_rate: float, channel: int) -> None:
+        self._sources = list(sources)
+        self.files = tuple(s.path for s in sources)
+        self.frame_rate = float(frame_rate)
+        self.channel = int(channel)
+        self.dtype = sources[0].dtype
+        self._starts = np.cumsum([0] + [s.n_frames for s in sources])
+        self.shape = (int(self._starts[-1]), *sources[0].frame_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def time(self) -> np.ndarray:
+        """Frame times (s), starting at 0."""
+        return np.arange(len(self)) / self.frame_rate
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start`` to ``stop − 1`` as an array ``(stop − start, y, x)``."""
+        n = len(self)
+        start, stop, _ = slice(start, stop).indices(n)
+        parts = []
+        for i, src in enumerate(self._sources):
+            a, b = max(start, self._starts[i]), min(stop, self._starts[i + 1])
+            if a < b:
+                off = self._starts[i]
+                parts.append(src.read(int(a - off), int(b - off), self.channel))
+        if not parts:
+            return np.empty((0, *self.shape[1:]), self.dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def iter_chunks(self, chunk: int = 256) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_frame, frames)`` in consecutive chunks of at most ``chunk`` frames."""
+        if chunk < 1:
+            raise ValueError(f"chunk = {chunk} must be ≥ 1")
+        for a in range(0, len(self), chunk):
+            yield a, self.read(a, min(a + chunk, len(self)))
+
+    def close(self) -> None:
+        """Release memory maps and open files."""
+        for s in self._sources:
+            s.memmap = None
+            if s._tiff is not None:
+                s._tiff.close()
+                s._tiff = None
+
+    def __enter__(self) -> Movie:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        src = self.files[0].name + (
+            f" (+{len(self.files) - 1} files)" if len(self.files) > 1 else ""
+        )
+        return (
+            f"Movie({src}, shape={self.shape}, dtype={self.dtype}, frame_rate={self.frame_rate:g})"
+        )
+
+
+def load_movie(
+    path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    frame_rate: float | None = None,
+    channel: int | None = None,
+) -> Movie:
+    """Open a recording for lazy, chunked reading.
+
+    Parameters
+    ----------
+    path_or_paths : path, folder, or sequence of paths
+        A TIFF file (multi-page, BigTIFF, OME-TIFF or ImageJ hyperstack,
+        including ImageJ files over 4 GB with a single header), a folder of
+        TIFF files (read in natural sort order: ``f2`` before ``f10``), or a
+        list of files read in the given order as one recording.
+    frame_rate : float, optional
+        Frames per second. Taken from ImageJ (``finterval``) or OME
+        (``TimeIncrement``) metadata when not given; required otherwise.
+    channel : int, optional
+        Channel to read from multi-channel files (0-based); required when a
+        file has more than one channel.
+
+    Returns
+    -------
+    Movie
+
+    Raises
+    ------
+    MovieError
+        (a ``ValueError``) naming the file: not a TIFF, truncated or corrupt, a
+        single 2-D image, frame shapes or channel counts that differ between
+        files, an unknown channel, or no frame rate.
+    """
+    paths = _expand(path_or_paths)
+    sources = [_open_source(p) for p in paths]
+    first = sources[0]
+    for s in sources[1:]:
+        if s.frame_shape != first.frame_shape or s.dtype != first.dtype:
+            raise MovieError(
+                f"{s.path}: frames are {s.frame_shape} {s.dtype}, but {first.path.name} has "
+                f"{first.frame_shape} {first.dtype}; all files of a recording must match"
+            )
+        if s.n_channels != first.n_channels:
+            raise MovieError(
+                f"{s.path}: {s.n_channels} channel(s), but {first.path.name} has {first.n_channels}"
+            )
+    n_ch = first.n_channels
+    if channel is None:
+        if n_ch > 1:
+            raise MovieError(
+                f"{first.path}: has {n_ch} channels; choose one with channel=0..{n_ch - 1}"
+            )
+        channel = 0
+    elif not (isinstance(channel, (int, np.integer)) and 0 <= channel < n_ch):
+        raise MovieError(
+            f"{first.path}: unknown channel {channel!r}; the file has {n_ch} channel(s): "
+            f"0..{n_ch - 1}"
+        )
+    total = sum(s.n_frames for s in sources)
+    if total < 2:
+        raise MovieError(f"{first.path}: a single 2-D image, not a movie (need ≥ 2 frames)")
+    if frame_rate is None:
+        intervals = {s.frame_interval for s in sources if s.frame_interval}
+        if not intervals:
+            raise MovieError(
+                f"{first.path}: no frame rate in the file's metadata; pass frame_rate= (frames/s)"
+            )
+        if len(intervals) > 1 and (max(intervals) - min(intervals)) > 1e-6 * max(intervals):
+            raise MovieError(
+                f"files disagree on the frame interval ({sorted(intervals)} s); pass frame_rate="
+            )
+        frame_rate = 1.0 / intervals.pop()
+    if not (np.isfinite(frame_rate) and frame_rate > 0):
+        raise MovieError(f"frame_rate = {frame_rate!r} must be a finite number > 0 (frames/s)")
+    return Movie(sources, frame_rate, int(channel))

@@ -1,0 +1,231 @@
+"""ROI files: label images, mask stacks and ImageJ ROIs, read to and written from masks.
+
+Masks are boolean arrays ``(n_rois, height, width)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import roifile
+import tifffile
+
+_IJ = roifile.ROI_TYPE
+
+
+def masks_from_labels(labels: np.ndarray, *, source: str = "label image") -> np.ndarray:
+    """Masks ``(n, y, x)`` from a 2-D label image (0 = background), in label order."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(
+            f"{source}: a label image must be a 2-D integer array, got {lab.dtype} {lab.shape}"
+        )
+    if np.any(lab < 0):
+        raise ValueError(f"{source}: label image has negative labels")
+    ids = np.unique(lab)
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        raise ValueError(f"{source}: label image holds no ROI (all zero)")
+    return lab[None, :, :] == ids[:, None, None]
+
+
+def check_masks(masks: np.ndarray, *, source: str = "masks") -> np.ndarray:
+    """Validate a mask stack: 3-D, boolean-like, no empty ROI. Returns it as bool."""
+    m = np.asarray(masks)
+    if m.ndim != 3:
+        raise ValueError(f"{source}: masks must be (n_rois, height, width), got shape {m.shape}")
+    if m.dtype != bool:
+        if not np.all((m == 0) | (m == 1)):
+            raise ValueError(f"{source}: a mask stack must hold only 0/1 or booleans")
+        m = m.astype(bool)
+    empty = np.flatnonzero(~m.reshape(m.shape[0], -1).any(axis=1))
+    if empty.size:
+        raise ValueError(f"{source}: ROI(s) {empty.tolist()} are empty (no pixel)")
+    return m
+
+
+def _from_array(a: np.ndarray, source: str) -> np.ndarray:
+    if a.ndim == 2:
+        return masks_from_labels(a, source=source)
+    return check_masks(a, source=source)
+
+
+def _imagej_mask(roi: roifile.ImagejRoi, shape: tuple[int, int], source: str) -> np.ndarray:
+    from skimage.draw import polygon as fill_polygon
+
+    h, w = shape
+    mask = np.zeros(shape, bool)
+    if roi.composite or roi.subtype not in (0, roifile.ROI_SUBTYPE.UNDEFINED):
+        raise ValueError(f"{source}: ROI {roi.name!r}: composite or special ROIs are not supported")
+    if roi.roitype == _IJ.RECT:
+        mask[max(roi.top, 0) : min(roi.bottom, h), max(roi.left, 0) : min(roi.right, w)] = True
+    elif roi.roitype == _IJ.OVAL:
+        cy, cx = (roi.top + roi.bottom) / 2, (roi.left + roi.right) / 2
+        ry, rx = (roi.bottom - roi.top) / 2, (roi.right - roi.left) / 2
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5
+        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    elif roi.roitype in (_IJ.POLYGON, _IJ.FREEHAND, _IJ.TRACED):
+        xy = np.asarray(roi.coordinates(), dtype=float)
+        # ImageJ: pixel (x, y) covers [x, x+1) x [y, y+1) and is inside when its centre is
+        rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, shape=shape)
+        mask[rr, cc] = True
+    else:
+        raise ValueError(
+            f"{source}: ROI {roi.name!r} has type {roi.roitype.name}; supported: rectangle, "
+            "oval, polygon, freehand, traced"
+        )
+    return mask
+
+
+def read_rois(path: str | os.PathLike[str], *, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read ROIs as boolean masks ``(n_rois, height, width)``.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.npy`` or ``.tif``/``.tiff`` holding a 2-D label image (0 =
+        background, each other value one ROI, in increasing order) or a 3-D
+        boolean/0-1 mask stack; or an ImageJ ``.roi`` file or ``.zip`` of them
+        (rectangle, oval, polygon, freehand and traced ROIs).
+    shape : (int, int), optional
+        Frame shape (pixels); required for ImageJ ROIs, checked otherwise.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean masks.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: unknown format, unreadable file, empty ROI, or a shape
+        that does not match ``shape``.
+    """
+    path = Path(path)
+    src = str(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ValueError(f"{src}: no such ROI file")
+    try:
+        if suffix == ".npy":
+            masks = _from_array(np.load(path, allow_pickle=False), src)
+        elif suffix in (".tif", ".tiff"):
+            masks = _from_array(tifffile.imread(path), src)
+        elif suffix in (".roi", ".zip"):
+            if shape is None:
+                raise ValueError(f"{src}: ImageJ ROIs need the frame shape (shape=(height, width))")
+            rois = roifile.roiread(path)
+            rois = rois if isinstance(rois, list) else [rois]
+            if not rois:
+                raise ValueError(f"{src}: holds no ROI")
+            masks = check_masks(np.stack([_imagej_mask(r, shape, src) for r in rois]), source=src)
+        else:
+            raise ValueError(
+                f"{src}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff, .roi or .zip"
+            )
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{src}: cannot read ROIs ({e})") from e
+    if shape is not None and masks.shape[1:] != tuple(shape):
+        raise ValueError(f"{src}: ROIs are {masks.shape[1:]} pixels but frames are {tuple(shape)}")
+    return masks
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Closed outline of a single simply connected mask along pixel edges, (x, y) corners.
+
+    Raises ``ValueError`` for a mask of several pieces or with holes.
+    """
+    m = np.pad(mask, 1)
+    nxt: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    n_edges = 0
+    rows, cols = np.nonzero(mask)
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        pr, pc = r + 1, c + 1  # index into the padded mask
+        sides = (
+            (not m[pr - 1, pc], (c, r), (c + 1, r)),  # top, walked left to right
+            (not m[pr, pc + 1], (c + 1, r), (c + 1, r + 1)),  # right, downwards
+            (not m[pr + 1, pc], (c + 1, r + 1), (c, r + 1)),  # bottom, right to left
+            (not m[pr, pc - 1], (c, r + 1), (c, r)),  # left, upwards
+        )
+        for boundary, a, b in sides:
+            if boundary:
+                nxt.setdefault(a, []).append(b)
+                n_edges += 1
+    start = min(nxt)
+    loop = [start]
+    cur = start
+    used = 0
+    while True:
+        cur = nxt[cur].pop()
+        used += 1
+        if cur == start:
+            break
+        loop.append(cur)
+    if used != n_edges:
+        raise ValueError("not a single simply connected region")
+    pts = np.array(loop, dtype=float)
+    # drop corners where the outline goes straight on
+    d_in = pts - np.roll(pts, 1, axis=0)
+    d_out = np.roll(pts, -1, axis=0) - pts
+    turn = d_in[:, 0] * d_out[:, 1] - d_in[:, 1] * d_out[:, 0] != 0
+    return pts[turn]
+
+
+def write_rois(masks: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write masks ``(n_rois, height, width)`` so that :func:`read_rois` returns them.
+
+    Parameters
+    ----------
+    masks : numpy.ndarray
+        Boolean masks.
+    path : path-like
+        ``.npy`` (mask stack), ``.tif``/``.tiff`` (label image; ROIs must not
+        overlap) or ``.zip`` (ImageJ traced ROIs; each ROI one connected piece
+        without holes). Written atomically.
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    m = check_masks(masks)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        if suffix == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, m)
+        elif suffix in (".tif", ".tiff"):
+            if np.any(m.sum(axis=0) > 1):
+                raise ValueError(f"{path}: ROIs overlap; a label image cannot hold them (use .npy)")
+            if m.shape[0] > 65535:
+                raise ValueError(f"{path}: more than 65535 ROIs do not fit a uint16 label image")
+            labels = np.zeros(m.shape[1:], np.uint16)
+            for i, mi in enumerate(m):
+                labels[mi] = i + 1
+            tifffile.imwrite(tmp, labels)
+        elif suffix == ".zip":
+            rois = []
+            for i, mi in enumerate(m):
+                try:
+                    pts = _outline(mi)
+                except ValueError as e:
+                    raise ValueError(f"{path}: ROI {i} is {e}; save as .npy or .tif") from None
+                roi = roifile.ImagejRoi.frompoints(pts, name=f"roi_{i:04d}")
+                roi.roitype = _IJ.TRACED
+                rois.append(roi)
+            if tmp.exists():
+                tmp.unlink()
+            roifile.roiwrite(tmp, rois)
+        else:
+            raise ValueError(f"{path}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff or .zip")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
