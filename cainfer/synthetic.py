@@ -170,8 +170,8 @@ def simulate_movie(
     Each cell is a soft disc whose fluorescence follows the forward model
     driven by ``stimulus`` (its influx amplitude varies from cell to cell); a
     smooth neuropil background carries a low-passed mix of the cells'
-    activity. The whole field bleaches slowly, moves rigidly by a small random
-    walk, and is read out with Poisson shot noise and Gaussian read noise.
+    activity. The whole field bleaches slowly, moves rigidly (jitter around a
+    slow drift), and is read out with Poisson shot noise and Gaussian read noise.
     Frames are generated and written in chunks, so memory does not grow with
     ``n_frames``.
 
@@ -208,9 +208,9 @@ def simulate_movie(
     bleach : float
         Fraction of fluorescence lost by the last frame (exponential).
     motion_sd : float
-        Step size of the rigid random walk (pixels/frame).
+        Standard deviation of the frame-to-frame rigid jitter (pixels).
     motion_max : float
-        Largest shift along each axis (pixels).
+        Largest shift along each axis (pixels); a slow drift reaches half of it.
     read_noise : float
         Read noise (counts, Gaussian sd).
     offset : float
@@ -260,9 +260,10 @@ def simulate_movie(
     np_profile *= neuropil_brightness / np_profile.mean()
     np_dff = neuropil_dff * ndimage.gaussian_filter1d(dff.mean(axis=0), sigma=frame_rate * 0.5)
     bleach_curve = (1.0 - bleach) ** (time / time[-1])
-    steps = rng.normal(0.0, motion_sd, size=(n_frames, 2))
-    steps[0] = 0.0
-    shifts = np.clip(np.cumsum(steps, axis=0), -motion_max, motion_max)
+    # rigid motion: frame-to-frame jitter around a slow drift that starts at zero
+    jitter = rng.normal(0.0, motion_sd, size=(n_frames, 2))
+    drift_xy = np.stack([_drift_curve(time, motion_max / 2, rng) for _ in range(2)], axis=1)
+    shifts = np.clip(jitter + drift_xy, -motion_max, motion_max)
     cell_brightness = brightness * rng.uniform(0.7, 1.3, n_cells)
 
     # ground-truth traces: mask-mean cell F (own footprint only) and neuropil under each mask
