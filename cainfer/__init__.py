@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from cainfer.extract import extract_traces
 from cainfer.forward import (
     CellModel,
     Indicator,
@@ -12,6 +13,7 @@ from cainfer.forward import (
     pumps_model,
     single_compartment,
 )
+from cainfer.io import Movie, MovieError, load_movie, read_rois, write_rois
 
 try:
     __version__ = version("cainfer")
@@ -21,11 +23,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "CellModel",
     "Indicator",
+    "Movie",
+    "MovieError",
     "Stimulus",
     "__version__",
     "er_model",
+    "extract_traces",
     "get_indicator",
+    "load_movie",
     "preset",
     "pumps_model",
+    "read_rois",
     "single_compartment",
+    "write_rois",
 ]

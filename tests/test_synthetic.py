@@ -91,7 +91,9 @@ def test_true_shifts_are_the_displacement_of_the_content(clean_movie):
     for k in (50, 120, 199):
         # phase_cross_correlation returns the shift that registers the moving image
         shift, _, _ = phase_cross_correlation(mv[0], mv[k], upsample_factor=20)
-        np.testing.assert_allclose(-shift, truth.shifts.values[k] - truth.shifts.values[0], atol=0.1)
+        np.testing.assert_allclose(
+            -shift, truth.shifts.values[k] - truth.shifts.values[0], atol=0.1
+        )
 
 
 def test_movie_bad_input():

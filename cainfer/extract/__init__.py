@@ -1,0 +1,21 @@
+"""Extraction: motion correction, ROIs, neuropil, baseline and ΔF/F (scipy, scikit-image)."""
+
+from cainfer.extract.baseline import BASELINE_METHODS, baseline
+from cainfer.extract.detect import detect_rois
+from cainfer.extract.neuropil import neuropil_masks
+from cainfer.extract.registration import make_reference, register_frames, shift_frame
+from cainfer.extract.summary import SummaryAccumulator
+from cainfer.extract.traces import ExtractionWarning, extract_traces
+
+__all__ = [
+    "BASELINE_METHODS",
+    "ExtractionWarning",
+    "SummaryAccumulator",
+    "baseline",
+    "detect_rois",
+    "extract_traces",
+    "make_reference",
+    "neuropil_masks",
+    "register_frames",
+    "shift_frame",
+]

@@ -1,0 +1,276 @@
+"""From a movie and ROIs to F, neuropil, F0 and ΔF/F traces, streamed in chunks."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+from scipy import sparse
+
+from cainfer.extract.baseline import BASELINE_METHODS, BaselineMethod
+from cainfer.extract.baseline import baseline as compute_baseline
+from cainfer.extract.detect import detect_rois
+from cainfer.extract.neuropil import neuropil_masks
+from cainfer.extract.registration import make_reference, register_frames, shift_frame
+from cainfer.extract.summary import SummaryAccumulator
+from cainfer.io import Movie, check_masks, load_movie, masks_from_labels, read_rois
+
+
+class ExtractionWarning(UserWarning):
+    """Something in the extracted traces needs the user's attention."""
+
+
+RoiSource = str | os.PathLike[str] | np.ndarray | Literal["auto"]
+
+
+def _roi_masks(rois: RoiSource, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+    if isinstance(rois, np.ndarray):
+        m = masks_from_labels(rois) if rois.ndim == 2 else check_masks(rois)
+        if m.shape[1:] != shape:
+            raise ValueError(f"rois are {m.shape[1:]} pixels but frames are {shape}")
+        return m, "array"
+    return read_rois(rois, shape=shape), str(rois)
+
+
+def _weights(masks: np.ndarray) -> sparse.csr_array:
+    """Sparse (n_masks, n_pixels) matrix whose rows average the pixels of each mask."""
+    n = masks.shape[0]
+    flat = masks.reshape(n, -1)
+    rows, cols = np.nonzero(flat)
+    counts = flat.sum(axis=1)
+    return sparse.csr_array((1.0 / counts[rows], (rows, cols)), shape=flat.shape)
+
+
+def extract_traces(
+    movie: Movie | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    rois: RoiSource = "auto",
+    register: bool = True,
+    neuropil: float | None = 0.7,
+    baseline: BaselineMethod = "percentile",
+    baseline_window: float = 60.0,
+    baseline_percentile: float = 8.0,
+    baseline_sigma: float = 1.0,
+    neuropil_inner: float = 2.0,
+    neuropil_min_pixels: int = 50,
+    min_area: int = 20,
+    max_area: int = 400,
+    reference_frames: int = 50,
+    upsample: int = 20,
+    chunk: int = 128,
+    frame_rate: float | None = None,
+) -> xr.Dataset:
+    """Extract ΔF/F traces of ROIs from a recording.
+
+    Reads the movie in chunks of ``chunk`` frames (memory does not grow with
+    the number of frames): one pass to register (and build summary images
+    when ROIs are detected), one pass to average each ROI and its neuropil
+    annulus. With ROIs given, registration and extraction share one pass.
+
+    Parameters
+    ----------
+    movie : Movie or path(s)
+        A :class:`~cainfer.io.Movie`, or what :func:`~cainfer.io.load_movie` takes.
+    rois : path, array or "auto"
+        ROI file (label image or mask stack as ``.npy``/``.tif``, ImageJ
+        ``.roi``/``.zip``), a label image ``(y, x)`` or masks ``(n, y, x)``, or
+        ``"auto"`` to detect them in the local-correlation image.
+    register : bool
+        Rigid sub-pixel motion correction (upsampled cross-correlation in
+        Fourier space, :func:`skimage.registration.phase_cross_correlation`).
+    neuropil : float or None
+        Contamination ratio r in ``F_c = F − r·F_neu`` (0.7 by default); None
+        or 0 for no neuropil correction.
+    baseline : {"percentile", "maximin", "constant"}
+        Baseline method (see :func:`cainfer.extract.baseline`).
+    baseline_window : float
+        Baseline window (s).
+    baseline_percentile : float
+        Percentile for ``"percentile"`` and ``"constant"`` (0-100).
+    baseline_sigma : float
+        Smoothing for ``"maximin"`` (s).
+    neuropil_inner : float
+        Gap between ROI and annulus (pixels).
+    neuropil_min_pixels : int
+        Minimum annulus size (pixels).
+    min_area, max_area : int
+        Size limits of detected ROIs (pixels).
+    reference_frames : int
+        Leading frames averaged into the registration reference.
+    upsample : int
+        Registration precision, 1/upsample pixel.
+    chunk : int
+        Frames read at a time.
+    frame_rate : float, optional
+        Frames per second, when ``movie`` is a path without that metadata.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(roi, time)``: ``F`` (ROI mean), ``F_neu`` (annulus mean),
+        ``F0`` (baseline of the corrected F), ``dff`` (ΔF/F), and per ROI
+        ``centroid_y``/``centroid_x`` (pixels), ``n_pixels`` and ``f0_valid``;
+        ``masks`` (and ``neuropil_masks``) ``(roi, y, x)``; ``shifts``
+        ``(time, axis)`` when registered; ``mean_image`` (and
+        ``correlation_image`` when detected). Attrs record the source files,
+        frame rate and every method and parameter used.
+
+    Warns
+    -----
+    ExtractionWarning
+        When F0 ≤ 0 for some ROI: those frames get ΔF/F NaN (not inf) and the
+        ROI's ``f0_valid`` is False.
+    """
+    if baseline not in BASELINE_METHODS:
+        raise ValueError(f"baseline {baseline!r}; allowed: {', '.join(BASELINE_METHODS)}")
+    if neuropil is not None and not (np.isfinite(neuropil) and neuropil >= 0):
+        raise ValueError(f"neuropil = {neuropil!r} must be None or a ratio ≥ 0")
+    if chunk < 1 or upsample < 1 or reference_frames < 1:
+        raise ValueError("chunk, upsample and reference_frames must be ≥ 1")
+    mv = movie if isinstance(movie, Movie) else load_movie(movie, frame_rate=frame_rate)
+    T, h, w = mv.shape
+    shape = (h, w)
+
+    ref_fft = None
+    shifts = np.zeros((T, 2)) if register else None
+    if register:
+        ref_fft = np.fft.fft2(make_reference(mv, n_frames=reference_frames, upsample=upsample))
+
+    def frames_of(a: int, data: np.ndarray, *, estimate: bool) -> np.ndarray:
+        if not register:
+            return data
+        assert shifts is not None
+        if estimate:
+            shifts[a : a + len(data)] = register_frames(
+                data, np.empty(0), upsample=upsample, reference_fft=ref_fft
+            )
+        return np.stack(
+            [shift_frame(f, d) for f, d in zip(data, shifts[a : a + len(data)], strict=True)]
+        )
+
+    auto = isinstance(rois, str) and rois == "auto"
+    summary = SummaryAccumulator(shape, correlation=auto)
+    registered = False
+    if auto:
+        for a, data in mv.iter_chunks(chunk):
+            summary.add(frames_of(a, data, estimate=True))
+        registered = True
+        masks = detect_rois(
+            summary.correlation_image(), summary.mean_image(), min_area=min_area, max_area=max_area
+        )
+        roi_source = "auto"
+    else:
+        masks, roi_source = _roi_masks(rois, shape)
+    n = masks.shape[0]
+    use_np = bool(neuropil)
+    np_masks = (
+        neuropil_masks(masks, inner=neuropil_inner, min_pixels=neuropil_min_pixels)
+        if use_np
+        else None
+    )
+    W = _weights(np.concatenate([masks, np_masks]) if np_masks is not None else masks)
+
+    out = np.empty((W.shape[0], T))
+    for a, data in mv.iter_chunks(chunk):
+        fr = frames_of(a, data, estimate=not registered)
+        if not registered and roi_source != "auto":
+            summary.add(fr)
+        out[:, a : a + len(fr)] = W @ fr.reshape(len(fr), -1).T
+    F = out[:n]
+    F_neu = out[n:] if use_np else np.zeros_like(F)
+    r = float(neuropil) if neuropil else 0.0
+    Fc = F - r * F_neu
+    F0 = compute_baseline(
+        Fc,
+        mv.frame_rate,
+        method=baseline,
+        window=baseline_window,
+        percentile=baseline_percentile,
+        sigma=baseline_sigma,
+    )
+    bad = F0 <= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dff = np.where(bad, np.nan, (Fc - F0) / np.where(bad, 1.0, F0))
+    f0_valid = ~bad.any(axis=1)
+    if not f0_valid.all():
+        idx = np.flatnonzero(~f0_valid).tolist()
+        warnings.warn(
+            f"ROI(s) {idx}: baseline F0 ≤ 0 in some frames (neuropil ratio {r:g} may be too "
+            "large); their ΔF/F is NaN there and f0_valid is False",
+            ExtractionWarning,
+            stacklevel=2,
+        )
+
+    cy, cx = (np.array([np.nonzero(m)[k].mean() for m in masks]) for k in (0, 1))
+    data_vars: dict[str, tuple] = {
+        "F": (("roi", "time"), F, {"long_name": "ROI mean fluorescence", "units": "counts"}),
+        "F_neu": (
+            ("roi", "time"),
+            F_neu,
+            {"long_name": "neuropil annulus mean", "units": "counts"},
+        ),
+        "F0": (("roi", "time"), F0, {"long_name": "baseline of F − r·F_neu", "units": "counts"}),
+        "dff": (("roi", "time"), dff, {"long_name": "ΔF/F = (F_c − F0)/F0"}),
+        "f0_valid": ("roi", f0_valid),
+        "n_pixels": ("roi", masks.reshape(n, -1).sum(axis=1)),
+        "masks": (("roi", "y", "x"), masks),
+        "mean_image": (("y", "x"), summary.mean_image()),
+    }
+    if np_masks is not None:
+        data_vars["neuropil_masks"] = (("roi", "y", "x"), np_masks)
+    if roi_source == "auto":
+        data_vars["correlation_image"] = (("y", "x"), summary.correlation_image())
+    if shifts is not None:
+        data_vars["shifts"] = (
+            ("time", "axis"),
+            shifts,
+            {"units": "pixel", "long_name": "displacement (y, x) undone"},
+        )
+    attrs = {
+        "source_files": json.dumps([str(f) for f in mv.files]),
+        "frame_rate": mv.frame_rate,
+        "channel": mv.channel,
+        "roi_source": roi_source,
+        "registration": json.dumps(
+            {
+                "method": "cross-correlation (skimage phase_cross_correlation, normalization=None)",
+                "reference_frames": reference_frames,
+                "upsample": upsample,
+                "interpolation": "bilinear",
+            }
+            if register
+            else None
+        ),
+        "neuropil": json.dumps(
+            {"ratio": r, "inner": neuropil_inner, "min_pixels": neuropil_min_pixels}
+            if use_np
+            else None
+        ),
+        "baseline": json.dumps(
+            {
+                "method": baseline,
+                "window_s": baseline_window,
+                "percentile": baseline_percentile,
+                "sigma_s": baseline_sigma,
+            }
+        ),
+        "detection": json.dumps({"min_area": min_area, "max_area": max_area})
+        if roi_source == "auto"
+        else "null",
+    }
+    return xr.Dataset(
+        data_vars,
+        coords={
+            "roi": np.arange(n),
+            "time": ("time", mv.time, {"units": "s"}),
+            "axis": ["y", "x"],
+            "centroid_y": ("roi", cy, {"units": "pixel"}),
+            "centroid_x": ("roi", cx, {"units": "pixel"}),
+        },
+        attrs=attrs,
+    )

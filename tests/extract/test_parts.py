@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from cainfer.extract import (
+    SummaryAccumulator,
+    detect_rois,
+    neuropil_masks,
+    register_frames,
+    shift_frame,
+)
+
+
+def test_correlation_image_known_answer(rng):
+    T = 500
+    common = rng.normal(size=T)
+    x = rng.normal(size=(T, 6, 7))
+    x[:, 2:4, 2:4] = common[:, None, None]  # a 2x2 block moving as one
+    acc = SummaryAccumulator((6, 7))
+    for a in range(0, T, 128):  # chunking must not matter
+        acc.add(x[a : a + 128] + 1000.0)
+    corr = acc.correlation_image()
+    # pixel (2,2) has 8 neighbours, 3 of them inside the block
+    assert corr[2, 2] == pytest.approx(3 / 8, abs=0.05)
+    assert abs(corr[0, 6]) < 0.15
+    np.testing.assert_allclose(acc.mean_image(), x.mean(axis=0) + 1000.0, atol=1e-9)
+
+
+def test_registration_recovers_a_known_shift(rng):
+    yy, xx = np.mgrid[0:64, 0:64]
+    ref = np.exp(-((yy - 30) ** 2 + (xx - 25) ** 2) / 20.0) + np.exp(
+        -((yy - 12) ** 2 + (xx - 44) ** 2) / 8.0
+    )
+    from scipy import ndimage
+
+    moved = np.stack([ndimage.shift(ref, s, order=3) for s in [(1.3, -0.7), (-2.25, 0.4)]])
+    disp = register_frames(moved, ref, upsample=50)
+    np.testing.assert_allclose(disp, [(1.3, -0.7), (-2.25, 0.4)], atol=0.03)
+    back = shift_frame(moved[0], disp[0], order=3)
+    assert np.abs(back - ref)[10:-10, 10:-10].max() < 0.02
+
+
+def test_neuropil_annulus_excludes_rois_and_reaches_min_pixels():
+    m = np.zeros((2, 60, 60), bool)
+    m[0, 20:26, 20:26] = True
+    m[1, 20:26, 28:34] = True  # close neighbour
+    ann = neuropil_masks(m, inner=2, min_pixels=80)
+    assert (ann.sum(axis=(1, 2)) >= 80).all()
+    from scipy import ndimage
+
+    near = ndimage.distance_transform_edt(~m.any(axis=0)) <= 2
+    assert not (ann & near).any()
+    with pytest.raises(ValueError, match="ROI 0 holds"):
+        neuropil_masks(m, inner=2, min_pixels=5000, max_radius=10)
+
+
+def test_detect_rois_on_a_clean_correlation_image():
+    yy, xx = np.mgrid[0:80, 0:80]
+    centres = [(15, 15), (15, 50), (50, 30), (65, 65)]
+    corr = np.zeros((80, 80))
+    for cy, cx in centres:
+        corr += 0.8 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
+    masks = detect_rois(corr, min_area=10, max_area=300)
+    assert len(masks) == 4
+    got = sorted(tuple(np.round(np.argwhere(m).mean(axis=0))) for m in masks)
+    assert got == sorted((float(a), float(b)) for a, b in centres)
+    with pytest.raises(ValueError, match="no ROI of 500-600 pixels"):
+        detect_rois(corr, min_area=500, max_area=600)
