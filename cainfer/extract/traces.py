@@ -132,145 +132,158 @@ def extract_traces(
         raise ValueError(f"neuropil = {neuropil!r} must be None or a ratio ≥ 0")
     if chunk < 1 or upsample < 1 or reference_frames < 1:
         raise ValueError("chunk, upsample and reference_frames must be ≥ 1")
-    mv = movie if isinstance(movie, Movie) else load_movie(movie, frame_rate=frame_rate)
-    T, h, w = mv.shape
-    shape = (h, w)
 
-    ref_fft = None
-    shifts = np.zeros((T, 2)) if register else None
-    if register:
-        ref_fft = np.fft.fft2(make_reference(mv, n_frames=reference_frames, upsample=upsample))
+    def _run(mv: Movie) -> xr.Dataset:
+        T, h, w = mv.shape
+        shape = (h, w)
 
-    def frames_of(a: int, data: np.ndarray, *, estimate: bool) -> np.ndarray:
-        if not register:
-            return data
-        assert shifts is not None
-        if estimate:
-            shifts[a : a + len(data)] = register_frames(
-                data, np.empty(0), upsample=upsample, reference_fft=ref_fft
+        ref_fft = None
+        shifts = np.zeros((T, 2)) if register else None
+        if register:
+            ref_fft = np.fft.fft2(make_reference(mv, n_frames=reference_frames, upsample=upsample))
+
+        def frames_of(a: int, data: np.ndarray, *, estimate: bool) -> np.ndarray:
+            if not register:
+                return data
+            assert shifts is not None
+            if estimate:
+                shifts[a : a + len(data)] = register_frames(
+                    data, np.empty(0), upsample=upsample, reference_fft=ref_fft
+                )
+            return np.stack(
+                [shift_frame(f, d) for f, d in zip(data, shifts[a : a + len(data)], strict=True)]
             )
-        return np.stack(
-            [shift_frame(f, d) for f, d in zip(data, shifts[a : a + len(data)], strict=True)]
-        )
 
-    auto = isinstance(rois, str) and rois == "auto"
-    summary = SummaryAccumulator(shape, correlation=auto)
-    registered = False
-    if auto:
-        for a, data in mv.iter_chunks(chunk):
-            summary.add(frames_of(a, data, estimate=True))
-        registered = True
-        masks = detect_rois(
-            summary.correlation_image(), summary.mean_image(), min_area=min_area, max_area=max_area
-        )
-        roi_source = "auto"
-    else:
-        masks, roi_source = _roi_masks(rois, shape)
-    n = masks.shape[0]
-    use_np = bool(neuropil)
-    np_masks = (
-        neuropil_masks(masks, inner=neuropil_inner, min_pixels=neuropil_min_pixels)
-        if use_np
-        else None
-    )
-    W = _weights(np.concatenate([masks, np_masks]) if np_masks is not None else masks)
-
-    out = np.empty((W.shape[0], T))
-    for a, data in mv.iter_chunks(chunk):
-        fr = frames_of(a, data, estimate=not registered)
-        if not registered and roi_source != "auto":
-            summary.add(fr)
-        out[:, a : a + len(fr)] = W @ fr.reshape(len(fr), -1).T
-    F = out[:n]
-    F_neu = out[n:] if use_np else np.zeros_like(F)
-    r = float(neuropil) if neuropil else 0.0
-    Fc = F - r * F_neu
-    F0 = compute_baseline(
-        Fc,
-        mv.frame_rate,
-        method=baseline,
-        window=baseline_window,
-        percentile=baseline_percentile,
-        sigma=baseline_sigma,
-    )
-    bad = F0 <= 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dff = np.where(bad, np.nan, (Fc - F0) / np.where(bad, 1.0, F0))
-    f0_valid = ~bad.any(axis=1)
-    if not f0_valid.all():
-        idx = np.flatnonzero(~f0_valid).tolist()
-        warnings.warn(
-            f"ROI(s) {idx}: baseline F0 ≤ 0 in some frames (neuropil ratio {r:g} may be too "
-            "large); their ΔF/F is NaN there and f0_valid is False",
-            ExtractionWarning,
-            stacklevel=2,
-        )
-
-    cy, cx = (np.array([np.nonzero(m)[k].mean() for m in masks]) for k in (0, 1))
-    data_vars: dict[str, tuple] = {
-        "F": (("roi", "time"), F, {"long_name": "ROI mean fluorescence", "units": "counts"}),
-        "F_neu": (
-            ("roi", "time"),
-            F_neu,
-            {"long_name": "neuropil annulus mean", "units": "counts"},
-        ),
-        "F0": (("roi", "time"), F0, {"long_name": "baseline of F − r·F_neu", "units": "counts"}),
-        "dff": (("roi", "time"), dff, {"long_name": "ΔF/F = (F_c − F0)/F0"}),
-        "f0_valid": ("roi", f0_valid),
-        "n_pixels": ("roi", masks.reshape(n, -1).sum(axis=1)),
-        "masks": (("roi", "y", "x"), masks),
-        "mean_image": (("y", "x"), summary.mean_image()),
-    }
-    if np_masks is not None:
-        data_vars["neuropil_masks"] = (("roi", "y", "x"), np_masks)
-    if roi_source == "auto":
-        data_vars["correlation_image"] = (("y", "x"), summary.correlation_image())
-    if shifts is not None:
-        data_vars["shifts"] = (
-            ("time", "axis"),
-            shifts,
-            {"units": "pixel", "long_name": "displacement (y, x) undone"},
-        )
-    attrs = {
-        "source_files": json.dumps([str(f) for f in mv.files]),
-        "frame_rate": mv.frame_rate,
-        "channel": mv.channel,
-        "roi_source": roi_source,
-        "registration": json.dumps(
-            {
-                "method": "cross-correlation (skimage phase_cross_correlation, normalization=None)",
-                "reference_frames": reference_frames,
-                "upsample": upsample,
-                "interpolation": "bilinear",
-            }
-            if register
-            else None
-        ),
-        "neuropil": json.dumps(
-            {"ratio": r, "inner": neuropil_inner, "min_pixels": neuropil_min_pixels}
+        auto = isinstance(rois, str) and rois == "auto"
+        summary = SummaryAccumulator(shape, correlation=auto)
+        registered = False
+        if auto:
+            for a, data in mv.iter_chunks(chunk):
+                summary.add(frames_of(a, data, estimate=True))
+            registered = True
+            masks = detect_rois(
+                summary.correlation_image(),
+                summary.mean_image(),
+                min_area=min_area,
+                max_area=max_area,
+            )
+            roi_source = "auto"
+        else:
+            masks, roi_source = _roi_masks(rois, shape)
+        n = masks.shape[0]
+        use_np = bool(neuropil)
+        np_masks = (
+            neuropil_masks(masks, inner=neuropil_inner, min_pixels=neuropil_min_pixels)
             if use_np
             else None
-        ),
-        "baseline": json.dumps(
-            {
-                "method": baseline,
-                "window_s": baseline_window,
-                "percentile": baseline_percentile,
-                "sigma_s": baseline_sigma,
-            }
-        ),
-        "detection": json.dumps({"min_area": min_area, "max_area": max_area})
-        if roi_source == "auto"
-        else "null",
-    }
-    return xr.Dataset(
-        data_vars,
-        coords={
-            "roi": np.arange(n),
-            "time": ("time", mv.time, {"units": "s"}),
-            "axis": ["y", "x"],
-            "centroid_y": ("roi", cy, {"units": "pixel"}),
-            "centroid_x": ("roi", cx, {"units": "pixel"}),
-        },
-        attrs=attrs,
-    )
+        )
+        W = _weights(np.concatenate([masks, np_masks]) if np_masks is not None else masks)
+
+        out = np.empty((W.shape[0], T))
+        for a, data in mv.iter_chunks(chunk):
+            fr = frames_of(a, data, estimate=not registered)
+            if not registered and roi_source != "auto":
+                summary.add(fr)
+            out[:, a : a + len(fr)] = W @ fr.reshape(len(fr), -1).T
+        F = out[:n]
+        F_neu = out[n:] if use_np else np.zeros_like(F)
+        r = float(neuropil) if neuropil else 0.0
+        Fc = F - r * F_neu
+        F0 = compute_baseline(
+            Fc,
+            mv.frame_rate,
+            method=baseline,
+            window=baseline_window,
+            percentile=baseline_percentile,
+            sigma=baseline_sigma,
+        )
+        bad = F0 <= 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dff = np.where(bad, np.nan, (Fc - F0) / np.where(bad, 1.0, F0))
+        f0_valid = ~bad.any(axis=1)
+        if not f0_valid.all():
+            idx = np.flatnonzero(~f0_valid).tolist()
+            warnings.warn(
+                f"ROI(s) {idx}: baseline F0 ≤ 0 in some frames (neuropil ratio {r:g} may be too "
+                "large); their ΔF/F is NaN there and f0_valid is False",
+                ExtractionWarning,
+                stacklevel=2,
+            )
+
+        cy, cx = (np.array([np.nonzero(m)[k].mean() for m in masks]) for k in (0, 1))
+        data_vars: dict[str, tuple] = {
+            "F": (("roi", "time"), F, {"long_name": "ROI mean fluorescence", "units": "counts"}),
+            "F_neu": (
+                ("roi", "time"),
+                F_neu,
+                {"long_name": "neuropil annulus mean", "units": "counts"},
+            ),
+            "F0": (
+                ("roi", "time"),
+                F0,
+                {"long_name": "baseline of F − r·F_neu", "units": "counts"},
+            ),
+            "dff": (("roi", "time"), dff, {"long_name": "ΔF/F = (F_c − F0)/F0"}),
+            "f0_valid": ("roi", f0_valid),
+            "n_pixels": ("roi", masks.reshape(n, -1).sum(axis=1)),
+            "masks": (("roi", "y", "x"), masks),
+            "mean_image": (("y", "x"), summary.mean_image()),
+        }
+        if np_masks is not None:
+            data_vars["neuropil_masks"] = (("roi", "y", "x"), np_masks)
+        if roi_source == "auto":
+            data_vars["correlation_image"] = (("y", "x"), summary.correlation_image())
+        if shifts is not None:
+            data_vars["shifts"] = (
+                ("time", "axis"),
+                shifts,
+                {"units": "pixel", "long_name": "displacement (y, x) undone"},
+            )
+        attrs = {
+            "source_files": json.dumps([str(f) for f in mv.files]),
+            "frame_rate": mv.frame_rate,
+            "channel": mv.channel,
+            "roi_source": roi_source,
+            "registration": json.dumps(
+                {
+                    "method": "skimage phase_cross_correlation, normalization=None",
+                    "reference_frames": reference_frames,
+                    "upsample": upsample,
+                    "interpolation": "bilinear",
+                }
+                if register
+                else None
+            ),
+            "neuropil": json.dumps(
+                {"ratio": r, "inner": neuropil_inner, "min_pixels": neuropil_min_pixels}
+                if use_np
+                else None
+            ),
+            "baseline": json.dumps(
+                {
+                    "method": baseline,
+                    "window_s": baseline_window,
+                    "percentile": baseline_percentile,
+                    "sigma_s": baseline_sigma,
+                }
+            ),
+            "detection": json.dumps({"min_area": min_area, "max_area": max_area})
+            if roi_source == "auto"
+            else "null",
+        }
+        return xr.Dataset(
+            data_vars,
+            coords={
+                "roi": np.arange(n),
+                "time": ("time", mv.time, {"units": "s"}),
+                "axis": ["y", "x"],
+                "centroid_y": ("roi", cy, {"units": "pixel"}),
+                "centroid_x": ("roi", cx, {"units": "pixel"}),
+            },
+            attrs=attrs,
+        )
+
+    if isinstance(movie, Movie):
+        return _run(movie)
+    with load_movie(movie, frame_rate=frame_rate) as opened:  # closed on the way out
+        return _run(opened)

@@ -36,16 +36,37 @@ class _Source:
     dtype: np.dtype[Any]
     frame_interval: float | None
     n_channels: int
-    # memory-mapped data (frames, channels, y, x) when the file allows it
-    memmap: np.ndarray | None
+    # contiguous uncompressed data: byte offset, and whether channels are outermost
+    data_offset: int | None
+    channels_first: bool
     # otherwise: page index of (frame, channel) in the series
     page_index: np.ndarray | None
     _tiff: tifffile.TiffFile | None = None
+    _fh: Any = None
+
+    def _read_contiguous(self, start: int, stop: int, channel: int) -> np.ndarray:
+        # Plain positioned reads rather than a memory map: mapped file pages would
+        # count towards the resident memory of a streaming pass over a large file.
+        assert self.data_offset is not None
+        if self._fh is None:
+            self._fh = open(self.path, "rb")  # closed by Movie.close
+        frame = self.frame_shape[0] * self.frame_shape[1]
+        k = stop - start
+        if self.channels_first or self.n_channels == 1:
+            first = channel * self.n_frames + start if self.channels_first else start
+            self._fh.seek(self.data_offset + first * frame * self.dtype.itemsize)
+            a = np.fromfile(self._fh, dtype=self.dtype, count=k * frame)
+            out = a.reshape(k, *self.frame_shape)
+        else:
+            self._fh.seek(self.data_offset + start * self.n_channels * frame * self.dtype.itemsize)
+            a = np.fromfile(self._fh, dtype=self.dtype, count=k * self.n_channels * frame)
+            out = a.reshape(k, self.n_channels, *self.frame_shape)[:, channel]
+        return out.astype(self.dtype.newbyteorder("="), copy=False)
 
     def read(self, start: int, stop: int, channel: int) -> np.ndarray:
         try:
-            if self.memmap is not None:
-                return np.asarray(self.memmap[start:stop, channel])
+            if self.data_offset is not None:
+                return self._read_contiguous(start, stop, channel)
             assert self.page_index is not None
             keys = self.page_index[start:stop, channel].tolist()
             if self._tiff is None:  # kept open: tifffile caches the page index
@@ -121,7 +142,6 @@ def _open_source(path: Path) -> _Source:
                 f"{path}: truncated or corrupt: the ImageJ header declares {declared} images, "
                 f"{n_frames * n_channels} can be read"
             )
-        memmap = None
         page_index = None
         nbytes = n_frames * n_channels * frame_shape[0] * frame_shape[1] * dtype.itemsize
         offset = series.dataoffset
@@ -132,15 +152,7 @@ def _open_source(path: Path) -> _Source:
                     f"{path}: truncated: {nbytes} bytes of image data expected from offset "
                     f"{offset}, but the file has {size} bytes"
                 )
-            order = (n_channels, n_frames) if c_first else (n_frames, n_channels)
-            mm = np.memmap(
-                path,
-                dtype=dtype.newbyteorder(tf.byteorder),
-                mode="r",
-                offset=offset,
-                shape=(*order, *frame_shape),
-            )
-            memmap = mm.swapaxes(0, 1) if c_first else mm
+            dtype = dtype.newbyteorder(tf.byteorder)
         else:
             grid = np.arange(n_frames * n_channels)
             page_index = (
@@ -154,7 +166,9 @@ def _open_source(path: Path) -> _Source:
                     f"{path}: truncated or corrupt: {n_pages} image pages found, "
                     f"{n_frames * n_channels} expected"
                 )
-    return _Source(path, n_frames, frame_shape, dtype, interval, n_channels, memmap, page_index)
+    return _Source(
+        path, n_frames, frame_shape, dtype, interval, n_channels, offset, c_first, page_index
+    )
 
 
 def _expand(path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -175,8 +189,8 @@ def _expand(path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[s
 class Movie:
     """A recording: one or more TIFF files read lazily as frames ``(time, y, x)``.
 
-    Create with :func:`load_movie`. Frames are read on demand, from a memory
-    map where the file is uncompressed and contiguous, else page by page.
+    Create with :func:`load_movie`. Frames are read on demand: by positioned
+    reads where the file is uncompressed and contiguous, else page by page.
 
     Attributes
     ----------
@@ -197,7 +211,7 @@ class Movie:
         self.files = tuple(s.path for s in sources)
         self.frame_rate = float(frame_rate)
         self.channel = int(channel)
-        self.dtype = sources[0].dtype
+        self.dtype = sources[0].dtype.newbyteorder("=")
         self._starts = np.cumsum([0] + [s.n_frames for s in sources])
         self.shape = (int(self._starts[-1]), *sources[0].frame_shape)
 
@@ -231,12 +245,17 @@ class Movie:
             yield a, self.read(a, min(a + chunk, len(self)))
 
     def close(self) -> None:
-        """Release memory maps and open files."""
+        """Close the open files."""
         for s in self._sources:
-            s.memmap = None
+            if s._fh is not None:
+                s._fh.close()
+                s._fh = None
             if s._tiff is not None:
                 s._tiff.close()
                 s._tiff = None
+
+    def __del__(self) -> None:
+        self.close()
 
     def __enter__(self) -> Movie:
         return self
