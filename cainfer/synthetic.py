@@ -138,7 +138,7 @@ def _footprints(centres: np.ndarray, shape: tuple[int, int], radius: float) -> n
     d = np.sqrt(
         (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
     )
-    return 1.0 / (1.0 + np.exp((d - radius) / 0.6))
+    return 1.0 / (1.0 + np.exp(np.minimum((d - radius) / 0.6, 700.0)))
 
 
 def simulate_movie(

@@ -9,7 +9,7 @@ References
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 
 from cainfer.io import Movie
@@ -52,6 +52,7 @@ def register_frames(
     *,
     upsample: int = 20,
     reference_fft: np.ndarray | None = None,
+    batch: int = 16,
 ) -> np.ndarray:
     """Displacement (dy, dx) in pixels of each frame's content relative to the reference.
 
@@ -64,7 +65,9 @@ def register_frames(
     upsample : int
         Sub-pixel precision: 1/upsample pixel.
     reference_fft : numpy.ndarray, optional
-        ``numpy.fft.fft2(reference)``, to avoid recomputing it per chunk.
+        ``scipy.fft.fft2(reference)``, to avoid recomputing it per chunk.
+    batch : int
+        Frames transformed at a time (bounds the memory of the transforms).
 
     Returns
     -------
@@ -72,18 +75,33 @@ def register_frames(
         ``(n, 2)``: the frame shows the reference moved by this much; undo it
         with :func:`shift_frame` (which moves content back by the displacement).
     """
-    ref_f = np.fft.fft2(reference) if reference_fft is None else reference_fft
-    mov_f = np.fft.fft2(np.asarray(frames, dtype=np.float64), axes=(-2, -1))
+    ref_f = (
+        fft.fft2(np.asarray(reference, dtype=np.float32))
+        if reference_fft is None
+        else reference_fft
+    )
     out = np.empty((len(frames), 2))
-    for i in range(len(frames)):
-        shift, _, _ = phase_cross_correlation(
-            ref_f, mov_f[i], space="fourier", upsample_factor=upsample, normalization=None
-        )
-        # skimage returns the correction; we report the displacement. Plain cross-correlation
-        # (normalization=None) is several times more precise than phase correlation on
-        # shot-noise-limited frames.
-        out[i] = -shift
+    with fft.set_workers(-1):  # also used by skimage's inverse transform
+        for a in range(0, len(frames), batch):
+            mov_f = fft.fft2(np.asarray(frames[a : a + batch], dtype=np.float32), axes=(-2, -1))
+            for j in range(len(mov_f)):
+                shift, _, _ = phase_cross_correlation(
+                    ref_f,
+                    mov_f[j],
+                    space="fourier",
+                    upsample_factor=upsample,
+                    normalization=None,
+                )
+                # skimage returns the correction; we report the displacement. Plain
+                # cross-correlation (normalization=None) is several times more precise
+                # than phase correlation on shot-noise-limited frames.
+                out[a + j] = -shift
     return out
+
+
+def reference_fft(reference: np.ndarray) -> np.ndarray:
+    """Fourier transform of a reference image, as :func:`register_frames` takes it."""
+    return fft.fft2(np.asarray(reference, dtype=np.float32))
 
 
 def shift_frame(frame: np.ndarray, displacement: np.ndarray, *, order: int = 1) -> np.ndarray:

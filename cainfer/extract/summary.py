@@ -85,3 +85,47 @@ def _overlap(x: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = _region(x.shape[1:], dy, dx)
     ys2, xs2 = _region(x.shape[1:], -dy, -dx)
     return x[:, ys, xs], x[:, ys2, xs2]
+
+
+class MeanAccumulator:
+    """Mean image of frames, optionally as registered, without shifting whole frames.
+
+    A frame registered by bilinear interpolation is a weighted sum of the raw
+    frame at four integer offsets; summing the raw frames per offset and
+    shifting each sum once at the end gives exactly the mean of the
+    registered frames (edges extended as by ``mode="nearest"``).
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.n = 0
+        self._sums: dict[tuple[int, int], np.ndarray] = {}
+
+    def _acc(self, key: tuple[int, int]) -> np.ndarray:
+        if key not in self._sums:
+            self._sums[key] = np.zeros(self.shape)
+        return self._sums[key]
+
+    def add(self, frames: np.ndarray, displacements: np.ndarray | None = None) -> None:
+        """Add frames ``(n, y, x)``, registered by ``displacements`` ``(n, 2)`` if given."""
+        self.n += len(frames)
+        if displacements is None:
+            self._acc((0, 0))[...] += frames.sum(axis=0, dtype=np.float64)
+            return
+        base = np.floor(displacements).astype(np.int64)
+        frac = displacements - base
+        for f, (iy, ix), (fy, fx) in zip(frames, base.tolist(), frac.tolist(), strict=True):
+            for cy, wy in ((0, 1.0 - fy), (1, fy)):
+                for cx, wx in ((0, 1.0 - fx), (1, fx)):
+                    w = wy * wx
+                    if w > 0.0:
+                        self._acc((iy + cy, ix + cx))[...] += w * f
+
+    def mean(self) -> np.ndarray:
+        """The mean image."""
+        h, w = self.shape
+        out = np.zeros(self.shape)
+        yy, xx = np.arange(h), np.arange(w)
+        for (oy, ox), s in self._sums.items():
+            out += s[np.clip(yy + oy, 0, h - 1)][:, np.clip(xx + ox, 0, w - 1)]
+        return out / max(self.n, 1)

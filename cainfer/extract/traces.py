@@ -16,8 +16,13 @@ from cainfer.extract.baseline import BASELINE_METHODS, BaselineMethod
 from cainfer.extract.baseline import baseline as compute_baseline
 from cainfer.extract.detect import detect_rois
 from cainfer.extract.neuropil import neuropil_masks
-from cainfer.extract.registration import make_reference, register_frames, shift_frame
-from cainfer.extract.summary import SummaryAccumulator
+from cainfer.extract.registration import (
+    make_reference,
+    reference_fft,
+    register_frames,
+    shift_frame,
+)
+from cainfer.extract.summary import MeanAccumulator, SummaryAccumulator
 from cainfer.io import Movie, check_masks, load_movie, masks_from_labels, read_rois
 
 
@@ -44,6 +49,30 @@ def _weights(masks: np.ndarray) -> sparse.csr_array:
     rows, cols = np.nonzero(flat)
     counts = flat.sum(axis=1)
     return sparse.csr_array((1.0 / counts[rows], (rows, cols)), shape=flat.shape)
+
+
+def _sample(
+    frames: np.ndarray, displacements: np.ndarray | None, ys: np.ndarray, xs: np.ndarray
+) -> np.ndarray:
+    """Pixel values ``(n_frames, n_pixels)`` at (ys, xs), registered if displacements are given.
+
+    The registered frame at p is the raw frame at p + displacement, by bilinear
+    interpolation with edges extended (as ``scipy.ndimage.shift(order=1,
+    mode="nearest")`` of the whole frame).
+    """
+    if displacements is None:
+        return frames.reshape(len(frames), -1)[:, ys * frames.shape[2] + xs].astype(np.float64)
+    h, w = frames.shape[1:]
+    base = np.floor(displacements).astype(np.int64)
+    fy, fx = (displacements - base).T[:, :, None]
+    y0 = ys[None, :] + base[:, :1]
+    x0 = xs[None, :] + base[:, 1:]
+    k = np.arange(len(frames))[:, None]
+    y0c, y1c = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
+    x0c, x1c = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
+    top = (1.0 - fx) * frames[k, y0c, x0c] + fx * frames[k, y0c, x1c]
+    bottom = (1.0 - fx) * frames[k, y1c, x0c] + fx * frames[k, y1c, x1c]
+    return (1.0 - fy) * top + fy * bottom
 
 
 def extract_traces(
@@ -140,32 +169,33 @@ def extract_traces(
         ref_fft = None
         shifts = np.zeros((T, 2)) if register else None
         if register:
-            ref_fft = np.fft.fft2(make_reference(mv, n_frames=reference_frames, upsample=upsample))
+            ref = make_reference(mv, n_frames=reference_frames, upsample=upsample)
+            ref_fft = reference_fft(ref)
 
-        def frames_of(a: int, data: np.ndarray, *, estimate: bool) -> np.ndarray:
-            if not register:
-                return data
-            assert shifts is not None
-            if estimate:
-                shifts[a : a + len(data)] = register_frames(
-                    data, np.empty(0), upsample=upsample, reference_fft=ref_fft
-                )
-            return np.stack(
-                [shift_frame(f, d) for f, d in zip(data, shifts[a : a + len(data)], strict=True)]
+        def estimate(a: int, data: np.ndarray) -> np.ndarray | None:
+            if shifts is None:
+                return None
+            shifts[a : a + len(data)] = register_frames(
+                data, np.empty(0), upsample=upsample, reference_fft=ref_fft
             )
+            return shifts[a : a + len(data)]
 
         auto = isinstance(rois, str) and rois == "auto"
-        summary = SummaryAccumulator(shape, correlation=auto)
-        registered = False
+        mean = MeanAccumulator(shape)
+        corr_image = None
         if auto:
+            # pass 1: register and accumulate summary images of the registered frames
+            summary = SummaryAccumulator(shape)
             for a, data in mv.iter_chunks(chunk):
-                summary.add(frames_of(a, data, estimate=True))
-            registered = True
+                d = estimate(a, data)
+                summary.add(
+                    data
+                    if d is None
+                    else np.stack([shift_frame(f, di) for f, di in zip(data, d, strict=True)])
+                )
+            corr_image = summary.correlation_image()
             masks = detect_rois(
-                summary.correlation_image(),
-                summary.mean_image(),
-                min_area=min_area,
-                max_area=max_area,
+                corr_image, summary.mean_image(), min_area=min_area, max_area=max_area
             )
             roi_source = "auto"
         else:
@@ -178,13 +208,22 @@ def extract_traces(
             else None
         )
         W = _weights(np.concatenate([masks, np_masks]) if np_masks is not None else masks)
+        # Only the pixels some ROI or annulus uses are read out of each frame; with
+        # registration they are sampled at their displaced positions (bilinear), which
+        # equals shifting whole frames but costs a few gathers instead.
+        cols = np.unique(W.indices)
+        W = W[:, cols]
+        ys, xs = np.unravel_index(cols, shape)
 
+        # pass 2 (the only one when ROIs are given): traces and the mean image
         out = np.empty((W.shape[0], T))
         for a, data in mv.iter_chunks(chunk):
-            fr = frames_of(a, data, estimate=not registered)
-            if not registered and roi_source != "auto":
-                summary.add(fr)
-            out[:, a : a + len(fr)] = W @ fr.reshape(len(fr), -1).T
+            d = None
+            if shifts is not None:
+                d = shifts[a : a + len(data)] if auto else estimate(a, data)
+            mean.add(data, d)
+            values = _sample(data, d, ys, xs)
+            out[:, a : a + len(data)] = W @ values.T
         F = out[:n]
         F_neu = out[n:] if use_np else np.zeros_like(F)
         r = float(neuropil) if neuropil else 0.0
@@ -227,12 +266,12 @@ def extract_traces(
             "f0_valid": ("roi", f0_valid),
             "n_pixels": ("roi", masks.reshape(n, -1).sum(axis=1)),
             "masks": (("roi", "y", "x"), masks),
-            "mean_image": (("y", "x"), summary.mean_image()),
+            "mean_image": (("y", "x"), mean.mean()),
         }
         if np_masks is not None:
             data_vars["neuropil_masks"] = (("roi", "y", "x"), np_masks)
         if roi_source == "auto":
-            data_vars["correlation_image"] = (("y", "x"), summary.correlation_image())
+            data_vars["correlation_image"] = (("y", "x"), corr_image)
         if shifts is not None:
             data_vars["shifts"] = (
                 ("time", "axis"),

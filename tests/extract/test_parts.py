@@ -65,3 +65,21 @@ def test_detect_rois_on_a_clean_correlation_image():
     assert got == sorted((float(a), float(b)) for a, b in centres)
     with pytest.raises(ValueError, match="no ROI of 500-600 pixels"):
         detect_rois(corr, min_area=500, max_area=600)
+
+
+def test_sampling_at_displaced_pixels_equals_shifting_whole_frames(rng):
+    from cainfer.extract.summary import MeanAccumulator
+    from cainfer.extract.traces import _sample
+
+    frames = rng.integers(0, 1000, size=(6, 20, 24)).astype(np.uint16)
+    disp = rng.uniform(-2.5, 2.5, size=(6, 2))
+    disp[0] = (0.0, 0.0)
+    disp[1] = (1.0, -2.0)  # integer
+    shifted = np.stack([shift_frame(f, d) for f, d in zip(frames, disp, strict=True)])
+    ys, xs = np.nonzero(np.ones((20, 24), bool))  # every pixel, borders included
+    np.testing.assert_allclose(_sample(frames, disp, ys, xs), shifted.reshape(6, -1), atol=1e-9)
+    np.testing.assert_allclose(_sample(frames, None, ys, xs), frames.reshape(6, -1))
+    acc = MeanAccumulator((20, 24))
+    acc.add(frames[:4], disp[:4])
+    acc.add(frames[4:], disp[4:])
+    np.testing.assert_allclose(acc.mean(), shifted.mean(axis=0), atol=1e-9)
