@@ -76,10 +76,21 @@ def make_movie(directory: Path, n_frames: int) -> tuple[Path, Path]:
     duration = n_frames / 30.0
     events = np.arange(2.0, duration - 1.0, 3.0)
     t0 = time.perf_counter()
-    simulate_movie(movie, pumps_model(), stimulus=Stimulus(events=events), n_cells=60,
-                   shape=(512, 512), n_frames=n_frames, cell_radius=6.0, chunk=32, seed=1)
-    print(f"wrote {movie} ({movie.stat().st_size / 2**30:.2f} GiB) in "
-          f"{time.perf_counter() - t0:.0f} s")
+    simulate_movie(
+        movie,
+        pumps_model(),
+        stimulus=Stimulus(events=events),
+        n_cells=60,
+        shape=(512, 512),
+        n_frames=n_frames,
+        cell_radius=6.0,
+        chunk=32,
+        seed=1,
+    )
+    print(
+        f"wrote {movie} ({movie.stat().st_size / 2**30:.2f} GiB) in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     return movie, rois
 
 
@@ -100,7 +111,9 @@ def main() -> None:
     for name in ("raw", "extract", "register", "extract+register"):
         out = subprocess.run(
             [sys.executable, __file__, "--stage", name, str(movie), str(rois)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     size = movie.stat().st_size / 2**30

@@ -52,9 +52,33 @@ def _from_array(a: np.ndarray, source: str) -> np.ndarray:
     return check_masks(a, source=source)
 
 
-def _imagej_mask(roi: roifile.ImagejRoi, shape: tuple[int, int], source: str) -> np.ndarray:
-    from skimage.draw import polygon as fill_polygon
+def _fill_polygon(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centres lie inside a polygon (even-odd rule), ImageJ coordinates.
 
+    Pixel (col, row) covers [col, col+1) x [row, row+1); its centre is at +0.5.
+    """
+    h, w = shape
+    mask = np.zeros(shape, bool)
+    r0, r1 = max(int(np.floor(y.min())), 0), min(int(np.ceil(y.max())) + 1, h)
+    c0, c1 = max(int(np.floor(x.min())), 0), min(int(np.ceil(x.max())) + 1, w)
+    if r0 >= r1 or c0 >= c1:
+        return mask
+    py = np.arange(r0, r1)[:, None] + 0.5
+    px = np.arange(c0, c1)[None, :] + 0.5
+    inside = np.zeros((r1 - r0, c1 - c0), bool)
+    xa, ya = x, y
+    xb, yb = np.roll(x, -1), np.roll(y, -1)
+    for x1, y1, x2, y2 in zip(xa, ya, xb, yb, strict=True):
+        if y1 == y2:
+            continue
+        crosses = (y1 > py) != (y2 > py)  # edge spans the row of pixel centres
+        x_at = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= crosses & (px < x_at)
+    mask[r0:r1, c0:c1] = inside
+    return mask
+
+
+def _imagej_mask(roi: roifile.ImagejRoi, shape: tuple[int, int], source: str) -> np.ndarray:
     h, w = shape
     mask = np.zeros(shape, bool)
     if roi.composite or roi.subtype not in (0, roifile.ROI_SUBTYPE.UNDEFINED):
@@ -68,9 +92,7 @@ def _imagej_mask(roi: roifile.ImagejRoi, shape: tuple[int, int], source: str) ->
         mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
     elif roi.roitype in (_IJ.POLYGON, _IJ.FREEHAND, _IJ.TRACED):
         xy = np.asarray(roi.coordinates(), dtype=float)
-        # ImageJ: pixel (x, y) covers [x, x+1) x [y, y+1) and is inside when its centre is
-        rr, cc = fill_polygon(xy[:, 1] - 0.5, xy[:, 0] - 0.5, shape=shape)
-        mask[rr, cc] = True
+        mask = _fill_polygon(xy[:, 0], xy[:, 1], shape)
     else:
         raise ValueError(
             f"{source}: ROI {roi.name!r} has type {roi.roitype.name}; supported: rectangle, "
