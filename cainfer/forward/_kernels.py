@@ -293,7 +293,7 @@ def _advance(
     span = t1 - t0
     if span <= 0.0:
         return c, cer, b
-    m = max(1, int(math.ceil(span / h_max - 1e-9)))  # noqa: RUF046 (numba typing)
+    m = max(1, int(math.ceil(span / h_max - 1e-9)))
     h = span / m
     for j in range(m):
         c, cer, b = rk4_step(t0 + j * h, h, c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic)

@@ -1,0 +1,91 @@
+"""The discrete adjoint against central finite differences of the forward solve."""
+
+import numpy as np
+import pytest
+
+from cainfer.forward import (
+    CellModel,
+    EventInflux,
+    LinearExtrusion,
+    Stimulus,
+    WaveformInflux,
+    get_indicator,
+    preset,
+)
+from cainfer.forward._adjoint import beta_d
+from cainfer.forward._kernels import buffer_capacity
+
+TIME = np.arange(240) / 30.0
+STIM = Stimulus(events=[1.0, 1.05, 4.017, 6.5], weights=[1.0, 1.0, 2.0, 1.0])
+
+
+def _check_gradient(model, params, stim, substeps=3, rtol=1e-5, rng=None):
+    rng = rng or np.random.default_rng(7)
+    g = rng.normal(size=TIME.size)
+    dff, grad = model.dff_vjp(params, TIME, stim, g, substeps=substeps)
+    np.testing.assert_array_equal(dff, model.simulate(params, TIME, stim, substeps=substeps).dff)
+    v = model.values(params)
+    assert set(grad) == set(v)
+    for name, value in v.items():
+        step = 1e-6 * abs(value) if value else 1e-7
+        up, dn = dict(v), dict(v)
+        up[name] = value + step
+        dn[name] = value - step
+        fd = (
+            g @ model.simulate(up, TIME, stim, substeps=substeps).dff.values
+            - g @ model.simulate(dn, TIME, stim, substeps=substeps).dff.values
+        ) / (2 * step)
+        scale = max(abs(fd), 1e-6 * max(abs(x) for x in grad.values()))
+        assert abs(grad[name] - fd) <= rtol * scale, (name, grad[name], fd)
+
+
+@pytest.mark.parametrize(
+    ("name", "indicator"),
+    [("single_compartment", "OGB-1"), ("pumps", "GCaMP6f"), ("er", "OGB-1"), ("er", "jGCaMP7s")],
+)
+def test_preset_gradients_match_finite_differences(name, indicator):
+    _check_gradient(preset(name, indicator), {"influx_amplitude": 20.0}, STIM)
+
+
+def test_gradient_through_regenerative_release():
+    model = preset("er", "GCaMP6f")
+    _check_gradient(model, {"influx_amplitude": 60.0}, STIM, substeps=12, rtol=1e-4)
+
+
+def test_waveform_and_linear_extrusion_gradients():
+    model = CellModel([LinearExtrusion(), EventInflux(), WaveformInflux()], indicator="GCaMP6s")
+    stim = Stimulus(events=[2.0], waveform_time=[3.0, 3.5, 5.0], waveform=[0.0, 1.0, 0.0])
+    _check_gradient(model, {"waveform_amplitude": 30.0}, stim)
+
+
+@pytest.mark.parametrize("name", ["OGB-1", "GCaMP6f", "jGCaMP7b"])
+def test_buffer_capacity_partials(name):
+    ind = get_indicator(name)
+    args = np.array([60.0, ind.b_total, ind.kd, ind.hill])
+    for c in (0.02, 0.3, 4.0):
+        b, *partials = beta_d(c, *args)
+        assert b == pytest.approx(buffer_capacity(c, *args))
+        # d/dc, d/dB_T, d/dK_d, d/dn by central differences
+        for i, d in zip([None, 1, 2, 3], partials, strict=True):
+            if i is None:
+                h = 1e-6 * c
+                fd = (buffer_capacity(c + h, *args) - buffer_capacity(c - h, *args)) / (2 * h)
+            else:
+                h = 1e-6 * args[i]
+                up, dn = args.copy(), args.copy()
+                up[i] += h
+                dn[i] -= h
+                fd = (buffer_capacity(c, *up) - buffer_capacity(c, *dn)) / (2 * h)
+            assert d == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+def test_vjp_bad_input():
+    model = preset("pumps")
+    with pytest.raises(ValueError, match="cotangent has 3 values for 240 output times"):
+        model.dff_vjp(None, TIME, STIM, np.ones(3))
+    ind = get_indicator("GCaMP6f")
+    kinetic = preset(
+        "pumps", ind.with_(k_off=3.0, k_on=3.0 / ind.kd**ind.hill), indicator_kinetics="kinetic"
+    )
+    with pytest.raises(ValueError, match="kinetic indicator"):
+        kinetic.dff_vjp(None, TIME, STIM, np.ones(TIME.size))
