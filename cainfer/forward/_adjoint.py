@@ -49,6 +49,24 @@ def term_vjp(
 
     Adds to ``pbar`` and returns the contributions to (c̄, c̄_ER).
     """
+    if kind == K.K_WAVEFORM:
+        pbar[o] += gpm * K.waveform_at(t, wt, wv)
+        return 0.0, 0.0
+    return local_vjp(kind, o, c, cer, p, gpm, gx, pbar)
+
+
+@njit(cache=True, inline="always")
+def local_vjp(
+    kind: int,
+    o: int,
+    c: float,
+    cer: float,
+    p: np.ndarray,
+    gpm: float,
+    gx: float,
+    pbar: np.ndarray,
+) -> tuple[float, float]:
+    """:func:`term_vjp` for every term but the waveform (inlined into the loop over terms)."""
     if kind == K.K_LINEAR:  # -γ (c - c_rest)
         pbar[o] += -gpm * (c - p[K.G_C_REST])
         pbar[K.G_C_REST] += gpm * p[o]
@@ -93,13 +111,10 @@ def term_vjp(
         pbar[o + 1] += -gpm * v * dk
         pbar[o + 2] += -gpm * v * dn
         return 0.0, -gpm * v * dc
-    if kind == K.K_WAVEFORM:
-        pbar[o] += gpm * K.waveform_at(t, wt, wv)
-        return 0.0, 0.0
     return 0.0, 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def beta_d(
     c: float, kappa: float, bt: float, kd: float, n: float
 ) -> tuple[float, float, float, float, float]:
@@ -115,7 +130,7 @@ def beta_d(
     return 1.0 + kappa + bt * g, bt * dg_c, g, bt * dg_kd, bt * dg_n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rhs_vjp(
     t: float,
     c: float,
@@ -150,9 +165,12 @@ def rhs_vjp(
         pbar[K.G_V_ER] += ve * jx / (cap * p[K.G_V_ER])
         pbar[K.G_KAPPA_ER] += ve * jx / (cap * (1.0 + p[K.G_KAPPA_ER]))
     for i in range(kinds.size):
-        a, e = term_vjp(kinds[i], offsets[i], t, c, cer, p, wt, wv, gpm, gx, pbar)
-        cbar += a
-        erbar += e
+        if kinds[i] == K.K_WAVEFORM:
+            pbar[offsets[i]] += gpm * K.waveform_at(t, wt, wv)
+        else:
+            a, e = local_vjp(kinds[i], offsets[i], c, cer, p, gpm, gx, pbar)
+            cbar += a
+            erbar += e
     return cbar, erbar
 
 
@@ -173,25 +191,23 @@ def rk4_step_vjp(
     pbar: np.ndarray,
 ) -> tuple[float, float]:
     """Cotangent of the state before one RK4 step from the cotangent after it."""
-    a = (p, kinds, offsets, wt, wv, has_er, False)
     hh = 0.5 * h
-    k1c, k1e, _ = K.rhs(t, c, cer, 0.0, *a)
+    k1c, k1e, _ = K.rhs(t, c, cer, 0.0, p, kinds, offsets, wt, wv, has_er, False)
     y2c, y2e = c + hh * k1c, cer + hh * k1e
-    k2c, k2e, _ = K.rhs(t + hh, y2c, y2e, 0.0, *a)
+    k2c, k2e, _ = K.rhs(t + hh, y2c, y2e, 0.0, p, kinds, offsets, wt, wv, has_er, False)
     y3c, y3e = c + hh * k2c, cer + hh * k2e
-    k3c, k3e, _ = K.rhs(t + hh, y3c, y3e, 0.0, *a)
+    k3c, k3e, _ = K.rhs(t + hh, y3c, y3e, 0.0, p, kinds, offsets, wt, wv, has_er, False)
     y4c, y4e = c + h * k3c, cer + h * k3e
-    b = (p, kinds, offsets, wt, wv, has_er)
     w = h / 6.0
     # cotangents of the stage derivatives k1..k4
     g4c, g4e = w * lc, w * le
-    y4bc, y4be = rhs_vjp(t + h, y4c, y4e, *b, g4c, g4e, pbar)
+    y4bc, y4be = rhs_vjp(t + h, y4c, y4e, p, kinds, offsets, wt, wv, has_er, g4c, g4e, pbar)
     g3c, g3e = 2.0 * w * lc + h * y4bc, 2.0 * w * le + h * y4be
-    y3bc, y3be = rhs_vjp(t + hh, y3c, y3e, *b, g3c, g3e, pbar)
+    y3bc, y3be = rhs_vjp(t + hh, y3c, y3e, p, kinds, offsets, wt, wv, has_er, g3c, g3e, pbar)
     g2c, g2e = 2.0 * w * lc + hh * y3bc, 2.0 * w * le + hh * y3be
-    y2bc, y2be = rhs_vjp(t + hh, y2c, y2e, *b, g2c, g2e, pbar)
+    y2bc, y2be = rhs_vjp(t + hh, y2c, y2e, p, kinds, offsets, wt, wv, has_er, g2c, g2e, pbar)
     g1c, g1e = w * lc + hh * y2bc, w * le + hh * y2be
-    y1bc, y1be = rhs_vjp(t, c, cer, *b, g1c, g1e, pbar)
+    y1bc, y1be = rhs_vjp(t, c, cer, p, kinds, offsets, wt, wv, has_er, g1c, g1e, pbar)
     return lc + y1bc + y2bc + y3bc + y4bc, le + y1be + y2be + y3be + y4be
 
 
@@ -274,7 +290,6 @@ def solve_vjp(
     cc = np.empty(n_tape)
     ee = np.empty(n_tape)
     c_out = np.empty(n)
-    a = (p, kinds, offsets, wt, wv, has_er, False)
     c, cer = c0, cer0
     t = time[0]
     k = 0
@@ -291,7 +306,9 @@ def solve_vjp(
                 for j in range(steps):
                     op[m], tt[m], hh[m], cc[m], ee[m] = _STEP, t + j * h, h, c, cer
                     m += 1
-                    c, cer, _ = K.rk4_step(t + j * h, h, c, cer, 0.0, *a)
+                    c, cer, _ = K.rk4_step(
+                        t + j * h, h, c, cer, 0.0, p, kinds, offsets, wt, wv, has_er, False
+                    )
             t = max(t, seg_end)
             if not has_event:
                 break
@@ -308,13 +325,14 @@ def solve_vjp(
     pbar = np.zeros(p.size)
     lc = 0.0
     le = 0.0
-    b = (p, kinds, offsets, wt, wv, has_er)
     for m in range(n_tape - 1, -1, -1):
         if op[m] == _OUT:
             lc += gc[arg[m]]
             le += ge[arg[m]]
         elif op[m] == _STEP:
-            lc, le = rk4_step_vjp(tt[m], hh[m], cc[m], ee[m], *b, lc, le, pbar)
+            lc, le = rk4_step_vjp(
+                tt[m], hh[m], cc[m], ee[m], p, kinds, offsets, wt, wv, has_er, lc, le, pbar
+            )
         else:  # jump: total(c+) = total(c-) + amp w
             kk = arg[m]
             cm = cc[m]

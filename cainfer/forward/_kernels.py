@@ -58,7 +58,7 @@ def total_ca(c: float, kappa: float, bt: float, kd: float, n: float) -> float:
     return c * (1.0 + kappa) + bt * hill_frac(c, kd, n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def buffer_capacity(c: float, kappa: float, bt: float, kd: float, n: float) -> float:
     """β(c) = dCa_T/dc = 1 + κ_S + B_T·n·K_d^n·c^(n−1)/(c^n + K_d^n)^2."""
     if c <= 0.0:
@@ -120,18 +120,14 @@ def waveform_at(t: float, wt: np.ndarray, wv: np.ndarray) -> float:
     return wv[j] + w * (wv[j + 1] - wv[j])
 
 
-@njit(cache=True)
-def term_flux(
-    kind: int,
-    o: int,
-    t: float,
-    c: float,
-    cer: float,
-    p: np.ndarray,
-    wt: np.ndarray,
-    wv: np.ndarray,
-) -> tuple[float, float]:
-    """One flux term: (plasma-membrane flux, ER→cytosol flux), µM/s of cytosol."""
+@njit(cache=True, inline="always")
+def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """One state-dependent flux term: (plasma-membrane flux, ER→cytosol flux), µM/s.
+
+    Everything but the waveform influx (see :func:`term_flux`). Kept free of
+    array arguments other than ``p`` so that numba inlines it into the loop
+    over terms: a call per term would cost more than the arithmetic.
+    """
     if kind == K_LINEAR:
         return -p[o] * (c - p[G_C_REST]), 0.0
     if kind == K_PMCA:
@@ -150,9 +146,24 @@ def term_flux(
         return 0.0, p[o] * act * load * (cer - c)
     if kind == K_SOCE:
         return p[o] * (1.0 - hill_frac(cer, p[o + 1], p[o + 2])), 0.0
+    return 0.0, 0.0  # K_EVENTS acts through jumps; K_WAVEFORM depends on time only
+
+
+@njit(cache=True)
+def term_flux(
+    kind: int,
+    o: int,
+    t: float,
+    c: float,
+    cer: float,
+    p: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+) -> tuple[float, float]:
+    """One flux term: (plasma-membrane flux, ER→cytosol flux), µM/s of cytosol."""
     if kind == K_WAVEFORM:
         return p[o] * waveform_at(t, wt, wv), 0.0
-    return 0.0, 0.0  # K_EVENTS acts through jumps, not as a rate
+    return local_flux(kind, o, c, cer, p)
 
 
 @njit(cache=True)
@@ -189,13 +200,16 @@ def net_flux(
     jpm = 0.0
     jx = 0.0
     for i in range(kinds.size):
-        a, b = term_flux(kinds[i], offsets[i], t, c, cer, p, wt, wv)
-        jpm += a
-        jx += b
+        if kinds[i] == K_WAVEFORM:
+            jpm += p[offsets[i]] * waveform_at(t, wt, wv)
+        else:
+            a, b = local_flux(kinds[i], offsets[i], c, cer, p)
+            jpm += a
+            jx += b
     return jpm, jx
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def dye_binding(c: float, b: float, p: np.ndarray) -> float:
     """Net indicator binding rate (µM/s): k_on·c^n·(B_T − b) − k_off·b, k_on = k_off/K_d^n."""
     return p[G_KOFF] * (hill_ratio(c, p[G_KD], p[G_HILL]) * (p[G_BT] - b) - b)
@@ -209,7 +223,7 @@ def hill_ratio(c: float, k: float, n: float) -> float:
     return c / k if n == 1.0 else (c / k) ** n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rhs(
     t: float,
     c: float,
@@ -243,7 +257,7 @@ def rhs(
     return dc, dcer, db
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rk4_step(
     t: float,
     h: float,
@@ -259,12 +273,37 @@ def rk4_step(
     kinetic: bool,
 ) -> tuple[float, float, float]:
     """One classical Runge-Kutta step of size h (s)."""
-    a = (p, kinds, offsets, wt, wv, has_er, kinetic)
-    k1c, k1e, k1b = rhs(t, c, cer, b, *a)
+    k1c, k1e, k1b = rhs(t, c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic)
     hh = 0.5 * h
-    k2c, k2e, k2b = rhs(t + hh, c + hh * k1c, cer + hh * k1e, b + hh * k1b, *a)
-    k3c, k3e, k3b = rhs(t + hh, c + hh * k2c, cer + hh * k2e, b + hh * k2b, *a)
-    k4c, k4e, k4b = rhs(t + h, c + h * k3c, cer + h * k3e, b + h * k3b, *a)
+    k2c, k2e, k2b = rhs(
+        t + hh,
+        c + hh * k1c,
+        cer + hh * k1e,
+        b + hh * k1b,
+        p,
+        kinds,
+        offsets,
+        wt,
+        wv,
+        has_er,
+        kinetic,
+    )
+    k3c, k3e, k3b = rhs(
+        t + hh,
+        c + hh * k2c,
+        cer + hh * k2e,
+        b + hh * k2b,
+        p,
+        kinds,
+        offsets,
+        wt,
+        wv,
+        has_er,
+        kinetic,
+    )
+    k4c, k4e, k4b = rhs(
+        t + h, c + h * k3c, cer + h * k3e, b + h * k3b, p, kinds, offsets, wt, wv, has_er, kinetic
+    )
     w = h / 6.0
     return (
         c + w * (k1c + 2.0 * k2c + 2.0 * k3c + k4c),
@@ -331,14 +370,15 @@ def solve(
     b_out = np.empty(n)
     kappa, bt, kd, hill = p[G_KAPPA_S], p[G_BT], p[G_KD], p[G_HILL]
     amp = p[ev_slot] if ev_slot >= 0 else 0.0
-    a = (p, kinds, offsets, wt, wv, has_er, kinetic)
     c, cer, b = c0, cer0, b0
     t = time[0]
     k = 0
     for i in range(n):
         t_end = time[i]
         while k < ev_t.size and ev_t[k] <= t_end:
-            c, cer, b = _advance(t, ev_t[k], h_max, c, cer, b, *a)
+            c, cer, b = _advance(
+                t, ev_t[k], h_max, c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic
+            )
             t = max(t, ev_t[k])
             if kinetic:
                 c += amp * ev_w[k] / (1.0 + kappa)
@@ -347,7 +387,7 @@ def solve(
                     total_ca(c, kappa, bt, kd, hill) + amp * ev_w[k], kappa, bt, kd, hill
                 )
             k += 1
-        c, cer, b = _advance(t, t_end, h_max, c, cer, b, *a)
+        c, cer, b = _advance(t, t_end, h_max, c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic)
         t = t_end
         c_out[i] = c
         er_out[i] = cer
@@ -374,7 +414,6 @@ def jacobian_bound(
     indicator, b is taken at equilibrium with c and at zero.
     """
     t = wt[0] if wt.size else 0.0
-    a = (p, kinds, offsets, wt, wv, has_er, kinetic)
     lam = 0.0
     jac = np.zeros((3, 3))
     n_b = 2 if kinetic else 1
@@ -394,8 +433,8 @@ def jacobian_bound(
                     dn = y.copy()
                     up[j] += hj
                     dn[j] = max(y[j] - hj, 0.0)
-                    f1 = rhs(t, up[0], up[1], up[2], *a)
-                    f0 = rhs(t, dn[0], dn[1], dn[2], *a)
+                    f1 = rhs(t, up[0], up[1], up[2], p, kinds, offsets, wt, wv, has_er, kinetic)
+                    f0 = rhs(t, dn[0], dn[1], dn[2], p, kinds, offsets, wt, wv, has_er, kinetic)
                     for r in range(3):
                         jac[r, j] = (f1[r] - f0[r]) / (up[j] - dn[j])
                 lam = max(lam, _spectral_radius(jac, has_er, kinetic))
