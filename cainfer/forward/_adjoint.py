@@ -352,3 +352,195 @@ def solve_vjp(
                 pbar[ev_slot] += s * ev_w[kk]
             lc = s * bm
     return c_out, pbar, lc, le
+
+
+@njit(cache=True)
+def balance_leaks(
+    p_raw: np.ndarray,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    pm_slot: int,
+    er_slot: int,
+    has_er: bool,
+) -> np.ndarray:
+    """Copy of ``p_raw`` with the leak slots set by flux balance at rest.
+
+    ``pm_slot``/``er_slot`` are the slots of the plasma-membrane and ER leak
+    rates (-1 when absent). An unbalanceable state (a negative leak) gives NaN.
+    """
+    p = p_raw.copy()
+    c = p[K.G_C_REST]
+    cer = p[K.G_CER_REST] if has_er else 0.0
+    empty = np.empty(0)
+    if er_slot >= 0:
+        p[er_slot] = 0.0
+        _, jx = K.net_flux(-np.inf, c, cer, p, kinds, offsets, empty, empty)
+        k = -jx / (cer - c)
+        p[er_slot] = k if (k >= 0.0 and cer > c) else np.nan
+    if pm_slot >= 0:
+        p[pm_slot] = 0.0
+        jpm, _ = K.net_flux(-np.inf, c, cer, p, kinds, offsets, empty, empty)
+        p[pm_slot] = -jpm if jpm <= 0.0 else np.nan
+    return p
+
+
+@njit(cache=True)
+def balance_vjp(
+    p: np.ndarray,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    pm_slot: int,
+    er_slot: int,
+    has_er: bool,
+    pbar: np.ndarray,
+) -> None:
+    """Fold the cotangents of the leak slots of a balanced ``p`` back into ``pbar``."""
+    c = p[K.G_C_REST]
+    cer = p[K.G_CER_REST] if has_er else 0.0
+    empty = np.empty(0)
+    for which in range(2):
+        slot = pm_slot if which == 0 else er_slot
+        if slot < 0:
+            continue
+        lbar = pbar[slot]
+        pbar[slot] = 0.0
+        if which == 0:
+            gpm, gx = -lbar, 0.0
+        else:
+            _, jx = K.net_flux(-np.inf, c, cer, p, kinds, offsets, empty, empty)
+            s_other = jx - p[slot] * (cer - c)
+            gpm, gx = 0.0, -lbar / (cer - c)
+            pbar[K.G_C_REST] += -lbar * s_other / (cer - c) ** 2
+            pbar[K.G_CER_REST] += lbar * s_other / (cer - c) ** 2
+        for i in range(kinds.size):
+            if offsets[i] == slot:
+                continue  # the leak itself
+            a, e = term_vjp(kinds[i], offsets[i], -np.inf, c, cer, p, empty, empty, gpm, gx, pbar)
+            pbar[K.G_C_REST] += a
+            pbar[K.G_CER_REST] += e
+
+
+@njit(cache=True)
+def dff_forward(
+    p_raw: np.ndarray,
+    time: np.ndarray,
+    ev_t: np.ndarray,
+    ev_w: np.ndarray,
+    ev_slot: int,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    h_max: float,
+    pm_slot: int,
+    er_slot: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ΔF/F and free Ca at ``time`` from unbalanced parameters (equilibrium indicator)."""
+    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    cer0 = p[K.G_CER_REST] if has_er else 0.0
+    c, _, _ = K.solve(
+        time,
+        ev_t,
+        ev_w,
+        ev_slot,
+        p,
+        kinds,
+        offsets,
+        wt,
+        wv,
+        has_er,
+        False,
+        h_max,
+        p[K.G_C_REST],
+        cer0,
+        0.0,
+    )
+    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
+    f0 = 1.0 + (rf - 1.0) * K.hill_frac(p[K.G_C_REST], kd, n)
+    dff = np.empty(c.size)
+    for i in range(c.size):
+        dff[i] = (1.0 + (rf - 1.0) * K.hill_frac(c[i], kd, n)) / f0 - 1.0
+    return dff, c
+
+
+@njit(cache=True)
+def dff_vjp(
+    p_raw: np.ndarray,
+    time: np.ndarray,
+    ev_t: np.ndarray,
+    ev_w: np.ndarray,
+    ev_slot: int,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    h_max: float,
+    pm_slot: int,
+    er_slot: int,
+    g_dff: np.ndarray,
+    g_c: np.ndarray,
+) -> np.ndarray:
+    """Cotangent of ``p_raw`` from cotangents of (ΔF/F, free Ca) of :func:`dff_forward`."""
+    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    c_rest = p[K.G_C_REST]
+    cer0 = p[K.G_CER_REST] if has_er else 0.0
+    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
+    c, _, _ = K.solve(
+        time,
+        ev_t,
+        ev_w,
+        ev_slot,
+        p,
+        kinds,
+        offsets,
+        wt,
+        wv,
+        has_er,
+        False,
+        h_max,
+        c_rest,
+        cer0,
+        0.0,
+    )
+    h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
+    f0 = 1.0 + (rf - 1.0) * h0
+    gc = g_c.copy()
+    s_h = 0.0
+    s_hk = 0.0
+    s_hn = 0.0
+    s_f = 0.0
+    for i in range(c.size):
+        h, dh_c, dh_k, dh_n = _hill_d(c[i], kd, n)
+        g = g_dff[i]
+        gc[i] += g * (rf - 1.0) * dh_c / f0
+        s_h += g * h
+        s_hk += g * dh_k
+        s_hn += g * dh_n
+        s_f += g * (1.0 + (rf - 1.0) * h)
+    _, pbar, c0bar, cer0bar = solve_vjp(
+        time,
+        ev_t,
+        ev_w,
+        ev_slot,
+        p,
+        kinds,
+        offsets,
+        wt,
+        wv,
+        has_er,
+        h_max,
+        c_rest,
+        cer0,
+        gc,
+        np.zeros(c.size),
+    )
+    pbar[K.G_RF] += s_h / f0 - s_f * h0 / f0**2
+    pbar[K.G_KD] += (rf - 1.0) * (s_hk / f0 - s_f * dh0_k / f0**2)
+    pbar[K.G_HILL] += (rf - 1.0) * (s_hn / f0 - s_f * dh0_n / f0**2)
+    pbar[K.G_C_REST] += -s_f * (rf - 1.0) * dh0_c / f0**2 + c0bar
+    if has_er:
+        pbar[K.G_CER_REST] += cer0bar
+    balance_vjp(p, kinds, offsets, pm_slot, er_slot, has_er, pbar)
+    return pbar

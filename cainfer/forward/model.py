@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import xarray as xr
@@ -585,73 +585,57 @@ class CellModel:
         if int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps = {substeps!r} must be an integer ≥ 1")
         v = self.values(params)
-        p, rest = self._balance(v)
+        self._balance(v)  # validates the resting state
         t = _check_time(time)
         g = np.ascontiguousarray(np.asarray(cotangent, dtype=float).reshape(-1))
         if g.shape != t.shape:
             raise ValueError(f"cotangent has {g.size} values for {t.size} output times")
+        args = self.kernel_args(t, stimulus, substeps=substeps)
+        p_raw = self._pack_raw(v)
+        dff, _ = cast(Any, A.dff_forward)(p_raw, *args)
+        pbar = cast(Any, A.dff_vjp)(p_raw, *args, g, np.zeros_like(g))
+        return dff, self.unpack_gradient(pbar)
+
+    def kernel_args(
+        self, time: np.ndarray, stimulus: Stimulus | None, *, substeps: int
+    ) -> tuple[Any, ...]:
+        """Arguments after the parameter vector of the compiled ΔF/F kernels.
+
+        For :func:`cainfer.forward._adjoint.dff_forward` and ``dff_vjp``:
+        ``(time, event times, event weights, event slot, kinds, offsets,
+        waveform times, waveform values, has_er, step, leak slots...)``.
+        """
+        t = _check_time(time)
         stim = stimulus if stimulus is not None else Stimulus()
         stim.check_within(float(t[0]), float(t[-1]))
         ev_slot = self._slot_of(EventInflux)
         if stim.has_events and ev_slot < 0:
             raise ValueError("stimulus has events but the model has no EventInflux term")
+        if stim.has_waveform and self._slot_of(WaveformInflux) < 0:
+            raise ValueError("stimulus has a waveform but the model has no WaveformInflux term")
         wt, wv = _waveform(stim)
         frame = float(np.min(np.diff(t))) if t.size > 1 else 1.0
-        cer0 = rest.c_er if self.has_er else 0.0
-        kd, n, rf = v["kd"], v["hill"], v["rf"]
-        # forward solve recorded by the adjoint; the output map is applied here
-        c_out, _, _ = K.solve(
+        return (
             t,
-            stim.events,
-            stim.event_weights,
+            np.ascontiguousarray(stim.events),
+            np.ascontiguousarray(stim.event_weights),
             ev_slot,
-            p,
-            self._kinds,
-            self._offsets,
-            wt,
-            wv,
-            self.has_er,
-            False,
-            frame / substeps,
-            rest.c,
-            cer0,
-            0.0,
-        )
-        h_i, dh_c, dh_k, dh_n = _hill_and_partials(c_out, kd, n)
-        h_0, dh0_c, dh0_k, dh0_n = _hill_and_partials(np.array([rest.c]), kd, n)
-        F = 1.0 + (rf - 1.0) * h_i
-        F0 = 1.0 + (rf - 1.0) * h_0[0]
-        dff = F / F0 - 1.0
-        # dff = F(c)/F0 - 1 with F = 1 + (rf - 1) h
-        gc = g * (rf - 1.0) * dh_c / F0
-        wF = float(g @ F)
-        grad_p = np.zeros(p.size)
-        grad_p[K.G_RF] += float(g @ h_i) / F0 - wF * h_0[0] / F0**2
-        grad_p[K.G_KD] += (rf - 1.0) * (float(g @ dh_k) / F0 - wF * dh0_k[0] / F0**2)
-        grad_p[K.G_HILL] += (rf - 1.0) * (float(g @ dh_n) / F0 - wF * dh0_n[0] / F0**2)
-        grad_p[K.G_C_REST] += -wF * (rf - 1.0) * dh0_c[0] / F0**2
-        _, pbar, c0bar, cer0bar = A.solve_vjp(
-            t,
-            stim.events,
-            stim.event_weights,
-            ev_slot,
-            p,
             self._kinds,
             self._offsets,
             wt,
             wv,
             self.has_er,
             frame / substeps,
-            rest.c,
-            cer0,
-            gc,
-            np.zeros_like(gc),
+            self._leak_slot(PlasmaLeak),
+            self._leak_slot(ERLeak),
         )
-        pbar += grad_p
-        pbar[K.G_C_REST] += c0bar
-        if self.has_er:
-            pbar[K.G_CER_REST] += cer0bar
-        self._balance_vjp(p, rest, pbar)
+
+    def _leak_slot(self, cls: type[Flux]) -> int:
+        o = self._slot_of(cls)
+        return o + len(cls.declared) if o >= 0 else -1
+
+    def unpack_gradient(self, pbar: np.ndarray) -> dict[str, float]:
+        """Map a cotangent of the packed vector to parameter names."""
         grad = {
             name: float(pbar[slot])
             for name, slot in self._global_slot.items()
@@ -660,34 +644,19 @@ class CellModel:
         for f, o in zip(self.fluxes, self._offsets, strict=True):
             for j, q in enumerate(f.parameters):
                 grad[q.name] = float(pbar[o + j])
-        return dff, grad
+        return grad
 
-    def _balance_vjp(self, p: np.ndarray, rest: RestingState, pbar: np.ndarray) -> None:
-        """Propagate cotangents of the leak slots to the parameters they were balanced from."""
-        c = rest.c
-        cer = rest.c_er if self.has_er else 0.0
-        empty = np.empty(0)
+    def slots(self) -> dict[str, int]:
+        """Slot of every parameter in the packed vector."""
+        out = {name: slot for name, slot in self._global_slot.items() if name in self._params}
         for f, o in zip(self.fluxes, self._offsets, strict=True):
-            slot = int(o) + len(f.declared)
-            if isinstance(f, PlasmaLeak):
-                gpm, gx = -pbar[slot], 0.0
-            elif isinstance(f, ERLeak):
-                _, jx = K.net_flux(-math.inf, c, cer, p, self._kinds, self._offsets, empty, empty)
-                s_other = jx - p[slot] * (cer - c)  # ER flux of every other term
-                kbar = pbar[slot]
-                gpm, gx = 0.0, -kbar / (cer - c)
-                pbar[K.G_C_REST] += -kbar * s_other / (cer - c) ** 2
-                pbar[K.G_CER_REST] += kbar * s_other / (cer - c) ** 2
-            else:
-                continue
-            for g_f, kind, oo in zip(self.fluxes, self._kinds, self._offsets, strict=True):
-                if g_f is f:
-                    continue
-                a, e = A.term_vjp(
-                    int(kind), int(oo), -math.inf, c, cer, p, empty, empty, gpm, gx, pbar
-                )
-                pbar[K.G_C_REST] += a
-                pbar[K.G_CER_REST] += e
+            for j, q in enumerate(f.parameters):
+                out[q.name] = int(o) + j
+        return out
+
+    def pack_raw(self, params: Mapping[str, float] | None = None) -> np.ndarray:
+        """Packed parameter vector with the leak slots left unset (the kernels balance them)."""
+        return self._pack_raw(self.values(params))
 
     def _slot_of(self, cls: type[Flux]) -> int:
         for f, o in zip(self.fluxes, self._offsets, strict=True):
@@ -770,14 +739,6 @@ class CellModel:
     def __repr__(self) -> str:
         terms = ", ".join(repr(f) for f in self.fluxes)
         return f"CellModel({self.name!r}, indicator={self.indicator.name!r}, [{terms}])"
-
-
-def _hill_and_partials(
-    c: np.ndarray, k: float, n: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """H = c^n/(k^n + c^n) and its partials (dh/dc, dh/dk, dh/dn), element-wise."""
-    out = np.array([A._hill_d(float(x), k, n) for x in c]).reshape(-1, 4).T
-    return out[0], out[1], out[2], out[3]
 
 
 def _buf(p: np.ndarray) -> tuple[float, float, float, float]:
