@@ -174,7 +174,7 @@ def rhs_vjp(
     return cbar, erbar
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rk4_step_vjp(
     t: float,
     h: float,
@@ -211,7 +211,7 @@ def rk4_step_vjp(
     return lc + y1bc + y2bc + y3bc + y4bc, le + y1be + y2be + y3be + y4be
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def total_d(
     c: float, kappa: float, bt: float, kd: float, n: float
 ) -> tuple[float, float, float, float]:
@@ -227,7 +227,7 @@ _OUT = 2
 
 
 @njit(cache=True)
-def solve_vjp(
+def tape_forward(
     time: np.ndarray,
     ev_t: np.ndarray,
     ev_w: np.ndarray,
@@ -241,27 +241,11 @@ def solve_vjp(
     h_max: float,
     c0: float,
     cer0: float,
-    gc: np.ndarray,
-    ge: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Free Ca at the output times and the pull-back of output cotangents.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The forward solve of :func:`cainfer.forward._kernels.solve`, recording every step.
 
-    Runs the same solve as :func:`cainfer.forward._kernels.solve` (equilibrium
-    indicator), recording each step, then walks the record backwards.
-
-    Parameters
-    ----------
-    gc, ge : numpy.ndarray
-        Cotangents of free cytosolic and ER Ca at each output time.
-
-    Returns
-    -------
-    c_out : numpy.ndarray
-        Free cytosolic Ca at the output times (µM).
-    pbar : numpy.ndarray
-        Cotangent of the packed parameter vector (leak slots not propagated).
-    c0bar, cer0bar : float
-        Cotangents of the initial state.
+    Returns free Ca at the output times and the record (operation, argument,
+    time, step, c, c_ER) that :func:`tape_backward` replays.
     """
     n = time.size
     kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
@@ -321,6 +305,28 @@ def solve_vjp(
         op[m], arg[m], cc[m], ee[m] = _OUT, i, c, cer
         m += 1
         c_out[i] = c
+    return c_out, op, arg, tt, hh, cc, ee
+
+
+@njit(cache=True)
+def tape_backward(
+    tape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ev_w: np.ndarray,
+    ev_slot: int,
+    p: np.ndarray,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    gc: np.ndarray,
+    ge: np.ndarray,
+) -> tuple[np.ndarray, float, float]:
+    """Pull output cotangents back through a recorded solve: (p̄, c̄0, c̄_ER0)."""
+    op, arg, tt, hh, cc, ee = tape
+    n_tape = op.size
+    kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
+    amp = p[ev_slot] if ev_slot >= 0 else 0.0
     # backward
     pbar = np.zeros(p.size)
     lc = 0.0
@@ -351,6 +357,52 @@ def solve_vjp(
             if ev_slot >= 0:
                 pbar[ev_slot] += s * ev_w[kk]
             lc = s * bm
+    return pbar, lc, le
+
+
+@njit(cache=True)
+def solve_vjp(
+    time: np.ndarray,
+    ev_t: np.ndarray,
+    ev_w: np.ndarray,
+    ev_slot: int,
+    p: np.ndarray,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    h_max: float,
+    c0: float,
+    cer0: float,
+    gc: np.ndarray,
+    ge: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Free Ca at the output times and the pull-back of output cotangents.
+
+    Runs the same solve as :func:`cainfer.forward._kernels.solve` (equilibrium
+    indicator), recording each step, then walks the record backwards.
+
+    Parameters
+    ----------
+    gc, ge : numpy.ndarray
+        Cotangents of free cytosolic and ER Ca at each output time.
+
+    Returns
+    -------
+    c_out : numpy.ndarray
+        Free cytosolic Ca at the output times (µM).
+    pbar : numpy.ndarray
+        Cotangent of the packed parameter vector (leak slots not propagated).
+    c0bar, cer0bar : float
+        Cotangents of the initial state.
+    """
+    c_out, op, arg, tt, hh, cc, ee = tape_forward(
+        time, ev_t, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, h_max, c0, cer0
+    )
+    pbar, lc, le = tape_backward(
+        (op, arg, tt, hh, cc, ee), ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, gc, ge
+    )
     return c_out, pbar, lc, le
 
 
