@@ -736,6 +736,74 @@ class CellModel:
             },
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description from which :meth:`from_dict` rebuilds the model."""
+        ind = self.indicator
+        return {
+            "name": self.name,
+            "indicator": {
+                "name": ind.name,
+                "kd": ind.kd,
+                "hill": ind.hill,
+                "rf": ind.rf,
+                "b_total": ind.b_total,
+                "k_on": ind.k_on,
+                "k_off": ind.k_off,
+                "source": ind.source,
+            },
+            "indicator_kinetics": "kinetic" if self.kinetic else "equilibrium",
+            "c_rest": self._params["c_rest"].default,
+            "kappa_s": self._params["kappa_s"].default,
+            "er": None
+            if self.er is None
+            else {
+                "c_rest": self.er.c_rest,
+                "kappa": self.er.kappa,
+                "volume": self.er.volume,
+            },
+            "fluxes": [
+                {
+                    "class": type(f).__name__,
+                    "name": f.name,
+                    "defaults": {
+                        b.name: q.default for b, q in zip(f.declared, f.parameters, strict=True)
+                    },
+                }
+                for f in self.fluxes
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> CellModel:
+        """Rebuild a model from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            For an unknown flux class or a malformed description.
+        """
+        from cainfer.forward import fluxes as flux_module
+
+        try:
+            terms = []
+            for t in spec["fluxes"]:
+                klass = getattr(flux_module, t["class"], None)
+                if not (isinstance(klass, type) and issubclass(klass, Flux)):
+                    raise ValueError(f"unknown flux class {t['class']!r}")
+                terms.append(klass(t["name"], **t["defaults"]))
+            er = spec.get("er")
+            return cls(
+                terms,
+                indicator=Indicator(**spec["indicator"]),
+                indicator_kinetics=spec.get("indicator_kinetics", "equilibrium"),
+                er=None if er is None else ERCompartment(**er),
+                c_rest=spec["c_rest"],
+                kappa_s=spec["kappa_s"],
+                name=spec["name"],
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed model description: {e}") from None
+
     def __repr__(self) -> str:
         terms = ", ".join(repr(f) for f in self.fluxes)
         return f"CellModel({self.name!r}, indicator={self.indicator.name!r}, [{terms}])"

@@ -246,3 +246,35 @@ def test_bad_model_construction_raises():
 def test_top_level_reexports():
     assert ci.single_compartment is single_compartment
     assert ci.preset("pumps").name == "pumps"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        CellModel(
+            [PMCA(vmax=50.0), NCX(name="ncx2", k=3.0), PlasmaLeak(), EventInflux()],
+            indicator=ci.get_indicator("GCaMP6s", b_total=12.0),
+            kappa_s=90.0,
+            name="mine",
+        ),
+        er_model("jGCaMP7f"),
+        single_compartment(),
+    ],
+    ids=["custom", "er", "single"],
+)
+def test_model_description_round_trip(model):
+    import json
+
+    spec = json.loads(json.dumps(model.to_dict()))
+    back = CellModel.from_dict(spec)
+    assert back.defaults() == model.defaults()
+    assert back.name == model.name and back.has_er == model.has_er
+    t = np.arange(60) / 30.0
+    stim = Stimulus(events=[0.5])
+    np.testing.assert_array_equal(
+        back.simulate(None, t, stim).dff, model.simulate(None, t, stim).dff
+    )
+    with pytest.raises(ValueError, match="unknown flux class 'Teleporter'"):
+        CellModel.from_dict(
+            spec | {"fluxes": [{"class": "Teleporter", "name": "x", "defaults": {}}]}
+        )
