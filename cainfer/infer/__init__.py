@@ -1,5 +1,15 @@
 """Inference: PyMC models of cell models (forward, pymc, pytensor, arviz)."""
 
 from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
+from cainfer.infer.fit import Fit, SamplerWarning, default_free, fit, load_fit
 
-__all__ = ["SolveOp", "SolveVJPOp", "solve_op"]
+__all__ = [
+    "Fit",
+    "SamplerWarning",
+    "SolveOp",
+    "SolveVJPOp",
+    "default_free",
+    "fit",
+    "load_fit",
+    "solve_op",
+]
