@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+import cainfer
+from cainfer.forward import Prior
+from cainfer.infer import fit, load_fit
+from cainfer.synthetic import simulate_traces
+
+TIME = np.arange(450) / 30.0
+STIM = cainfer.Stimulus(events=[1.0, 4.0, 4.05, 8.0, 11.0, 11.05, 11.1])
+TRUTH = {"gamma": 500.0, "influx_amplitude": 15.0}
+
+
+@pytest.fixture(scope="module")
+def recovery():
+    model = cainfer.single_compartment("OGB-1")
+    traces = simulate_traces(model, TRUTH, TIME, STIM, noise_sd=0.03, seed=2)
+    dff = traces.dff.isel(roi=0).copy()
+    dff[[10, 200, 201]] = np.nan  # missing frames are masked, not fatal
+    result = fit(
+        dff,
+        model,
+        stimulus=STIM,
+        free=["gamma", "influx_amplitude"],
+        draws=500,
+        tune=500,
+        chains=2,
+        seed=1,
+    )
+    return model, result
+
+
+@pytest.mark.slow
+def test_true_values_inside_94_hdi_and_converged(recovery):
+    _, result = recovery
+    s = result.summary()
+    for name, value in TRUTH.items():
+        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s.loc[name])
+    assert (s["r_hat"].astype(float) <= 1.01).all()
+    assert result.ok and result.problems == []
+    assert s.loc["sigma", "hdi94_lb"] <= 0.03 <= s.loc["sigma", "hdi94_ub"]
+
+
+@pytest.mark.slow
+def test_result_groups_and_predictions(recovery):
+    model, result = recovery
+    idata = result.idata
+    for group in (
+        "posterior",
+        "sample_stats",
+        "prior",
+        "observed_data",
+        "posterior_predictive",
+        "log_likelihood",
+    ):
+        assert group in idata.children, group
+    pp = idata["posterior_predictive"]
+    assert pp["dff"].shape == (2, 500, TIME.size) and pp["ca"].shape == (2, 500, TIME.size)
+    assert idata["log_likelihood"]["dff"].shape == (2, 500, TIME.size - 3)
+    # the predictive mean at the posterior mean is the forward model's trace
+    mean_ca = pp["ca"].mean(("chain", "draw")).values
+    truth_ca = model.simulate(TRUTH, TIME, STIM, substeps=1).ca.values
+    assert np.abs(mean_ca - truth_ca).max() < 0.02 * truth_ca.max()
+
+
+@pytest.mark.slow
+def test_save_and_load_round_trip(recovery, tmp_path):
+    _, result = recovery
+    path = result.save(tmp_path / "fit.nc")
+    back = load_fit(path)
+    assert back.free == result.free and back.fixed == result.fixed
+    assert back.model.to_dict() == result.model.to_dict()
+    xr.testing.assert_allclose(back.idata["posterior"].ds, result.idata["posterior"].ds)
+    assert back.posterior_mean() == pytest.approx(result.posterior_mean())
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"time": np.arange(10.0)}, "trace has 450 frames but time has 10"),
+        ({"stimulus": cainfer.Stimulus(events=[99.0])}, "outside the recording"),
+        ({"free": ["gamma"], "fixed": {"gamma": 3.0}}, r"\['gamma'\] are both free and fixed"),
+        ({"priors": {"nope": Prior("lognormal", 1.0, 1.0)}}, r"unknown parameter\(s\) \['nope'\]"),
+        ({"free": ["gamma"], "priors": {"kappa_s": Prior("lognormal", 1.0, 1.0)}}, "not free"),
+        ({"likelihood": "cauchy"}, "allowed: normal, student_t"),
+    ],
+)
+def test_bad_input_is_rejected_before_sampling(kwargs, match):
+    model = cainfer.single_compartment()
+    y = np.zeros(TIME.size)
+    args = {"stimulus": STIM, "time": TIME} | kwargs
+    with pytest.raises(ValueError, match=match):
+        fit(y, model, **args)
+
+
+def test_all_nan_trace_is_rejected():
+    with pytest.raises(ValueError, match="all NaN"):
+        fit(np.full(TIME.size, np.nan), cainfer.single_compartment(), stimulus=STIM, time=TIME)
