@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time as time_module
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -326,7 +327,9 @@ def fit(
             nu = pm.Gamma("nu", alpha=2.0, beta=0.1)
             pm.StudentT("dff", nu=nu, mu=mu[mask], sigma=sigma, observed=y[mask])
 
+    t0 = time_module.perf_counter()
     compiled = nutpie.compile_pymc_model(pm_model)
+    t1 = time_module.perf_counter()
     n_cores = max(1, min(chains, cores or os.cpu_count() or 1))
     idata = nutpie.sample(
         compiled,
@@ -339,6 +342,7 @@ def fit(
         adaptation=adaptation,
         save_warmup=False,
     )
+    t2 = time_module.perf_counter()
     with pm_model:
         prior = pm.sample_prior_predictive(draws=min(500, draws * chains), random_seed=seed)
     idata["prior"] = prior["prior"].ds if hasattr(prior["prior"], "ds") else prior["prior"]
@@ -359,6 +363,8 @@ def fit(
         "adaptation": adaptation,
         "stimulus_events": stimulus.events.tolist() if stimulus is not None else [],
         "stimulus_weights": stimulus.event_weights.tolist() if stimulus is not None else [],
+        "compile_seconds": t1 - t0,
+        "sampling_seconds": t2 - t1,
     }
     result = Fit(idata, model, free, {k: v for k, v in values.items() if k not in free}, settings)
     result.problems = result.diagnostics()

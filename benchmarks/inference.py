@@ -1,0 +1,225 @@
+"""Benchmark B1: sampling speed of cainfer against the models a user would write.
+
+B1 (see the project's stack notes): a single compartment with a saturable
+pump (V_max, K), a leak balancing it at rest and a calcium jump per event;
+1800 frames at 30 frames/s; 10 events with two doublets; indicator K_d
+0.25 µM, B_T 50 µM, R_f 10, n 1, fixed. Free: V_max, K, influx amplitude,
+κ_S and the noise σ. Each path runs 4 chains x (1000 tune + 1000 draws) on
+the machine's cores, in this one process, and prints compile time, sampling
+time, total wall time, minimum bulk ESS per second of sampling, max R-hat,
+whether every true value is inside its 94% HDI, and cainfer's ESS/s ratio to
+each baseline. ``pm.ode.DifferentialEquation`` is not sampled: one gradient
+is timed and multiplied by the gradient count of the scan run (capped at
+10 minutes of measuring).
+
+Run: ``python benchmarks/inference.py [--quick]`` (``--quick``: 2 chains x
+300 + 300, for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+
+import arviz as az
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+
+from cainfer.forward import PMCA, CellModel, EventInflux, PlasmaLeak, Stimulus, get_indicator
+from cainfer.infer import fit
+
+TRUTH = {"pump_vmax": 150.0, "pump_k": 0.4, "influx_amplitude": 12.0, "kappa_s": 80.0}
+SIGMA = 0.05
+FREE = ["pump_vmax", "pump_k", "influx_amplitude", "kappa_s"]
+EVENTS = [3.0, 8.0, 13.0, 13.05, 20.0, 27.0, 34.0, 34.05, 42.0, 50.0]
+
+
+def problem() -> tuple[CellModel, np.ndarray, Stimulus, np.ndarray]:
+    ind = get_indicator("OGB-1").with_(kd=0.25, b_total=50.0, rf=10.0, hill=1.0)
+    model = CellModel([PMCA(name="pump", hill=1.0), PlasmaLeak(), EventInflux()], indicator=ind)
+    t = np.arange(1800) / 30.0
+    stim = Stimulus(events=EVENTS)
+    rng = np.random.default_rng(1)
+    y = model.simulate(TRUTH, t, stim, substeps=1).dff.values + rng.normal(0, SIGMA, t.size)
+    return model, t, stim, y
+
+
+def scan_model(model: CellModel, t: np.ndarray, y: np.ndarray) -> pm.Model:
+    """B1 as a user would write it: one RK4 step per frame in pytensor.scan."""
+    v = model.values()
+    kd, bt, rf, c_rest = v["kd"], v["b_total"], v["rf"], v["c_rest"]
+    dt = float(t[1] - t[0])
+    n_ev = np.zeros(t.size)
+    for e in EVENTS:
+        n_ev[int(np.ceil(e / dt - 1e-9))] += 1.0
+    priors = {k: model.parameters[k].prior for k in FREE}
+    with pm.Model() as m:
+        vmax = pm.LogNormal("pump_vmax", np.log(priors["pump_vmax"].a), priors["pump_vmax"].b)
+        k = pm.LogNormal("pump_k", np.log(priors["pump_k"].a), priors["pump_k"].b)
+        amp = pm.LogNormal(
+            "influx_amplitude", np.log(priors["influx_amplitude"].a), priors["influx_amplitude"].b
+        )
+        kappa = pm.LogNormal("kappa_s", np.log(priors["kappa_s"].a), priors["kappa_s"].b)
+        leak = vmax * c_rest / (k + c_rest)
+
+        def beta(c):
+            return 1.0 + kappa + bt * kd / (c + kd) ** 2
+
+        def f(c):
+            return (leak - vmax * c / (k + c)) / beta(c)
+
+        def step(n, c, vmax, k, amp, kappa):
+            k1 = f(c)
+            k2 = f(c + 0.5 * dt * k1)
+            k3 = f(c + 0.5 * dt * k2)
+            k4 = f(c + dt * k3)
+            c = c + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+            return c + n * amp / beta(c)
+
+        cs = pytensor.scan(
+            step,
+            sequences=[pt.as_tensor(n_ev[1:])],
+            outputs_info=[pt.as_tensor(c_rest)],
+            non_sequences=[vmax, k, amp, kappa],
+            return_updates=False,
+        )
+        c = pt.concatenate([pt.as_tensor([c_rest]), cs])
+        f0 = 1 + (rf - 1) * c_rest / (c_rest + kd)
+        dff = (1 + (rf - 1) * c / (c + kd)) / f0 - 1
+        sigma = pm.HalfNormal("sigma", 0.2)
+        pm.Normal("dff", mu=dff, sigma=sigma, observed=y)
+    return m
+
+
+def report(name: str, idata, compile_s: float, sample_s: float, rows: list) -> None:
+    s = az.summary(idata, var_names=[*FREE, "sigma"], ci_prob=0.94, ci_kind="hdi")
+    ess = float(s["ess_bulk"].astype(float).min())
+    inside = all(
+        float(s.loc[k, "hdi94_lb"]) <= val <= float(s.loc[k, "hdi94_ub"])
+        for k, val in [*TRUTH.items(), ("sigma", SIGMA)]
+    )
+    rows.append(
+        (
+            name,
+            compile_s,
+            sample_s,
+            compile_s + sample_s,
+            ess / sample_s,
+            float(s["r_hat"].astype(float).max()),
+            inside,
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    chains, tune, draws = (2, 300, 300) if args.quick else (4, 1000, 1000)
+    model, t, stim, y = problem()
+    rows: list = []
+
+    t0 = time.perf_counter()
+    res = fit(
+        y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains, seed=1
+    )
+    wall = time.perf_counter() - t0
+    st = res.settings
+    report(
+        "cainfer (nutpie, low-rank)", res.idata, st["compile_seconds"], st["sampling_seconds"], rows
+    )
+    print(f"cainfer fit() wall time including prior and posterior predictive: {wall:.1f} s")
+    steps_cainfer = float(np.asarray(res.idata["sample_stats"]["n_steps"]).mean())
+
+    sm = scan_model(model, t, y)
+    import nutpie
+
+    t0 = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(sm)
+    t1 = time.perf_counter()
+    idata = nutpie.sample(
+        compiled, draws=draws, tune=tune, chains=chains, seed=1, progress_bar=False
+    )
+    t2 = time.perf_counter()
+    report("scan, pm.sample default (nutpie, numba)", idata, t1 - t0, t2 - t1, rows)
+    n_grads_scan = float(np.asarray(idata["sample_stats"]["n_steps"]).sum())
+
+    if importlib.util.find_spec("numpyro") and importlib.util.find_spec("jax"):
+        t0 = time.perf_counter()
+        with sm:
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                nuts_sampler="numpyro",
+                random_seed=1,
+                progressbar=False,
+            )
+        t2 = time.perf_counter()
+        report("scan, nuts_sampler='numpyro' (compile in total)", idata, 0.0, t2 - t0, rows)
+    else:
+        print("scan + numpyro: skipped (jax and numpyro are not installed)")
+
+    # cost of one gradient through the obvious rewrite of f with pm.ode
+    from pymc.ode import DifferentialEquation
+
+    v = model.values()
+    with pm.Model():
+        theta = pm.LogNormal("theta", 0.0, 1.0, shape=4)
+
+        def rhs(c, _t, p):
+            vmax, k, amp, kappa = p
+            leak = vmax * v["c_rest"] / (k + v["c_rest"])
+            bb = 1.0 + kappa + v["b_total"] * v["kd"] / (c[0] + v["kd"]) ** 2
+            pulse = sum(
+                amp / 0.005 * pm.math.exp(-0.5 * ((_t - e) / 0.002) ** 2) / 2.5066 for e in EVENTS
+            )
+            return [(leak - vmax * c[0] / (k + c[0]) + pulse) / bb]
+
+        ode = DifferentialEquation(func=rhs, times=t[1:], n_states=1, n_theta=4, t0=0.0)
+        sol = ode(y0=[v["c_rest"]], theta=theta)
+        g = pytensor.function([theta], pytensor.grad(sol.sum(), theta))
+    x0 = np.log(np.array([TRUTH[k] for k in FREE]))
+    n_timed, t0 = 0, time.perf_counter()
+    while n_timed < 3 and time.perf_counter() - t0 < 600:
+        g(np.exp(x0))
+        n_timed += 1
+    per_grad = (time.perf_counter() - t0) / n_timed
+    print(
+        f"pm.ode.DifferentialEquation: {per_grad:.2f} s per gradient ({n_timed} timed); "
+        f"x {n_grads_scan:.0f} gradients of the scan run = {per_grad * n_grads_scan:.0f} s "
+        "(extrapolated, not sampled)"
+    )
+
+    print(f"\nB1, {chains} chains x ({tune} tune + {draws} draws)")
+    print(
+        f"{'path':48s} {'compile s':>9s} {'sample s':>9s} {'total s':>8s} "
+        f"{'minESS/s':>9s} {'max R-hat':>9s} {'truth in 94% HDI':>16s}"
+    )
+    for name, c, s_, tot, e, r, ins in rows:
+        print(f"{name:48s} {c:9.1f} {s_:9.1f} {tot:8.1f} {e:9.2f} {r:9.3f} {ins!s:>16s}")
+    base = rows[0][4]
+    for name, *_rest in rows[1:]:
+        print(f"cainfer ESS/s / {name}: {base / _rest[3]:.1f}x")
+    print(f"mean leapfrog steps per draw: cainfer {steps_cainfer:.1f}")
+
+    # one log-density gradient
+    from cainfer.forward import _adjoint as A
+
+    kargs = model.kernel_args(t, stim, substeps=1)
+    p = model.pack_raw(TRUTH)
+    gvec, zero = np.ones(t.size), np.zeros(t.size)
+    A.dff_vjp(p, *kargs, gvec, zero)
+    t0 = time.perf_counter()
+    for _ in range(200):
+        A.dff_forward(p, *kargs)
+        A.dff_vjp(p, *kargs, gvec, zero)
+    per = (time.perf_counter() - t0) / 200 * 1e3
+    print(f"one ΔF/F solve + gradient (cainfer kernels): {per:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
