@@ -171,7 +171,7 @@ def main() -> None:
         theta = pm.LogNormal("theta", 0.0, 1.0, shape=4)
 
         def rhs(c, _t, p):
-            vmax, k, amp, kappa = p
+            vmax, k, amp, kappa = p[0], p[1], p[2], p[3]
             leak = vmax * v["c_rest"] / (k + v["c_rest"])
             bb = 1.0 + kappa + v["b_total"] * v["kd"] / (c[0] + v["kd"]) ** 2
             pulse = sum(

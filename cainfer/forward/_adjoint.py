@@ -141,12 +141,16 @@ def rhs_vjp(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
+    jpm: float,
+    jx: float,
     vc: float,
     ve: float,
     pbar: np.ndarray,
 ) -> tuple[float, float]:
-    """Pull the cotangent (vc, ve) of (dc/dt, dc_ER/dt) back to (c, c_ER) and p."""
-    jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    """Pull the cotangent (vc, ve) of (dc/dt, dc_ER/dt) back to (c, c_ER) and p.
+
+    ``jpm``, ``jx`` are the net fluxes at this state (already computed by the caller).
+    """
     b, db_c, db_bt, db_kd, db_n = beta_d(c, p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL])
     j = jpm + jx
     # dc/dt = j / β
@@ -192,22 +196,36 @@ def rk4_step_vjp(
 ) -> tuple[float, float]:
     """Cotangent of the state before one RK4 step from the cotangent after it."""
     hh = 0.5 * h
-    k1c, k1e, _ = K.rhs(t, c, cer, 0.0, p, kinds, offsets, wt, wv, has_er, False)
+    kappa, bt, kd, n = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
+    cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER]) if has_er else 1.0
+    # replay the stages once, keeping each stage's net fluxes for the pull-backs
+    p1, x1 = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    k1c = (p1 + x1) / K.buffer_capacity(c, kappa, bt, kd, n)
+    k1e = -x1 / cap if has_er else 0.0
     y2c, y2e = c + hh * k1c, cer + hh * k1e
-    k2c, k2e, _ = K.rhs(t + hh, y2c, y2e, 0.0, p, kinds, offsets, wt, wv, has_er, False)
+    p2, x2 = K.net_flux(t + hh, y2c, y2e, p, kinds, offsets, wt, wv)
+    k2c = (p2 + x2) / K.buffer_capacity(y2c, kappa, bt, kd, n)
+    k2e = -x2 / cap if has_er else 0.0
     y3c, y3e = c + hh * k2c, cer + hh * k2e
-    k3c, k3e, _ = K.rhs(t + hh, y3c, y3e, 0.0, p, kinds, offsets, wt, wv, has_er, False)
+    p3, x3 = K.net_flux(t + hh, y3c, y3e, p, kinds, offsets, wt, wv)
+    k3c = (p3 + x3) / K.buffer_capacity(y3c, kappa, bt, kd, n)
+    k3e = -x3 / cap if has_er else 0.0
     y4c, y4e = c + h * k3c, cer + h * k3e
+    p4, x4 = K.net_flux(t + h, y4c, y4e, p, kinds, offsets, wt, wv)
     w = h / 6.0
     # cotangents of the stage derivatives k1..k4
     g4c, g4e = w * lc, w * le
-    y4bc, y4be = rhs_vjp(t + h, y4c, y4e, p, kinds, offsets, wt, wv, has_er, g4c, g4e, pbar)
+    y4bc, y4be = rhs_vjp(t + h, y4c, y4e, p, kinds, offsets, wt, wv, has_er, p4, x4, g4c, g4e, pbar)
     g3c, g3e = 2.0 * w * lc + h * y4bc, 2.0 * w * le + h * y4be
-    y3bc, y3be = rhs_vjp(t + hh, y3c, y3e, p, kinds, offsets, wt, wv, has_er, g3c, g3e, pbar)
+    y3bc, y3be = rhs_vjp(
+        t + hh, y3c, y3e, p, kinds, offsets, wt, wv, has_er, p3, x3, g3c, g3e, pbar
+    )
     g2c, g2e = 2.0 * w * lc + hh * y3bc, 2.0 * w * le + hh * y3be
-    y2bc, y2be = rhs_vjp(t + hh, y2c, y2e, p, kinds, offsets, wt, wv, has_er, g2c, g2e, pbar)
+    y2bc, y2be = rhs_vjp(
+        t + hh, y2c, y2e, p, kinds, offsets, wt, wv, has_er, p2, x2, g2c, g2e, pbar
+    )
     g1c, g1e = w * lc + hh * y2bc, w * le + hh * y2be
-    y1bc, y1be = rhs_vjp(t, c, cer, p, kinds, offsets, wt, wv, has_er, g1c, g1e, pbar)
+    y1bc, y1be = rhs_vjp(t, c, cer, p, kinds, offsets, wt, wv, has_er, p1, x1, g1c, g1e, pbar)
     return lc + y1bc + y2bc + y3bc + y4bc, le + y1be + y2be + y3be + y4be
 
 
