@@ -20,8 +20,21 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
+_LAZY = {"fit": "cainfer.infer", "load_fit": "cainfer.infer", "Fit": "cainfer.infer"}
+
+
+def __getattr__(name: str) -> object:
+    # the inference layer imports PyMC: load it on first use, not with the package
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cainfer' has no attribute {name!r}")
+
+
 __all__ = [
     "CellModel",
+    "Fit",
     "Indicator",
     "Movie",
     "MovieError",
@@ -29,7 +42,9 @@ __all__ = [
     "__version__",
     "er_model",
     "extract_traces",
+    "fit",
     "get_indicator",
+    "load_fit",
     "load_movie",
     "preset",
     "pumps_model",
