@@ -117,6 +117,7 @@ def report(name: str, idata, compile_s: float, sample_s: float, rows: list) -> N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-cainfer", action="store_true", help="skip the baselines")
     args = ap.parse_args()
     chains, tune, draws = (2, 300, 300) if args.quick else (4, 1000, 1000)
     model, t, stim, y = problem()
@@ -134,6 +135,10 @@ def main() -> None:
     print(f"cainfer fit() wall time including prior and posterior predictive: {wall:.1f} s")
     steps_cainfer = float(np.asarray(res.idata["sample_stats"]["n_steps"]).mean())
 
+    if args.only_cainfer:
+        _print_table(rows, chains, tune, draws)
+        _print_gradient_cost(model, t, stim)
+        return
     sm = scan_model(model, t, y)
     import nutpie
 
@@ -194,6 +199,12 @@ def main() -> None:
         "(extrapolated, not sampled)"
     )
 
+    _print_table(rows, chains, tune, draws)
+    print(f"mean leapfrog steps per draw: cainfer {steps_cainfer:.1f}")
+    _print_gradient_cost(model, t, stim)
+
+
+def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
     print(f"\nB1, {chains} chains x ({tune} tune + {draws} draws)")
     print(
         f"{'path':48s} {'compile s':>9s} {'sample s':>9s} {'total s':>8s} "
@@ -202,11 +213,11 @@ def main() -> None:
     for name, c, s_, tot, e, r, ins in rows:
         print(f"{name:48s} {c:9.1f} {s_:9.1f} {tot:8.1f} {e:9.2f} {r:9.3f} {ins!s:>16s}")
     base = rows[0][4]
-    for name, *_rest in rows[1:]:
-        print(f"cainfer ESS/s / {name}: {base / _rest[3]:.1f}x")
-    print(f"mean leapfrog steps per draw: cainfer {steps_cainfer:.1f}")
+    for name, *rest in rows[1:]:
+        print(f"cainfer ESS/s / {name}: {base / rest[3]:.1f}x")
 
-    # one log-density gradient
+
+def _print_gradient_cost(model: CellModel, t: np.ndarray, stim: Stimulus) -> None:
     from cainfer.forward import _adjoint as A
 
     kargs = model.kernel_args(t, stim, substeps=1)
