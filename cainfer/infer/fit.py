@@ -99,6 +99,58 @@ def _noise_scale(y: np.ndarray) -> float:
     return max(mad, 1e-3 * max(float(np.nanstd(y)), 1e-6), 1e-6)
 
 
+# bare names of plasma-membrane capacities and influx amplitudes: scaling all of them
+# and the buffer capacity together leaves free calcium nearly unchanged
+_PER_BUFFER = {"vmax", "gamma", "amplitude"}
+_PM_CLASSES = ("LinearExtrusion", "PMCA", "NCX", "SOCE", "EventInflux", "WaveformInflux")
+
+
+def _free_rvs(
+    model: CellModel,
+    free: list[str],
+    priors: Mapping[str, Prior],
+    values: Mapping[str, float],
+    coordinates: str,
+) -> list[Any]:
+    """Random variables of the free parameters, in the order of ``free``."""
+    params = model.parameters
+    scaled = {
+        q.name
+        for f in model.fluxes
+        if type(f).__name__ in _PM_CLASSES
+        for b, q in zip(f.declared, f.parameters, strict=True)
+        if b.name in _PER_BUFFER
+    }
+    out: dict[str, Any] = {}
+
+    def rv(name: str) -> Any:
+        pr = priors.get(name, params[name].prior)
+        return _prior_rv(name, pr, params[name].lower, params[name].upper)
+
+    use_beta = coordinates == "per_buffer" and "kappa_s" in free
+    if use_beta:
+        for g in ("kappa_s", "c_rest", "kd", "hill", "b_total"):
+            if g in free:
+                out[g] = rv(g)
+
+        def val(g: str) -> Any:
+            return out[g] if g in out else values[g]
+
+        c, kd, n, bt = val("c_rest"), val("kd"), val("hill"), val("b_total")
+        x = (c / kd) ** n
+        beta0 = 1.0 + val("kappa_s") + bt * n * x / (c * (1.0 + x) ** 2)
+    for name in free:
+        if name in out:
+            continue
+        pr = priors.get(name, params[name].prior)
+        if use_beta and name in scaled and pr.kind == "lognormal":
+            z = pm.Normal(f"{name}_per_buffer_log", mu=math.log(pr.a) - pt.log(beta0), sigma=pr.b)
+            out[name] = pm.Deterministic(name, pt.exp(z) * beta0)
+        else:
+            out[name] = rv(name)
+    return [out[name] for name in free]
+
+
 @dataclass
 class Fit:
     """A fitted cell model: posterior draws and what made them.
@@ -214,6 +266,7 @@ def fit(
     seed: int = 0,
     substeps: int = 1,
     adaptation: Literal["diag", "low_rank"] = "low_rank",
+    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
 ) -> Fit:
     """Posterior of a cell model's parameters given one ΔF/F trace.
 
@@ -253,6 +306,12 @@ def fit(
     adaptation : {"diag", "low_rank"}
         nutpie mass-matrix adaptation; ``"low_rank"`` follows the correlated
         directions (influx amplitude, κ_S and pump capacity trade off).
+    coordinates : {"per_buffer", "natural"}
+        ``"per_buffer"`` (when κ_S is free): plasma-membrane capacities and
+        influx amplitudes with log-normal priors are sampled divided by the
+        resting buffer capacity β0 = 1 + κ_S + κ_B, the combinations that free
+        calcium actually constrains; the prior is the same, only the sampler's
+        coordinates change. ``"natural"``: every parameter as it is.
 
     Returns
     -------
@@ -275,6 +334,8 @@ def fit(
 
     if likelihood not in _LIKELIHOODS:
         raise ValueError(f"likelihood {likelihood!r}; allowed: {', '.join(_LIKELIHOODS)}")
+    if coordinates not in ("per_buffer", "natural"):
+        raise ValueError(f"coordinates {coordinates!r}; allowed: 'per_buffer', 'natural'")
     if adaptation not in ("diag", "low_rank"):
         raise ValueError(f"adaptation {adaptation!r}; allowed: 'diag', 'low_rank'")
     if drift is not None and (int(drift) != drift or drift < 0):
@@ -305,10 +366,7 @@ def fit(
     noise = _noise_scale(y)
 
     with pm.Model() as pm_model:
-        rvs = [
-            _prior_rv(n, priors.get(n, params[n].prior), params[n].lower, params[n].upper)
-            for n in free
-        ]
+        rvs = _free_rvs(model, free, priors, values, coordinates)
         base = pt.as_tensor_variable(model.pack_raw(values))
         p = pt.set_subtensor(base[np.array([slots[n] for n in free])], pt.stack(rvs))
         dff, _ = cast(Any, op(p, *consts))
@@ -361,6 +419,7 @@ def fit(
         "likelihood": likelihood,
         "drift": drift,
         "adaptation": adaptation,
+        "coordinates": coordinates,
         "stimulus_events": stimulus.events.tolist() if stimulus is not None else [],
         "stimulus_weights": stimulus.event_weights.tolist() if stimulus is not None else [],
         "compile_seconds": t1 - t0,

@@ -98,3 +98,27 @@ def test_bad_input_is_rejected_before_sampling(kwargs, match):
 def test_all_nan_trace_is_rejected():
     with pytest.raises(ValueError, match="all NaN"):
         fit(np.full(TIME.size, np.nan), cainfer.single_compartment(), stimulus=STIM, time=TIME)
+
+
+def test_per_buffer_coordinates_keep_the_declared_priors():
+    import pymc as pm
+
+    from cainfer.infer.fit import _free_rvs
+
+    model = cainfer.pumps_model("OGB-1")
+    free = ["pmca_vmax", "ncx_vmax", "influx_amplitude", "kappa_s", "pmca_k"]
+    with pm.Model() as m:
+        rvs = _free_rvs(model, free, {}, model.values(), "per_buffer")
+    names = [v.name for v in m.free_RVs]
+    assert "influx_amplitude_per_buffer_log" in names and "pmca_k" in names
+    draws = pm.draw(rvs, draws=20000, random_seed=3)
+    params = model.parameters
+    for name, x in zip(free, draws, strict=True):
+        prior = params[name].prior
+        assert prior.kind == "lognormal"
+        assert np.log(x).mean() == pytest.approx(np.log(prior.a), abs=0.03), name
+        assert np.log(x).std() == pytest.approx(prior.b, rel=0.03), name
+    # the capacities move with the buffer capacity: correlated a priori only through it
+    lk = np.log(draws[free.index("kappa_s")])
+    la = np.log(draws[free.index("influx_amplitude")])
+    assert abs(np.corrcoef(lk, la)[0, 1]) < 0.05
