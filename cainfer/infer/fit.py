@@ -203,6 +203,42 @@ class Fit:
             problems.append(f"bulk ESS < 400 for {low}: draw more samples or more chains")
         return problems
 
+    def identifiability(self) -> tuple[Any, Any]:
+        """What the data determined: prior-to-posterior contraction and posterior correlations.
+
+        Returns
+        -------
+        table : pandas.DataFrame
+            Per free parameter: prior and posterior sd of its logarithm (of the
+            value itself for parameters that can be zero or negative) and the
+            contraction ``1 − var_post/var_prior`` (near 1: the data determined
+            it; near 0: the posterior is the prior).
+        correlation : pandas.DataFrame
+            Posterior correlations between the (log) free parameters; large
+            magnitudes mark trade-offs such as influx amplitude against κ_S.
+        """
+        import pandas as pd
+
+        post = self.idata["posterior"]
+        prior = self.idata["prior"]
+        rows = {}
+        cols = {}
+        for name in self.free:
+            a = np.asarray(post[name]).reshape(-1)
+            b = np.asarray(prior[name]).reshape(-1)
+            log = bool(np.all(a > 0) and np.all(b > 0))
+            a, b = (np.log(a), np.log(b)) if log else (a, b)
+            cols[name] = a
+            rows[name] = {
+                "scale": "log" if log else "linear",
+                "prior_sd": float(b.std()),
+                "posterior_sd": float(a.std()),
+                "contraction": float(1.0 - a.var() / b.var()) if b.var() > 0 else float("nan"),
+            }
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        correlation = pd.DataFrame(cols).corr()
+        return table, correlation
+
     def posterior_mean(self) -> dict[str, float]:
         """Posterior mean of each free parameter."""
         post = self.idata["posterior"]

@@ -122,3 +122,16 @@ def test_per_buffer_coordinates_keep_the_declared_priors():
     lk = np.log(draws[free.index("kappa_s")])
     la = np.log(draws[free.index("influx_amplitude")])
     assert abs(np.corrcoef(lk, la)[0, 1]) < 0.05
+
+
+@pytest.mark.slow
+def test_identifiability_report(recovery):
+    _, result = recovery
+    table, corr = result.identifiability()
+    assert list(table.index) == result.free
+    # both parameters are well determined by 7 events in 15 s of data
+    assert (table["contraction"] > 0.9).all()
+    assert (table["scale"] == "log").all()
+    assert corr.shape == (2, 2)
+    np.testing.assert_allclose(np.diag(corr.values), 1.0)
+    assert np.all(np.abs(corr.values) <= 1.0 + 1e-12)
