@@ -557,22 +557,8 @@ def dff_vjp(
     c_rest = p[K.G_C_REST]
     cer0 = p[K.G_CER_REST] if has_er else 0.0
     kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
-    c, _, _ = K.solve(
-        time,
-        ev_t,
-        ev_w,
-        ev_slot,
-        p,
-        kinds,
-        offsets,
-        wt,
-        wv,
-        has_er,
-        False,
-        h_max,
-        c_rest,
-        cer0,
-        0.0,
+    c, op, arg, tt, hh, cc, ee = tape_forward(
+        time, ev_t, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, h_max, c_rest, cer0
     )
     h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
     f0 = 1.0 + (rf - 1.0) * h0
@@ -589,9 +575,9 @@ def dff_vjp(
         s_hk += g * dh_k
         s_hn += g * dh_n
         s_f += g * (1.0 + (rf - 1.0) * h)
-    _, pbar, c0bar, cer0bar = solve_vjp(
-        time,
-        ev_t,
+    # backward through the recorded solve (no second forward pass)
+    pbar, c0bar, cer0bar = tape_backward(
+        (op, arg, tt, hh, cc, ee),
         ev_w,
         ev_slot,
         p,
@@ -600,9 +586,6 @@ def dff_vjp(
         wt,
         wv,
         has_er,
-        h_max,
-        c_rest,
-        cer0,
         gc,
         np.zeros(c.size),
     )
