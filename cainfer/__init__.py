@@ -20,7 +20,10 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-_LAZY = {"fit": "cainfer.infer", "load_fit": "cainfer.infer", "Fit": "cainfer.infer"}
+_LAZY = {
+    name: "cainfer.infer"
+    for name in ("fit", "fit_rois", "fit_hierarchical", "compare", "load_fit", "Fit")
+}
 
 
 def __getattr__(name: str) -> object:
@@ -40,9 +43,12 @@ __all__ = [
     "MovieError",
     "Stimulus",
     "__version__",
+    "compare",
     "er_model",
     "extract_traces",
     "fit",
+    "fit_hierarchical",
+    "fit_rois",
     "get_indicator",
     "load_fit",
     "load_movie",

@@ -1,7 +1,15 @@
 """Inference: PyMC models of cell models (forward, pymc, pytensor, arviz)."""
 
 from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
-from cainfer.infer.fit import Fit, SamplerWarning, default_free, fit, load_fit
+from cainfer.infer.fit import (
+    Fit,
+    SamplerWarning,
+    default_free,
+    fit,
+    fit_hierarchical,
+    fit_rois,
+    load_fit,
+)
 
 __all__ = [
     "Fit",
@@ -10,6 +18,8 @@ __all__ = [
     "SolveVJPOp",
     "default_free",
     "fit",
+    "fit_hierarchical",
+    "fit_rois",
     "load_fit",
     "solve_op",
 ]

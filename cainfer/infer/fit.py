@@ -47,49 +47,91 @@ def default_free(model: CellModel) -> list[str]:
     return names
 
 
-def _observed(traces: Any, time: Any, roi: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _observed(
+    traces: Any, time: Any, roi: Any, *, several: bool
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """ΔF/F as (roi, time), frame times (s) and ROI labels.
+
+    ``several=False`` selects one ROI (``roi``: position or label); ``several=True``
+    keeps the ROIs listed in ``roi`` (labels; all when None).
+    """
     if isinstance(traces, xr.Dataset):
         if "dff" not in traces:
             raise ValueError("traces Dataset has no 'dff' variable")
         traces = traces["dff"]
+    labels: list[Any]
     if isinstance(traces, xr.DataArray):
-        if "roi" in traces.dims:
+        if "time" not in traces.coords:
+            raise ValueError("traces need a 'time' coordinate (s)")
+        if "roi" not in traces.dims:
+            traces = traces.expand_dims(roi=[0])
+        all_labels = (
+            [_jsonable(x) for x in traces["roi"].values] if "roi" in traces.coords else None
+        )
+        if all_labels is None:
+            all_labels = list(range(traces.sizes["roi"]))
+            traces = traces.assign_coords(roi=all_labels)
+        if several:
+            labels = all_labels if roi is None else list(roi)
+            missing = [r for r in labels if r not in all_labels]
+            if missing:
+                raise ValueError(f"roi: no ROI(s) {missing} in the traces; have {all_labels}")
+        else:
             if roi is None:
                 if traces.sizes["roi"] != 1:
                     raise ValueError(
                         f"traces hold {traces.sizes['roi']} ROIs; choose one with roi= "
-                        "(or fit each with cainfer.fit_rois)"
+                        "(or fit them with cainfer.fit_rois / cainfer.fit_hierarchical)"
                     )
-                roi = 0
-            traces = traces.isel(roi=roi)
-        if "time" not in traces.coords:
-            raise ValueError("traces need a 'time' coordinate (s)")
-        y = np.asarray(traces.values, dtype=float)
+                roi = all_labels[0]
+            if roi not in all_labels:
+                if isinstance(roi, int | np.integer) and 0 <= roi < len(all_labels):
+                    roi = all_labels[int(roi)]
+                else:
+                    raise ValueError(f"roi: no ROI {roi!r} in the traces; have {all_labels}")
+            labels = [roi]
+        da = traces.sel(roi=labels).transpose("roi", ...)
+        if da.ndim != 2:
+            raise ValueError(f"traces must have dims (roi, time), got {traces.dims}")
+        y = np.asarray(da.values, dtype=float)
         t = np.asarray(traces["time"].values, dtype=float)
     else:
         y = np.asarray(traces, dtype=float)
         if time is None:
             raise ValueError("time (s) is required when traces is a plain array")
         t = np.asarray(time, dtype=float)
-    if y.ndim != 1:
-        raise ValueError(f"a trace must be 1-D (time,), got shape {y.shape}")
-    if t.shape != y.shape:
-        raise ValueError(f"trace has {y.size} frames but time has {t.size} values")
-    if not np.isfinite(y).any():
-        raise ValueError("the trace is all NaN: nothing to fit")
-    return y, t
+        if y.ndim == 1:
+            y = y[None, :]
+        elif y.ndim != 2 or not several:
+            raise ValueError(f"a trace must be 1-D (time,), got shape {y.shape}")
+        all_labels = list(range(y.shape[0]))
+        labels = all_labels if (roi is None or not several) else list(roi)
+        if several and roi is not None:
+            bad = [r for r in labels if r not in all_labels]
+            if bad:
+                raise ValueError(f"roi: no ROI(s) {bad} in a {y.shape[0]}-row array")
+            y = y[labels]
+    if t.ndim != 1 or t.size != y.shape[1]:
+        raise ValueError(f"trace has {y.shape[1]} frames but time has {t.size} values")
+    for label, row in zip(labels, y, strict=True):
+        if not np.isfinite(row).any():
+            where = f" of ROI {label!r}" if several else ""
+            raise ValueError(f"the trace{where} is all NaN: nothing to fit")
+    return y, t, labels
 
 
-def _prior_rv(name: str, prior: Prior, lower: float, upper: float) -> Any:
+def _prior_rv(
+    name: str, prior: Prior, lower: float, upper: float, *, dims: str | None = None
+) -> Any:
     if prior.kind == "lognormal":
-        return pm.LogNormal(name, mu=math.log(prior.a), sigma=prior.b)
+        return pm.LogNormal(name, mu=math.log(prior.a), sigma=prior.b, dims=dims)
     if prior.kind == "uniform":
-        return pm.Uniform(name, lower=prior.a, upper=prior.b)
+        return pm.Uniform(name, lower=prior.a, upper=prior.b, dims=dims)
     if prior.kind == "halfnormal":
-        return pm.HalfNormal(name, sigma=prior.a)
+        return pm.HalfNormal(name, sigma=prior.a, dims=dims)
     lo = lower if math.isfinite(lower) else None
     hi = upper if math.isfinite(upper) else None
-    return pm.TruncatedNormal(name, mu=prior.a, sigma=prior.b, lower=lo, upper=hi)
+    return pm.TruncatedNormal(name, mu=prior.a, sigma=prior.b, lower=lo, upper=hi, dims=dims)
 
 
 def _noise_scale(y: np.ndarray) -> float:
@@ -111,8 +153,20 @@ def _free_rvs(
     priors: Mapping[str, Prior],
     values: Mapping[str, float],
     coordinates: str,
+    *,
+    dims: str | None = None,
+    pooled: Sequence[str] = (),
+    pool_sd: float = 0.5,
+    centered: bool = True,
 ) -> list[Any]:
-    """Random variables of the free parameters, in the order of ``free``."""
+    """Random variables of the free parameters, in the order of ``free``.
+
+    With ``dims="roi"`` each parameter gets one value per ROI: independent
+    draws from its prior, or for names in ``pooled`` a log-normal population
+    (``log θ_r ~ Normal(m, τ)``, ``m`` from the parameter's prior,
+    ``τ ~ HalfNormal(pool_sd)``; non-centred, ``log θ_r = m + τ z_r``, when
+    ``centered`` is False).
+    """
     params = model.parameters
     scaled = {
         q.name
@@ -125,7 +179,16 @@ def _free_rvs(
 
     def rv(name: str) -> Any:
         pr = priors.get(name, params[name].prior)
-        return _prior_rv(name, pr, params[name].lower, params[name].upper)
+        if name in pooled:
+            m = pm.Normal(f"{name}_pop_log_median", mu=math.log(pr.a), sigma=pr.b)
+            tau = pm.HalfNormal(f"{name}_pop_sd_log", sigma=pool_sd)
+            if centered:
+                log_v = pm.Normal(f"{name}_log", mu=m, sigma=tau, dims=dims)
+            else:
+                z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dims)
+                log_v = m + tau * z
+            return pm.Deterministic(name, pt.exp(log_v), dims=dims)
+        return _prior_rv(name, pr, params[name].lower, params[name].upper, dims=dims)
 
     use_beta = coordinates == "per_buffer" and "kappa_s" in free
     if use_beta:
@@ -143,9 +206,11 @@ def _free_rvs(
         if name in out:
             continue
         pr = priors.get(name, params[name].prior)
-        if use_beta and name in scaled and pr.kind == "lognormal":
-            z = pm.Normal(f"{name}_per_buffer_log", mu=math.log(pr.a) - pt.log(beta0), sigma=pr.b)
-            out[name] = pm.Deterministic(name, pt.exp(z) * beta0)
+        if use_beta and name in scaled and pr.kind == "lognormal" and name not in pooled:
+            z = pm.Normal(
+                f"{name}_per_buffer_log", mu=math.log(pr.a) - pt.log(beta0), sigma=pr.b, dims=dims
+            )
+            out[name] = pm.Deterministic(name, pt.exp(z) * beta0, dims=dims)
         else:
             out[name] = rv(name)
     return [out[name] for name in free]
@@ -167,6 +232,11 @@ class Fit:
         Parameters sampled.
     fixed : dict
         Values of every other parameter.
+    settings : dict
+        Sampler settings, stimulus, pooling and timings (compile, sampling; s).
+    rois : list, optional
+        ROI labels of a hierarchical fit (None for a single trace); every
+        per-cell variable then has a ``roi`` dimension.
     ok : bool
         False when a diagnostic failed (see :meth:`diagnostics`).
     """
@@ -176,14 +246,38 @@ class Fit:
     free: list[str]
     fixed: dict[str, float]
     settings: dict[str, Any] = field(default_factory=dict)
+    rois: list[Any] | None = None
     ok: bool = True
     problems: list[str] = field(default_factory=list)
 
-    def summary(self, *, ci_prob: float = 0.94) -> Any:
-        """Posterior mean, sd, HDI (94% by default), R-hat and ESS of the free parameters."""
+    def summary(self, *, ci_prob: float = 0.94, round_to: int | str = "auto") -> Any:
+        """Posterior mean, sd, HDI (94% by default), R-hat and ESS of the reported variables.
+
+        Parameters
+        ----------
+        ci_prob : float
+            Probability mass of the highest-density interval, in (0, 1).
+        round_to : int or {"auto", "none"}
+            arviz's rounding: ``"auto"`` shows the digits the Monte Carlo
+            error supports; ``"none"`` gives raw numbers.
+        """
+        if not 0.0 < ci_prob < 1.0:
+            raise ValueError(f"ci_prob = {ci_prob!r} must lie in (0, 1)")
         return az.summary(
-            self.idata, var_names=[*self.free, "sigma"], ci_prob=ci_prob, ci_kind="hdi"
+            self.idata,
+            var_names=self.reported,
+            ci_prob=ci_prob,
+            ci_kind="hdi",
+            round_to=round_to,
         )
+
+    @property
+    def reported(self) -> list[str]:
+        """Variables reported by :meth:`summary`: free parameters, noise, population terms."""
+        names = [*self.free, "sigma"]
+        for p in self.settings.get("pooled") or []:
+            names += [f"{p}_pop_log_median", f"{p}_pop_sd_log"]
+        return names
 
     def diagnostics(self) -> list[str]:
         """Problems found: divergences, R-hat > 1.01, bulk ESS < 400 (empty if none)."""
@@ -194,7 +288,7 @@ class Fit:
                 f"{div} divergent transitions: the posterior has regions the sampler cannot "
                 "follow; fix weakly identified parameters or tighten their priors"
             )
-        s = self.summary()
+        s = self.summary(round_to="none")
         bad_r = [n for n, r in zip(s.index, s["r_hat"], strict=True) if float(r) > 1.01]
         if bad_r:
             problems.append(f"R-hat > 1.01 for {bad_r}: run longer (more tune and draws)")
@@ -223,13 +317,11 @@ class Fit:
         prior = self.idata["prior"]
         rows = {}
         cols = {}
-        for name in self.free:
-            a = np.asarray(post[name]).reshape(-1)
-            b = np.asarray(prior[name]).reshape(-1)
+        for key, a, b in self._columns(post, prior):
             log = bool(np.all(a > 0) and np.all(b > 0))
             a, b = (np.log(a), np.log(b)) if log else (a, b)
-            cols[name] = a
-            rows[name] = {
+            cols[key] = a
+            rows[key] = {
                 "scale": "log" if log else "linear",
                 "prior_sd": float(b.std()),
                 "posterior_sd": float(a.std()),
@@ -239,10 +331,25 @@ class Fit:
         correlation = pd.DataFrame(cols).corr()
         return table, correlation
 
-    def posterior_mean(self) -> dict[str, float]:
-        """Posterior mean of each free parameter."""
+    def _columns(self, post: Any, prior: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(label, posterior draws, prior draws) per free parameter (and per ROI)."""
+        out = []
+        for name in self.free:
+            if self.rois is None:
+                out.append((name, np.asarray(post[name]).ravel(), np.asarray(prior[name]).ravel()))
+                continue
+            for label in self.rois:
+                a = np.asarray(post[name].sel(roi=label)).ravel()
+                b = np.asarray(prior[name].sel(roi=label)).ravel()
+                out.append((f"{name}[{label}]", a, b))
+        return out
+
+    def posterior_mean(self) -> dict[str, Any]:
+        """Posterior mean of each free parameter (an array over ROIs for a hierarchical fit)."""
         post = self.idata["posterior"]
-        return {k: float(post[k].mean()) for k in self.free}
+        if self.rois is None:
+            return {k: float(post[k].mean()) for k in self.free}
+        return {k: np.asarray(post[k].mean(("chain", "draw"))) for k in self.free}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit to one NetCDF file (atomically); read it back with :func:`load_fit`."""
@@ -253,6 +360,7 @@ class Fit:
             "cainfer_free": json.dumps(self.free),
             "cainfer_fixed": json.dumps(self.fixed),
             "cainfer_settings": json.dumps(self.settings),
+            "cainfer_rois": json.dumps(self.rois),
         }
         for name in list(tree.children):
             if name.startswith("warmup"):
@@ -275,51 +383,16 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
         free = json.loads(tree.attrs["cainfer_free"])
         fixed = json.loads(tree.attrs["cainfer_fixed"])
         settings = json.loads(tree.attrs["cainfer_settings"])
+        rois = json.loads(tree.attrs.get("cainfer_rois", "null"))
     except KeyError as e:
         raise ValueError(f"{path}: not a cainfer fit (missing {e})") from None
-    fit = Fit(tree, model, free, fixed, settings)
+    fit = Fit(tree, model, free, fixed, settings, rois=rois)
     fit.problems = fit.diagnostics()
     fit.ok = not fit.problems
     return fit
 
 
-def fit(
-    traces: Any,
-    model: CellModel,
-    *,
-    stimulus: Stimulus | None,
-    time: Any = None,
-    roi: int | None = None,
-    free: Sequence[str] | None = None,
-    fixed: Mapping[str, float] | None = None,
-    priors: Mapping[str, Prior] | None = None,
-    likelihood: Likelihood = "normal",
-    drift: int | None = None,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
-    cores: int | None = None,
-    seed: int = 0,
-    substeps: int = 1,
-    adaptation: Literal["diag", "low_rank"] = "low_rank",
-    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
-) -> Fit:
-    """Posterior of a cell model's parameters given one ΔF/F trace.
-
-    Parameters
-    ----------
-    traces : xarray.Dataset, xarray.DataArray or array
-        ΔF/F over ``time`` (a Dataset from :func:`cainfer.extract_traces`, a
-        DataArray with a ``time`` coordinate in s, or an array with ``time=``).
-        NaN frames are left out of the likelihood.
-    model : CellModel
-        The cell model.
-    stimulus : Stimulus or None
-        Event times (and waveform) within the recording.
-    time : array_like, optional
-        Frame times (s) for a plain array.
-    roi : int, optional
-        ROI to fit when ``traces`` holds several.
+_FIT_DOC_OPTIONS = """
     free : sequence of str, optional
         Parameters to infer (default: :func:`default_free`).
     fixed : mapping, optional
@@ -348,6 +421,95 @@ def fit(
         resting buffer capacity β0 = 1 + κ_S + κ_B, the combinations that free
         calcium actually constrains; the prior is the same, only the sampler's
         coordinates change. ``"natural"``: every parameter as it is.
+    target_accept : float
+        Mean acceptance probability the step size is tuned to, in (0, 1);
+        raise it (0.9, 0.95) when divergences are reported.
+"""
+
+
+def _validated(
+    model: CellModel,
+    free: Sequence[str] | None,
+    fixed: Mapping[str, float] | None,
+    priors: Mapping[str, Prior] | None,
+    options: Mapping[str, Any],
+) -> tuple[list[str], dict[str, float], dict[str, Prior]]:
+    if options["likelihood"] not in _LIKELIHOODS:
+        raise ValueError(
+            f"likelihood {options['likelihood']!r}; allowed: {', '.join(_LIKELIHOODS)}"
+        )
+    if options["coordinates"] not in ("per_buffer", "natural"):
+        raise ValueError(
+            f"coordinates {options['coordinates']!r}; allowed: 'per_buffer', 'natural'"
+        )
+    if options["adaptation"] not in ("diag", "low_rank"):
+        raise ValueError(f"adaptation {options['adaptation']!r}; allowed: 'diag', 'low_rank'")
+    ta = options["target_accept"]
+    if not (isinstance(ta, int | float) and 0.0 < ta < 1.0):
+        raise ValueError(f"target_accept = {ta!r} must lie in (0, 1)")
+    drift = options["drift"]
+    if drift is not None and (int(drift) != drift or drift < 0):
+        raise ValueError(f"drift = {drift!r} must be None or a polynomial degree ≥ 0")
+    for name in ("draws", "tune", "chains", "substeps"):
+        val = options[name]
+        if int(val) != val or val < (0 if name == "tune" else 1):
+            raise ValueError(f"{name} = {val!r} must be a positive integer")
+    params = model.parameters
+    free = list(default_free(model) if free is None else free)
+    fixed = dict(fixed or {})
+    priors = dict(priors or {})
+    for label, names in (("free", free), ("fixed", list(fixed)), ("priors", list(priors))):
+        unknown = sorted(set(names) - set(params))
+        if unknown:
+            raise ValueError(f"{label}: unknown parameter(s) {unknown}; known: {sorted(params)}")
+    both = sorted(set(free) & set(fixed))
+    if both:
+        raise ValueError(f"parameter(s) {both} are both free and fixed")
+    not_free = sorted(set(priors) - set(free))
+    if not_free:
+        raise ValueError(f"priors given for parameter(s) {not_free} that are not free")
+    return free, fixed, priors
+
+
+def fit(
+    traces: Any,
+    model: CellModel,
+    *,
+    stimulus: Stimulus | None,
+    time: Any = None,
+    roi: Any = None,
+    free: Sequence[str] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    priors: Mapping[str, Prior] | None = None,
+    likelihood: Likelihood = "normal",
+    drift: int | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    seed: int = 0,
+    substeps: int = 1,
+    adaptation: Literal["diag", "low_rank"] = "low_rank",
+    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
+    target_accept: float = 0.8,
+) -> Fit:
+    """Posterior of a cell model's parameters given one ΔF/F trace.
+
+    Parameters
+    ----------
+    traces : xarray.Dataset, xarray.DataArray or array
+        ΔF/F over ``time`` (a Dataset from :func:`cainfer.extract_traces`, a
+        DataArray with a ``time`` coordinate in s, or an array with ``time=``).
+        NaN frames are left out of the likelihood.
+    model : CellModel
+        The cell model.
+    stimulus : Stimulus or None
+        Event times (and waveform) within the recording.
+    time : array_like, optional
+        Frame times (s) for a plain array.
+    roi : optional
+        ROI to fit when ``traces`` holds several (its label, or its position).
+    {options}
 
     Returns
     -------
@@ -366,107 +528,323 @@ def fit(
         When divergences, R-hat > 1.01 or bulk ESS < 400 are found (and
         ``Fit.ok`` is False).
     """
+    options = dict(
+        likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
+        cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
+        coordinates=coordinates, target_accept=target_accept,
+    )  # fmt: skip
+    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
+    y, t, _ = _observed(traces, time, roi, several=False)
+    return _run(model, y, t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, options)
+
+
+def fit_rois(
+    traces: Any,
+    model: CellModel,
+    *,
+    stimulus: Stimulus | None,
+    time: Any = None,
+    rois: Sequence[Any] | None = None,
+    free: Sequence[str] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    priors: Mapping[str, Prior] | None = None,
+    likelihood: Likelihood = "normal",
+    drift: int | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    seed: int = 0,
+    substeps: int = 1,
+    adaptation: Literal["diag", "low_rank"] = "low_rank",
+    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
+    target_accept: float = 0.8,
+) -> dict[Any, Fit]:
+    """Independent fits of the same cell model to several ROIs, one posterior each.
+
+    Parameters
+    ----------
+    traces : xarray.Dataset, xarray.DataArray or array
+        ΔF/F with dims ``(roi, time)`` (or an array of shape (n_roi, n_frames)
+        with ``time=``).
+    model : CellModel
+        The cell model (the same for every ROI).
+    stimulus : Stimulus or None
+        Event times (and waveform), shared by the ROIs.
+    time : array_like, optional
+        Frame times (s) for a plain array.
+    rois : sequence, optional
+        Labels of the ROIs to fit (default: all).
+    {options}
+
+    Returns
+    -------
+    dict
+        ROI label → :class:`Fit`, in the order of ``rois``. ROI ``i`` is
+        sampled with seed ``seed + i``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`fit`; an all-NaN ROI is named.
+    """
+    options = dict(
+        likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
+        cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
+        coordinates=coordinates, target_accept=target_accept,
+    )  # fmt: skip
+    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
+    y, t, labels = _observed(traces, time, rois, several=True)
+    out = {}
+    for i, (label, row) in enumerate(zip(labels, y, strict=True)):
+        opts = options | {"seed": seed + i}
+        out[label] = _run(
+            model, row[None, :], t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, opts
+        )
+        out[label].settings["roi"] = _jsonable(label)
+    return out
+
+
+def fit_hierarchical(
+    traces: Any,
+    model: CellModel,
+    *,
+    stimulus: Stimulus | None,
+    pooled: Sequence[str],
+    pool_sd: float = 0.5,
+    centered: bool = True,
+    time: Any = None,
+    rois: Sequence[Any] | None = None,
+    free: Sequence[str] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    priors: Mapping[str, Prior] | None = None,
+    likelihood: Likelihood = "normal",
+    drift: int | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    seed: int = 0,
+    substeps: int = 1,
+    adaptation: Literal["diag", "low_rank"] = "low_rank",
+    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
+    target_accept: float = 0.8,
+) -> Fit:
+    """One joint fit of several ROIs that partially pools chosen parameters across cells.
+
+    Every free parameter has one value per ROI. For a parameter in
+    ``pooled`` the per-cell values share a log-normal population: its log
+    median has the parameter's prior, its log-scale spread τ has a
+    half-normal prior of scale ``pool_sd``, and each cell's log value is
+    drawn from it (Gelman et al. 2013, *Bayesian Data Analysis*, ch. 5). Cells with little
+    information borrow from the others; the posterior of τ says how much the
+    cells differ. The other free parameters keep independent priors per
+    cell; noise σ (and drift) are per cell.
+
+    Parameters
+    ----------
+    traces : xarray.Dataset, xarray.DataArray or array
+        ΔF/F with dims ``(roi, time)`` (or an array with ``time=``).
+    model : CellModel
+        The cell model (the same for every ROI).
+    stimulus : Stimulus or None
+        Event times (and waveform), shared by the ROIs.
+    pooled : sequence of str
+        Free parameters to pool; each needs a log-normal prior.
+    pool_sd : float
+        Scale of the half-normal prior of each population's log-scale spread
+        (0.5: cells typically within a factor ~1.6 of each other).
+    centered : bool
+        Sample each cell's log value directly (True: right when every trace
+        determines its cell's value well, as for pump rates from a few
+        transients) or as ``m + τ z`` (False: better when single traces say
+        little and the population dominates; Betancourt & Girolami 2015,
+        arXiv:1312.0906).
+    time : array_like, optional
+        Frame times (s) for a plain array.
+    rois : sequence, optional
+        Labels of the ROIs to fit (default: all; at least two).
+    {options}
+
+    Returns
+    -------
+    Fit
+        Posterior with a ``roi`` dimension on every per-cell variable, and
+        ``<name>_pop_log_median`` / ``<name>_pop_sd_log`` per pooled parameter.
+
+    Raises
+    ------
+    ValueError
+        As :func:`fit`; also for a pooled parameter that is not free or has
+        no log-normal prior, fewer than two ROIs, or ``pool_sd`` ≤ 0.
+    """
+    options = dict(
+        likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
+        cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
+        coordinates=coordinates, target_accept=target_accept,
+    )  # fmt: skip
+    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
+    pooled = list(pooled)
+    not_free = [p for p in pooled if p not in free_l]
+    if not_free:
+        raise ValueError(f"pooled parameter(s) {not_free} are not free (free: {free_l})")
+    params = model.parameters
+    not_log = [p for p in pooled if priors_d.get(p, params[p].prior).kind != "lognormal"]
+    if not_log:
+        raise ValueError(f"pooled parameter(s) {not_log} need a log-normal prior")
+    if not (math.isfinite(pool_sd) and pool_sd > 0):
+        raise ValueError(f"pool_sd = {pool_sd!r} must be a positive number")
+    y, t, labels = _observed(traces, time, rois, several=True)
+    if len(labels) < 2:
+        raise ValueError(f"a hierarchical fit needs at least two ROIs, got {len(labels)}")
+    options["centered"] = bool(centered)
+    return _run(model, y, t, labels, stimulus, free_l, fixed_d, priors_d, pooled, pool_sd, options)
+
+
+for _f in (fit, fit_rois, fit_hierarchical):
+    _f.__doc__ = (_f.__doc__ or "").replace("    {options}\n", _FIT_DOC_OPTIONS.lstrip("\n"))
+
+
+def _jsonable(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _run(
+    model: CellModel,
+    y: np.ndarray,
+    t: np.ndarray,
+    labels: list[Any] | None,
+    stimulus: Stimulus | None,
+    free: list[str],
+    fixed: dict[str, float],
+    priors: dict[str, Prior],
+    pooled: Sequence[str],
+    pool_sd: float,
+    options: Mapping[str, Any],
+) -> Fit:
+    """Build the PyMC model for ``y`` (roi, time), sample it with nutpie, add the results.
+
+    ``labels`` None: one ROI with scalar parameters; else one value per ROI.
+    """
     import nutpie
 
-    if likelihood not in _LIKELIHOODS:
-        raise ValueError(f"likelihood {likelihood!r}; allowed: {', '.join(_LIKELIHOODS)}")
-    if coordinates not in ("per_buffer", "natural"):
-        raise ValueError(f"coordinates {coordinates!r}; allowed: 'per_buffer', 'natural'")
-    if adaptation not in ("diag", "low_rank"):
-        raise ValueError(f"adaptation {adaptation!r}; allowed: 'diag', 'low_rank'")
-    if drift is not None and (int(drift) != drift or drift < 0):
-        raise ValueError(f"drift = {drift!r} must be None or a polynomial degree ≥ 0")
-    for name, val in (("draws", draws), ("tune", tune), ("chains", chains), ("substeps", substeps)):
-        if int(val) != val or val < (0 if name == "tune" else 1):
-            raise ValueError(f"{name} = {val!r} must be a positive integer")
-    y, t = _observed(traces, time, roi)
-    params = model.parameters
-    free = list(default_free(model) if free is None else free)
-    fixed = dict(fixed or {})
-    priors = dict(priors or {})
-    for label, names in (("free", free), ("fixed", list(fixed)), ("priors", list(priors))):
-        unknown = sorted(set(names) - set(params))
-        if unknown:
-            raise ValueError(f"{label}: unknown parameter(s) {unknown}; known: {sorted(params)}")
-    both = sorted(set(free) & set(fixed))
-    if both:
-        raise ValueError(f"parameter(s) {both} are both free and fixed")
-    not_free = sorted(set(priors) - set(free))
-    if not_free:
-        raise ValueError(f"priors given for parameter(s) {not_free} that are not free")
+    likelihood, drift, seed = options["likelihood"], options["drift"], options["seed"]
+    substeps, chains = options["substeps"], options["chains"]
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
     op, consts = solve_op(model, t, stimulus, substeps=substeps)
     slots = model.slots()
-    mask = np.isfinite(y)
-    noise = _noise_scale(y)
+    idx = np.array([slots[n] for n in free])
+    masks = np.isfinite(y)
+    dims = None if labels is None else "roi"
+    coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
+    n_roi = y.shape[0]
+    basis = _drift_basis(t, drift)
 
-    with pm.Model() as pm_model:
-        rvs = _free_rvs(model, free, priors, values, coordinates)
+    with pm.Model(coords=coords) as pm_model:
+        rvs = _free_rvs(
+            model, free, priors, values, options["coordinates"],
+            dims=dims, pooled=pooled, pool_sd=pool_sd, centered=options.get("centered", True),
+        )  # fmt: skip
         base = pt.as_tensor_variable(model.pack_raw(values))
-        p = pt.set_subtensor(base[np.array([slots[n] for n in free])], pt.stack(rvs))
-        dff, _ = cast(Any, op(p, *consts))
-        mu = dff
-        if drift is not None:
-            x = 2.0 * (t - t[0]) / max(t[-1] - t[0], 1e-12) - 1.0
-            basis = np.stack(
-                [np.polynomial.legendre.Legendre.basis(k)(x) for k in range(int(drift) + 1)]
-            )
-            coef = pm.Normal("drift", 0.0, 0.1, shape=int(drift) + 1)
-            mu = mu + pt.dot(coef, basis)
-        sigma = pm.HalfNormal("sigma", sigma=3.0 * noise)
+        noise = np.array([_noise_scale(row) for row in y])
+        if labels is None:
+            sigma = pm.HalfNormal("sigma", sigma=3.0 * noise[0])
+            sigmas = [sigma]
+        else:
+            sigma = pm.HalfNormal("sigma", sigma=3.0 * noise, dims="roi")
+            sigmas = [sigma[r] for r in range(n_roi)]
+        if basis is not None:
+            shape = (basis.shape[0],) if labels is None else (n_roi, basis.shape[0])
+            coef = pm.Normal("drift", 0.0, 0.1, shape=shape)
+        mus, sds, obs = [], [], []
+        for r in range(n_roi):
+            vec = pt.stack(rvs) if labels is None else pt.stack([v[r] for v in rvs])
+            dff, _ = cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))
+            if basis is not None:
+                dff = dff + pt.dot(coef if labels is None else coef[r], basis)
+            mus.append(dff[masks[r]])
+            sds.append(pt.repeat(sigmas[r], int(masks[r].sum())))
+            obs.append(y[r][masks[r]])
+        mu = mus[0] if n_roi == 1 else pt.concatenate(mus)
+        sd = sigma if labels is None else pt.concatenate(sds)
         if likelihood == "normal":
-            pm.Normal("dff", mu=mu[mask], sigma=sigma, observed=y[mask])
+            pm.Normal("dff", mu=mu, sigma=sd, observed=np.concatenate(obs))
         else:
             nu = pm.Gamma("nu", alpha=2.0, beta=0.1)
-            pm.StudentT("dff", nu=nu, mu=mu[mask], sigma=sigma, observed=y[mask])
+            pm.StudentT("dff", nu=nu, mu=mu, sigma=sd, observed=np.concatenate(obs))
 
     t0 = time_module.perf_counter()
     compiled = nutpie.compile_pymc_model(pm_model)
     t1 = time_module.perf_counter()
-    n_cores = max(1, min(chains, cores or os.cpu_count() or 1))
+    n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
     idata = nutpie.sample(
         compiled,
-        draws=draws,
-        tune=tune,
+        draws=options["draws"],
+        tune=options["tune"],
         chains=chains,
         cores=n_cores,
         seed=seed,
         progress_bar=False,
-        adaptation=adaptation,
+        adaptation=options["adaptation"],
+        target_accept=float(options["target_accept"]),
         save_warmup=False,
     )
     t2 = time_module.perf_counter()
     with pm_model:
-        prior = pm.sample_prior_predictive(draws=min(500, draws * chains), random_seed=seed)
+        prior = pm.sample_prior_predictive(
+            draws=min(500, options["draws"] * chains), random_seed=seed
+        )
     idata["prior"] = prior["prior"].ds if hasattr(prior["prior"], "ds") else prior["prior"]
-    idata["observed_data"] = xr.Dataset(
-        {"dff": ("time", y)}, coords={"time": ("time", t, {"units": "s"})}
-    )
+    time_coord = ("time", t, {"units": "s"})
+    if labels is None:
+        observed = xr.Dataset({"dff": ("time", y[0])}, coords={"time": time_coord})
+    else:
+        observed = xr.Dataset(
+            {"dff": (("roi", "time"), y)}, coords={"time": time_coord, "roi": coords["roi"]}
+        )
+    idata["observed_data"] = observed
     _add_predictions(
-        idata, model, values, free, slots, t, stimulus, substeps, y, mask, likelihood, drift, seed
-    )
+        idata, model, values, free, slots, t, stimulus, substeps, y, masks, likelihood, basis,
+        seed, labels,
+    )  # fmt: skip
     settings = {
-        "draws": draws,
-        "tune": tune,
-        "chains": chains,
-        "seed": seed,
-        "substeps": substeps,
-        "likelihood": likelihood,
-        "drift": drift,
-        "adaptation": adaptation,
-        "coordinates": coordinates,
+        key: options[key]
+        for key in (
+            "draws",
+            "tune",
+            "chains",
+            "seed",
+            "substeps",
+            "likelihood",
+            "drift",
+            "adaptation",
+            "coordinates",
+        )
+    } | {
         "stimulus_events": stimulus.events.tolist() if stimulus is not None else [],
         "stimulus_weights": stimulus.event_weights.tolist() if stimulus is not None else [],
+        "pooled": list(pooled),
+        "pool_sd": pool_sd if pooled else None,
+        "centered": options.get("centered") if pooled else None,
         "compile_seconds": t1 - t0,
         "sampling_seconds": t2 - t1,
     }
-    result = Fit(idata, model, free, {k: v for k, v in values.items() if k not in free}, settings)
+    fixed_values = {k: v for k, v in values.items() if k not in free}
+    result = Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))
     result.problems = result.diagnostics()
     result.ok = not result.problems
     for problem in result.problems:
-        warnings.warn(problem, SamplerWarning, stacklevel=2)
+        warnings.warn(problem, SamplerWarning, stacklevel=3)
     return result
+
+
+def _drift_basis(t: np.ndarray, drift: int | None) -> np.ndarray | None:
+    """Legendre polynomials of degree 0..drift over the recording, shape (drift+1, time)."""
+    if drift is None:
+        return None
+    x = 2.0 * (t - t[0]) / max(t[-1] - t[0], 1e-12) - 1.0
+    return np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(int(drift) + 1)])
 
 
 def _add_predictions(
@@ -479,55 +857,73 @@ def _add_predictions(
     stimulus: Stimulus | None,
     substeps: int,
     y: np.ndarray,
-    mask: np.ndarray,
+    masks: np.ndarray,
     likelihood: str,
-    drift: int | None,
+    basis: np.ndarray | None,
     seed: int,
+    labels: list[Any] | None,
 ) -> None:
     """Posterior predictive ΔF/F and free Ca, and the pointwise log-likelihood."""
     from scipy import stats
 
     post = idata["posterior"]
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    n = n_chain * n_draw
+    n_roi = y.shape[0]
     args = model.kernel_args(t, stimulus, substeps=substeps)
     base = model.pack_raw(values)
-    draws = {k: np.asarray(post[k]).reshape(-1) for k in free}
-    sigma = np.asarray(post["sigma"]).reshape(-1)
-    nu = np.asarray(post["nu"]).reshape(-1) if likelihood == "student_t" else None
-    if drift is not None:
-        x = 2.0 * (t - t[0]) / max(t[-1] - t[0], 1e-12) - 1.0
-        basis = np.stack(
-            [np.polynomial.legendre.Legendre.basis(k)(x) for k in range(int(drift) + 1)]
-        )
-        coef = np.asarray(post["drift"]).reshape(n_chain * n_draw, -1)
-    n = n_chain * n_draw
-    mu = np.empty((n, t.size))
-    ca = np.empty((n, t.size))
-    for i in range(n):
-        p = base.copy()
-        for k in free:
-            p[slots[k]] = draws[k][i]
-        mu[i], ca[i] = _forward(p, *args)
-        if drift is not None:
-            mu[i] += coef[i] @ basis
+
+    def flat(name: str) -> np.ndarray:
+        # (draw, roi) whatever the variable's shape
+        return np.asarray(post[name]).reshape(n, -1)
+
+    draws = {k: flat(k) for k in free}
+    sigma = flat("sigma")
+    nu = flat("nu")[:, 0] if likelihood == "student_t" else None
+    coef = np.asarray(post["drift"]).reshape(n, n_roi, -1) if basis is not None else None
+    mu = np.empty((n, n_roi, t.size))
+    ca = np.empty((n, n_roi, t.size))
+    for r in range(n_roi):
+        for i in range(n):
+            p = base.copy()
+            for k in free:
+                p[slots[k]] = draws[k][i, r if draws[k].shape[1] > 1 else 0]
+            mu[i, r], ca[i, r] = _forward(p, *args)
+            if coef is not None and basis is not None:
+                mu[i, r] += coef[i, r] @ basis
     rng = np.random.default_rng(seed + 1)
+    sig = sigma[:, :, None]
     if nu is None:
-        pred = mu + sigma[:, None] * rng.standard_normal(mu.shape)
-        ll = stats.norm.logpdf(y[mask][None, :], mu[:, mask], sigma[:, None])
+        pred = mu + sig * rng.standard_normal(mu.shape)
     else:
-        pred = mu + sigma[:, None] * rng.standard_t(nu[:, None], size=mu.shape)
-        ll = stats.t.logpdf(y[mask][None, :], nu[:, None], mu[:, mask], sigma[:, None])
+        pred = mu + sig * rng.standard_t(nu[:, None, None], size=mu.shape)
+    lls = []
+    for r in range(n_roi):
+        m = masks[r]
+        if nu is None:
+            lls.append(stats.norm.logpdf(y[r][m][None, :], mu[:, r][:, m], sigma[:, r, None]))
+        else:
+            lls.append(
+                stats.t.logpdf(y[r][m][None, :], nu[:, None], mu[:, r][:, m], sigma[:, r, None])
+            )
+    ll = np.concatenate(lls, axis=1)
     shape = (n_chain, n_draw)
-    coords = {
+    coords: dict[str, Any] = {
         "chain": post["chain"].values,
         "draw": post["draw"].values,
         "time": ("time", t, {"units": "s"}),
     }
+    if labels is None:
+        dims: tuple[str, ...] = ("chain", "draw", "time")
+        mu, ca, pred = mu[:, 0], ca[:, 0], pred[:, 0]
+    else:
+        dims = ("chain", "draw", "roi", "time")
+        coords["roi"] = [_jsonable(x) for x in labels]
     idata["posterior_predictive"] = xr.Dataset(
         {
-            "dff": (("chain", "draw", "time"), pred.reshape(*shape, -1)),
-            "dff_mean": (("chain", "draw", "time"), mu.reshape(*shape, -1)),
-            "ca": (("chain", "draw", "time"), ca.reshape(*shape, -1), {"units": "µM"}),
+            "dff": (dims, pred.reshape(*shape, *pred.shape[1:])),
+            "dff_mean": (dims, mu.reshape(*shape, *mu.shape[1:])),
+            "ca": (dims, ca.reshape(*shape, *ca.shape[1:]), {"units": "µM"}),
         },
         coords=coords,
     )
