@@ -4,6 +4,7 @@ from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
 from cainfer.infer.fit import (
     Fit,
     SamplerWarning,
+    compare,
     default_free,
     fit,
     fit_hierarchical,
@@ -16,6 +17,7 @@ __all__ = [
     "SamplerWarning",
     "SolveOp",
     "SolveVJPOp",
+    "compare",
     "default_free",
     "fit",
     "fit_hierarchical",

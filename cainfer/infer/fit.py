@@ -351,6 +351,24 @@ class Fit:
             return {k: float(post[k].mean()) for k in self.free}
         return {k: np.asarray(post[k].mean(("chain", "draw"))) for k in self.free}
 
+    def plot_trace(self, **kwargs: Any) -> Any:
+        """Data with predictive and free-Ca bands: :func:`~cainfer.infer.plots.plot_trace`."""
+        from cainfer.infer.plots import plot_trace
+
+        return plot_trace(self, **kwargs)
+
+    def plot_posteriors(self, **kwargs: Any) -> Any:
+        """Posteriors over priors: :func:`~cainfer.infer.plots.plot_posteriors`."""
+        from cainfer.infer.plots import plot_posteriors
+
+        return plot_posteriors(self, **kwargs)
+
+    def plot_pairs(self, **kwargs: Any) -> Any:
+        """Pair plot of the free parameters: :func:`~cainfer.infer.plots.plot_pairs`."""
+        from cainfer.infer.plots import plot_pairs
+
+        return plot_pairs(self, **kwargs)
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fit to one NetCDF file (atomically); read it back with :func:`load_fit`."""
         path = Path(path)
@@ -931,3 +949,49 @@ def _add_predictions(
         {"dff": (("chain", "draw", "dff_dim_0"), ll.reshape(*shape, -1))},
         coords={"chain": coords["chain"], "draw": coords["draw"]},
     )
+
+
+def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking") -> Any:
+    """Rank alternative models of the same trace(s) by PSIS-LOO expected log predictive density.
+
+    Parameters
+    ----------
+    fits : mapping of name → Fit, or sequence of Fit
+        Fits of different models (or priors) to the same observed ΔF/F; a
+        sequence is named ``model_0``, ``model_1``, ... .
+    method : {"stacking", "bb-pseudo-bma", "pseudo-bma"}
+        How arviz weights the models.
+
+    Returns
+    -------
+    pandas.DataFrame
+        arviz's comparison table, best model first: ``elpd`` (LOO), its
+        standard error, the difference ``elpd_diff`` to the best and its
+        standard error ``dse``, ``p`` (effective number of parameters),
+        ``weight`` and ``warning`` (True when Pareto k is too high for LOO to
+        be reliable). Vehtari, Gelman & Gabry (2017), Stat. Comput. 27:1413.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two fits, an unknown method, or fits of different data.
+    """
+    methods = ("stacking", "bb-pseudo-bma", "pseudo-bma")
+    if method not in methods:
+        raise ValueError(f"method {method!r}; allowed: {', '.join(methods)}")
+    named = (
+        dict(fits) if isinstance(fits, Mapping) else {f"model_{i}": f for i, f in enumerate(fits)}
+    )
+    if len(named) < 2:
+        raise ValueError(f"compare needs at least two fits, got {len(named)}")
+    items = list(named.items())
+    ref_name, ref = items[0]
+    y0 = np.asarray(ref.idata["observed_data"]["dff"])
+    for name, f in items[1:]:
+        y = np.asarray(f.idata["observed_data"]["dff"])
+        if y.shape != y0.shape or not np.array_equal(y, y0, equal_nan=True):
+            raise ValueError(
+                f"fits {ref_name!r} and {name!r} are of different data: LOO compares models "
+                "of the same observations"
+            )
+    return az.compare({k: f.idata for k, f in items}, method=method)
