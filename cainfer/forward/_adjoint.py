@@ -21,14 +21,19 @@ from cainfer.forward import _kernels as K
 
 
 @njit(cache=True, inline="always")
-def _hill_d(c: float, k: float, n: float) -> tuple[float, float, float, float]:
-    """H = c^n/(k^n + c^n) and its partials (dh/dc, dh/dk, dh/dn); zero for c ≤ 0."""
+def _hill_d(c: float, k: float, n: float, need_n: bool = True) -> tuple[float, float, float, float]:
+    """H = c^n/(k^n + c^n) and its partials (dh/dc, dh/dk, dh/dn); zero for c ≤ 0.
+
+    ``need_n`` False skips dh/dn (returned as 0): its logarithm is a large
+    part of a step's cost and is wasted when no Hill coefficient is free.
+    """
     if c <= 0.0:
         return 0.0, 0.0, 0.0, 0.0
     x = c / k if n == 1.0 else (c / k) ** n
     h = x / (1.0 + x)
     dh_dx = 1.0 / ((1.0 + x) * (1.0 + x))
-    return h, dh_dx * n * x / c, -dh_dx * n * x / k, dh_dx * x * math.log(c / k)
+    dn = dh_dx * x * math.log(c / k) if need_n else 0.0
+    return h, dh_dx * n * x / c, -dh_dx * n * x / k, dn
 
 
 @njit(cache=True)
@@ -65,6 +70,7 @@ def local_vjp(
     gpm: float,
     gx: float,
     pbar: np.ndarray,
+    need_n: bool = True,
 ) -> tuple[float, float]:
     """:func:`term_vjp` for every term but the waveform (inlined into the loop over terms)."""
     if kind == K.K_LINEAR:  # -γ (c - c_rest)
@@ -73,7 +79,7 @@ def local_vjp(
         return -gpm * p[o], 0.0
     if kind == K.K_PMCA or kind == K.K_NCX:
         n = p[o + 2] if kind == K.K_PMCA else 1.0
-        h, dc, dk, dn = _hill_d(c, p[o + 1], n)
+        h, dc, dk, dn = _hill_d(c, p[o + 1], n, need_n)
         v = p[o]
         pbar[o] += -gpm * h
         pbar[o + 1] += -gpm * v * dk
@@ -84,7 +90,7 @@ def local_vjp(
         pbar[o] += gpm
         return 0.0, 0.0
     if kind == K.K_SERCA:
-        h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2])
+        h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2], need_n)
         v = p[o]
         pbar[o] += -gx * h
         pbar[o + 1] += -gx * v * dk
@@ -94,8 +100,8 @@ def local_vjp(
         pbar[o] += gx * (cer - c)
         return -gx * p[o], gx * p[o]
     if kind == K.K_RELEASE:  # rate · a(c) · g(cer) · (cer - c)
-        a, da_c, da_k, da_n = _hill_d(c, p[o + 1], p[o + 2])
-        g, dg_c, dg_k, dg_n = _hill_d(cer, p[o + 3], p[o + 4])
+        a, da_c, da_k, da_n = _hill_d(c, p[o + 1], p[o + 2], need_n)
+        g, dg_c, dg_k, dg_n = _hill_d(cer, p[o + 3], p[o + 4], need_n)
         r = p[o]
         d = cer - c
         pbar[o] += gx * a * g * d
@@ -105,7 +111,7 @@ def local_vjp(
         pbar[o + 4] += gx * r * a * dg_n * d
         return gx * r * g * (da_c * d - a), gx * r * a * (dg_c * d + g)
     if kind == K.K_SOCE:  # V (1 - h(cer))
-        h, dc, dk, dn = _hill_d(cer, p[o + 1], p[o + 2])
+        h, dc, dk, dn = _hill_d(cer, p[o + 1], p[o + 2], need_n)
         v = p[o]
         pbar[o] += gpm * (1.0 - h)
         pbar[o + 1] += -gpm * v * dk
@@ -116,7 +122,7 @@ def local_vjp(
 
 @njit(cache=True, inline="always")
 def beta_d(
-    c: float, kappa: float, bt: float, kd: float, n: float
+    c: float, kappa: float, bt: float, kd: float, n: float, need_n: bool = True
 ) -> tuple[float, float, float, float, float]:
     """β(c) and its partials (dβ/dc, dβ/dB_T, dβ/dK_d, dβ/dn); dβ/dκ = 1."""
     if c <= 0.0:
@@ -126,7 +132,7 @@ def beta_d(
     g = n * x / (c * q * q)
     dg_c = n * x / (c * c * q * q) * (n - 1.0 - 2.0 * n * x / q)
     dg_kd = -n * n * x * (1.0 - x) / (kd * c * q * q * q)
-    dg_n = x / (c * q * q) * (1.0 + n * math.log(c / kd) * (1.0 - x) / q)
+    dg_n = x / (c * q * q) * (1.0 + n * math.log(c / kd) * (1.0 - x) / q) if need_n else 0.0
     return 1.0 + kappa + bt * g, bt * dg_c, g, bt * dg_kd, bt * dg_n
 
 
@@ -146,12 +152,15 @@ def rhs_vjp(
     vc: float,
     ve: float,
     pbar: np.ndarray,
+    need_n: bool,
 ) -> tuple[float, float]:
     """Pull the cotangent (vc, ve) of (dc/dt, dc_ER/dt) back to (c, c_ER) and p.
 
     ``jpm``, ``jx`` are the net fluxes at this state (already computed by the caller).
     """
-    b, db_c, db_bt, db_kd, db_n = beta_d(c, p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL])
+    b, db_c, db_bt, db_kd, db_n = beta_d(
+        c, p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL], need_n
+    )
     j = jpm + jx
     # dc/dt = j / β
     gpm = vc / b
@@ -172,7 +181,7 @@ def rhs_vjp(
         if kinds[i] == K.K_WAVEFORM:
             pbar[offsets[i]] += gpm * K.waveform_at(t, wt, wv)
         else:
-            a, e = local_vjp(kinds[i], offsets[i], c, cer, p, gpm, gx, pbar)
+            a, e = local_vjp(kinds[i], offsets[i], c, cer, p, gpm, gx, pbar, need_n)
             cbar += a
             erbar += e
     return cbar, erbar
@@ -193,6 +202,7 @@ def rk4_step_vjp(
     lc: float,
     le: float,
     pbar: np.ndarray,
+    need_n: bool,
 ) -> tuple[float, float]:
     """Cotangent of the state before one RK4 step from the cotangent after it."""
     hh = 0.5 * h
@@ -215,17 +225,21 @@ def rk4_step_vjp(
     w = h / 6.0
     # cotangents of the stage derivatives k1..k4
     g4c, g4e = w * lc, w * le
-    y4bc, y4be = rhs_vjp(t + h, y4c, y4e, p, kinds, offsets, wt, wv, has_er, p4, x4, g4c, g4e, pbar)
+    y4bc, y4be = rhs_vjp(
+        t + h, y4c, y4e, p, kinds, offsets, wt, wv, has_er, p4, x4, g4c, g4e, pbar, need_n
+    )
     g3c, g3e = 2.0 * w * lc + h * y4bc, 2.0 * w * le + h * y4be
     y3bc, y3be = rhs_vjp(
-        t + hh, y3c, y3e, p, kinds, offsets, wt, wv, has_er, p3, x3, g3c, g3e, pbar
+        t + hh, y3c, y3e, p, kinds, offsets, wt, wv, has_er, p3, x3, g3c, g3e, pbar, need_n
     )
     g2c, g2e = 2.0 * w * lc + hh * y3bc, 2.0 * w * le + hh * y3be
     y2bc, y2be = rhs_vjp(
-        t + hh, y2c, y2e, p, kinds, offsets, wt, wv, has_er, p2, x2, g2c, g2e, pbar
+        t + hh, y2c, y2e, p, kinds, offsets, wt, wv, has_er, p2, x2, g2c, g2e, pbar, need_n
     )
     g1c, g1e = w * lc + hh * y2bc, w * le + hh * y2be
-    y1bc, y1be = rhs_vjp(t, c, cer, p, kinds, offsets, wt, wv, has_er, p1, x1, g1c, g1e, pbar)
+    y1bc, y1be = rhs_vjp(
+        t, c, cer, p, kinds, offsets, wt, wv, has_er, p1, x1, g1c, g1e, pbar, need_n
+    )
     return lc + y1bc + y2bc + y3bc + y4bc, le + y1be + y2be + y3be + y4be
 
 
@@ -238,10 +252,10 @@ def total_d(
     return c, h, bt * dk, bt * dn
 
 
-# tape entries
-_STEP = 0
-_JUMP = 1
-_OUT = 2
+# tape entries (the solver's schedule)
+_STEP = K.S_STEP
+_JUMP = K.S_JUMP
+_OUT = K.S_OUT
 
 
 @njit(cache=True)
@@ -265,64 +279,11 @@ def tape_forward(
     Returns free Ca at the output times and the record (operation, argument,
     time, step, c, c_ER) that :func:`tape_backward` replays.
     """
-    n = time.size
-    kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
-    amp = p[ev_slot] if ev_slot >= 0 else 0.0
-    # count tape entries with the same stepping as the forward solve
-    n_tape = 0
-    t = time[0]
-    k = 0
-    for i in range(n):
-        while k < ev_t.size and ev_t[k] <= time[i]:
-            span = ev_t[k] - t
-            if span > 0.0:
-                n_tape += max(1, int(math.ceil(span / h_max - 1e-9)))
-            t = max(t, ev_t[k])
-            n_tape += 1
-            k += 1
-        span = time[i] - t
-        if span > 0.0:
-            n_tape += max(1, int(math.ceil(span / h_max - 1e-9)))
-        t = time[i]
-        n_tape += 1
-    op = np.empty(n_tape, np.int64)
-    arg = np.empty(n_tape, np.int64)
-    tt = np.empty(n_tape)
-    hh = np.empty(n_tape)
-    cc = np.empty(n_tape)
-    ee = np.empty(n_tape)
-    c_out = np.empty(n)
-    c, cer = c0, cer0
-    t = time[0]
-    k = 0
-    m = 0
-    for i in range(n):
-        t_end = time[i]
-        while True:
-            has_event = k < ev_t.size and ev_t[k] <= t_end
-            seg_end = ev_t[k] if has_event else t_end
-            span = seg_end - t
-            if span > 0.0:
-                steps = max(1, int(math.ceil(span / h_max - 1e-9)))
-                h = span / steps
-                for j in range(steps):
-                    op[m], tt[m], hh[m], cc[m], ee[m] = _STEP, t + j * h, h, c, cer
-                    m += 1
-                    c, cer, _ = K.rk4_step(
-                        t + j * h, h, c, cer, 0.0, p, kinds, offsets, wt, wv, has_er, False
-                    )
-            t = max(t, seg_end)
-            if not has_event:
-                break
-            op[m], arg[m], cc[m], ee[m] = _JUMP, k, c, cer
-            m += 1
-            c = K.free_from_total(
-                K.total_ca(c, kappa, bt, kd, hill) + amp * ev_w[k], kappa, bt, kd, hill
-            )
-            k += 1
-        op[m], arg[m], cc[m], ee[m] = _OUT, i, c, cer
-        m += 1
-        c_out[i] = c
+    op, arg, tt, hh = K.schedule(time, ev_t, h_max)
+    c_out, _, _, cc, ee = K.run(
+        op, arg, tt, hh, time.size, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, False,
+        c0, cer0, 0.0,
+    )  # fmt: skip
     return c_out, op, arg, tt, hh, cc, ee
 
 
@@ -339,8 +300,33 @@ def tape_backward(
     has_er: bool,
     gc: np.ndarray,
     ge: np.ndarray,
+    need_n: bool = True,
 ) -> tuple[np.ndarray, float, float]:
-    """Pull output cotangents back through a recorded solve: (p̄, c̄0, c̄_ER0)."""
+    """Pull output cotangents back through a recorded solve: (p̄, c̄0, c̄_ER0).
+
+    With ``need_n`` False the cotangents of Hill coefficients are left at 0.
+    """
+    if not has_er and not need_n:
+        # literal flags: the ER and Hill-coefficient branches fold away at compile time
+        return _backward_body(tape, ev_w, ev_slot, p, kinds, offsets, wt, wv, False, gc, ge, False)
+    return _backward_body(tape, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, gc, ge, need_n)
+
+
+@njit(cache=True, inline="always")
+def _backward_body(
+    tape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ev_w: np.ndarray,
+    ev_slot: int,
+    p: np.ndarray,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    gc: np.ndarray,
+    ge: np.ndarray,
+    need_n: bool,
+) -> tuple[np.ndarray, float, float]:
     op, arg, tt, hh, cc, ee = tape
     n_tape = op.size
     kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
@@ -355,7 +341,7 @@ def tape_backward(
             le += ge[arg[m]]
         elif op[m] == _STEP:
             lc, le = rk4_step_vjp(
-                tt[m], hh[m], cc[m], ee[m], p, kinds, offsets, wt, wv, has_er, lc, le, pbar
+                tt[m], hh[m], cc[m], ee[m], p, kinds, offsets, wt, wv, has_er, lc, le, pbar, need_n
             )
         else:  # jump: total(c+) = total(c-) + amp w
             kk = arg[m]
@@ -535,6 +521,117 @@ def dff_forward(
 
 
 @njit(cache=True)
+def dff_forward_tape(
+    p_raw: np.ndarray,
+    op: np.ndarray,
+    arg: np.ndarray,
+    tt: np.ndarray,
+    hh: np.ndarray,
+    ev_w: np.ndarray,
+    ev_slot: int,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    pm_slot: int,
+    er_slot: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`dff_forward` over a precomputed schedule, keeping what the adjoint needs.
+
+    Returns ΔF/F and free Ca at the outputs, and the free cytosolic and ER Ca
+    before every schedule entry (for :func:`dff_vjp_tape`).
+    """
+    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    cer0 = p[K.G_CER_REST] if has_er else 0.0
+    n_out = 0
+    for m in range(op.size):
+        n_out += op[m] == K.S_OUT
+    c, _, _, cc, ee = K.run(
+        op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, False,
+        p[K.G_C_REST], cer0, 0.0,
+    )  # fmt: skip
+    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
+    f0 = 1.0 + (rf - 1.0) * K.hill_frac(p[K.G_C_REST], kd, n)
+    dff = np.empty(c.size)
+    for i in range(c.size):
+        dff[i] = (1.0 + (rf - 1.0) * K.hill_frac(c[i], kd, n)) / f0 - 1.0
+    return dff, c, cc, ee
+
+
+@njit(cache=True)
+def dff_vjp_tape(
+    p_raw: np.ndarray,
+    op: np.ndarray,
+    arg: np.ndarray,
+    tt: np.ndarray,
+    hh: np.ndarray,
+    ev_w: np.ndarray,
+    ev_slot: int,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    pm_slot: int,
+    er_slot: int,
+    c: np.ndarray,
+    cc: np.ndarray,
+    ee: np.ndarray,
+    g_dff: np.ndarray,
+    g_c: np.ndarray,
+    need_n: bool,
+) -> np.ndarray:
+    """Cotangent of ``p_raw`` from cotangents of (ΔF/F, free Ca), given the forward record.
+
+    ``c``, ``cc``, ``ee`` are what :func:`dff_forward_tape` returned for the
+    same ``p_raw``: the backward pass replays them without solving again.
+    ``need_n`` False leaves the cotangents of Hill coefficients unreliable
+    (only for callers that discard them).
+    """
+    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    c_rest = p[K.G_C_REST]
+    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
+    h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
+    f0 = 1.0 + (rf - 1.0) * h0
+    gc = g_c.copy()
+    s_h = 0.0
+    s_hk = 0.0
+    s_hn = 0.0
+    s_f = 0.0
+    for i in range(c.size):
+        h, dh_c, dh_k, dh_n = _hill_d(c[i], kd, n)
+        g = g_dff[i]
+        gc[i] += g * (rf - 1.0) * dh_c / f0
+        s_h += g * h
+        s_hk += g * dh_k
+        s_hn += g * dh_n
+        s_f += g * (1.0 + (rf - 1.0) * h)
+    pbar, c0bar, cer0bar = tape_backward(
+        (op, arg, tt, hh, cc, ee),
+        ev_w,
+        ev_slot,
+        p,
+        kinds,
+        offsets,
+        wt,
+        wv,
+        has_er,
+        gc,
+        np.zeros(c.size),
+        need_n,
+    )
+    pbar[K.G_RF] += s_h / f0 - s_f * h0 / f0**2
+    pbar[K.G_KD] += (rf - 1.0) * (s_hk / f0 - s_f * dh0_k / f0**2)
+    pbar[K.G_HILL] += (rf - 1.0) * (s_hn / f0 - s_f * dh0_n / f0**2)
+    pbar[K.G_C_REST] += -s_f * (rf - 1.0) * dh0_c / f0**2 + c0bar
+    if has_er:
+        pbar[K.G_CER_REST] += cer0bar
+    balance_vjp(p, kinds, offsets, pm_slot, er_slot, has_er, pbar)
+    return pbar
+
+
+@njit(cache=True)
 def dff_vjp(
     p_raw: np.ndarray,
     time: np.ndarray,
@@ -553,47 +650,11 @@ def dff_vjp(
     g_c: np.ndarray,
 ) -> np.ndarray:
     """Cotangent of ``p_raw`` from cotangents of (ΔF/F, free Ca) of :func:`dff_forward`."""
-    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
-    c_rest = p[K.G_C_REST]
-    cer0 = p[K.G_CER_REST] if has_er else 0.0
-    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
-    c, op, arg, tt, hh, cc, ee = tape_forward(
-        time, ev_t, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, h_max, c_rest, cer0
+    op, arg, tt, hh = K.schedule(time, ev_t, h_max)
+    _, c, cc, ee = dff_forward_tape(
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot
     )
-    h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
-    f0 = 1.0 + (rf - 1.0) * h0
-    gc = g_c.copy()
-    s_h = 0.0
-    s_hk = 0.0
-    s_hn = 0.0
-    s_f = 0.0
-    for i in range(c.size):
-        h, dh_c, dh_k, dh_n = _hill_d(c[i], kd, n)
-        g = g_dff[i]
-        gc[i] += g * (rf - 1.0) * dh_c / f0
-        s_h += g * h
-        s_hk += g * dh_k
-        s_hn += g * dh_n
-        s_f += g * (1.0 + (rf - 1.0) * h)
-    # backward through the recorded solve (no second forward pass)
-    pbar, c0bar, cer0bar = tape_backward(
-        (op, arg, tt, hh, cc, ee),
-        ev_w,
-        ev_slot,
-        p,
-        kinds,
-        offsets,
-        wt,
-        wv,
-        has_er,
-        gc,
-        np.zeros(c.size),
-    )
-    pbar[K.G_RF] += s_h / f0 - s_f * h0 / f0**2
-    pbar[K.G_KD] += (rf - 1.0) * (s_hk / f0 - s_f * dh0_k / f0**2)
-    pbar[K.G_HILL] += (rf - 1.0) * (s_hn / f0 - s_f * dh0_n / f0**2)
-    pbar[K.G_C_REST] += -s_f * (rf - 1.0) * dh0_c / f0**2 + c0bar
-    if has_er:
-        pbar[K.G_CER_REST] += cer0bar
-    balance_vjp(p, kinds, offsets, pm_slot, er_slot, has_er, pbar)
-    return pbar
+    return dff_vjp_tape(
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
+        er_slot, c, cc, ee, g_dff, g_c, True,
+    )  # fmt: skip

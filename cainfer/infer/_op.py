@@ -21,41 +21,29 @@ from pytensor.link.numba.dispatch.basic import numba_njit
 
 from cainfer.forward import _adjoint as A
 
-_N_CONST = 7
-_forward = cast(Any, A.dff_forward)  # numba dispatchers, called with unpacked arguments
-_vjp = cast(
-    Any, A.dff_vjp
-)  # time, event times, event weights, kinds, offsets, waveform t, waveform v
+_N_CONST = 9  # schedule (op, arg, t, h), event weights, kinds, offsets, waveform t, v
+_forward = cast(Any, A.dff_forward_tape)  # numba dispatchers, called with unpacked arguments
+_vjp = cast(Any, A.dff_vjp_tape)
 
 
 class _SolveBase(Op):
-    __props__ = ("ev_slot", "has_er", "h_max", "pm_slot", "er_slot")
+    __props__ = ("ev_slot", "has_er", "pm_slot", "er_slot", "need_n")
 
-    def __init__(self, ev_slot: int, has_er: bool, h_max: float, pm_slot: int, er_slot: int):
+    def __init__(self, ev_slot: int, has_er: bool, pm_slot: int, er_slot: int, need_n: bool):
         self.ev_slot = int(ev_slot)
         self.has_er = bool(has_er)
-        self.h_max = float(h_max)
         self.pm_slot = int(pm_slot)
         self.er_slot = int(er_slot)
+        self.need_n = bool(need_n)
         super().__init__()
 
-    def _consts(self, consts: tuple[Any, ...]) -> list[Variable]:
-        time, ev_t, ev_w, kinds, offsets, wt, wv = consts
-        return [
-            pt.as_tensor_variable(np.asarray(time, np.float64)),
-            pt.as_tensor_variable(np.asarray(ev_t, np.float64)),
-            pt.as_tensor_variable(np.asarray(ev_w, np.float64)),
-            pt.as_tensor_variable(np.asarray(kinds, np.int64)),
-            pt.as_tensor_variable(np.asarray(offsets, np.int64)),
-            pt.as_tensor_variable(np.asarray(wt, np.float64)),
-            pt.as_tensor_variable(np.asarray(wv, np.float64)),
-        ]
-
     def _kernel_args(self, consts: list[Any]) -> tuple[Any, ...]:
-        time, ev_t, ev_w, kinds, offsets, wt, wv = consts
+        op, arg, tt, hh, ev_w, kinds, offsets, wt, wv = consts
         return (
-            time,
-            ev_t,
+            op,
+            arg,
+            tt,
+            hh,
             ev_w,
             self.ev_slot,
             kinds,
@@ -63,133 +51,135 @@ class _SolveBase(Op):
             wt,
             wv,
             self.has_er,
-            self.h_max,
             self.pm_slot,
             self.er_slot,
         )
 
 
 class SolveOp(_SolveBase):
-    """Unbalanced parameter vector → (ΔF/F, free Ca) at the output times."""
+    """Unbalanced parameter vector → (ΔF/F, free Ca, forward record, forward record).
+
+    The first two outputs are ΔF/F and free Ca (µM) at the output times; the
+    other two are the free cytosolic and ER Ca before each step of the
+    solver's schedule, which the gradient replays instead of solving again.
+    """
 
     def make_node(self, p_raw: Any, *consts: Any) -> Apply:  # type: ignore[override]
         p = pt.as_tensor_variable(p_raw).astype("float64")
         if len(consts) != _N_CONST:
             raise ValueError(f"SolveOp takes the parameters and {_N_CONST} constant inputs")
         inputs = [p, *(pt.as_tensor_variable(x) for x in consts)]
-        return Apply(self, inputs, [pt.dvector(), pt.dvector()])
+        return Apply(self, inputs, [pt.dvector(), pt.dvector(), pt.dvector(), pt.dvector()])
 
     def perform(self, node: Apply, inputs: Sequence[Any], outputs: Any) -> None:
-        dff, c = _forward(inputs[0], *self._kernel_args(list(inputs[1:])))
-        outputs[0][0] = dff
-        outputs[1][0] = c
+        res = _forward(inputs[0], *self._kernel_args(list(inputs[1:])))
+        for out, value in zip(outputs, res, strict=True):
+            out[0] = value
 
     def connection_pattern(self, node: Apply) -> list[list[bool]]:
-        return [[True, True]] + [[False, False]] * _N_CONST
+        return [[True, True, True, True]] + [[False] * 4] * _N_CONST
 
     def pullback(  # type: ignore[override]
         self, inputs: list[Variable], outputs: list[Variable], cotangents: list[Variable]
     ) -> list[Variable]:
-        gs = [
+        g_dff, g_c = (
             pt.zeros_like(o) if isinstance(g.type, DisconnectedType) else g
-            for o, g in zip(outputs, cotangents, strict=True)
-        ]
-        vjp = SolveVJPOp(self.ev_slot, self.has_er, self.h_max, self.pm_slot, self.er_slot)
-        pbar = cast(Variable, vjp(inputs[0], *inputs[1:], *gs))
+            for o, g in zip(outputs[:2], cotangents[:2], strict=True)
+        )
+        vjp = SolveVJPOp(self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n)
+        pbar = cast(Variable, vjp(inputs[0], *inputs[1:], *outputs[1:], g_dff, g_c))
         return [pbar] + [DisconnectedType()() for _ in range(_N_CONST)]
 
 
 class SolveVJPOp(_SolveBase):
-    """(parameters, cotangents of ΔF/F and free Ca) → cotangent of the parameters."""
+    """(parameters, forward record, cotangents of ΔF/F and free Ca) → parameter cotangent."""
 
     def make_node(self, p_raw: Any, *rest: Any) -> Apply:  # type: ignore[override]
         p = pt.as_tensor_variable(p_raw).astype("float64")
-        consts, (g_dff, g_c) = rest[:-2], rest[-2:]
-        inputs = [
-            p,
-            *consts,
-            pt.as_tensor_variable(g_dff).astype("float64"),
-            pt.as_tensor_variable(g_c).astype("float64"),
-        ]
+        if len(rest) != _N_CONST + 5:
+            raise ValueError("SolveVJPOp takes p, the constants, c, cc, ee, g_dff and g_c")
+        inputs = [p, *(pt.as_tensor_variable(x) for x in rest)]
         return Apply(self, inputs, [pt.dvector()])
 
     def perform(self, node: Apply, inputs: Sequence[Any], outputs: Any) -> None:
-        p_raw, consts, g_dff, g_c = inputs[0], inputs[1:-2], inputs[-2], inputs[-1]
-        outputs[0][0] = _vjp(p_raw, *self._kernel_args(list(consts)), g_dff, g_c)
+        p_raw, consts, rec = inputs[0], inputs[1 : 1 + _N_CONST], inputs[1 + _N_CONST :]
+        outputs[0][0] = _vjp(p_raw, *self._kernel_args(list(consts)), *rec, self.need_n)
 
 
 @numba_funcify.register(SolveOp)
 def _numba_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
-    ev_slot, has_er, h_max, pm_slot, er_slot = (
-        op.ev_slot,
-        op.has_er,
-        op.h_max,
-        op.pm_slot,
-        op.er_slot,
-    )
-    forward = A.dff_forward
+    ev_slot, has_er, pm_slot, er_slot = op.ev_slot, op.has_er, op.pm_slot, op.er_slot
+    forward = A.dff_forward_tape
 
     @numba_njit
-    def solve(p_raw, time, ev_t, ev_w, kinds, offsets, wt, wv):  # type: ignore[no-untyped-def]
+    def solve(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv):  # type: ignore[no-untyped-def]
         return forward(
-            p_raw,
-            time,
-            ev_t,
-            ev_w,
-            ev_slot,
-            kinds,
-            offsets,
-            wt,
-            wv,
-            has_er,
-            h_max,
-            pm_slot,
+            p_raw, sop, sarg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
             er_slot,
-        )
+        )  # fmt: skip
 
     return solve
 
 
 @numba_funcify.register(SolveVJPOp)
 def _numba_vjp(op: SolveVJPOp, node: Apply | None = None, **kwargs: Any) -> Any:
-    ev_slot, has_er, h_max, pm_slot, er_slot = (
-        op.ev_slot,
-        op.has_er,
-        op.h_max,
-        op.pm_slot,
-        op.er_slot,
-    )
-    vjp = A.dff_vjp
+    ev_slot, has_er, pm_slot, er_slot = op.ev_slot, op.has_er, op.pm_slot, op.er_slot
+    need_n = op.need_n
+    vjp = A.dff_vjp_tape
 
     @numba_njit
-    def solve_vjp(p_raw, time, ev_t, ev_w, kinds, offsets, wt, wv, g_dff, g_c):  # type: ignore[no-untyped-def]
+    def solve_vjp(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv, c, cc, ee, g_dff, g_c):  # type: ignore[no-untyped-def]
         return vjp(
-            p_raw,
-            time,
-            ev_t,
-            ev_w,
-            ev_slot,
-            kinds,
-            offsets,
-            wt,
-            wv,
-            has_er,
-            h_max,
-            pm_slot,
-            er_slot,
-            g_dff,
-            g_c,
-        )
+            p_raw, sop, sarg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
+            er_slot, c, cc, ee, g_dff, g_c, need_n,
+        )  # fmt: skip
 
     return solve_vjp
 
 
 def solve_op(
-    model: Any, time: np.ndarray, stimulus: Any, *, substeps: int = 1
+    model: Any,
+    time: np.ndarray,
+    stimulus: Any,
+    *,
+    substeps: int = 1,
+    free: Sequence[str] | None = None,
 ) -> tuple[SolveOp, list[Variable]]:
-    """The Op for a cell model, time grid and stimulus, and its constant inputs."""
+    """The Op for a cell model, time grid and stimulus, and its constant inputs.
+
+    Parameters
+    ----------
+    model : CellModel
+        The cell model.
+    time : numpy.ndarray
+        Output times (s).
+    stimulus : Stimulus or None
+        The stimulus.
+    substeps : int
+        RK4 steps per frame interval.
+    free : sequence of str, optional
+        Parameters whose gradient is used (default: all). When no Hill
+        coefficient is among them, the gradient skips their derivatives.
+    """
     (t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot) = (
         model.kernel_args(time, stimulus, substeps=substeps)
     )
-    op = SolveOp(ev_slot, has_er, h_max, pm_slot, er_slot)
-    return op, op._consts((t, ev_t, ev_w, kinds, offsets, wt, wv))
+    sop, sarg, tt, hh = A.K.schedule(t, ev_t, h_max)
+    hill = {name for name in model.parameters if "hill" in name.split("_")}
+    need_n = free is None or bool(hill & set(free))
+    op = SolveOp(ev_slot, has_er, pm_slot, er_slot, need_n)
+    consts: list[Variable] = [
+        pt.as_tensor_variable(np.asarray(x, dtype))
+        for x, dtype in (
+            (sop, np.int64),
+            (sarg, np.int64),
+            (tt, np.float64),
+            (hh, np.float64),
+            (ev_w, np.float64),
+            (kinds, np.int64),
+            (offsets, np.int64),
+            (wt, np.float64),
+            (wv, np.float64),
+        )
+    ]
+    return op, consts

@@ -750,7 +750,7 @@ def _run(
     substeps, chains = options["substeps"], options["chains"]
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
-    op, consts = solve_op(model, t, stimulus, substeps=substeps)
+    op, consts = solve_op(model, t, stimulus, substeps=substeps, free=free)
     slots = model.slots()
     idx = np.array([slots[n] for n in free])
     masks = np.isfinite(y)
@@ -778,7 +778,7 @@ def _run(
         mus, sds, obs = [], [], []
         for r in range(n_roi):
             vec = pt.stack(rvs) if labels is None else pt.stack([v[r] for v in rvs])
-            dff, _ = cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))
+            dff = cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))[0]
             if basis is not None:
                 dff = dff + pt.dot(coef if labels is None else coef[r], basis)
             mus.append(dff[masks[r]])

@@ -17,7 +17,7 @@ def test_op_values_and_gradient_match_the_model(name, mode):
     params = {"influx_amplitude": 20.0}
     op, consts = solve_op(model, TIME, STIM, substeps=2)
     x = pt.dvector("p")
-    dff, ca = op(x, *consts)
+    dff, ca, *_ = op(x, *consts)
     w = np.random.default_rng(3).normal(size=TIME.size)
     f = pytensor.function([x], [dff, ca, pytensor.grad((dff * w).sum(), x)], mode=mode)
     got_dff, got_ca, grad = f(model.pack_raw(params))
@@ -38,9 +38,29 @@ def test_gradient_through_both_outputs_by_finite_differences():
 
     def f(x):
         p = pt.set_subtensor(pt.as_tensor(p0)[free], x)
-        dff, ca = op(p, *consts)
+        dff, ca, *_ = op(p, *consts)
         return (dff**2).sum() + 3.0 * ca.sum()
 
     pytensor.gradient.verify_grad(
         f, [p0[free]], rng=np.random.default_rng(0), eps=1e-7, abs_tol=1e-5, rel_tol=1e-5
     )
+
+
+def test_gradient_without_hill_coefficients_matches_on_the_free_slots():
+    # with no Hill coefficient free the gradient skips their derivatives; the
+    # free slots must be unchanged, and freeing a Hill coefficient restores them
+    model = preset("er")
+    p0 = model.pack_raw({"influx_amplitude": 20.0})
+    slots = model.slots()
+    w = np.random.default_rng(5).normal(size=TIME.size)
+    grads = {}
+    for free in (["serca_vmax", "kappa_s", "release_rate"], None):
+        op, consts = solve_op(model, TIME, STIM, substeps=2, free=free)
+        x = pt.dvector("p")
+        dff, *_ = op(x, *consts)
+        grads[free is None] = pytensor.function([x], pytensor.grad((dff * w).sum(), x))(p0)
+    for name in ("serca_vmax", "kappa_s", "release_rate"):
+        assert grads[False][slots[name]] == pytest.approx(grads[True][slots[name]], rel=1e-12)
+    _, expected = model.dff_vjp({"influx_amplitude": 20.0}, TIME, STIM, w, substeps=2)
+    assert grads[True][slots["serca_hill"]] == pytest.approx(expected["serca_hill"], rel=1e-10)
+    assert expected["serca_hill"] != 0.0
