@@ -12,8 +12,14 @@ each baseline. ``pm.ode.DifferentialEquation`` is not sampled: one gradient
 is timed and multiplied by the gradient count of the scan run (capped at
 10 minutes of measuring).
 
-Run: ``python benchmarks/inference.py [--quick]`` (``--quick``: 2 chains x
-300 + 300, for a smoke run).
+cainfer runs with nutpie on its numba backend (the default) and, when jax
+and numpyro are installed (``pip install jax numpyro``), on nutpie's JAX
+backend, and the scan model also with numpyro. Then one log-density gradient
+is timed for cainfer and scan, compiled to numba and to JAX.
+
+Run: ``python benchmarks/inference.py [--quick] [--only-cainfer]``
+(``--quick``: 2 chains x 300 + 300, a smoke run; ``--only-cainfer``: no
+baselines).
 """
 
 from __future__ import annotations
@@ -95,7 +101,7 @@ def scan_model(model: CellModel, t: np.ndarray, y: np.ndarray) -> pm.Model:
 
 
 def report(name: str, idata, compile_s: float, sample_s: float, rows: list) -> None:
-    s = az.summary(idata, var_names=[*FREE, "sigma"], ci_prob=0.94, ci_kind="hdi")
+    s = az.summary(idata, var_names=[*FREE, "sigma"], ci_prob=0.94, ci_kind="hdi", round_to="none")
     ess = float(s["ess_bulk"].astype(float).min())
     inside = all(
         float(s.loc[k, "hdi94_lb"]) <= val <= float(s.loc[k, "hdi94_ub"])
@@ -123,6 +129,7 @@ def main() -> None:
     model, t, stim, y = problem()
     rows: list = []
 
+    have_jax = bool(importlib.util.find_spec("jax") and importlib.util.find_spec("numpyro"))
     t0 = time.perf_counter()
     res = fit(
         y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains, seed=1
@@ -130,14 +137,31 @@ def main() -> None:
     wall = time.perf_counter() - t0
     st = res.settings
     report(
-        "cainfer (nutpie, low-rank)", res.idata, st["compile_seconds"], st["sampling_seconds"], rows
+        "cainfer (nutpie, numba, low-rank)",
+        res.idata,
+        st["compile_seconds"],
+        st["sampling_seconds"],
+        rows,
     )
     print(f"cainfer fit() wall time including prior and posterior predictive: {wall:.1f} s")
     steps_cainfer = float(np.asarray(res.idata["sample_stats"]["n_steps"]).mean())
+    if have_jax:
+        res_j = fit(
+            y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains,
+            seed=1, backend="jax",
+        )  # fmt: skip
+        st = res_j.settings
+        report(
+            "cainfer (nutpie, jax, low-rank)",
+            res_j.idata,
+            st["compile_seconds"],
+            st["sampling_seconds"],
+            rows,
+        )
 
     if args.only_cainfer:
         _print_table(rows, chains, tune, draws)
-        _print_gradient_cost(model, t, stim)
+        _print_gradient_cost(model, t, stim, y, have_jax)
         return
     sm = scan_model(model, t, y)
     import nutpie
@@ -152,7 +176,7 @@ def main() -> None:
     report("scan, pm.sample default (nutpie, numba)", idata, t1 - t0, t2 - t1, rows)
     n_grads_scan = float(np.asarray(idata["sample_stats"]["n_steps"]).sum())
 
-    if importlib.util.find_spec("numpyro") and importlib.util.find_spec("jax"):
+    if have_jax:
         t0 = time.perf_counter()
         with sm:
             idata = pm.sample(
@@ -201,7 +225,7 @@ def main() -> None:
 
     _print_table(rows, chains, tune, draws)
     print(f"mean leapfrog steps per draw: cainfer {steps_cainfer:.1f}")
-    _print_gradient_cost(model, t, stim)
+    _print_gradient_cost(model, t, stim, y, have_jax)
 
 
 def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
@@ -217,19 +241,64 @@ def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
         print(f"cainfer ESS/s / {name}: {base / rest[3]:.1f}x")
 
 
-def _print_gradient_cost(model: CellModel, t: np.ndarray, stim: Stimulus) -> None:
-    from cainfer.forward import _adjoint as A
+def _logp_grad_ms(m: pm.Model, mode: str) -> float:
+    """Milliseconds per log density + gradient of a PyMC model compiled with ``mode``."""
+    logp = m.logp()
+    grads = pytensor.grad(logp, m.value_vars)
+    f = pytensor.function(m.value_vars, [logp, *grads], mode=mode)
+    ip = m.initial_point()
+    x = [ip[v.name] for v in m.value_vars]
+    f(*x)
+    n, t0 = 0, time.perf_counter()
+    while n < 50 or time.perf_counter() - t0 < 1.0:
+        f(*x)
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e3
 
-    kargs = model.kernel_args(t, stim, substeps=1)
+
+def _print_gradient_cost(
+    model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, have_jax: bool
+) -> None:
+    """Cost of one log-density gradient, and of its solver part alone."""
+    from cainfer.forward import _adjoint as A
+    from cainfer.infer.fit import _pymc_model, _validated
+
+    options = dict(
+        likelihood="normal", drift=None, draws=1, tune=0, chains=1, cores=1, seed=0,
+        substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
+        sampler="nutpie", backend="numba",
+    )  # fmt: skip
+    free, fixed, priors = _validated(model, FREE, None, None, options)
+    cm = _pymc_model(model, y[None, :], t, None, stim, free, fixed, priors, (), 0.5, options)
+    sm = scan_model(model, t, y)
+    modes = ["NUMBA", "JAX"] if have_jax else ["NUMBA"]
+    for label, m in (("cainfer", cm), ("scan", sm)):
+        for mode in modes:
+            print(
+                f"one log-density gradient, {label} -> {mode.lower()}: "
+                f"{_logp_grad_ms(m, mode):.3f} ms"
+            )
+    (tt, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot) = (
+        model.kernel_args(t, stim, substeps=1)
+    )
+    sched = A.K.schedule(tt, ev_t, h_max)
+    rest = (ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot)
     p = model.pack_raw(TRUTH)
     gvec, zero = np.ones(t.size), np.zeros(t.size)
-    A.dff_vjp(p, *kargs, gvec, zero)
+    _, c, cc, ee = A.dff_forward_tape(p, *sched, *rest)
+    A.dff_vjp_tape(p, *sched, *rest, c, cc, ee, gvec, zero, False)
+    n = 300
     t0 = time.perf_counter()
-    for _ in range(200):
-        A.dff_forward(p, *kargs)
-        A.dff_vjp(p, *kargs, gvec, zero)
-    per = (time.perf_counter() - t0) / 200 * 1e3
-    print(f"one ΔF/F solve + gradient (cainfer kernels): {per:.2f} ms")
+    for _ in range(n):
+        _, c, cc, ee = A.dff_forward_tape(p, *sched, *rest)
+    t1 = time.perf_counter()
+    for _ in range(n):
+        A.dff_vjp_tape(p, *sched, *rest, c, cc, ee, gvec, zero, False)
+    t2 = time.perf_counter()
+    fwd, bwd = (t1 - t0) / n * 1e3, (t2 - t1) / n * 1e3
+    print(
+        f"cainfer solver kernels alone: {fwd + bwd:.2f} ms (forward {fwd:.2f}, backward {bwd:.2f})"
+    )
 
 
 if __name__ == "__main__":

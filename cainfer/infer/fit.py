@@ -442,6 +442,13 @@ _FIT_DOC_OPTIONS = """
     target_accept : float
         Mean acceptance probability the step size is tuned to, in (0, 1);
         raise it (0.9, 0.95) when divergences are reported.
+    sampler : {"nutpie", "numpyro"}
+        NUTS implementation. nutpie (default) was the fastest measured
+        (``benchmarks/inference.py``); numpyro needs ``jax`` and ``numpyro``
+        installed, and its compile time is counted in its sampling time.
+    backend : {"numba", "jax"}
+        nutpie's compilation backend for the log density (numba: the
+        default; jax needs ``jax``). numpyro always uses jax.
 """
 
 
@@ -462,6 +469,21 @@ def _validated(
         )
     if options["adaptation"] not in ("diag", "low_rank"):
         raise ValueError(f"adaptation {options['adaptation']!r}; allowed: 'diag', 'low_rank'")
+    if options["sampler"] not in ("nutpie", "numpyro"):
+        raise ValueError(f"sampler {options['sampler']!r}; allowed: 'nutpie', 'numpyro'")
+    if options["backend"] not in ("numba", "jax"):
+        raise ValueError(f"backend {options['backend']!r}; allowed: 'numba', 'jax'")
+    if options["sampler"] == "numpyro" or options["backend"] == "jax":
+        import importlib.util
+
+        missing = [m for m in ("jax", "numpyro") if importlib.util.find_spec(m) is None]
+        if options["sampler"] == "nutpie":
+            missing = [m for m in missing if m == "jax"]
+        if missing:
+            raise ValueError(
+                f"sampler={options['sampler']!r}, backend={options['backend']!r} needs "
+                f"{' and '.join(missing)}: pip install {' '.join(missing)}"
+            )
     ta = options["target_accept"]
     if not (isinstance(ta, int | float) and 0.0 < ta < 1.0):
         raise ValueError(f"target_accept = {ta!r} must lie in (0, 1)")
@@ -510,6 +532,8 @@ def fit(
     adaptation: Literal["diag", "low_rank"] = "low_rank",
     coordinates: Literal["per_buffer", "natural"] = "per_buffer",
     target_accept: float = 0.8,
+    sampler: Literal["nutpie", "numpyro"] = "nutpie",
+    backend: Literal["numba", "jax"] = "numba",
 ) -> Fit:
     """Posterior of a cell model's parameters given one ΔF/F trace.
 
@@ -549,7 +573,8 @@ def fit(
     options = dict(
         likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
         cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
-        coordinates=coordinates, target_accept=target_accept,
+        coordinates=coordinates, target_accept=target_accept, sampler=sampler,
+        backend=backend,
     )  # fmt: skip
     free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
     y, t, _ = _observed(traces, time, roi, several=False)
@@ -577,6 +602,8 @@ def fit_rois(
     adaptation: Literal["diag", "low_rank"] = "low_rank",
     coordinates: Literal["per_buffer", "natural"] = "per_buffer",
     target_accept: float = 0.8,
+    sampler: Literal["nutpie", "numpyro"] = "nutpie",
+    backend: Literal["numba", "jax"] = "numba",
 ) -> dict[Any, Fit]:
     """Independent fits of the same cell model to several ROIs, one posterior each.
 
@@ -609,7 +636,8 @@ def fit_rois(
     options = dict(
         likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
         cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
-        coordinates=coordinates, target_accept=target_accept,
+        coordinates=coordinates, target_accept=target_accept, sampler=sampler,
+        backend=backend,
     )  # fmt: skip
     free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
     y, t, labels = _observed(traces, time, rois, several=True)
@@ -647,6 +675,8 @@ def fit_hierarchical(
     adaptation: Literal["diag", "low_rank"] = "low_rank",
     coordinates: Literal["per_buffer", "natural"] = "per_buffer",
     target_accept: float = 0.8,
+    sampler: Literal["nutpie", "numpyro"] = "nutpie",
+    backend: Literal["numba", "jax"] = "numba",
 ) -> Fit:
     """One joint fit of several ROIs that partially pools chosen parameters across cells.
 
@@ -699,7 +729,8 @@ def fit_hierarchical(
     options = dict(
         likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
         cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
-        coordinates=coordinates, target_accept=target_accept,
+        coordinates=coordinates, target_accept=target_accept, sampler=sampler,
+        backend=backend,
     )  # fmt: skip
     free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
     pooled = list(pooled)
@@ -727,7 +758,7 @@ def _jsonable(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def _run(
+def _pymc_model(
     model: CellModel,
     y: np.ndarray,
     t: np.ndarray,
@@ -739,15 +770,9 @@ def _run(
     pooled: Sequence[str],
     pool_sd: float,
     options: Mapping[str, Any],
-) -> Fit:
-    """Build the PyMC model for ``y`` (roi, time), sample it with nutpie, add the results.
-
-    ``labels`` None: one ROI with scalar parameters; else one value per ROI.
-    """
-    import nutpie
-
-    likelihood, drift, seed = options["likelihood"], options["drift"], options["seed"]
-    substeps, chains = options["substeps"], options["chains"]
+) -> pm.Model:
+    """The PyMC model of ``y`` (roi, time); ``labels`` None: one ROI, scalar parameters."""
+    likelihood, drift, substeps = options["likelihood"], options["drift"], options["substeps"]
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
     op, consts = solve_op(model, t, stimulus, substeps=substeps, free=free)
@@ -792,22 +817,70 @@ def _run(
             nu = pm.Gamma("nu", alpha=2.0, beta=0.1)
             pm.StudentT("dff", nu=nu, mu=mu, sigma=sd, observed=np.concatenate(obs))
 
-    t0 = time_module.perf_counter()
-    compiled = nutpie.compile_pymc_model(pm_model)
-    t1 = time_module.perf_counter()
-    n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
-    idata = nutpie.sample(
-        compiled,
-        draws=options["draws"],
-        tune=options["tune"],
-        chains=chains,
-        cores=n_cores,
-        seed=seed,
-        progress_bar=False,
-        adaptation=options["adaptation"],
-        target_accept=float(options["target_accept"]),
-        save_warmup=False,
+    return pm_model
+
+
+def _run(
+    model: CellModel,
+    y: np.ndarray,
+    t: np.ndarray,
+    labels: list[Any] | None,
+    stimulus: Stimulus | None,
+    free: list[str],
+    fixed: dict[str, float],
+    priors: dict[str, Prior],
+    pooled: Sequence[str],
+    pool_sd: float,
+    options: Mapping[str, Any],
+) -> Fit:
+    """Build the PyMC model for ``y`` (roi, time), sample it with nutpie, add the results.
+
+    ``labels`` None: one ROI with scalar parameters; else one value per ROI.
+    """
+    import nutpie
+
+    likelihood, drift, seed = options["likelihood"], options["drift"], options["seed"]
+    substeps, chains = options["substeps"], options["chains"]
+    pm_model = _pymc_model(
+        model, y, t, labels, stimulus, free, fixed, priors, pooled, pool_sd, options
     )
+    values = model.values(fixed)
+    slots = model.slots()
+    masks = np.isfinite(y)
+    coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
+    basis = _drift_basis(t, drift)
+    n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
+    t0 = time_module.perf_counter()
+    if options["sampler"] == "numpyro" or options["backend"] == "jax":
+        import cainfer.infer._jax  # noqa: F401  (registers the JAX versions of the Ops)
+    if options["sampler"] == "numpyro":
+        t1 = t0  # numpyro compiles inside pm.sample: its compile time is in sampling
+        with pm_model:
+            idata = pm.sample(
+                draws=options["draws"],
+                tune=options["tune"],
+                chains=chains,
+                cores=n_cores,
+                random_seed=seed,
+                nuts_sampler="numpyro",
+                progressbar=False,
+                nuts={"target_accept": float(options["target_accept"])},
+            )
+    else:
+        compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
+        t1 = time_module.perf_counter()
+        idata = nutpie.sample(
+            compiled,
+            draws=options["draws"],
+            tune=options["tune"],
+            chains=chains,
+            cores=n_cores,
+            seed=seed,
+            progress_bar=False,
+            adaptation=options["adaptation"],
+            target_accept=float(options["target_accept"]),
+            save_warmup=False,
+        )
     t2 = time_module.perf_counter()
     with pm_model:
         prior = pm.sample_prior_predictive(
