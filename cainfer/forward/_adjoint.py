@@ -306,9 +306,6 @@ def tape_backward(
 
     With ``need_n`` False the cotangents of Hill coefficients are left at 0.
     """
-    if not has_er and not need_n:
-        # literal flags: the ER and Hill-coefficient branches fold away at compile time
-        return _backward_body(tape, ev_w, ev_slot, p, kinds, offsets, wt, wv, False, gc, ge, False)
     return _backward_body(tape, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, gc, ge, need_n)
 
 
