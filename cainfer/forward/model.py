@@ -605,6 +605,11 @@ class CellModel:
         ``(time, event times, event weights, event slot, kinds, offsets,
         waveform times, waveform values, has_er, step, leak slots...)``.
         """
+        if self.kinetic:
+            raise ValueError(
+                "the ΔF/F kernels and fits need indicator_kinetics='equilibrium'; "
+                "fitting a kinetic indicator is not available yet"
+            )
         t = _check_time(time)
         stim = stimulus if stimulus is not None else Stimulus()
         stim.check_within(float(t[0]), float(t[-1]))

@@ -112,3 +112,11 @@ def test_identifiability_report(recovery):
     assert corr.shape == (2, 2)
     np.testing.assert_allclose(np.diag(corr.values), 1.0)
     assert np.all(np.abs(corr.values) <= 1.0 + 1e-12)
+
+
+def test_kinetic_indicator_is_refused_not_fitted_as_equilibrium():
+    ind = cainfer.get_indicator("OGB-1")
+    ind = ind.with_(k_off=100.0, k_on=100.0 / ind.kd**ind.hill)
+    model = cainfer.pumps_model(ind, indicator_kinetics="kinetic")
+    with pytest.raises(ValueError, match="indicator_kinetics='equilibrium'"):
+        fit(np.zeros(TIME.size), model, stimulus=STIM, time=TIME, free=["pmca_vmax"])
