@@ -490,30 +490,10 @@ def dff_forward(
     er_slot: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """ΔF/F and free Ca at ``time`` from unbalanced parameters (equilibrium indicator)."""
-    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
-    cer0 = p[K.G_CER_REST] if has_er else 0.0
-    c, _, _ = K.solve(
-        time,
-        ev_t,
-        ev_w,
-        ev_slot,
-        p,
-        kinds,
-        offsets,
-        wt,
-        wv,
-        has_er,
-        False,
-        h_max,
-        p[K.G_C_REST],
-        cer0,
-        0.0,
+    op, arg, tt, hh = K.schedule(time, ev_t, h_max)
+    dff, c, _, _ = dff_forward_tape(
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot
     )
-    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
-    f0 = 1.0 + (rf - 1.0) * K.hill_frac(p[K.G_C_REST], kd, n)
-    dff = np.empty(c.size)
-    for i in range(c.size):
-        dff[i] = (1.0 + (rf - 1.0) * K.hill_frac(c[i], kd, n)) / f0 - 1.0
     return dff, c
 
 
