@@ -190,14 +190,24 @@ def _free_rvs(
             return pm.Deterministic(name, pt.exp(log_v), dims=dims)
         return _prior_rv(name, pr, params[name].lower, params[name].upper, dims=dims)
 
+    # saturable pumps: V_max and K trade off along the slope of the pump at rest, so
+    # V_max is sampled as that slope (given K and the Hill coefficient)
+    slope_of: dict[str, tuple[str, str]] = {}
+    for f in model.fluxes:
+        names = {b.name: q.name for b, q in zip(f.declared, f.parameters, strict=True)}
+        if {"vmax", "k"} <= names.keys() and names["vmax"] in free and names["k"] in free:
+            slope_of[names["vmax"]] = (names["k"], names.get("hill", ""))
     use_beta = coordinates == "per_buffer" and "kappa_s" in free
+    if coordinates != "per_buffer":
+        slope_of = {}
+
+    def val(g: str) -> Any:
+        return out[g] if g in out else values[g]
+
     if use_beta:
         for g in ("kappa_s", "c_rest", "kd", "hill", "b_total"):
             if g in free:
                 out[g] = rv(g)
-
-        def val(g: str) -> Any:
-            return out[g] if g in out else values[g]
 
         c, kd, n, bt = val("c_rest"), val("kd"), val("hill"), val("b_total")
         x = (c / kd) ** n
@@ -206,11 +216,23 @@ def _free_rvs(
         if name in out:
             continue
         pr = priors.get(name, params[name].prior)
-        if use_beta and name in scaled and pr.kind == "lognormal" and name not in pooled:
-            z = pm.Normal(
-                f"{name}_per_buffer_log", mu=math.log(pr.a) - pt.log(beta0), sigma=pr.b, dims=dims
-            )
-            out[name] = pm.Deterministic(name, pt.exp(z) * beta0, dims=dims)
+        per_buffer = use_beta and name in scaled
+        if pr.kind == "lognormal" and name not in pooled and (per_buffer or name in slope_of):
+            # log θ = z + log s with s a function of the other parameters: the
+            # conditional prior of z is the declared one shifted by log s
+            log_s = pt.log(beta0) if per_buffer else 0.0
+            suffix = "per_buffer_log" if per_buffer else "log"
+            if name in slope_of:
+                k_name, h_name = slope_of[name]
+                for g in ("c_rest", k_name, h_name):
+                    if g and g in free and g not in out:
+                        out[g] = rv(g)
+                c_r, k, n = val("c_rest"), val(k_name), val(h_name) if h_name else 1.0
+                x = (c_r / k) ** n
+                log_s = log_s - pt.log(n * x / (c_r * (1.0 + x) ** 2))
+                suffix = "rest_slope_per_buffer_log" if per_buffer else "rest_slope_log"
+            z = pm.Normal(f"{name}_{suffix}", mu=math.log(pr.a) - log_s, sigma=pr.b, dims=dims)
+            out[name] = pm.Deterministic(name, pt.exp(z + log_s), dims=dims)
         else:
             out[name] = rv(name)
     return [out[name] for name in free]
@@ -437,8 +459,11 @@ _FIT_DOC_OPTIONS = """
         ``"per_buffer"`` (when κ_S is free): plasma-membrane capacities and
         influx amplitudes with log-normal priors are sampled divided by the
         resting buffer capacity β0 = 1 + κ_S + κ_B, the combinations that free
-        calcium actually constrains; the prior is the same, only the sampler's
-        coordinates change. ``"natural"``: every parameter as it is.
+        calcium actually constrains; a saturable pump whose V_max and K are
+        both free has V_max sampled as its slope at rest, ``V_max·dh/dc`` at
+        c_rest (h the Hill occupancy), which the decay rate constrains. The
+        prior is the same, only the sampler's coordinates change.
+        ``"natural"``: every parameter as it is.
     target_accept : float
         Mean acceptance probability the step size is tuned to, in (0, 1);
         raise it (0.9, 0.95) when divergences are reported.

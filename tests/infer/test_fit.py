@@ -88,6 +88,9 @@ def test_per_buffer_coordinates_keep_the_declared_priors():
         rvs = _free_rvs(model, free, {}, model.values(), "per_buffer")
     names = [v.name for v in m.free_RVs]
     assert "influx_amplitude_per_buffer_log" in names and "pmca_k" in names
+    # V_max and K both free: V_max is sampled as the pump's slope at rest
+    assert "pmca_vmax_rest_slope_per_buffer_log" in names
+    assert "ncx_vmax_per_buffer_log" in names
     draws = pm.draw(rvs, draws=20000, random_seed=3)
     params = model.parameters
     for name, x in zip(free, draws, strict=True):
@@ -99,6 +102,35 @@ def test_per_buffer_coordinates_keep_the_declared_priors():
     lk = np.log(draws[free.index("kappa_s")])
     la = np.log(draws[free.index("influx_amplitude")])
     assert abs(np.corrcoef(lk, la)[0, 1]) < 0.05
+    lv = np.log(draws[free.index("pmca_vmax")])
+    assert abs(np.corrcoef(np.log(draws[free.index("pmca_k")]), lv)[0, 1]) < 0.05
+
+
+def test_rest_slope_coordinates_keep_the_declared_priors():
+    import pymc as pm
+
+    from cainfer.infer.fit import _free_rvs
+
+    # no κ_S: only the slope coordinate; the Hill coefficient free too
+    model = cainfer.pumps_model("OGB-1")
+    free = ["pmca_vmax", "pmca_k", "pmca_hill", "c_rest"]
+    with pm.Model() as m:
+        rvs = _free_rvs(model, free, {}, model.values(), "per_buffer")
+    names = [v.name for v in m.free_RVs]
+    assert "pmca_vmax_rest_slope_log" in names and "pmca_vmax" not in names
+    draws = dict(zip(free, pm.draw(rvs, draws=20000, random_seed=4), strict=True))
+    params = model.parameters
+    lv = np.log(draws["pmca_vmax"])
+    assert lv.mean() == pytest.approx(np.log(params["pmca_vmax"].prior.a), abs=0.03)
+    assert lv.std() == pytest.approx(params["pmca_vmax"].prior.b, rel=0.03)
+    for other in ("pmca_k", "pmca_hill", "c_rest"):
+        assert abs(np.corrcoef(lv, draws[other])[0, 1]) < 0.05, other
+    lo, hi = params["pmca_hill"].prior.a, params["pmca_hill"].prior.b
+    assert draws["pmca_hill"].min() >= lo and draws["pmca_hill"].max() <= hi
+    # natural coordinates leave V_max as it is
+    with pm.Model() as m2:
+        _free_rvs(model, free, {}, model.values(), "natural")
+    assert "pmca_vmax" in [v.name for v in m2.free_RVs]
 
 
 @pytest.mark.slow
