@@ -1,11 +1,12 @@
-"""Command-line interface: ``cainfer simulate``."""
+"""Command-line interface: ``cainfer simulate | extract | fit | run | report | demo``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,135 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _frame_bar(label: str, disable: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar fed as ``tick(done, total)``; None when disabled."""
+    if disable:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=False) as prog:
+        task = prog.add_task(label, total=None)
+
+        def tick(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield tick
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from cainfer.extract import extract_traces
+    from cainfer.io import load_movie
+    from cainfer.pipeline.run import atomic_write
+
+    out = Path(args.out)
+    if out.suffix != ".nc":
+        raise ValueError(f"--out {out}: give a .nc file")
+    paths = args.movie[0] if len(args.movie) == 1 else args.movie
+    with load_movie(paths, frame_rate=args.frame_rate, channel=args.channel) as movie:
+        print(f"{movie.shape[0]} frames of {movie.shape[1]}x{movie.shape[2]} px at "
+              f"{movie.frame_rate:g} frames/s", file=sys.stderr)  # fmt: skip
+        with _frame_bar("extraction", args.no_progress) as tick:
+            ds = extract_traces(
+                movie, rois=args.rois, register=not args.no_register,
+                neuropil=args.neuropil or None, baseline=args.baseline,
+                baseline_window=args.baseline_window, progress=tick,
+            )  # fmt: skip
+    atomic_write(out, bytes(ds.to_netcdf(engine="h5netcdf")))
+    print(f"wrote {out} ({ds.sizes['roi']} ROIs)")
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import warnings
+
+    import matplotlib
+    import xarray as xr
+
+    matplotlib.use("Agg")
+    from cainfer.forward import Stimulus, preset
+    from cainfer.infer import fit
+    from cainfer.pipeline.run import _write_summary
+
+    src = Path(args.traces)
+    if not src.is_file():
+        raise ValueError(f"{src}: no such file")
+    with xr.open_dataset(src, engine="h5netcdf") as ds:
+        traces = ds[["dff"]].load()
+    stim = Stimulus.from_csv(args.stimulus)
+    model = preset(args.preset, args.indicator)
+    labels = [x.item() for x in traces["roi"].values]
+    rois = [type(labels[0])(r) for r in args.roi] if args.roi else labels
+    missing = [r for r in rois if r not in labels]
+    if missing:
+        raise ValueError(f"--roi {missing}: not in {src} (ROIs: {labels})")
+    free = args.free.split(",") if args.free else None
+    out = Path(args.out)
+    rows = []
+    from rich.progress import track
+
+    for i, roi in enumerate(track(rois, description="fits", disable=args.no_progress)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fit(
+                traces, model, stimulus=stim, roi=roi, free=free, fixed=_parse_params(args.fixed),
+                draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed + i,
+            )  # fmt: skip
+        res.save(out / f"roi_{roi}.nc")
+        res.plot_trace(path=out / f"roi_{roi}.png")
+        s = res.summary(round_to="none")
+        for name in s.index:
+            r = s.loc[name]
+            rows.append({"recording": src.stem, "roi": roi, "parameter": name,
+                         **{c: r[c] for c in ("mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat",
+                                              "ess_bulk", "ess_tail")}, "ok": res.ok})  # fmt: skip
+        if not res.ok:
+            print(f"ROI {roi}: " + "; ".join(res.problems), file=sys.stderr)
+    _write_summary(out / "summary.csv", rows)
+    print(f"wrote {len(rois)} posteriors and {out / 'summary.csv'}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cainfer.pipeline import run_pipeline
+
+    out = run_pipeline(
+        args.config, output=args.out, scheduler=args.scheduler, workers=args.workers,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cainfer.pipeline import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def demo_config() -> Path:
+    """The bundled demo config (``pipelines/demo.toml`` of a source checkout)."""
+    path = Path(__file__).resolve().parents[1] / "pipelines" / "demo.toml"
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: the demo needs the source checkout (pipelines/ and data_examples/); "
+            "install with pip install -e from a clone"
+        )
+    return path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cainfer.pipeline import run_pipeline
+
+    out = run_pipeline(
+        demo_config(), output=args.out, workers=args.workers, progress=not args.no_progress
+    )
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cainfer`` command."""
     from cainfer.forward import PRESETS, indicator_names
@@ -90,6 +220,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--out", default="out", help="output directory (default ./out)")
     sim.set_defaults(func=_simulate)
+
+    ext = sub.add_parser("extract", help="extract ΔF/F traces of ROIs from a TIFF recording")
+    ext.add_argument("movie", nargs="+", help="TIFF file(s) or a folder of TIFFs (one recording)")
+    ext.add_argument("--rois", default="auto", help='ROI file, or "auto" to detect (default)')
+    ext.add_argument("--frame-rate", type=float, help="frames/s (default: from the metadata)")
+    ext.add_argument("--channel", type=int, help="channel of multi-channel files (0-based)")
+    ext.add_argument("--no-register", action="store_true", help="skip motion correction")
+    ext.add_argument("--neuropil", type=float, default=0.7, help="ratio r (0: none; 0.7)")
+    ext.add_argument("--baseline", default="percentile", choices=["percentile", "maximin",
+                     "constant"], help="baseline method (default percentile)")  # fmt: skip
+    ext.add_argument("--baseline-window", type=float, default=60.0, help="s (default 60)")
+    ext.add_argument("--out", default="traces.nc", help="output NetCDF (default traces.nc)")
+    ext.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ext.set_defaults(func=_extract)
+
+    fit = sub.add_parser("fit", help="fit a cell model to the ROIs of a traces file")
+    fit.add_argument("traces", help="traces NetCDF from cainfer extract")
+    fit.add_argument("--stimulus", required=True, help="CSV of event times (column time_s)")
+    fit.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
+    fit.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")
+    fit.add_argument("--free", help="comma-separated free parameters (default: the usual set)")
+    fit.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
+                     help="hold a parameter fixed (repeatable)")  # fmt: skip
+    fit.add_argument("--roi", action="append", default=[], help="ROI to fit (repeatable; all)")
+    fit.add_argument("--draws", type=int, default=1000)
+    fit.add_argument("--tune", type=int, default=1000)
+    fit.add_argument("--chains", type=int, default=4)
+    fit.add_argument("--seed", type=int, default=0, help="seed of the first ROI (+1 per ROI)")
+    fit.add_argument("--out", default="fits", help="output directory (default ./fits)")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.set_defaults(func=_fit)
+
+    run = sub.add_parser("run", help="run a pipeline config (resumes an interrupted run)")
+    run.add_argument("config", help="pipeline config (TOML)")
+    run.add_argument("--out", help="run directory (default: the config's run.output)")
+    run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler to run the fits on")
+    run.add_argument("--workers", type=int, help="local worker processes (default: config)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    rep = sub.add_parser("report", help="(re)write report.html of a run directory")
+    rep.add_argument("run_dir", help="run directory")
+    rep.set_defaults(func=_report)
+
+    demo = sub.add_parser("demo", help="extraction and fits on the bundled example recording")
+    demo.add_argument("--out", default="cainfer-demo", help="run directory (./cainfer-demo)")
+    demo.add_argument("--workers", type=int, help="local worker processes (default: one/core)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
     return ap
 
 
@@ -98,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"cainfer {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
+from threadpoolctl import threadpool_limits
 
 from cainfer.io import Movie
 
@@ -81,7 +82,10 @@ def register_frames(
         else reference_fft
     )
     out = np.empty((len(frames), 2))
-    with fft.set_workers(-1):  # also used by skimage's inverse transform
+    # one BLAS thread: skimage's upsampled DFT is a matrix product whose rounding
+    # depends on the thread count, and a 1/upsample-pixel tie can flip with it; the
+    # same movie must register identically in any process (a Dask worker included)
+    with fft.set_workers(-1), threadpool_limits(limits=1, user_api="blas"):
         for a in range(0, len(frames), batch):
             mov_f = fft.fft2(np.asarray(frames[a : a + batch], dtype=np.float32), axes=(-2, -1))
             for j in range(len(mov_f)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -93,6 +93,7 @@ def extract_traces(
     upsample: int = 20,
     chunk: int = 128,
     frame_rate: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Extract ΔF/F traces of ROIs from a recording.
 
@@ -137,6 +138,9 @@ def extract_traces(
         Frames read at a time.
     frame_rate : float, optional
         Frames per second, when ``movie`` is a path without that metadata.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each chunk, counting frames
+        over all passes (for a progress bar).
 
     Returns
     -------
@@ -181,6 +185,15 @@ def extract_traces(
             return shifts[a : a + len(data)]
 
         auto = isinstance(rois, str) and rois == "auto"
+        total = T * (2 if auto else 1)
+        done = 0
+
+        def tick(n_frames: int) -> None:
+            nonlocal done
+            done += n_frames
+            if progress is not None:
+                progress(done, total)
+
         mean = MeanAccumulator(shape)
         corr_image = None
         if auto:
@@ -193,6 +206,7 @@ def extract_traces(
                     if d is None
                     else np.stack([shift_frame(f, di) for f, di in zip(data, d, strict=True)])
                 )
+                tick(len(data))
             corr_image = summary.correlation_image()
             masks = detect_rois(
                 corr_image, summary.mean_image(), min_area=min_area, max_area=max_area
@@ -224,6 +238,7 @@ def extract_traces(
             mean.add(data, d)
             values = _sample(data, d, ys, xs)
             out[:, a : a + len(data)] = W @ values.T
+            tick(len(data))
         F = out[:n]
         F_neu = out[n:] if use_np else np.zeros_like(F)
         r = float(neuropil) if neuropil else 0.0

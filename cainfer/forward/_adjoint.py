@@ -61,6 +61,123 @@ def term_vjp(
 
 
 @njit(cache=True, inline="always")
+def vjp_linear(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """−γ (c − c_rest)."""
+    pbar[o] += -gpm * (c - p[K.G_C_REST])
+    pbar[K.G_C_REST] += gpm * p[o]
+    return -gpm * p[o], 0.0
+
+
+@njit(cache=True, inline="always")
+def vjp_pmca(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """−V h(c; K, n)."""
+    h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2], need_n)
+    v = p[o]
+    pbar[o] += -gpm * h
+    pbar[o + 1] += -gpm * v * dk
+    pbar[o + 2] += -gpm * v * dn
+    return -gpm * v * dc, 0.0
+
+
+@njit(cache=True, inline="always")
+def vjp_ncx(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """−V c/(K + c)."""
+    h, dc, dk, _ = _hill_d(c, p[o + 1], 1.0, False)
+    v = p[o]
+    pbar[o] += -gpm * h
+    pbar[o + 1] += -gpm * v * dk
+    return -gpm * v * dc, 0.0
+
+
+@njit(cache=True, inline="always")
+def vjp_pm_leak(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """Constant leak."""
+    pbar[o] += gpm
+    return 0.0, 0.0
+
+
+@njit(cache=True, inline="always")
+def vjp_serca(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """−V h(c; K, n) into the ER."""
+    h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2], need_n)
+    v = p[o]
+    pbar[o] += -gx * h
+    pbar[o + 1] += -gx * v * dk
+    pbar[o + 2] += -gx * v * dn
+    return -gx * v * dc, 0.0
+
+
+@njit(cache=True, inline="always")
+def vjp_er_leak(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """ER leak k (c_ER − c)."""
+    pbar[o] += gx * (cer - c)
+    return -gx * p[o], gx * p[o]
+
+
+@njit(cache=True, inline="always")
+def vjp_release(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """Release r · a(c) · g(c_ER) · (c_ER − c)."""
+    a, da_c, da_k, da_n = _hill_d(c, p[o + 1], p[o + 2], need_n)
+    g, dg_c, dg_k, dg_n = _hill_d(cer, p[o + 3], p[o + 4], need_n)
+    r = p[o]
+    d = cer - c
+    pbar[o] += gx * a * g * d
+    pbar[o + 1] += gx * r * da_k * g * d
+    pbar[o + 2] += gx * r * da_n * g * d
+    pbar[o + 3] += gx * r * a * dg_k * d
+    pbar[o + 4] += gx * r * a * dg_n * d
+    return gx * r * g * (da_c * d - a), gx * r * a * (dg_c * d + g)
+
+
+@njit(cache=True, inline="always")
+def vjp_soce(
+    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """V (1 − h(c_ER; K, n))."""
+    h, dc, dk, dn = _hill_d(cer, p[o + 1], p[o + 2], need_n)
+    v = p[o]
+    pbar[o] += gpm * (1.0 - h)
+    pbar[o + 1] += -gpm * v * dk
+    pbar[o + 2] += -gpm * v * dn
+    return 0.0, -gpm * v * dc
+
+
+# the pull-back of each state-dependent kind, by name (the specialised kernels call them)
+LOCAL_VJP = {
+    K.K_LINEAR: "vjp_linear",
+    K.K_PMCA: "vjp_pmca",
+    K.K_NCX: "vjp_ncx",
+    K.K_PM_LEAK: "vjp_pm_leak",
+    K.K_SERCA: "vjp_serca",
+    K.K_ER_LEAK: "vjp_er_leak",
+    K.K_RELEASE: "vjp_release",
+    K.K_SOCE: "vjp_soce",
+}
+
+
+@njit(cache=True, inline="always")
 def local_vjp(
     kind: int,
     o: int,
@@ -73,50 +190,22 @@ def local_vjp(
     need_n: bool = True,
 ) -> tuple[float, float]:
     """:func:`term_vjp` for every term but the waveform (inlined into the loop over terms)."""
-    if kind == K.K_LINEAR:  # -γ (c - c_rest)
-        pbar[o] += -gpm * (c - p[K.G_C_REST])
-        pbar[K.G_C_REST] += gpm * p[o]
-        return -gpm * p[o], 0.0
-    if kind == K.K_PMCA or kind == K.K_NCX:
-        n = p[o + 2] if kind == K.K_PMCA else 1.0
-        h, dc, dk, dn = _hill_d(c, p[o + 1], n, need_n)
-        v = p[o]
-        pbar[o] += -gpm * h
-        pbar[o + 1] += -gpm * v * dk
-        if kind == K.K_PMCA:
-            pbar[o + 2] += -gpm * v * dn
-        return -gpm * v * dc, 0.0
+    if kind == K.K_LINEAR:
+        return vjp_linear(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == K.K_PMCA:
+        return vjp_pmca(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == K.K_NCX:
+        return vjp_ncx(o, c, cer, p, gpm, gx, pbar, need_n)
     if kind == K.K_PM_LEAK:
-        pbar[o] += gpm
-        return 0.0, 0.0
+        return vjp_pm_leak(o, c, cer, p, gpm, gx, pbar, need_n)
     if kind == K.K_SERCA:
-        h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2], need_n)
-        v = p[o]
-        pbar[o] += -gx * h
-        pbar[o + 1] += -gx * v * dk
-        pbar[o + 2] += -gx * v * dn
-        return -gx * v * dc, 0.0
-    if kind == K.K_ER_LEAK:  # k (cer - c)
-        pbar[o] += gx * (cer - c)
-        return -gx * p[o], gx * p[o]
-    if kind == K.K_RELEASE:  # rate · a(c) · g(cer) · (cer - c)
-        a, da_c, da_k, da_n = _hill_d(c, p[o + 1], p[o + 2], need_n)
-        g, dg_c, dg_k, dg_n = _hill_d(cer, p[o + 3], p[o + 4], need_n)
-        r = p[o]
-        d = cer - c
-        pbar[o] += gx * a * g * d
-        pbar[o + 1] += gx * r * da_k * g * d
-        pbar[o + 2] += gx * r * da_n * g * d
-        pbar[o + 3] += gx * r * a * dg_k * d
-        pbar[o + 4] += gx * r * a * dg_n * d
-        return gx * r * g * (da_c * d - a), gx * r * a * (dg_c * d + g)
-    if kind == K.K_SOCE:  # V (1 - h(cer))
-        h, dc, dk, dn = _hill_d(cer, p[o + 1], p[o + 2], need_n)
-        v = p[o]
-        pbar[o] += gpm * (1.0 - h)
-        pbar[o + 1] += -gpm * v * dk
-        pbar[o + 2] += -gpm * v * dn
-        return 0.0, -gpm * v * dc
+        return vjp_serca(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == K.K_ER_LEAK:
+        return vjp_er_leak(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == K.K_RELEASE:
+        return vjp_release(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == K.K_SOCE:
+        return vjp_soce(o, c, cer, p, gpm, gx, pbar, need_n)
     return 0.0, 0.0
 
 
@@ -177,6 +266,31 @@ def rhs_vjp(
         gx -= ve / cap
         pbar[K.G_V_ER] += ve * jx / (cap * p[K.G_V_ER])
         pbar[K.G_KAPPA_ER] += ve * jx / (cap * (1.0 + p[K.G_KAPPA_ER]))
+    a, e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)
+    return cbar + a, erbar + e
+
+
+@njit(cache=True, inline="always")
+def flux_vjp(
+    t: float,
+    c: float,
+    cer: float,
+    p: np.ndarray,
+    kinds: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    gpm: float,
+    gx: float,
+    pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float]:
+    """Pull the cotangents (gpm, gx) of the net fluxes back to (c, c_ER); adds to ``pbar``.
+
+    The loop over terms that :mod:`cainfer.forward._specialize` unrolls.
+    """
+    cbar = 0.0
+    erbar = 0.0
     for i in range(kinds.size):
         if kinds[i] == K.K_WAVEFORM:
             pbar[offsets[i]] += gpm * K.waveform_at(t, wt, wv)
@@ -259,35 +373,6 @@ _OUT = K.S_OUT
 
 
 @njit(cache=True)
-def tape_forward(
-    time: np.ndarray,
-    ev_t: np.ndarray,
-    ev_w: np.ndarray,
-    ev_slot: int,
-    p: np.ndarray,
-    kinds: np.ndarray,
-    offsets: np.ndarray,
-    wt: np.ndarray,
-    wv: np.ndarray,
-    has_er: bool,
-    h_max: float,
-    c0: float,
-    cer0: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The forward solve of :func:`cainfer.forward._kernels.solve`, recording every step.
-
-    Returns free Ca at the output times and the record (operation, argument,
-    time, step, c, c_ER) that :func:`tape_backward` replays.
-    """
-    op, arg, tt, hh = K.schedule(time, ev_t, h_max)
-    c_out, _, _, cc, ee = K.run(
-        op, arg, tt, hh, time.size, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, False,
-        c0, cer0, 0.0,
-    )  # fmt: skip
-    return c_out, op, arg, tt, hh, cc, ee
-
-
-@njit(cache=True)
 def tape_backward(
     tape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ev_w: np.ndarray,
@@ -306,24 +391,6 @@ def tape_backward(
 
     With ``need_n`` False the cotangents of Hill coefficients are left at 0.
     """
-    return _backward_body(tape, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, gc, ge, need_n)
-
-
-@njit(cache=True, inline="always")
-def _backward_body(
-    tape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    ev_w: np.ndarray,
-    ev_slot: int,
-    p: np.ndarray,
-    kinds: np.ndarray,
-    offsets: np.ndarray,
-    wt: np.ndarray,
-    wv: np.ndarray,
-    has_er: bool,
-    gc: np.ndarray,
-    ge: np.ndarray,
-    need_n: bool,
-) -> tuple[np.ndarray, float, float]:
     op, arg, tt, hh, cc, ee = tape
     n_tape = op.size
     kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
@@ -359,52 +426,6 @@ def _backward_body(
                 pbar[ev_slot] += s * ev_w[kk]
             lc = s * bm
     return pbar, lc, le
-
-
-@njit(cache=True)
-def solve_vjp(
-    time: np.ndarray,
-    ev_t: np.ndarray,
-    ev_w: np.ndarray,
-    ev_slot: int,
-    p: np.ndarray,
-    kinds: np.ndarray,
-    offsets: np.ndarray,
-    wt: np.ndarray,
-    wv: np.ndarray,
-    has_er: bool,
-    h_max: float,
-    c0: float,
-    cer0: float,
-    gc: np.ndarray,
-    ge: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Free Ca at the output times and the pull-back of output cotangents.
-
-    Runs the same solve as :func:`cainfer.forward._kernels.solve` (equilibrium
-    indicator), recording each step, then walks the record backwards.
-
-    Parameters
-    ----------
-    gc, ge : numpy.ndarray
-        Cotangents of free cytosolic and ER Ca at each output time.
-
-    Returns
-    -------
-    c_out : numpy.ndarray
-        Free cytosolic Ca at the output times (µM).
-    pbar : numpy.ndarray
-        Cotangent of the packed parameter vector (leak slots not propagated).
-    c0bar, cer0bar : float
-        Cotangents of the initial state.
-    """
-    c_out, op, arg, tt, hh, cc, ee = tape_forward(
-        time, ev_t, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, h_max, c0, cer0
-    )
-    pbar, lc, le = tape_backward(
-        (op, arg, tt, hh, cc, ee), ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, gc, ge
-    )
-    return c_out, pbar, lc, le
 
 
 @njit(cache=True)

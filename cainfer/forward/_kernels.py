@@ -121,6 +121,69 @@ def waveform_at(t: float, wt: np.ndarray, wv: np.ndarray) -> float:
 
 
 @njit(cache=True, inline="always")
+def flux_linear(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """Linear extrusion ``−γ (c − c_rest)``."""
+    return -p[o] * (c - p[G_C_REST]), 0.0
+
+
+@njit(cache=True, inline="always")
+def flux_pmca(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """PMCA ``−V h(c; K, n)``."""
+    return -p[o] * hill_frac(c, p[o + 1], p[o + 2]), 0.0
+
+
+@njit(cache=True, inline="always")
+def flux_ncx(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """NCX ``−V c/(K + c)``."""
+    return -p[o] * hill_frac(c, p[o + 1], 1.0), 0.0
+
+
+@njit(cache=True, inline="always")
+def flux_pm_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """Constant plasma-membrane leak."""
+    return p[o], 0.0
+
+
+@njit(cache=True, inline="always")
+def flux_serca(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """SERCA uptake ``−V h(c; K, n)`` (ER → cytosol sign)."""
+    return 0.0, -p[o] * hill_frac(c, p[o + 1], p[o + 2])
+
+
+@njit(cache=True, inline="always")
+def flux_er_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """Passive ER leak ``k (c_ER − c)``."""
+    return 0.0, p[o] * (cer - c)
+
+
+@njit(cache=True, inline="always")
+def flux_release(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """Ca-induced release ``r h(c; K_a, n_a) h(c_ER; K_l, n_l) (c_ER − c)``."""
+    act = hill_frac(c, p[o + 1], p[o + 2])
+    load = hill_frac(cer, p[o + 3], p[o + 4])
+    return 0.0, p[o] * act * load * (cer - c)
+
+
+@njit(cache=True, inline="always")
+def flux_soce(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+    """Store-operated entry ``V (1 − h(c_ER; K, n))``."""
+    return p[o] * (1.0 - hill_frac(cer, p[o + 1], p[o + 2])), 0.0
+
+
+# the function of each state-dependent kind, by name (the specialised kernels call them)
+LOCAL_FLUX = {
+    K_LINEAR: "flux_linear",
+    K_PMCA: "flux_pmca",
+    K_NCX: "flux_ncx",
+    K_PM_LEAK: "flux_pm_leak",
+    K_SERCA: "flux_serca",
+    K_ER_LEAK: "flux_er_leak",
+    K_RELEASE: "flux_release",
+    K_SOCE: "flux_soce",
+}
+
+
+@njit(cache=True, inline="always")
 def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """One state-dependent flux term: (plasma-membrane flux, ER→cytosol flux), µM/s.
 
@@ -129,23 +192,21 @@ def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[
     over terms: a call per term would cost more than the arithmetic.
     """
     if kind == K_LINEAR:
-        return -p[o] * (c - p[G_C_REST]), 0.0
+        return flux_linear(o, c, cer, p)
     if kind == K_PMCA:
-        return -p[o] * hill_frac(c, p[o + 1], p[o + 2]), 0.0
+        return flux_pmca(o, c, cer, p)
     if kind == K_NCX:
-        return -p[o] * hill_frac(c, p[o + 1], 1.0), 0.0
+        return flux_ncx(o, c, cer, p)
     if kind == K_PM_LEAK:
-        return p[o], 0.0
+        return flux_pm_leak(o, c, cer, p)
     if kind == K_SERCA:
-        return 0.0, -p[o] * hill_frac(c, p[o + 1], p[o + 2])
+        return flux_serca(o, c, cer, p)
     if kind == K_ER_LEAK:
-        return 0.0, p[o] * (cer - c)
+        return flux_er_leak(o, c, cer, p)
     if kind == K_RELEASE:
-        act = hill_frac(c, p[o + 1], p[o + 2])
-        load = hill_frac(cer, p[o + 3], p[o + 4])
-        return 0.0, p[o] * act * load * (cer - c)
+        return flux_release(o, c, cer, p)
     if kind == K_SOCE:
-        return p[o] * (1.0 - hill_frac(cer, p[o + 1], p[o + 2])), 0.0
+        return flux_soce(o, c, cer, p)
     return 0.0, 0.0  # K_EVENTS acts through jumps; K_WAVEFORM depends on time only
 
 

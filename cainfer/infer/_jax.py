@@ -16,7 +16,7 @@ import numpy as np
 from pytensor.graph.basic import Apply
 from pytensor.link.jax.dispatch import jax_funcify
 
-from cainfer.infer._op import _N_CONST, SolveOp, SolveVJPOp, _forward, _vjp
+from cainfer.infer._op import _N_CONST, SolveOp, SolveVJPOp
 
 jax.config.update("jax_enable_x64", True)  # the solver works in float64
 
@@ -45,6 +45,8 @@ def _jax_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
         jax.ShapeDtypeStruct((n_tape,), jnp.float64),
         jax.ShapeDtypeStruct((n_tape,), jnp.float64),
     )
+
+    _forward, _vjp = op.kernels.dff_forward_tape, op.kernels.dff_vjp_tape
 
     def host(p: Any) -> tuple[np.ndarray, ...]:
         return tuple(_forward(np.asarray(p, np.float64), *args))
@@ -88,6 +90,7 @@ def _jax_vjp(op: SolveVJPOp, node: Apply | None = None, **kwargs: Any) -> Any:
     args = op._kernel_args(_const_values(node))
     need_n = op.need_n
     n_p = node.inputs[0].type.shape[0]
+    _vjp = op.kernels.dff_vjp_tape
 
     def host(p: Any, c: Any, cc: Any, ee: Any, g_dff: Any, g_c: Any) -> np.ndarray:
         rec = [np.asarray(x, np.float64) for x in (c, cc, ee, g_dff, g_c)]

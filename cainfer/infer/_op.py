@@ -20,22 +20,43 @@ from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import numba_njit
 
 from cainfer.forward import _adjoint as A
+from cainfer.forward._specialize import specialized
 
 _N_CONST = 9  # schedule (op, arg, t, h), event weights, kinds, offsets, waveform t, v
-_forward = cast(Any, A.dff_forward_tape)  # numba dispatchers, called with unpacked arguments
-_vjp = cast(Any, A.dff_vjp_tape)
 
 
 class _SolveBase(Op):
-    __props__ = ("ev_slot", "has_er", "pm_slot", "er_slot", "need_n")
+    __props__ = ("ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets")
 
-    def __init__(self, ev_slot: int, has_er: bool, pm_slot: int, er_slot: int, need_n: bool):
+    def __init__(
+        self,
+        ev_slot: int,
+        has_er: bool,
+        pm_slot: int,
+        er_slot: int,
+        need_n: bool,
+        kinds: Sequence[int],
+        offsets: Sequence[int],
+    ):
         self.ev_slot = int(ev_slot)
         self.has_er = bool(has_er)
         self.pm_slot = int(pm_slot)
         self.er_slot = int(er_slot)
         self.need_n = bool(need_n)
+        self.kinds = tuple(int(k) for k in kinds)
+        self.offsets = tuple(int(o) for o in offsets)
         super().__init__()
+
+    @property
+    def kernels(self) -> Any:
+        """The adjoint module specialised to this model's terms (numba dispatchers)."""
+        return specialized(self.kinds, self.offsets)
+
+    def _props_args(self) -> tuple[Any, ...]:
+        return (
+            self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n, self.kinds,
+            self.offsets,
+        )  # fmt: skip
 
     def _kernel_args(self, consts: list[Any]) -> tuple[Any, ...]:
         op, arg, tt, hh, ev_w, kinds, offsets, wt, wv = consts
@@ -72,7 +93,7 @@ class SolveOp(_SolveBase):
         return Apply(self, inputs, [pt.dvector(), pt.dvector(), pt.dvector(), pt.dvector()])
 
     def perform(self, node: Apply, inputs: Sequence[Any], outputs: Any) -> None:
-        res = _forward(inputs[0], *self._kernel_args(list(inputs[1:])))
+        res = self.kernels.dff_forward_tape(inputs[0], *self._kernel_args(list(inputs[1:])))
         for out, value in zip(outputs, res, strict=True):
             out[0] = value
 
@@ -86,7 +107,7 @@ class SolveOp(_SolveBase):
             pt.zeros_like(o) if isinstance(g.type, DisconnectedType) else g
             for o, g in zip(outputs[:2], cotangents[:2], strict=True)
         )
-        vjp = SolveVJPOp(self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n)
+        vjp = SolveVJPOp(*self._props_args())
         pbar = cast(Variable, vjp(inputs[0], *inputs[1:], *outputs[1:], g_dff, g_c))
         return [pbar] + [DisconnectedType()() for _ in range(_N_CONST)]
 
@@ -103,13 +124,15 @@ class SolveVJPOp(_SolveBase):
 
     def perform(self, node: Apply, inputs: Sequence[Any], outputs: Any) -> None:
         p_raw, consts, rec = inputs[0], inputs[1 : 1 + _N_CONST], inputs[1 + _N_CONST :]
-        outputs[0][0] = _vjp(p_raw, *self._kernel_args(list(consts)), *rec, self.need_n)
+        outputs[0][0] = self.kernels.dff_vjp_tape(
+            p_raw, *self._kernel_args(list(consts)), *rec, self.need_n
+        )
 
 
 @numba_funcify.register(SolveOp)
 def _numba_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
     ev_slot, has_er, pm_slot, er_slot = op.ev_slot, op.has_er, op.pm_slot, op.er_slot
-    forward = A.dff_forward_tape
+    forward = op.kernels.dff_forward_tape
 
     @numba_njit
     def solve(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv):  # type: ignore[no-untyped-def]
@@ -125,7 +148,7 @@ def _numba_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
 def _numba_vjp(op: SolveVJPOp, node: Apply | None = None, **kwargs: Any) -> Any:
     ev_slot, has_er, pm_slot, er_slot = op.ev_slot, op.has_er, op.pm_slot, op.er_slot
     need_n = op.need_n
-    vjp = A.dff_vjp_tape
+    vjp = op.kernels.dff_vjp_tape
 
     @numba_njit
     def solve_vjp(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv, c, cc, ee, g_dff, g_c):  # type: ignore[no-untyped-def]
@@ -167,7 +190,7 @@ def solve_op(
     sop, sarg, tt, hh = A.K.schedule(t, ev_t, h_max)
     hill = {name for name in model.parameters if "hill" in name.split("_")}
     need_n = free is None or bool(hill & set(free))
-    op = SolveOp(ev_slot, has_er, pm_slot, er_slot, need_n)
+    op = SolveOp(ev_slot, has_er, pm_slot, er_slot, need_n, kinds, offsets)
     consts: list[Variable] = [
         pt.as_tensor_variable(np.asarray(x, dtype))
         for x, dtype in (

@@ -1,0 +1,176 @@
+"""Solver kernels specialised to one cell model's flux terms, generated and cached on disk.
+
+The generic kernels loop over a model's terms and branch on each term's kind
+at every right-hand-side evaluation. That dispatch costs about half of a
+log-density gradient (``python benchmarks/inference.py`` prints both). For
+one sequence of terms this module writes a copy of the kernel sources in
+which the two loops over terms (``net_flux`` in the forward solve,
+``flux_vjp`` in the adjoint) are unrolled with literal kinds and parameter
+offsets, so that numba compiles straight-line code; every formula still
+comes from the generic sources (the per-kind ``flux_*`` and ``vjp_*``).
+
+The copy is a package under ``<cache>/kernels/`` (``<cache>`` is
+``$CAINFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/cainfer``, else
+``~/.cache/cainfer``) so that numba's on-disk cache keeps its machine code
+between processes. Its name hashes the kernel sources and the terms: an
+upgrade or another model gets its own package. Packages are written to a
+temporary directory and renamed into place, so concurrent processes never
+import a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+import threading
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from cainfer.forward import _adjoint as A
+from cainfer.forward import _kernels as K
+
+_FORMAT = 1  # bump when the generated text changes
+_IMPORT = "from cainfer.forward import _kernels as K"
+_LOADED: dict[str, ModuleType] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    """Root of cainfer's on-disk cache (see the module docstring)."""
+    env = os.environ.get("CAINFER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "cainfer"
+
+
+def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
+    lines = [
+        "",
+        "",
+        f"# generated: net_flux unrolled for kinds {kinds} at offsets {offsets}",
+        "@njit(cache=True)",
+        "def net_flux(t, c, cer, p, kinds, offsets, wt, wv):  # noqa: F811",
+        "    jpm = 0.0",
+        "    jx = 0.0",
+    ]
+    for k, o in zip(kinds, offsets, strict=True):
+        if k == K.K_WAVEFORM:
+            lines.append(f"    jpm += p[{o}] * waveform_at(t, wt, wv)")
+        elif k != K.K_EVENTS:  # events act through jumps only
+            f = K.LOCAL_FLUX[k]
+            lines += [f"    a, b = {f}({o}, c, cer, p)", "    jpm += a", "    jx += b"]
+    lines.append("    return jpm, jx")
+    return "\n".join(lines) + "\n"
+
+
+def _flux_vjp_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
+    lines = [
+        "",
+        "",
+        f"# generated: flux_vjp unrolled for kinds {kinds} at offsets {offsets}",
+        '@njit(cache=True, inline="always")',
+        "def flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n):  # noqa: F811",
+        "    cbar = 0.0",
+        "    erbar = 0.0",
+    ]
+    for k, o in zip(kinds, offsets, strict=True):
+        if k == K.K_WAVEFORM:
+            lines.append(f"    pbar[{o}] += gpm * K.waveform_at(t, wt, wv)")
+        elif k != K.K_EVENTS:
+            lines += [
+                f"    a, e = {A.LOCAL_VJP[k]}({o}, c, cer, p, gpm, gx, pbar, need_n)",
+                "    cbar += a",
+                "    erbar += e",
+            ]
+    lines.append("    return cbar, erbar")
+    return "\n".join(lines) + "\n"
+
+
+def sources(kinds: Sequence[int], offsets: Sequence[int]) -> tuple[str, str]:
+    """Source text of the specialised kernels and adjoint modules."""
+    ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
+    src_k = Path(str(K.__file__)).read_text(encoding="utf-8")
+    src_a = Path(str(A.__file__)).read_text(encoding="utf-8")
+    if src_a.count(_IMPORT) != 1:
+        raise RuntimeError(f"{A.__file__}: expected one line {_IMPORT!r} to rewrite")
+    src_a = src_a.replace(_IMPORT, "from . import _kernels as K")
+    return src_k + _net_flux_src(ks, os_), src_a + _flux_vjp_src(ks, os_)
+
+
+def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
+    """The adjoint module specialised to these terms (its ``K`` is the kernels module).
+
+    It has the functions of :mod:`cainfer.forward._adjoint` (and ``K`` those
+    of :mod:`cainfer.forward._kernels`) with the same signatures and results;
+    the ``kinds`` and ``offsets`` arguments they are called with must be the
+    ones given here. Falls back, with a warning, to the generic modules when
+    the cache directory cannot be written.
+
+    Parameters
+    ----------
+    kinds, offsets : sequence of int
+        Kind code and parameter-vector offset of each flux term, in order.
+    """
+    ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
+    if len(ks) != len(os_):
+        raise ValueError(f"{len(ks)} kinds but {len(os_)} offsets")
+    src_k, src_a = sources(ks, os_)
+    key = hashlib.sha256(f"{_FORMAT}\0{src_k}\0{src_a}".encode()).hexdigest()[:24]
+    with _LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
+        root = cache_dir() / "kernels"
+        try:
+            pkg = root / f"k_{key}"
+            if not (pkg / "_adjoint.py").is_file():
+                _write_package(root, pkg, src_k, src_a)
+            mod = _import(pkg, f"_cainfer_kernels_{key}")
+        except OSError as err:
+            warnings.warn(
+                f"cannot write specialised solver kernels under {root} ({err}); using the "
+                "generic kernels (about half the speed). Set CAINFER_CACHE_DIR to a "
+                "writable directory.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            mod = A
+        _LOADED[key] = mod
+        return mod
+
+
+def _write_package(root: Path, pkg: Path, src_k: str, src_a: str) -> None:
+    """Write the package into a temporary directory, then rename it into place."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{pkg.name}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        (tmp / "__init__.py").write_text('"""Generated by cainfer: do not edit."""\n')
+        (tmp / "_kernels.py").write_text(src_k, encoding="utf-8")
+        (tmp / "_adjoint.py").write_text(src_a, encoding="utf-8")
+        try:
+            os.rename(tmp, pkg)
+        except OSError:
+            if not (pkg / "_adjoint.py").is_file():  # not a concurrent writer's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _import(pkg: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        name, pkg / "__init__.py", submodule_search_locations=[str(pkg)]
+    )
+    if spec is None or spec.loader is None:
+        raise OSError(f"cannot import generated kernels from {pkg}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module(f"{name}._adjoint")

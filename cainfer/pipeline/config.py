@@ -1,0 +1,366 @@
+"""Pipeline configuration: a TOML file, validated before any work starts.
+
+Every table and key is listed in :data:`SCHEMA` (and in the README). Unknown
+keys, wrong types and values outside what is allowed raise :class:`ConfigError`
+naming the file and the key. Relative paths are relative to the directory of
+the config file.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cainfer.extract import BASELINE_METHODS
+from cainfer.forward import PRESETS, CellModel, Prior, Stimulus, indicator_names, preset
+from cainfer.forward._params import _PRIOR_KINDS
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be run: the message names the file and key."""
+
+
+_NUM = (int, float)
+# table -> key -> (allowed types, default, description); None default: optional
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
+    "run": {
+        "name": ((str,), "", "label of the run (default: the config file's stem)"),
+        "output": ((str,), "runs/{name}", "output directory; {name} is replaced"),
+        "seed": ((int,), 0, "base seed; each ROI's seed is derived from it"),
+    },
+    "inputs": {
+        "files": ((list, str), None, "TIFF files, folders of TIFFs or globs; one recording each"),
+        "frame_rate": (_NUM, None, "frames/s (default: from the TIFF metadata)"),
+        "channel": ((int,), None, "channel of multi-channel files (0-based)"),
+    },
+    "extraction": {
+        "register": ((bool,), True, "rigid motion correction"),
+        "neuropil": (_NUM, 0.7, "neuropil contamination ratio (0: none)"),
+        "baseline": ((str,), "percentile", f"one of {', '.join(BASELINE_METHODS)}"),
+        "baseline_window": (_NUM, 60.0, "baseline window (s)"),
+        "baseline_percentile": (_NUM, 8.0, "baseline percentile (0-100)"),
+        "baseline_sigma": (_NUM, 1.0, "maximin smoothing (s)"),
+        "neuropil_inner": (_NUM, 2.0, "gap between ROI and neuropil annulus (pixels)"),
+        "neuropil_min_pixels": ((int,), 50, "minimum annulus size (pixels)"),
+        "min_area": ((int,), 20, "smallest detected ROI (pixels)"),
+        "max_area": ((int,), 400, "largest detected ROI (pixels)"),
+        "reference_frames": ((int,), 50, "frames averaged into the registration reference"),
+        "upsample": ((int,), 20, "registration precision, 1/upsample pixel"),
+        "chunk": ((int,), 128, "frames read at a time"),
+    },
+    "rois": {
+        "source": ((str,), "auto", '"auto" (detect), or an ROI file; {stem} is the recording'),
+        "fit": ((list, str), "all", '"all" or a list of ROI labels to fit'),
+    },
+    "stimulus": {
+        "file": ((str,), None, "CSV with a time_s column (and weight); {stem} allowed"),
+        "events": ((list,), None, "event times (s)"),
+        "onsets": ((list,), None, "burst onsets (s), with burst and interval"),
+        "burst": ((int,), 1, "events per onset"),
+        "interval": (_NUM, 0.02, "time between events of a burst (s)"),
+    },
+    "model": {
+        "preset": ((str,), "pumps", f"one of {', '.join(PRESETS)}"),
+        "indicator": ((str,), "OGB-1", "indicator name from the catalogue"),
+        "free": ((list,), None, "free parameters (default: the model's usual set)"),
+        "fixed": ((dict,), {}, "parameter = value for parameters held fixed"),
+        "priors": ((dict,), {}, "parameter = {kind, a, b}: prior of a free parameter"),
+        "likelihood": ((str,), "normal", '"normal" or "student_t"'),
+        "drift": ((int,), None, "degree of a polynomial baseline drift"),
+    },
+    "sampler": {
+        "draws": ((int,), 1000, "draws per chain"),
+        "tune": ((int,), 1000, "tuning steps per chain"),
+        "chains": ((int,), 4, "chains"),
+        "target_accept": (_NUM, 0.8, "target acceptance probability"),
+        "adaptation": ((str,), "low_rank", '"low_rank" or "diag"'),
+        "coordinates": ((str,), "per_buffer", '"per_buffer" or "natural"'),
+        "substeps": ((int,), 1, "RK4 steps per frame"),
+    },
+    "parallel": {
+        "workers": ((int, str), "auto", '"auto" (one per core) or a number of worker processes'),
+    },
+}
+_REQUIRED = {("inputs", "files")}
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One input recording: its name (unique in the run) and its file or folder."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated pipeline configuration (see :data:`SCHEMA`)."""
+
+    path: Path
+    text: str
+    sha256: str
+    name: str
+    output: Path
+    seed: int
+    recordings: tuple[Recording, ...]
+    frame_rate: float | None
+    channel: int | None
+    extraction: dict[str, Any]
+    roi_source: str
+    roi_fit: str | tuple[Any, ...]
+    stimulus: dict[str, Any]
+    model: dict[str, Any]
+    sampler: dict[str, Any]
+    workers: int | str
+    raw: dict[str, Any] = field(repr=False)
+
+    def cell_model(self) -> CellModel:
+        """The cell model the config names."""
+        return preset(self.model["preset"], self.model["indicator"])
+
+    def priors(self) -> dict[str, Prior]:
+        """Priors of the config as :class:`~cainfer.forward.Prior` objects."""
+        return {k: Prior(v["kind"], float(v["a"]), float(v.get("b", 0.0)), "config") for k, v in
+                self.model["priors"].items()}  # fmt: skip
+
+    def stimulus_for(self, recording: Recording) -> Stimulus:
+        """The stimulus of one recording."""
+        s = self.stimulus
+        if s.get("file") is not None:
+            return Stimulus.from_csv(self._per_recording(s["file"], recording))
+        if s.get("events") is not None:
+            return Stimulus(events=np.asarray(s["events"], dtype=float))
+        return Stimulus.train(np.asarray(s["onsets"], float), n=s["burst"], interval=s["interval"])
+
+    def roi_source_for(self, recording: Recording) -> str | Path:
+        """``"auto"`` or the ROI file of one recording."""
+        if self.roi_source == "auto":
+            return "auto"
+        return self._per_recording(self.roi_source, recording)
+
+    def _per_recording(self, pattern: str, recording: Recording) -> Path:
+        stem = recording.path.stem if recording.path.is_file() else recording.path.name
+        return self.path.parent / pattern.replace("{stem}", stem)
+
+    def stimulus_files(self) -> list[Path]:
+        """Stimulus and ROI files the run reads (for provenance)."""
+        out = []
+        for rec in self.recordings:
+            if self.stimulus.get("file") is not None:
+                out.append(self._per_recording(self.stimulus["file"], rec))
+            if self.roi_source != "auto":
+                out.append(self._per_recording(self.roi_source, rec))
+        return sorted(set(out))
+
+
+def _err(path: Path, where: str, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: [{where}] {msg}")
+
+
+def load_config(path: str | Path, *, output: str | Path | None = None) -> Config:
+    """Read and validate a pipeline config.
+
+    Parameters
+    ----------
+    path : path
+        The TOML file.
+    output : path, optional
+        Output directory overriding ``run.output`` (relative to the current
+        directory).
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        (a ``ValueError``) naming the file and the key: a file that is not
+        TOML, an unknown table or key, a wrong type, a value outside what is
+        allowed, a missing input, stimulus or ROI file, or model parameters
+        that the model does not have.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    base = path.resolve().parent
+    vals = _typed(path, raw)
+
+    run, inp, ext, rois, stim, mod, smp = (vals[t] for t in
+        ("run", "inputs", "extraction", "rois", "stimulus", "model", "sampler"))  # fmt: skip
+    name = run["name"] or path.stem
+    out = Path(output) if output is not None else base / run["output"].replace("{name}", name)
+
+    files = [inp["files"]] if isinstance(inp["files"], str) else inp["files"]
+    if not files or not all(isinstance(f, str) for f in files):
+        raise _err(path, "inputs", "files must be a non-empty list of paths or globs")
+    recordings: list[Recording] = []
+    for pattern in files:
+        matches = sorted(glob.glob(str(base / pattern)))
+        if not matches:
+            raise _err(path, "inputs", f"files: {pattern!r} matches no file under {base}")
+        for m in matches:
+            p = Path(m)
+            recordings.append(Recording(p.stem if p.is_file() else p.name, p))
+    names = [r.name for r in recordings]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise _err(path, "inputs", f"files: recordings with the same name {dup}; rename them")
+    if inp["frame_rate"] is not None and not inp["frame_rate"] > 0:
+        raise _err(path, "inputs", f"frame_rate = {inp['frame_rate']!r} must be > 0")
+    if inp["channel"] is not None and inp["channel"] < 0:
+        raise _err(path, "inputs", f"channel = {inp['channel']!r} must be ≥ 0")
+
+    if ext["baseline"] not in BASELINE_METHODS:
+        raise _err(path, "extraction", f"baseline = {ext['baseline']!r}; allowed: "
+                   f"{', '.join(BASELINE_METHODS)}")  # fmt: skip
+    for key in ("baseline_window", "baseline_sigma", "upsample", "chunk", "reference_frames"):
+        if not ext[key] > 0:
+            raise _err(path, "extraction", f"{key} = {ext[key]!r} must be > 0")
+    if not 0 <= ext["baseline_percentile"] <= 100:
+        raise _err(path, "extraction", "baseline_percentile must lie in [0, 100]")
+    if not 0 <= ext["neuropil"] < 1:
+        raise _err(path, "extraction", f"neuropil = {ext['neuropil']!r} must lie in [0, 1)")
+    if not 0 < ext["min_area"] <= ext["max_area"]:
+        raise _err(path, "extraction", "need 0 < min_area ≤ max_area")
+
+    fit_rois: str | tuple[Any, ...] = rois["fit"]
+    if isinstance(fit_rois, str):
+        if fit_rois != "all":
+            raise _err(path, "rois", f'fit = {fit_rois!r}: "all" or a list of ROI labels')
+    else:
+        if not fit_rois:
+            raise _err(path, "rois", "fit: an empty list fits nothing")
+        fit_rois = tuple(fit_rois)
+
+    given = [k for k in ("file", "events", "onsets") if stim[k] is not None]
+    if len(given) != 1:
+        raise _err(path, "stimulus", f"give exactly one of file, events, onsets (got {given})")
+    for key in ("events", "onsets"):
+        if stim[key] is not None:
+            bad = [v for v in stim[key] if not isinstance(v, _NUM) or not math.isfinite(v)]
+            if bad or not stim[key]:
+                raise _err(path, "stimulus", f"{key} must be a non-empty list of times (s)")
+    if stim["burst"] < 1 or not stim["interval"] > 0:
+        raise _err(path, "stimulus", "burst must be ≥ 1 and interval > 0")
+
+    if mod["preset"] not in PRESETS:
+        raise _err(path, "model", f"preset = {mod['preset']!r}; allowed: {', '.join(PRESETS)}")
+    if mod["indicator"] not in indicator_names():
+        raise _err(path, "model", f"indicator = {mod['indicator']!r}; allowed: "
+                   f"{', '.join(indicator_names())}")  # fmt: skip
+    for key, prior in mod["priors"].items():
+        if not isinstance(prior, dict) or set(prior) - {"kind", "a", "b"} or "kind" not in prior:
+            raise _err(path, "model", f"priors.{key}: expected {{kind, a, b}}")
+        if prior["kind"] not in _PRIOR_KINDS:
+            raise _err(path, "model", f"priors.{key}.kind = {prior['kind']!r}; allowed: "
+                       f"{', '.join(_PRIOR_KINDS)}")  # fmt: skip
+    for key, value in mod["fixed"].items():
+        if not isinstance(value, _NUM) or isinstance(value, bool):
+            raise _err(path, "model", f"fixed.{key} = {value!r} is not a number")
+
+    allowed = {"adaptation": ("low_rank", "diag"), "coordinates": ("per_buffer", "natural")}
+    for key, options in allowed.items():
+        if smp[key] not in options:
+            raise _err(path, "sampler", f"{key} = {smp[key]!r}; allowed: {', '.join(options)}")
+    for key in ("draws", "chains", "substeps", "tune"):
+        low = 0 if key == "tune" else 1
+        if smp[key] < low:
+            raise _err(path, "sampler", f"{key} = {smp[key]!r} must be ≥ {low}")
+    if not 0 < smp["target_accept"] < 1:
+        raise _err(path, "sampler", f"target_accept = {smp['target_accept']!r} must lie in (0, 1)")
+    if mod["likelihood"] not in ("normal", "student_t"):
+        raise _err(path, "model", f"likelihood = {mod['likelihood']!r}; allowed: normal, student_t")
+    if mod["drift"] is not None and mod["drift"] < 0:
+        raise _err(path, "model", f"drift = {mod['drift']!r} must be a degree ≥ 0")
+
+    workers = vals["parallel"]["workers"]
+    if (isinstance(workers, str) and workers != "auto") or (
+        isinstance(workers, int) and workers < 1
+    ):
+        raise _err(path, "parallel", f'workers = {workers!r}: "auto" or a number ≥ 1')
+
+    cfg = Config(
+        path=path.resolve(),
+        text=text,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        name=name,
+        output=out,
+        seed=run["seed"],
+        recordings=tuple(recordings),
+        frame_rate=None if inp["frame_rate"] is None else float(inp["frame_rate"]),
+        channel=inp["channel"],
+        extraction=dict(ext),
+        roi_source=rois["source"],
+        roi_fit=fit_rois,
+        stimulus=dict(stim),
+        model=dict(mod),
+        sampler=dict(smp),
+        workers=workers,
+        raw=raw,
+    )
+    _check_model(cfg)
+    for f in cfg.stimulus_files():
+        if not f.is_file():
+            raise _err(path, "stimulus" if f.suffix == ".csv" else "rois", f"no such file: {f}")
+    return cfg
+
+
+def _typed(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every table with its keys type-checked and defaults filled in."""
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {unknown}; allowed: {', '.join(SCHEMA)}")
+    out: dict[str, dict[str, Any]] = {}
+    for table, keys in SCHEMA.items():
+        given = raw.get(table, {})
+        if not isinstance(given, dict):
+            raise _err(path, table, "must be a table")
+        bad = sorted(set(given) - set(keys))
+        if bad:
+            raise _err(path, table, f"unknown key(s) {bad}; allowed: {', '.join(keys)}")
+        vals: dict[str, Any] = {}
+        for key, (types, default, desc) in keys.items():
+            if key not in given:
+                if (table, key) in _REQUIRED:
+                    raise _err(path, table, f"{key} is required ({desc})")
+                vals[key] = default
+                continue
+            v = given[key]
+            ok = isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+            if not ok:
+                names = " or ".join(t.__name__ for t in types)
+                raise _err(path, table, f"{key} = {v!r} must be {names} ({desc})")
+            vals[key] = v
+        out[table] = vals
+    return out
+
+
+def _check_model(cfg: Config) -> None:
+    """Free, fixed and priors against the model's parameters (as :func:`cainfer.fit` does)."""
+    from cainfer.infer.fit import _validated
+
+    model = cfg.cell_model()
+    options = {**cfg.sampler, "likelihood": cfg.model["likelihood"], "drift": cfg.model["drift"],
+               "sampler": "nutpie", "backend": "numba"}  # fmt: skip
+    try:
+        _, fixed, _ = _validated(
+            model, cfg.model["free"], cfg.model["fixed"], cfg.priors(), options
+        )
+        model.resting_state(model.values(fixed))
+    except ValueError as e:
+        raise _err(cfg.path, "model", str(e)) from None

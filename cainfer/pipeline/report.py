@@ -1,0 +1,161 @@
+"""A self-contained HTML report of a run directory (tables, figures, diagnostics)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(x: str) -> str:
+    try:
+        v = float(x)
+    except ValueError:
+        return x
+    return f"{v:.4g}"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+.bad { color: #a00; font-weight: bold; } .good { color: #070; }
+img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+"""
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` into a run directory from the files the run wrote.
+
+    Parameters
+    ----------
+    run_dir : path
+        A directory written by :func:`~cainfer.pipeline.run_pipeline`.
+
+    Returns
+    -------
+    pathlib.Path
+        The report.
+
+    Raises
+    ------
+    ValueError
+        If the directory lacks ``summary.csv`` or ``provenance.json`` (the run
+        has not finished: run it again to complete it).
+    """
+    from cainfer.infer import load_fit
+    from cainfer.pipeline.run import atomic_write
+
+    run = Path(run_dir)
+    missing = [n for n in ("summary.csv", "provenance.json") if not (run / n).is_file()]
+    if missing:
+        raise ValueError(f"{run}: no {' or '.join(missing)}; is this a finished cainfer run?")
+    prov = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
+    with open(run / "summary.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+
+    fits: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        fits.setdefault((r["recording"], r["roi"]), []).append(r)
+    bad = [k for k, rs in fits.items() if rs[0]["ok"] != "true"]
+
+    parts = [f"<h1>cainfer run: {html.escape(run.name)}</h1>"]
+    parts.append(
+        f"<p>{len(fits)} fits in {len({k[0] for k in fits})} recording(s); "
+        + (
+            f'<span class="bad">{len(bad)} with failed diagnostics</span>'
+            if bad
+            else '<span class="good">all diagnostics passed</span>'
+        )
+        + f". Started {html.escape(str(prov.get('started')))}, finished "
+        f"{html.escape(str(prov.get('finished')))}.</p>"
+    )
+
+    # the model: what was free (with its prior) and what was fixed
+    first = next(iter(fits), None)
+    if first is not None:
+        fit = load_fit(run / "posteriors" / first[0] / f"roi_{first[1]}.nc")
+        params = fit.model.parameters
+        settings = fit.settings
+        parts.append("<h2>Model</h2>")
+        parts.append(
+            f"<p>{html.escape(fit.model.name)} model, indicator "
+            f"{html.escape(fit.model.indicator.name)}; likelihood "
+            f"{html.escape(str(settings.get('likelihood')))}, "
+            f"{settings.get('chains')} chains × {settings.get('draws')} draws "
+            f"({settings.get('tune')} tuning).</p>"
+        )
+        free_rows = []
+        for name in fit.free:
+            pr = params[name].prior
+            free_rows.append([name, params[name].unit, pr.kind, pr.a, pr.b, pr.source])
+        parts.append("<h3>Free parameters and their default priors</h3>")
+        parts.append(_table(["parameter", "unit", "prior", "a", "b", "source"], free_rows))
+        parts.append("<h3>Fixed parameters</h3>")
+        parts.append(
+            _table(
+                ["parameter", "unit", "value"],
+                [
+                    [k, params[k].unit if k in params else "", f"{v:.6g}"]
+                    for k, v in sorted(fit.fixed.items())
+                ],
+            )
+        )
+
+    parts.append("<h2>Diagnostics</h2>")
+    if bad:
+        items = []
+        for rec, roi in bad:
+            f = load_fit(run / "posteriors" / rec / f"roi_{roi}.nc")
+            items.append(f"<li>{html.escape(rec)} ROI {html.escape(roi)}: "
+                         + html.escape("; ".join(f.problems)) + "</li>")  # fmt: skip
+        parts.append("<ul>" + "".join(items) + "</ul>")
+    else:
+        parts.append("<p>No divergences, every R-hat ≤ 1.01 and bulk ESS ≥ 400.</p>")
+
+    parts.append("<h2>Posterior summary</h2>")
+    cols = ["recording", "roi", "parameter", "mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat",
+            "ess_bulk", "ess_tail", "ok"]  # fmt: skip
+    parts.append(_table(cols, [[_num(r[c]) if c not in cols[:3] else r[c] for c in cols]
+                               for r in rows]))  # fmt: skip
+
+    parts.append("<h2>Fits</h2>")
+    for rec, roi in fits:
+        png = run / "figures" / rec / f"roi_{roi}.png"
+        parts.append(f"<h3>{html.escape(rec)}, ROI {html.escape(roi)}</h3>")
+        if png.is_file():
+            b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+            parts.append(f'<img alt="{html.escape(rec)} ROI {html.escape(roi)}" '
+                         f'src="data:image/png;base64,{b64}">')  # fmt: skip
+
+    parts.append("<h2>Provenance</h2>")
+    parts.append(
+        _table(["input", "sha256"], [[k, v] for k, v in sorted(prov.get("inputs", {}).items())])
+    )
+    parts.append(_table(["package", "version"], sorted(prov.get("versions", {}).items())))
+    parts.append(
+        f"<p>Config {html.escape(str(prov.get('config_file')))} (sha256 "
+        f"{html.escape(str(prov.get('config_sha256')))}), base seed {prov.get('seed')}:</p>"
+    )
+    parts.append(f"<pre>{html.escape(str(prov.get('config', '')))}</pre>")
+
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>cainfer run {html.escape(run.name)}</title><style>{_CSS}</style></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+    out = run / "report.html"
+    atomic_write(out, doc)
+    return out

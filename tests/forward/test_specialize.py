@@ -1,0 +1,108 @@
+"""Kernels specialised to a model's terms against the generic kernels they are generated from."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from cainfer.forward import (
+    CellModel,
+    EventInflux,
+    LinearExtrusion,
+    Stimulus,
+    WaveformInflux,
+    preset,
+)
+from cainfer.forward import _adjoint as A
+from cainfer.forward import _specialize as S
+
+TIME = np.arange(240) / 30.0
+STIM = Stimulus(events=[1.0, 1.05, 4.017, 6.5], weights=[1.0, 1.0, 2.0, 1.0])
+WAVE = Stimulus(events=[2.0], waveform_time=[3.0, 3.5, 5.0], waveform=[0.0, 1.0, 0.0])
+
+
+def _both(model, stim, params, substeps=2):
+    args = model.kernel_args(TIME, stim, substeps=substeps)
+    t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot = args
+    sched = A.K.schedule(t, ev_t, h_max)
+    rest = (ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot)
+    p = model.pack_raw(model.values(params))
+    rng = np.random.default_rng(5)
+    g_dff, g_c = rng.normal(size=TIME.size), rng.normal(size=TIME.size)
+    out = []
+    for mod in (A, S.specialized(kinds, offsets)):
+        dff, c, cc, ee = mod.dff_forward_tape(p, *sched, *rest)
+        grads = [
+            mod.dff_vjp_tape(p, *sched, *rest, c, cc, ee, g_dff, g_c, n) for n in (True, False)
+        ]
+        out.append((dff, c, cc, ee, *grads))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "stim", "params"),
+    [
+        (preset("single_compartment", "OGB-1"), STIM, {"influx_amplitude": 20.0}),
+        (preset("pumps", "GCaMP6f"), STIM, {"influx_amplitude": 20.0}),
+        (preset("er", "jGCaMP7s"), STIM, {"influx_amplitude": 60.0}),
+        (
+            CellModel([LinearExtrusion(), EventInflux(), WaveformInflux()], indicator="GCaMP6s"),
+            WAVE,
+            {"waveform_amplitude": 30.0},
+        ),
+    ],
+    ids=["single", "pumps", "er", "waveform"],
+)
+def test_specialised_kernels_reproduce_the_generic_ones(model, stim, params):
+    generic, special = _both(model, stim, params)
+    # the same operations in the same order: the forward solve is identical
+    for a, b in zip(generic[:4], special[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(generic[4:], special[4:], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+    assert np.abs(generic[4]).max() > 0
+
+
+def test_generated_package_is_written_once_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(S, "_LOADED", {})
+    kinds, offsets = (1, 3, 8), (10, 13, 14)
+    mod = S.specialized(kinds, offsets)
+    assert mod is S.specialized(list(kinds), np.array(offsets))
+    pkgs = list((tmp_path / "kernels").iterdir())
+    assert [p.name[:2] for p in pkgs] == ["k_"]  # no temporary directory left behind
+    src = (pkgs[0] / "_kernels.py").read_text()
+    assert "flux_pmca(10, c, cer, p)" in src and "flux_pm_leak(13, c, cer, p)" in src
+    # another process finding the package reuses it; a concurrent writer's copy is kept
+    src_k, src_a = S.sources(kinds, offsets)
+    S._write_package(tmp_path / "kernels", pkgs[0], src_k, src_a)
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [pkgs[0].name]
+    # other terms get another package
+    S.specialized((0, 8), (10, 11))
+    assert len(list((tmp_path / "kernels").iterdir())) == 2
+
+
+def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    monkeypatch.setenv("CAINFER_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(S, "_LOADED", {})
+    with pytest.warns(RuntimeWarning, match="CAINFER_CACHE_DIR"):
+        mod = S.specialized((1, 3, 8), (10, 13, 14))
+    assert mod is A
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert S.specialized((1, 3, 8), (10, 13, 14)) is A  # warned once
+
+
+def test_mismatched_terms_are_rejected():
+    with pytest.raises(ValueError, match="2 kinds but 1 offsets"):
+        S.specialized((1, 3), (10,))
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("CAINFER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert S.cache_dir() == tmp_path / "cainfer"
+    monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path / "c"))
+    assert S.cache_dir() == tmp_path / "c"

@@ -1,0 +1,123 @@
+"""Pipeline configs: what runs, and a clear error for each way a config can be wrong."""
+
+from pathlib import Path
+
+import pytest
+
+from cainfer.pipeline import SCHEMA, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "data_examples"
+
+BASE = f"""
+[run]
+seed = 3
+
+[inputs]
+files = ["{EXAMPLES / "example.tif"}"]
+
+[rois]
+source = "{EXAMPLES / "example_rois.tif"}"
+
+[stimulus]
+file = "{EXAMPLES / "example_stimulus.csv"}"
+
+[model]
+preset = "pumps"
+free = ["pmca_vmax", "influx_amplitude"]
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.toml")), ids=lambda p: p.stem)
+def test_bundled_pipelines_validate(path):
+    cfg = load_config(path)
+    assert cfg.recordings and cfg.output.is_absolute()
+    assert cfg.cell_model().name == cfg.model["preset"]
+
+
+def test_defaults_and_relative_paths(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "stim.csv").write_text("time_s\n1.0\n2.5\n")
+    (tmp_path / "data" / "a.tif").write_bytes(b"")
+    cfg = load_config(
+        _write(tmp_path, '[inputs]\nfiles = ["data/*.tif"]\n[stimulus]\nfile = "data/stim.csv"\n')
+    )
+    assert cfg.name == "c" and cfg.output == tmp_path / "runs" / "c"
+    assert [r.name for r in cfg.recordings] == ["a"]
+    assert cfg.sampler == {k: v[1] for k, v in SCHEMA["sampler"].items()}
+    assert cfg.stimulus_for(cfg.recordings[0]).events.tolist() == [1.0, 2.5]
+    assert cfg.roi_source_for(cfg.recordings[0]) == "auto"
+    assert len(cfg.sha256) == 64
+
+
+def test_stimulus_protocols(tmp_path):
+    stim = f'file = "{EXAMPLES / "example_stimulus.csv"}"'
+    text = BASE.replace(stim, "onsets = [1.0, 5.0]\nburst = 2\ninterval = 0.05")
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.stimulus_for(cfg.recordings[0]).events == pytest.approx([1.0, 1.05, 5.0, 5.05])
+    cfg = load_config(_write(tmp_path, BASE.replace(stim, "events = [2.0, 3.0]")))
+    assert cfg.stimulus_for(cfg.recordings[0]).events.tolist() == [2.0, 3.0]
+
+
+CASES = [
+    # (text to replace, replacement or text to append, error message)
+    ("", "\n[extra]\nx = 1\n", r"unknown table\(s\) \['extra'\]"),
+    ("seed = 3", "seed = 3\nsede = 4", r"\[run\] unknown key\(s\) \['sede'\]"),
+    ("seed = 3", 'seed = "3"', r"\[run\] seed = '3' must be int"),
+    ("seed = 3", "seed = true", r"\[run\] seed = True must be int"),
+    ('preset = "pumps"', 'preset = "pump"', r"\[model\] preset = 'pump'; allowed"),
+    ("", '\n[sampler]\nadaptation = "full"\n', r"\[sampler\] adaptation = 'full'; allowed"),
+    ("", "\n[sampler]\ndraws = 0\n", r"\[sampler\] draws = 0 must be ≥ 1"),
+    ('"influx_amplitude"]', '"influx"]', r"unknown parameter\(s\) \['influx'\]"),
+    ("free = [", "fixed = { pmca_vmax = 80.0 }\nfree = [", "both free and fixed"),
+    ("example.tif", "missing.tif", r"\[inputs\] files: .*missing.tif' matches no file"),
+    ("example_stimulus.csv", "none.csv", r"\[stimulus\] no such file: .*none.csv"),
+    ("[stimulus]", "[stimulus]\nevents = [1.0]", "exactly one of file, events, onsets"),
+    ("", '\n[extraction]\nbaseline = "median"\n', r"\[extraction\] baseline = 'median'; allowed"),
+    ("", "\n[extraction]\nneuropil = 1.5\n", r"neuropil = 1.5 must lie in \[0, 1\)"),
+    ("", "\n[parallel]\nworkers = 0\n", r"\[parallel\] workers = 0"),
+    ("seed = 3", "seed = 3\n[[x]]", "unknown table"),
+    ('preset = "pumps"', 'preset = "pumps"\nindicator = "GCaMP9"', "indicator = 'GCaMP9'"),
+    (
+        "[model]",
+        '[model]\npriors = { pmca_vmax = { kind = "gamma", a = 1 } }',
+        r"priors.pmca_vmax.kind = 'gamma'",
+    ),
+    (
+        "[model]",
+        '[model]\npriors = { kappa_s = { kind = "lognormal", a = 60, b = 0.5 } }',
+        "not free",
+    ),
+    ("[rois]", '[rois]\nfit = "some"', r"\[rois\] fit = 'some'"),
+    ("seed = 3", "seed = 3 =", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), CASES)
+def test_bad_configs_name_the_key(tmp_path, old, new, message):
+    path = _write(tmp_path, BASE.replace(old, new) if old else BASE + new)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_required_key_and_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[inputs\] files is required"):
+        load_config(_write(tmp_path, "[run]\nseed = 1\n"))
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_duplicate_recording_names_are_rejected(tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "rec.tif").write_bytes(b"")
+    text = '[inputs]\nfiles = ["a/rec.tif", "b/rec.tif"]\n[stimulus]\nevents = [1.0]\n'
+    with pytest.raises(ConfigError, match=r"recordings with the same name \['rec'\]"):
+        load_config(_write(tmp_path, text))

@@ -1,0 +1,170 @@
+"""Pipeline runs on the bundled example: outputs, provenance, reproducibility, kill -9 and resume,
+Dask workers, and the CLI."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from cainfer.cli import main
+from cainfer.infer import load_fit
+from cainfer.pipeline import RunError, load_config, run_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "data_examples"
+
+CONFIG = f"""
+[run]
+seed = 7
+
+[inputs]
+files = ["{EXAMPLES / "example.tif"}"]
+
+[extraction]
+baseline_window = 20.0
+
+[rois]
+source = "{EXAMPLES / "example_rois.tif"}"
+fit = [1, 4]
+
+[stimulus]
+file = "{EXAMPLES / "example_stimulus.csv"}"
+
+[model]
+preset = "pumps"
+free = ["pmca_vmax", "influx_amplitude"]
+
+[sampler]
+draws = 150
+tune = 150
+chains = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "small.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def serial_run(config, tmp_path_factory):
+    return run_pipeline(config, output=tmp_path_factory.mktemp("runs") / "a", workers=1,
+                        progress=False)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_run_directory_holds_every_output(serial_run, config):
+    out = serial_run
+    with open(out / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # 2 ROIs x (2 free parameters + sigma)
+    assert [(r["roi"], r["parameter"]) for r in rows] == [
+        (roi, p) for roi in ("1", "4") for p in ("pmca_vmax", "influx_amplitude", "sigma")
+    ]
+    truth = xr.open_dataset(EXAMPLES / "example_truth.nc", engine="h5netcdf")
+    for r in rows:
+        assert float(r["hdi94_lb"]) <= float(r["mean"]) <= float(r["hdi94_ub"])
+        assert r["ok"] in ("true", "false")
+        if r["parameter"] == "influx_amplitude":  # the cells' true amplitudes
+            true = float(truth["influx_amplitude"][int(r["roi"])])
+            assert abs(float(r["mean"]) / true - 1) < 0.3
+    fit = load_fit(out / "posteriors" / "example" / "roi_4.nc")
+    assert fit.free == ["pmca_vmax", "influx_amplitude"]
+    assert fit.settings["draws"] == 150 and fit.settings["roi"] == 4
+    assert (out / "figures" / "example" / "roi_1.png").stat().st_size > 10_000
+    tree = xr.open_datatree(out / "traces.nc", engine="h5netcdf")
+    assert tree["example"]["dff"].shape == (8, 900)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["config"] == config.read_text()
+    assert prov["config_sha256"] == load_config(config).sha256
+    assert set(prov["inputs"]) == {
+        str(EXAMPLES / n) for n in ("example.tif", "example_rois.tif", "example_stimulus.csv")
+    }
+    assert prov["versions"]["pymc"] and prov["versions"]["cainfer"]
+    assert set(prov["roi_seeds"]) == {"example/1", "example/4"}
+    assert prov["started"] <= prov["finished"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "pmca_vmax" in html and "kappa_s" in html
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_outputs(serial_run, config, tmp_path):
+    """kill -9 after the first ROI's posterior is written; the rerun redoes only the rest."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cainfer.cli", "run", str(config), "--out", str(out),
+           "--workers", "1", "--no-progress"]  # fmt: skip
+    first = out / "posteriors" / "example" / "roi_1.nc"
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 600
+        while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, log.read_text()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "summary.csv").exists()
+    assert not (out / "posteriors" / "example" / "roi_4.nc").exists()
+    before = first.stat().st_mtime_ns
+    run_pipeline(config, output=out, workers=1, progress=False)
+    assert first.stat().st_mtime_ns == before  # finished work was not redone
+    assert (out / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert len(prov["sessions"]) == 2
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_serial_numbers(serial_run, config, tmp_path):
+    out = run_pipeline(config, output=tmp_path / "dask", workers=2, progress=False)
+    assert (out / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_cli_run_report_and_errors(serial_run, config, tmp_path, capsys):
+    # a finished run: nothing is redone, the report is rewritten
+    assert main(["run", str(config), "--out", str(serial_run), "--no-progress"]) == 0
+    assert f"report: {serial_run / 'report.html'}" in capsys.readouterr().out
+    (serial_run / "report.html").unlink()
+    assert main(["report", str(serial_run)]) == 0
+    assert (serial_run / "report.html").is_file()
+    # another config into the same directory is refused
+    other = tmp_path / "other.toml"
+    other.write_text(CONFIG.replace("seed = 7", "seed = 8"))
+    assert main(["run", str(other), "--out", str(serial_run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of another config" in err and err.count("\n") == 1
+    with pytest.raises(RunError, match="another config"):
+        run_pipeline(other, output=serial_run, workers=1, progress=False)
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read the config" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is this a finished cainfer run" in capsys.readouterr().err
+
+
+def test_roi_seeds_are_distinct_and_stable():
+    from cainfer.pipeline import roi_seed
+
+    seeds = {roi_seed(7, r, i) for r in range(3) for i in range(50)}
+    assert len(seeds) == 150
+    assert roi_seed(7, 0, 1) == roi_seed(7, 0, 1) != roi_seed(8, 0, 1)
+    assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_fit_rois_must_exist(config, tmp_path):
+    cfg_path = tmp_path / "bad.toml"
+    cfg_path.write_text(CONFIG.replace("fit = [1, 4]", "fit = [1, 40]"))
+    from cainfer.pipeline import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ROI\(s\) \[40\] not in recording 'example'"):
+        run_pipeline(cfg_path, output=tmp_path / "r", workers=1, progress=False)
