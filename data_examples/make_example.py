@@ -8,7 +8,9 @@ Run from the repository root::
 It writes ``example.tif`` (80x80 px, 900 frames at 30 frames/s, uint16,
 ImageJ TIFF), ``example_rois.tif`` (label image of the 8 cells),
 ``example_stimulus.csv`` (event times, s) and ``example_truth.nc`` (the true
-traces, masks, shifts and model parameters of every cell).
+traces, masks, shifts and model parameters of every cell); and the same four
+files ``er_example*`` for 4 cells with an ER (48x48 px, 600 frames at 20
+frames/s, trains of 5 events at 20 Hz).
 
 The cells follow the ``pumps`` preset (PMCA + NCX + leak + event influx)
 seen through OGB-1; the stimulus is single events and doublets.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cainfer.forward import Stimulus, pumps_model
+from cainfer.forward import Stimulus, er_model, pumps_model
 from cainfer.synthetic import MoviePaths, simulate_movie
 
 SEED = 20261124
@@ -43,7 +45,29 @@ def make(out_dir: Path) -> MoviePaths:
     )
 
 
+ER_SEED = 20261125
+# trains of 5 events at 20 Hz: enough calcium to load the ER and trigger release
+ER_ONSETS = np.array([2.0, 10.0, 18.0])
+
+
+def make_er(out_dir: Path) -> MoviePaths:
+    """A small recording of cells with an ER (the ``er`` preset, OGB-1)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return simulate_movie(
+        out_dir / "er_example.tif",
+        er_model("OGB-1"),
+        stimulus=Stimulus.train(ER_ONSETS, n=5, interval=0.05),
+        params={"influx_amplitude": 12.0},
+        n_cells=4,
+        shape=(48, 48),
+        n_frames=600,
+        frame_rate=20.0,
+        seed=ER_SEED,
+    )
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent
-    for p in vars(make(target)).values():
-        print(p)
+    for paths in (make(target), make_er(target)):
+        for p in vars(paths).values():
+            print(p)

@@ -6,7 +6,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data_examples"
-FILES = ["example.tif", "example_rois.tif", "example_stimulus.csv", "example_truth.nc"]
+FILES = [
+    f"{stem}{suffix}"
+    for stem in ("example", "er_example")
+    for suffix in (".tif", "_rois.tif", "_stimulus.csv", "_truth.nc")
+]
 
 
 def _sha(path: Path) -> str:
@@ -17,6 +21,7 @@ def _sha(path: Path) -> str:
 def test_example_regenerates_byte_for_byte(tmp_path):
     script = runpy.run_path(str(EXAMPLES / "make_example.py"))
     script["make"](tmp_path)
+    script["make_er"](tmp_path)
     for name in FILES:
         assert _sha(tmp_path / name) == _sha(EXAMPLES / name), (
             f"{name} differs: after a deliberate change to the simulation, "

@@ -27,17 +27,31 @@ def test_readme_opens_with_the_two_commands():
 
 
 def test_cli_simulate_writes_netcdf_and_figure(tmp_path):
-    demo = re.search(r"<!-- demo -->\n```sh\n(.+)\n```", README).group(1)
-    args = demo.split(".venv/bin/cainfer ", 1)[1].split()
-    args[args.index("--out") + 1] = str(tmp_path)
     import xarray as xr
 
     from cainfer.cli import main
 
+    args = ["simulate", "--preset", "pumps", "--indicator", "OGB-1", "--stimulus",
+            str(ROOT / "data_examples" / "example_stimulus.csv"), "--duration", "30",
+            "--out", str(tmp_path)]  # fmt: skip
     assert main(args) == 0
     ds = xr.open_dataset(tmp_path / "simulation.nc", engine="h5netcdf")
     assert ds.sizes["time"] == 900 and float(ds.dff.max()) > 0.3
     assert (tmp_path / "simulation.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_readme_demo_command_runs(tmp_path, capsys):
+    demo = re.search(r"<!-- demo -->\n```sh\n(.+)\n```", README).group(1)
+    args = demo.split(".venv/bin/cainfer ", 1)[1].split()
+    assert args == ["demo"]
+    from cainfer.cli import main
+
+    assert main([*args, "--out", str(tmp_path / "demo"), "--workers", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'demo' / 'report.html'}"
+    rows = (tmp_path / "demo" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 * 3  # 4 ROIs x (2 free parameters + sigma)
+    assert all(r.endswith(",true") for r in rows[1:]), rows
 
 
 @pytest.mark.parametrize(
@@ -58,3 +72,11 @@ def test_cli_bad_input_exits_nonzero_with_one_line(argv, message, tmp_path):
     )
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_readme_documents_every_config_key():
+    from cainfer.pipeline import SCHEMA
+
+    for table, keys in SCHEMA.items():
+        for key in keys:
+            assert f"| `[{table}]` | `{key}` |" in README, (table, key)
