@@ -119,7 +119,7 @@ def _fit(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from cainfer.forward import Stimulus, preset
     from cainfer.infer import fit
-    from cainfer.pipeline.run import _write_summary
+    from cainfer.pipeline.run import fit_rows, write_summary
 
     src = Path(args.traces)
     if not src.is_file():
@@ -147,15 +147,10 @@ def _fit(args: argparse.Namespace) -> int:
             )  # fmt: skip
         res.save(out / f"roi_{roi}.nc")
         res.plot_trace(path=out / f"roi_{roi}.png")
-        s = res.summary(round_to="none")
-        for name in s.index:
-            r = s.loc[name]
-            rows.append({"recording": src.stem, "roi": roi, "parameter": name,
-                         **{c: r[c] for c in ("mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat",
-                                              "ess_bulk", "ess_tail")}, "ok": res.ok})  # fmt: skip
+        rows += fit_rows(res, src.stem, roi)
         if not res.ok:
             print(f"ROI {roi}: " + "; ".join(res.problems), file=sys.stderr)
-    _write_summary(out / "summary.csv", rows)
+    write_summary(out / "summary.csv", rows)
     print(f"wrote {len(rois)} posteriors and {out / 'summary.csv'}")
     return 0
 

@@ -32,13 +32,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from cainfer.forward import _adjoint as A
 from cainfer.forward import _kernels as K
 
 _FORMAT = 1  # bump when the generated text changes
 _IMPORT = "from cainfer.forward import _kernels as K"
-_LOADED: dict[str, ModuleType] = {}
+_LOADED: dict[str, ModuleType] = {}  # by hash of the generated sources
+_BY_TERMS: dict[tuple[Any, ...], ModuleType] = {}  # by terms and cache root (no file reads)
 _LOCK = threading.Lock()
 
 
@@ -122,10 +124,14 @@ def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
     ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
     if len(ks) != len(os_):
         raise ValueError(f"{len(ks)} kinds but {len(os_)} offsets")
+    known = _BY_TERMS.get((ks, os_, str(cache_dir())))
+    if known is not None:
+        return known
     src_k, src_a = sources(ks, os_)
     key = hashlib.sha256(f"{_FORMAT}\0{src_k}\0{src_a}".encode()).hexdigest()[:24]
     with _LOCK:
         if key in _LOADED:
+            _BY_TERMS[(ks, os_, str(cache_dir()))] = _LOADED[key]
             return _LOADED[key]
         root = cache_dir() / "kernels"
         try:
@@ -143,6 +149,7 @@ def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
             )
             mod = A
         _LOADED[key] = mod
+        _BY_TERMS[(ks, os_, str(cache_dir()))] = mod
         return mod
 
 

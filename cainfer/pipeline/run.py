@@ -124,6 +124,15 @@ def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
     return out
 
 
+def _fit_or_say_which(rec: Recording, roi: Any, *args: Any, **kwargs: Any) -> Any:
+    from cainfer.infer import fit
+
+    try:
+        return fit(*args, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"recording {rec.name!r}, ROI {roi}: {e}") from None
+
+
 def fit_task(
     cfg: Config,
     rec: Recording,
@@ -141,13 +150,13 @@ def fit_task(
     import matplotlib
 
     matplotlib.use("Agg")
-    from cainfer.infer import fit
-
     logging.getLogger("pymc").setLevel(logging.WARNING)  # no "Sampling: [...]" per ROI
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # diagnostics go to summary.csv and the report
-        res = fit(
+        res = _fit_or_say_which(
+            rec,
+            roi,
             dff,
             cfg.cell_model(),
             stimulus=cfg.stimulus_for(rec),
@@ -266,6 +275,11 @@ def run_pipeline(
     pathlib.Path
         The run directory.
 
+    Notes
+    -----
+    A local cluster starts new Python processes: in a script, call this under
+    ``if __name__ == "__main__":``.
+
     Raises
     ------
     ConfigError
@@ -301,7 +315,7 @@ def run_pipeline(
 
     _write_traces(out, traces)
     rows = summary_rows(out, cfg, traces)
-    _write_summary(out / "summary.csv", rows)
+    write_summary(out / "summary.csv", rows)
     prov["finished"] = _now()
     atomic_write(prov_path, json.dumps(prov, indent=2))
     from cainfer.pipeline.report import write_report
@@ -426,17 +440,19 @@ def summary_rows(out: Path, cfg: Config, traces: dict[str, Any]) -> list[dict[st
     for rec in cfg.recordings:
         for roi in _selected(cfg, traces[rec.name], rec):
             post, _ = _fit_paths(out, rec.name, roi)
-            res = load_fit(post)
-            s = res.summary(round_to="none")
-            for name in s.index:
-                r = s.loc[name]
-                rows.append({
-                    "recording": rec.name, "roi": roi, "parameter": name,
-                    "mean": r["mean"], "sd": r["sd"], "hdi94_lb": r["hdi94_lb"],
-                    "hdi94_ub": r["hdi94_ub"], "r_hat": r["r_hat"], "ess_bulk": r["ess_bulk"],
-                    "ess_tail": r["ess_tail"], "ok": res.ok,
-                })  # fmt: skip
+            rows += fit_rows(load_fit(post), rec.name, roi)
     return rows
+
+
+def fit_rows(res: Any, recording: str, roi: Any) -> list[dict[str, Any]]:
+    """The ``summary.csv`` rows of one fit (one per reported variable)."""
+    s = res.summary(round_to="none")
+    stats = SUMMARY_COLUMNS[3:-1]
+    return [
+        {"recording": recording, "roi": roi, "parameter": name,
+         **{c: s.loc[name, c] for c in stats}, "ok": res.ok}
+        for name in s.index
+    ]  # fmt: skip
 
 
 def _fmt(v: Any) -> str:
@@ -448,7 +464,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``summary.csv`` (atomically; floats as their shortest exact repr)."""
     buf = io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(SUMMARY_COLUMNS)

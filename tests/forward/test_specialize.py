@@ -66,6 +66,7 @@ def test_specialised_kernels_reproduce_the_generic_ones(model, stim, params):
 def test_generated_package_is_written_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(S, "_LOADED", {})
+    monkeypatch.setattr(S, "_BY_TERMS", {})
     kinds, offsets = (1, 3, 8), (10, 13, 14)
     mod = S.specialized(kinds, offsets)
     assert mod is S.specialized(list(kinds), np.array(offsets))
@@ -87,6 +88,7 @@ def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatc
     blocker.write_text("")
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(blocker))
     monkeypatch.setattr(S, "_LOADED", {})
+    monkeypatch.setattr(S, "_BY_TERMS", {})
     with pytest.warns(RuntimeWarning, match="CAINFER_CACHE_DIR"):
         mod = S.specialized((1, 3, 8), (10, 13, 14))
     assert mod is A

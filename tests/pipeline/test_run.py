@@ -168,3 +168,33 @@ def test_fit_rois_must_exist(config, tmp_path):
 
     with pytest.raises(ConfigError, match=r"ROI\(s\) \[40\] not in recording 'example'"):
         run_pipeline(cfg_path, output=tmp_path / "r", workers=1, progress=False)
+
+
+@pytest.mark.slow
+def test_cli_extract_then_fit(tmp_path, capsys):
+    traces = tmp_path / "traces.nc"
+    args = ["extract", str(EXAMPLES / "example.tif"), "--rois", str(EXAMPLES / "example_rois.tif"),
+            "--baseline-window", "20", "--out", str(traces), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {traces} (8 ROIs)"
+    ds = xr.open_dataset(traces, engine="h5netcdf")
+    assert ds["dff"].shape == (8, 900) and float(ds.attrs["frame_rate"]) == 30.0
+    out = tmp_path / "fits"
+    args = ["fit", str(traces), "--stimulus", str(EXAMPLES / "example_stimulus.csv"),
+            "--free", "pmca_vmax,influx_amplitude", "--roi", "2", "--draws", "150",
+            "--tune", "150", "--chains", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("recording,roi,parameter,mean,sd,hdi94_lb,hdi94_ub")
+    assert [r.split(",")[:3] for r in rows[1:]] == [
+        ["traces", "2", p] for p in ("pmca_vmax", "influx_amplitude", "sigma")
+    ]
+    assert load_fit(out / "roi_2.nc").free == ["pmca_vmax", "influx_amplitude"]
+    assert (out / "roi_2.png").is_file()
+    # bad input: one line, exit status 2
+    capsys.readouterr()
+    assert main(["fit", str(traces), "--stimulus", str(EXAMPLES / "example_stimulus.csv"),
+                 "--roi", "12", "--out", str(out)]) == 2  # fmt: skip
+    assert "--roi [12]: not in" in capsys.readouterr().err
+    assert main(["extract", str(tmp_path / "none.tif"), "--out", str(traces)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
