@@ -135,6 +135,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise ValueError(f"--roi {missing}: not in {src} (ROIs: {labels})")
     free = args.free.split(",") if args.free else None
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     from rich.progress import track
 
