@@ -23,7 +23,7 @@ def recovery():
         model,
         stimulus=STIM,
         free=["gamma", "influx_amplitude"],
-        draws=500,
+        draws=1000,
         tune=500,
         chains=2,
         seed=1,

@@ -34,8 +34,8 @@ def test_result_groups_and_predictions(recovery):
     ):
         assert group in idata.children, group
     pp = idata["posterior_predictive"]
-    assert pp["dff"].shape == (2, 500, TIME.size) and pp["ca"].shape == (2, 500, TIME.size)
-    assert idata["log_likelihood"]["dff"].shape == (2, 500, TIME.size - 3)
+    assert pp["dff"].shape == (2, 1000, TIME.size) and pp["ca"].shape == (2, 1000, TIME.size)
+    assert idata["log_likelihood"]["dff"].shape == (2, 1000, TIME.size - 3)
     # the predictive mean at the posterior mean is the forward model's trace
     mean_ca = pp["ca"].mean(("chain", "draw")).values
     truth_ca = model.simulate(TRUTH, TIME, STIM, substeps=1).ca.values
