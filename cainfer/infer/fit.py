@@ -894,7 +894,7 @@ def _run(
             )
     else:
         compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
-        if options.get("init", "optimize") == "optimize":
+        if hasattr(compiled, "logp_func"):  # the numba backend's compiled model
             compiled = _mode_starts(compiled, seed)
         t1 = time_module.perf_counter()
         idata = nutpie.sample(
