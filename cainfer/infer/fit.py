@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import threading
@@ -910,10 +911,16 @@ def _run(
             save_warmup=False,
         )
     t2 = time_module.perf_counter()
-    with pm_model:
-        prior = pm.sample_prior_predictive(
-            draws=min(500, options["draws"] * chains), random_seed=seed
-        )
+    forward_log = logging.getLogger("pymc.sampling.forward")
+    level = forward_log.level
+    forward_log.setLevel(logging.WARNING)  # not "Sampling: [...]" after every fit
+    try:
+        with pm_model:
+            prior = pm.sample_prior_predictive(
+                draws=min(500, options["draws"] * chains), random_seed=seed
+            )
+    finally:
+        forward_log.setLevel(level)
     idata["prior"] = prior["prior"].ds if hasattr(prior["prior"], "ds") else prior["prior"]
     time_coord = ("time", t, {"units": "s"})
     if labels is None:

@@ -22,7 +22,6 @@ import contextlib
 import csv
 import io
 import json
-import logging
 import math
 import os
 import platform
@@ -150,7 +149,6 @@ def fit_task(
     import matplotlib
 
     matplotlib.use("Agg")
-    logging.getLogger("pymc").setLevel(logging.WARNING)  # no "Sampling: [...]" per ROI
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # diagnostics go to summary.csv and the report
