@@ -198,3 +198,13 @@ def test_cli_extract_then_fit(tmp_path, capsys):
     assert "--roi [12]: not in" in capsys.readouterr().err
     assert main(["extract", str(tmp_path / "none.tif"), "--out", str(traces)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_existing_scheduler_gives_the_serial_numbers(serial_run, config, tmp_path):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        out = run_pipeline(config, output=tmp_path / "sched", scheduler=cluster.scheduler_address,
+                           progress=False)  # fmt: skip
+    assert (out / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
