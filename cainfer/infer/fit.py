@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 import arviz as az
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 
@@ -894,7 +895,11 @@ def _run(
                 nuts={"target_accept": float(options["target_accept"])},
             )
     else:
-        compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
+        # no fast-math in the compiled log density: with it, the rounding depended on
+        # whether PyTensor's pieces were compiled in this process or loaded from its
+        # cache, and the same seed gave different draws in a fresh process
+        with pytensor.config.change_flags(numba__fastmath=False):
+            compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model
             compiled = _mode_starts(compiled, seed)
         t1 = time_module.perf_counter()

@@ -168,7 +168,7 @@ def test_chains_start_at_the_mode_not_in_a_local_one():
     stim = cainfer.Stimulus.train([2.0, 10.0, 18.0], n=5, interval=0.05)
     truth = {"pmca_vmax": 100.0, "serca_vmax": 290.0, "influx_amplitude": 12.0}
     y = simulate_traces(model, truth, t, stim, noise_sd=0.03, seed=4).dff.isel(roi=0)
-    res = fit(y, model, stimulus=stim, free=list(truth), draws=300, tune=300, chains=2, seed=2)
+    res = fit(y, model, stimulus=stim, free=list(truth), draws=1000, tune=500, chains=2, seed=2)
     s = res.summary(round_to="none")
     assert (s["r_hat"].astype(float) <= 1.01).all(), s
     for name, value in truth.items():
