@@ -42,9 +42,9 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     nc = out / "simulation.nc"
-    tmp = out / "simulation.nc.tmp"
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, nc)
+    from cainfer.pipeline.run import atomic_netcdf
+
+    atomic_netcdf(ds, nc)
 
     n_panels = 3 if model.has_er else 2
     fig, axes = plt.subplots(n_panels, 1, sharex=True, figsize=(8, 2.2 * n_panels))
@@ -90,7 +90,7 @@ def _frame_bar(label: str, disable: bool) -> Iterator[Callable[[int, int], None]
 def _extract(args: argparse.Namespace) -> int:
     from cainfer.extract import extract_traces
     from cainfer.io import load_movie
-    from cainfer.pipeline.run import atomic_write
+    from cainfer.pipeline.run import atomic_netcdf
 
     out = Path(args.out)
     if out.suffix != ".nc":
@@ -105,7 +105,7 @@ def _extract(args: argparse.Namespace) -> int:
                 neuropil=args.neuropil or None, baseline=args.baseline,
                 baseline_window=args.baseline_window, progress=tick,
             )  # fmt: skip
-    atomic_write(out, bytes(ds.to_netcdf(engine="h5netcdf")))
+    atomic_netcdf(ds, out)
     print(f"wrote {out} ({ds.sizes['roi']} ROIs)")
     return 0
 
@@ -186,13 +186,8 @@ def demo_config() -> Path:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cainfer.pipeline import run_pipeline
-
-    out = run_pipeline(
-        demo_config(), output=args.out, workers=args.workers, progress=not args.no_progress
-    )
-    print(f"report: {out / 'report.html'}")
-    return 0
+    args.config, args.scheduler = demo_config(), None
+    return _run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,8 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="pipeline config (TOML)")
     run.add_argument("--out", help="run directory (default: the config's run.output)")
     run.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler to run the fits on")
-    run.add_argument("--workers", type=int, help="local worker processes (default: config)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
 
     rep = sub.add_parser("report", help="(re)write report.html of a run directory")
@@ -262,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="extraction and fits on the bundled example recording")
     demo.add_argument("--out", default="cainfer-demo", help="run directory (./cainfer-demo)")
-    demo.add_argument("--workers", type=int, help="local worker processes (default: one/core)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+    for p in (run, demo):
+        p.add_argument("--workers", type=int, help="local worker processes (default: the config's)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
 

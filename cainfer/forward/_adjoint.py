@@ -20,7 +20,7 @@ from numba import njit
 from cainfer.forward import _kernels as K
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def _hill_d(c: float, k: float, n: float, need_n: bool = True) -> tuple[float, float, float, float]:
     """H = c^n/(k^n + c^n) and its partials (dh/dc, dh/dk, dh/dn); zero for c ≤ 0.
 
@@ -36,7 +36,7 @@ def _hill_d(c: float, k: float, n: float, need_n: bool = True) -> tuple[float, f
     return h, dh_dx * n * x / c, -dh_dx * n * x / k, dn
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def term_vjp(
     kind: int,
     o: int,
@@ -60,7 +60,23 @@ def term_vjp(
     return local_vjp(kind, o, c, cer, p, gpm, gx, pbar)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
+def _pump_vjp(
+    o: int, c: float, n: float, p: np.ndarray, g: float, pbar: np.ndarray, need_n: bool
+) -> tuple[float, float]:
+    """Pull ``g`` back through ``−V h(c; K, n)`` (V at ``o``, K at ``o + 1``).
+
+    Adds to V̄ and K̄ in ``pbar``; returns (c̄, n̄), the Hill coefficient's
+    slot being the caller's to fill (NCX has none).
+    """
+    h, dc, dk, dn = _hill_d(c, p[o + 1], n, need_n)
+    v = p[o]
+    pbar[o] += -g * h
+    pbar[o + 1] += -g * v * dk
+    return -g * v * dc, -g * v * dn
+
+
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_linear(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
@@ -71,34 +87,28 @@ def vjp_linear(
     return -gpm * p[o], 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_pmca(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
 ) -> tuple[float, float]:  # fmt: skip
     """−V h(c; K, n)."""
-    h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2], need_n)
-    v = p[o]
-    pbar[o] += -gpm * h
-    pbar[o + 1] += -gpm * v * dk
-    pbar[o + 2] += -gpm * v * dn
-    return -gpm * v * dc, 0.0
+    cbar, nbar = _pump_vjp(o, c, p[o + 2], p, gpm, pbar, need_n)
+    pbar[o + 2] += nbar
+    return cbar, 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_ncx(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
 ) -> tuple[float, float]:  # fmt: skip
     """−V c/(K + c)."""
-    h, dc, dk, _ = _hill_d(c, p[o + 1], 1.0, False)
-    v = p[o]
-    pbar[o] += -gpm * h
-    pbar[o + 1] += -gpm * v * dk
-    return -gpm * v * dc, 0.0
+    cbar, _ = _pump_vjp(o, c, 1.0, p, gpm, pbar, False)
+    return cbar, 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_pm_leak(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
@@ -108,21 +118,18 @@ def vjp_pm_leak(
     return 0.0, 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_serca(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
 ) -> tuple[float, float]:  # fmt: skip
     """−V h(c; K, n) into the ER."""
-    h, dc, dk, dn = _hill_d(c, p[o + 1], p[o + 2], need_n)
-    v = p[o]
-    pbar[o] += -gx * h
-    pbar[o + 1] += -gx * v * dk
-    pbar[o + 2] += -gx * v * dn
-    return -gx * v * dc, 0.0
+    cbar, nbar = _pump_vjp(o, c, p[o + 2], p, gx, pbar, need_n)
+    pbar[o + 2] += nbar
+    return cbar, 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_er_leak(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
@@ -132,7 +139,7 @@ def vjp_er_leak(
     return -gx * p[o], gx * p[o]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_release(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
@@ -150,7 +157,7 @@ def vjp_release(
     return gx * r * g * (da_c * d - a), gx * r * a * (dg_c * d + g)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def vjp_soce(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
@@ -177,7 +184,7 @@ LOCAL_VJP = {
 }
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def local_vjp(
     kind: int,
     o: int,
@@ -209,7 +216,7 @@ def local_vjp(
     return 0.0, 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def beta_d(
     c: float, kappa: float, bt: float, kd: float, n: float, need_n: bool = True
 ) -> tuple[float, float, float, float, float]:
@@ -225,7 +232,7 @@ def beta_d(
     return 1.0 + kappa + bt * g, bt * dg_c, g, bt * dg_kd, bt * dg_n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def rhs_vjp(
     t: float,
     c: float,
@@ -270,7 +277,7 @@ def rhs_vjp(
     return cbar + a, erbar + e
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_vjp(
     t: float,
     c: float,
@@ -301,7 +308,7 @@ def flux_vjp(
     return cbar, erbar
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def rk4_step_vjp(
     t: float,
     h: float,
@@ -357,7 +364,7 @@ def rk4_step_vjp(
     return lc + y1bc + y2bc + y3bc + y4bc, le + y1be + y2be + y3be + y4be
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def total_d(
     c: float, kappa: float, bt: float, kd: float, n: float
 ) -> tuple[float, float, float, float]:
@@ -372,7 +379,7 @@ _JUMP = K.S_JUMP
 _OUT = K.S_OUT
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def tape_backward(
     tape: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ev_w: np.ndarray,
@@ -428,7 +435,7 @@ def tape_backward(
     return pbar, lc, le
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def balance_leaks(
     p_raw: np.ndarray,
     kinds: np.ndarray,
@@ -458,7 +465,7 @@ def balance_leaks(
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def balance_vjp(
     p: np.ndarray,
     kinds: np.ndarray,
@@ -494,7 +501,7 @@ def balance_vjp(
             pbar[K.G_CER_REST] += e
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def dff_forward(
     p_raw: np.ndarray,
     time: np.ndarray,
@@ -518,7 +525,7 @@ def dff_forward(
     return dff, c
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def dff_forward_tape(
     p_raw: np.ndarray,
     op: np.ndarray,
@@ -557,7 +564,7 @@ def dff_forward_tape(
     return dff, c, cc, ee
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def dff_vjp_tape(
     p_raw: np.ndarray,
     op: np.ndarray,
@@ -629,7 +636,7 @@ def dff_vjp_tape(
     return pbar
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def dff_vjp(
     p_raw: np.ndarray,
     time: np.ndarray,

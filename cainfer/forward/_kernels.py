@@ -6,6 +6,11 @@ time, that a sampler calls thousands of times. It is hand-written in numba so
 that no Python runs per time step. Each RK4 step is a pure function of
 ``(t, h, state, p)`` so that a discrete adjoint can be added step by step.
 
+Every kernel states ``fastmath=False``: numba otherwise compiles a function
+with the fast-math flags of the first jitted caller that needs it (PyTensor's
+numba backend defaults to fast-math), so the same call rounded differently
+depending on what ran first in the process.
+
 Parameter vector layout (``p``, float64): fixed global slots first (see the
 ``G_*`` constants), then each flux term's parameters at its offset.
 """
@@ -43,7 +48,7 @@ K_EVENTS = 8
 K_WAVEFORM = 9
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def hill_frac(c: float, k: float, n: float) -> float:
     """Occupancy c^n/(k^n + c^n), with c clipped at 0."""
     if c <= 0.0:
@@ -52,13 +57,13 @@ def hill_frac(c: float, k: float, n: float) -> float:
     return x / (1.0 + x)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def total_ca(c: float, kappa: float, bt: float, kd: float, n: float) -> float:
     """Total cytosolic Ca (µM) from free Ca c (µM)."""
     return c * (1.0 + kappa) + bt * hill_frac(c, kd, n)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def buffer_capacity(c: float, kappa: float, bt: float, kd: float, n: float) -> float:
     """β(c) = dCa_T/dc = 1 + κ_S + B_T·n·K_d^n·c^(n−1)/(c^n + K_d^n)^2."""
     if c <= 0.0:
@@ -68,7 +73,7 @@ def buffer_capacity(c: float, kappa: float, bt: float, kd: float, n: float) -> f
     return 1.0 + kappa + bt * n * x / (c * (1.0 + x) * (1.0 + x))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def free_from_total(total: float, kappa: float, bt: float, kd: float, n: float) -> float:
     """Free Ca (µM) whose total is ``total`` (µM): safeguarded Newton on a bracket.
 
@@ -97,7 +102,7 @@ def free_from_total(total: float, kappa: float, bt: float, kd: float, n: float) 
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def free_from_total_array(
     total: np.ndarray, kappa: float, bt: float, kd: float, n: float
 ) -> np.ndarray:
@@ -108,7 +113,7 @@ def free_from_total_array(
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def waveform_at(t: float, wt: np.ndarray, wv: np.ndarray) -> float:
     """Piecewise-linear waveform value at t, zero outside its support."""
     if wt.size == 0 or t < wt[0] or t > wt[-1]:
@@ -120,43 +125,43 @@ def waveform_at(t: float, wt: np.ndarray, wv: np.ndarray) -> float:
     return wv[j] + w * (wv[j + 1] - wv[j])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_linear(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """Linear extrusion ``−γ (c − c_rest)``."""
     return -p[o] * (c - p[G_C_REST]), 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_pmca(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """PMCA ``−V h(c; K, n)``."""
     return -p[o] * hill_frac(c, p[o + 1], p[o + 2]), 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_ncx(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """NCX ``−V c/(K + c)``."""
     return -p[o] * hill_frac(c, p[o + 1], 1.0), 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_pm_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """Constant plasma-membrane leak."""
     return p[o], 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_serca(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """SERCA uptake ``−V h(c; K, n)`` (ER → cytosol sign)."""
     return 0.0, -p[o] * hill_frac(c, p[o + 1], p[o + 2])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_er_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """Passive ER leak ``k (c_ER − c)``."""
     return 0.0, p[o] * (cer - c)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_release(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """Ca-induced release ``r h(c; K_a, n_a) h(c_ER; K_l, n_l) (c_ER − c)``."""
     act = hill_frac(c, p[o + 1], p[o + 2])
@@ -164,7 +169,7 @@ def flux_release(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, fl
     return 0.0, p[o] * act * load * (cer - c)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def flux_soce(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """Store-operated entry ``V (1 − h(c_ER; K, n))``."""
     return p[o] * (1.0 - hill_frac(cer, p[o + 1], p[o + 2])), 0.0
@@ -183,7 +188,7 @@ LOCAL_FLUX = {
 }
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """One state-dependent flux term: (plasma-membrane flux, ER→cytosol flux), µM/s.
 
@@ -210,7 +215,7 @@ def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[
     return 0.0, 0.0  # K_EVENTS acts through jumps; K_WAVEFORM depends on time only
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def term_flux(
     kind: int,
     o: int,
@@ -227,7 +232,7 @@ def term_flux(
     return local_flux(kind, o, c, cer, p)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def term_flux_array(
     kind: int,
     o: int,
@@ -246,7 +251,7 @@ def term_flux_array(
     return a, b
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def net_flux(
     t: float,
     c: float,
@@ -270,13 +275,13 @@ def net_flux(
     return jpm, jx
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def dye_binding(c: float, b: float, p: np.ndarray) -> float:
     """Net indicator binding rate (µM/s): k_on·c^n·(B_T − b) − k_off·b, k_on = k_off/K_d^n."""
     return p[G_KOFF] * (hill_ratio(c, p[G_KD], p[G_HILL]) * (p[G_BT] - b) - b)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def hill_ratio(c: float, k: float, n: float) -> float:
     """(c/k)^n with c clipped at 0."""
     if c <= 0.0:
@@ -284,7 +289,7 @@ def hill_ratio(c: float, k: float, n: float) -> float:
     return c / k if n == 1.0 else (c / k) ** n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def rhs(
     t: float,
     c: float,
@@ -318,7 +323,7 @@ def rhs(
     return dc, dcer, db
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def rk4_step(
     t: float,
     h: float,
@@ -379,12 +384,12 @@ S_JUMP = 1
 S_OUT = 2
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _n_steps(span: float, h_max: float) -> int:
     return max(1, int(math.ceil(span / h_max - 1e-9)))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def schedule(
     time: np.ndarray, ev_t: np.ndarray, h_max: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -448,7 +453,7 @@ def schedule(
     return op, arg, tt, hh
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def run(
     op: np.ndarray,
     arg: np.ndarray,
@@ -494,7 +499,7 @@ def run(
     )  # fmt: skip
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=False, inline="always")
 def _run_body(
     op: np.ndarray,
     arg: np.ndarray,
@@ -543,7 +548,7 @@ def _run_body(
     return c_out, er_out, b_out, cc, ee
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def solve(
     time: np.ndarray,
     ev_t: np.ndarray,
@@ -575,7 +580,7 @@ def solve(
     return c, cer, b
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def jacobian_bound(
     c_grid: np.ndarray,
     cer_grid: np.ndarray,
@@ -621,7 +626,7 @@ def jacobian_bound(
     return lam
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def _spectral_radius(jac: np.ndarray, has_er: bool, kinetic: bool) -> float:
     """Largest |eigenvalue| of the Jacobian restricted to the active states."""
     idx = [0]

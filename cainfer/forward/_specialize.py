@@ -53,47 +53,52 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cainfer"
 
 
-def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
-    lines = [
-        "",
-        "",
-        f"# generated: net_flux unrolled for kinds {kinds} at offsets {offsets}",
-        "@njit(cache=True)",
-        "def net_flux(t, c, cer, p, kinds, offsets, wt, wv):  # noqa: F811",
-        "    jpm = 0.0",
-        "    jx = 0.0",
-    ]
+def _unrolled(
+    kinds: tuple[int, ...],
+    offsets: tuple[int, ...],
+    *,
+    decorator: str,
+    head: str,
+    sums: tuple[str, str],
+    functions: dict[int, str],
+    args: str,
+    waveform: str,
+) -> str:
+    """Source of a loop over terms unrolled: ``sums += functions[kind](offset, args)``.
+
+    Events add nothing (they act through jumps); the waveform term is the
+    line ``waveform`` with ``{o}`` its offset.
+    """
+    name = head.split("(")[0]
+    comment = f"# generated: {name} unrolled for kinds {kinds} at offsets {offsets}"
+    lines = ["", "", comment, decorator, f"def {head}:  # noqa: F811"]
+    lines += [f"    {v} = 0.0" for v in sums]
     for k, o in zip(kinds, offsets, strict=True):
         if k == K.K_WAVEFORM:
-            lines.append(f"    jpm += p[{o}] * waveform_at(t, wt, wv)")
-        elif k != K.K_EVENTS:  # events act through jumps only
-            f = K.LOCAL_FLUX[k]
-            lines += [f"    a, b = {f}({o}, c, cer, p)", "    jpm += a", "    jx += b"]
-    lines.append("    return jpm, jx")
+            lines.append("    " + waveform.format(o=o))
+        elif k != K.K_EVENTS:
+            lines += [f"    a, b = {functions[k]}({o}, {args})",
+                      f"    {sums[0]} += a", f"    {sums[1]} += b"]  # fmt: skip
+    lines.append(f"    return {sums[0]}, {sums[1]}")
     return "\n".join(lines) + "\n"
+
+
+def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
+    return _unrolled(
+        kinds, offsets, decorator="@njit(cache=True, fastmath=False)",
+        head="net_flux(t, c, cer, p, kinds, offsets, wt, wv)", sums=("jpm", "jx"),
+        functions=K.LOCAL_FLUX, args="c, cer, p",
+        waveform="jpm += p[{o}] * waveform_at(t, wt, wv)",
+    )  # fmt: skip
 
 
 def _flux_vjp_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
-    lines = [
-        "",
-        "",
-        f"# generated: flux_vjp unrolled for kinds {kinds} at offsets {offsets}",
-        '@njit(cache=True, inline="always")',
-        "def flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n):  # noqa: F811",
-        "    cbar = 0.0",
-        "    erbar = 0.0",
-    ]
-    for k, o in zip(kinds, offsets, strict=True):
-        if k == K.K_WAVEFORM:
-            lines.append(f"    pbar[{o}] += gpm * K.waveform_at(t, wt, wv)")
-        elif k != K.K_EVENTS:
-            lines += [
-                f"    a, e = {A.LOCAL_VJP[k]}({o}, c, cer, p, gpm, gx, pbar, need_n)",
-                "    cbar += a",
-                "    erbar += e",
-            ]
-    lines.append("    return cbar, erbar")
-    return "\n".join(lines) + "\n"
+    return _unrolled(
+        kinds, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
+        head="flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)",
+        sums=("cbar", "erbar"), functions=A.LOCAL_VJP, args="c, cer, p, gpm, gx, pbar, need_n",
+        waveform="pbar[{o}] += gpm * K.waveform_at(t, wt, wv)",
+    )  # fmt: skip
 
 
 def sources(kinds: Sequence[int], offsets: Sequence[int]) -> tuple[str, str]:
@@ -138,7 +143,10 @@ def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
             pkg = root / f"k_{key}"
             if not (pkg / "_adjoint.py").is_file():
                 _write_package(root, pkg, src_k, src_a)
-            mod = _import(pkg, f"_cainfer_kernels_{key}")
+            # the module name names the directory too: a package of the same key imported
+            # from another cache directory earlier in this process is not reused
+            where = hashlib.sha256(str(pkg.resolve()).encode()).hexdigest()[:8]
+            mod = _import(pkg, f"_cainfer_kernels_{key}_{where}")
         except OSError as err:
             warnings.warn(
                 f"cannot write specialised solver kernels under {root} ({err}); using the "

@@ -895,9 +895,8 @@ def _run(
                 nuts={"target_accept": float(options["target_accept"])},
             )
     else:
-        # no fast-math in the compiled log density: with it, the rounding depended on
-        # whether PyTensor's pieces were compiled in this process or loaded from its
-        # cache, and the same seed gave different draws in a fresh process
+        # no fast-math in the compiled log density: the draws of a seed then do not
+        # depend on PyTensor's fast-math default (the solver kernels pin it off themselves)
         with pytensor.config.change_flags(numba__fastmath=False):
             compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model

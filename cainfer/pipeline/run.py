@@ -63,6 +63,17 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_netcdf(data: Any, path: Path) -> None:
+    """Write an xarray Dataset or DataTree to NetCDF (h5netcdf) through a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        data.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def sha256_file(path: Path, *, block: int = 1 << 22) -> str:
     """SHA-256 of a file's bytes (read in 4 MiB blocks)."""
     import hashlib
@@ -113,13 +124,7 @@ def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
     with load_movie(rec.path, frame_rate=cfg.frame_rate, channel=cfg.channel) as movie:
         ds = extract_traces(movie, rois=cfg.roi_source_for(rec), **cfg.extraction)
     ds.attrs["recording"] = rec.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_netcdf(ds, out)
     return out
 
 
@@ -422,12 +427,7 @@ def _write_traces(out: Path, traces: dict[str, Any]) -> None:
     import xarray as xr
 
     tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in traces.items()})
-    tmp = out / f".traces.nc.{os.getpid()}.tmp"
-    try:
-        tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, out / "traces.nc")
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_netcdf(tree, out / "traces.nc")
 
 
 def summary_rows(out: Path, cfg: Config, traces: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Kernels specialised to a model's terms against the generic kernels they are generated from."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,13 @@ def test_generated_package_is_written_once_and_reused(tmp_path, monkeypatch):
     # other terms get another package
     S.specialized((0, 8), (10, 11))
     assert len(list((tmp_path / "kernels").iterdir())) == 2
+    # another cache directory in the same process: its own files are imported
+    monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path / "other"))
+    monkeypatch.setattr(S, "_LOADED", {})
+    other = S.specialized(kinds, offsets)
+    assert Path(other.__file__).parent == tmp_path / "other" / "kernels" / pkgs[0].name
+    assert Path(other.K.__file__).parent == Path(other.__file__).parent
+    assert Path(mod.__file__).parent == pkgs[0]
 
 
 def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatch):
@@ -108,3 +116,18 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert S.cache_dir() == tmp_path / "cainfer"
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path / "c"))
     assert S.cache_dir() == tmp_path / "c"
+
+
+def test_every_kernel_pins_fastmath_off():
+    # numba compiles a kernel without its own fastmath setting with the flags of
+    # the first jitted caller (PyTensor's numba backend: fast-math on), so the
+    # same call would round differently depending on what ran first
+    from numba.core.registry import CPUDispatcher
+
+    special = S.specialized((1, 3, 8), (10, 13, 14))
+    modules = (A.K, A, special.K, special)
+    kernels = [f for m in modules for f in vars(m).values() if isinstance(f, CPUDispatcher)]
+    assert len(kernels) > 40
+    assert all(f.targetoptions.get("fastmath") is False for f in kernels), [
+        f.__name__ for f in kernels if f.targetoptions.get("fastmath") is not False
+    ]
