@@ -24,6 +24,7 @@ import xarray as xr
 
 from cainfer.forward import CellModel, Prior, Stimulus
 from cainfer.forward._specialize import specialized
+from cainfer.infer._compile import compile_numba
 from cainfer.infer._op import solve_op
 
 Likelihood = Literal["normal", "student_t"]
@@ -898,7 +899,10 @@ def _run(
         # no fast-math in the compiled log density: the draws of a seed then do not
         # depend on PyTensor's fast-math default (the solver kernels pin it off themselves)
         with pytensor.config.change_flags(numba__fastmath=False):
-            compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
+            if options["backend"] == "numba":
+                compiled = compile_numba(pm_model)
+            else:
+                compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model
             compiled = _mode_starts(compiled, seed)
         t1 = time_module.perf_counter()
