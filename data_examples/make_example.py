@@ -1,4 +1,4 @@
-"""Regenerate the bundled example recording, byte for byte.
+"""Regenerate the bundled example recordings.
 
 Run from the repository root::
 

@@ -22,6 +22,8 @@ import math
 import numpy as np
 from numba import njit
 
+from cainfer.forward import _cache  # noqa: F401  (first: where numba caches these kernels)
+
 # Global slots of the parameter vector.
 G_C_REST = 0  # resting free cytosolic Ca (µM)
 G_KAPPA_S = 1  # endogenous buffer capacity κ_S (dimensionless)

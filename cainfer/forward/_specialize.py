@@ -9,10 +9,9 @@ which the two loops over terms (``net_flux`` in the forward solve,
 offsets, so that numba compiles straight-line code; every formula still
 comes from the generic sources (the per-kind ``flux_*`` and ``vjp_*``).
 
-The copy is a package under ``<cache>/kernels/`` (``<cache>`` is
-``$CAINFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/cainfer``, else
-``~/.cache/cainfer``) so that numba's on-disk cache keeps its machine code
-between processes. Its name hashes the kernel sources and the terms: an
+The copy is a package under ``<cache>/kernels/`` (``<cache>``: see
+:mod:`cainfer.forward._cache`) so that numba's on-disk cache keeps its
+machine code between processes. Its name hashes the kernel sources and the terms: an
 upgrade or another model gets its own package. Packages are written to a
 temporary directory and renamed into place, so concurrent processes never
 import a half-written one.
@@ -36,21 +35,13 @@ from typing import Any
 
 from cainfer.forward import _adjoint as A
 from cainfer.forward import _kernels as K
+from cainfer.forward._cache import cache_dir
 
 _FORMAT = 1  # bump when the generated text changes
 _IMPORT = "from cainfer.forward import _kernels as K"
 _LOADED: dict[str, ModuleType] = {}  # by hash of the generated sources
 _BY_TERMS: dict[tuple[Any, ...], ModuleType] = {}  # by terms and cache root (no file reads)
 _LOCK = threading.Lock()
-
-
-def cache_dir() -> Path:
-    """Root of cainfer's on-disk cache (see the module docstring)."""
-    env = os.environ.get("CAINFER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "cainfer"
 
 
 def _unrolled(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -10,7 +11,7 @@ import os
 import threading
 import time as time_module
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -23,6 +24,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from cainfer.forward import CellModel, Prior, Stimulus
+from cainfer.forward._cache import cache_dir
 from cainfer.forward._specialize import specialized
 from cainfer.infer._compile import compile_numba
 from cainfer.infer._op import solve_op
@@ -849,6 +851,26 @@ def _pymc_model(
     return pm_model
 
 
+def _compiling_into_cache(func: Callable[..., Fit]) -> Callable[..., Fit]:
+    """Run ``func`` with PyTensor's generated source going to cainfer's cache directory.
+
+    PyTensor writes the Python source of every function it compiles to a file
+    it never removes, in ``$TMPDIR`` unless ``generated_src_dir`` is set; a
+    user's own setting is kept.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Fit:
+        if pytensor.config.generated_src_dir:
+            return func(*args, **kwargs)
+        src = str(cache_dir() / "pytensor-src")
+        with pytensor.config.change_flags(generated_src_dir=src):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_compiling_into_cache
 def _run(
     model: CellModel,
     y: np.ndarray,

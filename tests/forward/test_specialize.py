@@ -56,11 +56,13 @@ def _both(model, stim, params, substeps=2):
 )
 def test_specialised_kernels_reproduce_the_generic_ones(model, stim, params):
     generic, special = _both(model, stim, params)
-    # the same operations in the same order: the forward solve is identical
-    for a, b in zip(generic[:4], special[:4], strict=True):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(generic[4:], special[4:], strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+    # the same operations in the same order, but compiled separately: whether the
+    # compiler fuses a*b+c into one FMA can differ between the two copies and between
+    # CPUs, so they agree to rounding accumulated over the solve (measured: up to
+    # 4e-12 relative), not bit for bit; 1e-9 leaves a wide margin above that and is
+    # far below the solver's error against solve_ivp (1e-6)
+    for a, b in zip(generic, special, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9 * np.abs(a).max())
     assert np.abs(generic[4]).max() > 0
 
 

@@ -22,12 +22,15 @@ def test_op_values_and_gradient_match_the_model(name, mode):
     f = pytensor.function([x], [dff, ca, pytensor.grad((dff * w).sum(), x)], mode=mode)
     got_dff, got_ca, grad = f(model.pack_raw(params))
     sim = model.simulate(params, TIME, STIM, substeps=2)
-    np.testing.assert_allclose(got_dff, sim.dff, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(got_ca, sim.ca, rtol=1e-12)
+    # separately compiled copies of one arithmetic agree to rounding (FMA contraction
+    # may differ between them and between CPUs; measured up to 4e-12 relative), so
+    # 1e-9: far above that, far below the solver's error against solve_ivp (1e-6)
+    np.testing.assert_allclose(got_dff, sim.dff, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got_ca, sim.ca, rtol=1e-9)
     _, expected = model.dff_vjp(params, TIME, STIM, w, substeps=2)
     slots = model.slots()
     for k, v in expected.items():
-        assert grad[slots[k]] == pytest.approx(v, rel=1e-10, abs=1e-12), k
+        assert grad[slots[k]] == pytest.approx(v, rel=1e-9, abs=1e-12), k
 
 
 def test_gradient_through_both_outputs_by_finite_differences():
@@ -59,8 +62,10 @@ def test_gradient_without_hill_coefficients_matches_on_the_free_slots():
         x = pt.dvector("p")
         dff, *_ = op(x, *consts)
         grads[free is None] = pytensor.function([x], pytensor.grad((dff * w).sum(), x))(p0)
+    # two kernels (Hill derivatives folded away or not) agree to rounding, not bit for
+    # bit: see test_op_values_and_gradient_match_the_model for the 1e-9
     for name in ("serca_vmax", "kappa_s", "release_rate"):
-        assert grads[False][slots[name]] == pytest.approx(grads[True][slots[name]], rel=1e-12)
+        assert grads[False][slots[name]] == pytest.approx(grads[True][slots[name]], rel=1e-9)
     _, expected = model.dff_vjp({"influx_amplitude": 20.0}, TIME, STIM, w, substeps=2)
-    assert grads[True][slots["serca_hill"]] == pytest.approx(expected["serca_hill"], rel=1e-10)
+    assert grads[True][slots["serca_hill"]] == pytest.approx(expected["serca_hill"], rel=1e-9)
     assert expected["serca_hill"] != 0.0

@@ -1,0 +1,88 @@
+"""Where cainfer keeps what it compiles: one cache directory per user, never the package.
+
+``cache_dir()`` is ``$CAINFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/cainfer``,
+else ``~/.cache/cainfer``. Under it:
+
+- ``kernels/``: solver kernels generated per model (:mod:`._specialize`),
+  with numba's machine code for them in each package's ``__pycache__``;
+- ``numba/``: numba's machine code for the kernels that ship in the package
+  (numba would otherwise write it into the installed package's
+  ``__pycache__``, which may be read-only or shared between users);
+- ``pytensor-src/``: the Python source PyTensor generates for the compiled log
+  density (PyTensor otherwise leaves one file per function in ``$TMPDIR``).
+
+Deleting the directory is always safe: everything in it is rebuilt on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def cache_dir() -> Path:
+    """Root of cainfer's on-disk cache (see the module docstring)."""
+    env = os.environ.get("CAINFER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "cainfer"
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # the installed ``cainfer`` directory
+
+
+def _install_numba_locator() -> bool:
+    """Send numba's on-disk cache of cainfer's own kernels to ``cache_dir()/numba``.
+
+    numba picks a cache location per function from an ordered list of
+    locator classes; PyTensor adds its own the same way. The one added here
+    claims only source files inside the cainfer package, and only when the
+    user has not chosen a numba cache directory (``NUMBA_CACHE_DIR``); when
+    the directory cannot be written, numba's own locators decide. Returns
+    False (and numba keeps its defaults) if numba's internals are not the
+    ones this was written against.
+    """
+    try:
+        from numba.core import caching, config
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return False
+    base = getattr(caching, "_CacheLocator", None)
+    mixin = getattr(caching, "_SourceFileBackedLocatorMixin", None)
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    classes = getattr(impl, "_locator_classes", None)
+    if base is None or mixin is None or not isinstance(classes, list):
+        return False
+    if any(getattr(c, "_cainfer", False) for c in classes):
+        return True
+
+    class CainferCacheLocator(mixin, base):  # type: ignore[misc, valid-type]
+        """numba cache of functions defined in cainfer's own source files."""
+
+        _cainfer = True
+
+        def __init__(self, py_func: Any, py_file: str) -> None:
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            sub = self.get_suitable_cache_subpath(py_file)
+            self._cache_path = str(cache_dir() / "numba" / sub)
+
+        def get_cache_path(self) -> str:
+            return self._cache_path
+
+        @classmethod
+        def from_function(cls, py_func: Any, py_file: str) -> Any:
+            if getattr(config, "CACHE_DIR", None):
+                return None  # the user's NUMBA_CACHE_DIR wins
+            try:
+                Path(py_file).resolve().relative_to(_PACKAGE)
+            except (OSError, ValueError):
+                return None
+            return super().from_function(py_func, py_file)
+
+    classes.insert(0, CainferCacheLocator)
+    return True
+
+
+NUMBA_LOCATOR = _install_numba_locator()

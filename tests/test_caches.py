@@ -1,0 +1,92 @@
+"""What cainfer compiles goes to its cache directory: not into the package, not into $TMPDIR."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cainfer
+from cainfer.forward import _cache
+
+PACKAGE = Path(cainfer.__file__).resolve().parent
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")} | env
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def test_packaged_kernels_cache_under_the_cache_directory(tmp_path):
+    code = """
+        from pathlib import Path
+        from cainfer.forward import _kernels as K
+        assert K._cache.NUMBA_LOCATOR
+        print(K.buffer_capacity._cache._cache_path)
+        print(K.buffer_capacity(0.1, 60.0, 50.0, 0.25, 1.0))
+    """
+    r = _run(code, {"CAINFER_CACHE_DIR": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr
+    where, value = r.stdout.split()
+    assert Path(where).is_relative_to(tmp_path / "c" / "numba")
+    assert float(value) > 61.0
+    written = list((tmp_path / "c" / "numba").rglob("_kernels.buffer_capacity-*.nbi"))
+    assert written, sorted((tmp_path / "c").rglob("*"))
+
+
+def test_numba_cache_dir_of_the_user_wins(tmp_path):
+    code = """
+        from cainfer.forward import _kernels as K
+        print(K.buffer_capacity._cache._cache_path)
+    """
+    env = {"CAINFER_CACHE_DIR": str(tmp_path / "c"), "NUMBA_CACHE_DIR": str(tmp_path / "n")}
+    r = _run(code, env)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).is_relative_to(tmp_path / "n")
+
+
+def test_locator_claims_only_cainfer_sources(tmp_path):
+    from numba.core import caching
+
+    locator = next(c for c in caching.CacheImpl._locator_classes if getattr(c, "_cainfer", 0))
+    other = tmp_path / "user_module.py"
+    other.write_text("def f():\n    return 1\n")
+    ns: dict = {}
+    exec(compile(other.read_text(), str(other), "exec"), ns)
+    assert locator.from_function(ns["f"], str(other)) is None
+    mine = locator.from_function(_cache.cache_dir, str(PACKAGE / "forward" / "_cache.py"))
+    assert mine is not None
+    assert Path(mine.get_cache_path()).is_relative_to(_cache.cache_dir() / "numba")
+
+
+@pytest.mark.slow
+def test_a_fit_leaves_no_files_in_tmpdir(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = """
+        import numpy as np
+        import cainfer
+        from cainfer.synthetic import simulate_traces
+        model = cainfer.single_compartment("OGB-1")
+        t = np.arange(150) / 30.0
+        stim = cainfer.Stimulus(events=[1.0, 3.0])
+        y = simulate_traces(model, {"gamma": 500.0}, t, stim, noise_sd=0.03, seed=1)
+        for seed in (1, 2):
+            cainfer.fit(y.dff.isel(roi=0), model, stimulus=stim, free=["gamma"],
+                        draws=100, tune=100, chains=1, seed=seed)
+    """
+    env = {"TMPDIR": str(tmp), "PYTHONWARNINGS": "ignore"}
+    if "CAINFER_CACHE_DIR" in os.environ:
+        env["CAINFER_CACHE_DIR"] = os.environ["CAINFER_CACHE_DIR"]
+    r = _run(code, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in tmp.iterdir()) == []
