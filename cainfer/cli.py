@@ -102,7 +102,7 @@ def _extract(args: argparse.Namespace) -> int:
         with _frame_bar("extraction", args.no_progress) as tick:
             ds = extract_traces(
                 movie, rois=args.rois, register=not args.no_register,
-                neuropil=args.neuropil or None, baseline=args.baseline,
+                neuropil=args.neuropil or None, dark_level=args.dark_level, baseline=args.baseline,
                 baseline_window=args.baseline_window, progress=tick,
             )  # fmt: skip
     atomic_netcdf(ds, out)
@@ -125,7 +125,7 @@ def _fit(args: argparse.Namespace) -> int:
     if not src.is_file():
         raise ValueError(f"{src}: no such file")
     with xr.open_dataset(src, engine="h5netcdf") as ds:
-        traces = ds[["dff"]].load()
+        traces = ds[[v for v in ("F", "F_neu", "F0", "dff") if v in ds]].load()
     stim = Stimulus.from_csv(args.stimulus)
     model = preset(args.preset, args.indicator)
     labels = [x.item() for x in traces["roi"].values]
@@ -144,7 +144,8 @@ def _fit(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore")
             res = fit(
                 traces, model, stimulus=stim, roi=roi, free=free, fixed=_parse_params(args.fixed),
-                draws=args.draws, tune=args.tune, chains=args.chains, seed=args.seed + i,
+                observation=args.observation, draws=args.draws, tune=args.tune,
+                chains=args.chains, seed=args.seed + i,
             )  # fmt: skip
         res.save(out / f"roi_{roi}.nc")
         res.plot_trace(path=out / f"roi_{roi}.png")
@@ -219,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--channel", type=int, help="channel of multi-channel files (0-based)")
     ext.add_argument("--no-register", action="store_true", help="skip motion correction")
     ext.add_argument("--neuropil", type=float, default=0.7, help="ratio r (0: none; 0.7)")
+    ext.add_argument(
+        "--dark-level", type=float, default=0.0, help="counts with no light (camera offset; 0)"
+    )
     ext.add_argument("--baseline", default="percentile", choices=["percentile", "maximin",
                      "constant"], help="baseline method (default percentile)")  # fmt: skip
     ext.add_argument("--baseline-window", type=float, default=60.0, help="s (default 60)")
@@ -235,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                      help="hold a parameter fixed (repeatable)")  # fmt: skip
     fit.add_argument("--roi", action="append", default=[], help="ROI to fit (repeatable; all)")
+    fit.add_argument(
+        "--observation",
+        default="auto",
+        choices=["auto", "fluorescence", "dff", "dff_exact"],
+        help="what the likelihood sees (default: raw F when the file has it)",
+    )
     fit.add_argument("--draws", type=int, default=1000)
     fit.add_argument("--tune", type=int, default=1000)
     fit.add_argument("--chains", type=int, default=4)

@@ -69,9 +69,25 @@ def test_readme_demo_command_runs(tmp_path, capsys):
 
     assert main([*args, "--out", str(tmp_path / "demo"), "--workers", "1", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'demo' / 'report.html'}"
-    rows = (tmp_path / "demo" / "summary.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 * 3  # 4 ROIs x (2 free parameters + sigma)
-    assert all(r.endswith(",true") for r in rows[1:]), rows
+    import csv
+
+    import xarray as xr
+
+    with open(tmp_path / "demo" / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # 4 ROIs x (2 free parameters + sigma, F0, dff_gain, neuropil_ratio, shot_fraction, rho)
+    assert len(rows) == 4 * 8
+    # every fitted ROI's true parameters inside their 94% HDIs (a sampler warning is
+    # recorded in the ok column, not asserted: another machine takes another path)
+    truth = xr.open_dataset(ROOT / "data_examples" / "example_truth.nc", engine="h5netcdf")
+    for r in rows:
+        if r["parameter"] == "pmca_vmax":
+            value = 100.0
+        elif r["parameter"] == "influx_amplitude":
+            value = float(truth["influx_amplitude"][int(r["roi"])])
+        else:
+            continue
+        assert float(r["hdi94_lb"]) <= value <= float(r["hdi94_ub"]), r
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,25 @@ from cainfer.forward._cache import cache_dir
 from cainfer.forward._specialize import specialized
 from cainfer.infer._compile import compile_numba
 from cainfer.infer._op import solve_op
+from cainfer.infer.observation import (
+    NEUROPIL_PRIOR,
+    OBSERVATIONS,
+    Drift,
+    Observation,
+    ObservedData,
+    Options,
+    Residuals,
+    add_likelihood,
+    check_options,
+    noise_sd,
+    nuisance_draws,
+    pointwise_loglik,
+    simulate_residuals,
+    slow_basis,
+)
+from cainfer.infer.observation import REPORTED as OBSERVATION_REPORTED
+from cainfer.infer.observation import expected as _expected
+from cainfer.infer.observation import to_model_dff as _to_model_dff
 
 Likelihood = Literal["normal", "student_t"]
 _LIKELIHOODS = ("normal", "student_t")
@@ -54,17 +73,44 @@ def default_free(model: CellModel) -> list[str]:
 
 
 def _observed(
-    traces: Any, time: Any, roi: Any, *, several: bool
-) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-    """ΔF/F as (roi, time), frame times (s) and ROI labels.
+    traces: Any, time: Any, roi: Any, *, several: bool, observation: str = "auto"
+) -> tuple[ObservedData, np.ndarray, list[Any]]:
+    """What the fit sees (see :mod:`cainfer.infer.observation`), frame times (s), ROI labels.
 
     ``several=False`` selects one ROI (``roi``: position or label); ``several=True``
-    keeps the ROIs listed in ``roi`` (labels; all when None).
+    keeps the ROIs listed in ``roi`` (labels; all when None). ``observation``
+    ``"auto"`` is ``"fluorescence"`` for a Dataset with raw ``F`` (as
+    :func:`cainfer.extract_traces` writes), else ``"dff"``.
     """
+    kind = observation
+    extra: dict[str, Any] = {}
     if isinstance(traces, xr.Dataset):
-        if "dff" not in traces:
-            raise ValueError("traces Dataset has no 'dff' variable")
-        traces = traces["dff"]
+        has_f = "F" in traces
+        if kind == "auto":
+            kind = "fluorescence" if has_f else "dff"
+        if kind == "fluorescence":
+            if not has_f:
+                raise ValueError(
+                    "observation='fluorescence' needs raw fluorescence: the traces Dataset has "
+                    "no 'F' variable (fit its ΔF/F with observation='dff')"
+                )
+            ds = traces
+            traces = ds["F"]
+            if "F_neu" in ds:
+                extra["neuropil"] = ds["F_neu"]
+            if "F0" in ds:
+                extra["F0"] = ds["F0"]
+        else:
+            if "dff" not in traces:
+                raise ValueError("traces Dataset has no 'dff' variable")
+            traces = traces["dff"]
+    elif kind == "auto":
+        kind = "dff"
+    elif kind == "fluorescence":
+        raise ValueError(
+            "observation='fluorescence' needs a Dataset with raw fluorescence 'F' (and "
+            "'F_neu', 'F0'), as cainfer.extract_traces returns; a bare trace is fitted as ΔF/F"
+        )
     labels: list[Any]
     if isinstance(traces, xr.DataArray):
         if "time" not in traces.coords:
@@ -101,6 +147,12 @@ def _observed(
             raise ValueError(f"traces must have dims (roi, time), got {traces.dims}")
         y = np.asarray(da.values, dtype=float)
         t = np.asarray(traces["time"].values, dtype=float)
+        for key, var in list(extra.items()):
+            if "roi" not in var.dims:
+                var = var.expand_dims(roi=[all_labels[0]])
+            elif "roi" not in var.coords:
+                var = var.assign_coords(roi=all_labels)
+            extra[key] = np.asarray(var.sel(roi=labels).transpose("roi", ...).values, float)
     else:
         y = np.asarray(traces, dtype=float)
         if time is None:
@@ -123,7 +175,28 @@ def _observed(
         if not np.isfinite(row).any():
             where = f" of ROI {label!r}" if several else ""
             raise ValueError(f"the trace{where} is all NaN: nothing to fit")
-    return y, t, labels
+    if kind != "fluorescence":
+        return ObservedData(kind, y), t, labels
+    neu = extra.get("neuropil")
+    if neu is not None and (neu.shape != y.shape or not np.all(np.isfinite(neu[np.isfinite(y)]))):
+        raise ValueError("F_neu must be finite wherever F is, with the same (roi, time) shape")
+    if neu is not None and not np.any(neu):
+        neu = None  # extracted without neuropil correction: no neuropil term
+    ratio = NEUROPIL_PRIOR[0] if neu is not None else 0.0
+    f0 = []
+    for i, (label, row) in enumerate(zip(labels, y, strict=True)):
+        centre = float("nan")
+        if "F0" in extra:
+            centre = float(np.nanmedian(extra["F0"][i]))
+        if not (math.isfinite(centre) and centre > 0):
+            centre = float(np.nanmedian(row - (ratio * neu[i] if neu is not None else 0.0)))
+        if not (math.isfinite(centre) and centre > 0):
+            centre = 0.1 * float(np.nanmedian(row))
+        if not (math.isfinite(centre) and centre > 0):
+            where = f" of ROI {label!r}" if several else ""
+            raise ValueError(f"the fluorescence{where} is not positive: no resting level to fit")
+        f0.append(centre)
+    return ObservedData(kind, y, neu, np.array(f0)), t, labels
 
 
 def _prior_rv(
@@ -138,13 +211,6 @@ def _prior_rv(
     lo = lower if math.isfinite(lower) else None
     hi = upper if math.isfinite(upper) else None
     return pm.TruncatedNormal(name, mu=prior.a, sigma=prior.b, lower=lo, upper=hi, dims=dims)
-
-
-def _noise_scale(y: np.ndarray) -> float:
-    """Robust noise estimate from first differences (MAD), for the noise prior's scale."""
-    d = np.diff(y[np.isfinite(y)])
-    mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826 / math.sqrt(2) if d.size else 0.0
-    return max(mad, 1e-3 * max(float(np.nanstd(y)), 1e-6), 1e-6)
 
 
 # bare names of plasma-membrane capacities and influx amplitudes: scaling all of them
@@ -301,8 +367,10 @@ class Fit:
 
     @property
     def reported(self) -> list[str]:
-        """Variables reported by :meth:`summary`: free parameters, noise, population terms."""
+        """Variables reported by :meth:`summary`: free parameters, observation, population terms."""
         names = [*self.free, "sigma"]
+        post = self.idata["posterior"]
+        names += [n for n in OBSERVATION_REPORTED if n in post]
         for p in self.settings.get("pooled") or []:
             names += [f"{p}_pop_log_median", f"{p}_pop_sd_log"]
         return names
@@ -445,11 +513,30 @@ _FIT_DOC_OPTIONS = """
         Values for parameters that are not free (others keep their defaults).
     priors : mapping, optional
         Priors replacing the default ones of free parameters.
+    observation : {"auto", "fluorescence", "dff", "dff_exact"}
+        What the likelihood compares the model with (see
+        :mod:`cainfer.infer.observation`). ``"fluorescence"``: the ROI's raw
+        fluorescence, with the resting fluorescence F0, the neuropil ratio r,
+        a slow bleaching baseline and shot + read noise inferred (needs a
+        Dataset with ``F``, ``F_neu`` and ``F0`` as
+        :func:`cainfer.extract_traces` writes). ``"dff"``: a ΔF/F trace with a
+        free scale and offset and a slow additive drift. ``"dff_exact"``: the
+        ΔF/F taken as exact (for traces the model itself made). ``"auto"``
+        (default): fluorescence when the input has it, else ``"dff"``.
     likelihood : {"normal", "student_t"}
-        Observation noise model (Student-t for outlier frames).
-    drift : int, optional
-        Degree of a Legendre polynomial added to ΔF/F for a slow baseline
-        drift (0: a constant offset); None for none.
+        Distribution of the noise innovations (Student-t for outlier frames).
+    residuals : {"ar1", "white"}
+        ``"ar1"`` (default): standardised residuals follow an AR(1) process
+        with inferred coefficient ρ, so slow misfit does not pass for
+        information; ``"white"``: independent frames.
+    drift : {"smooth", "none"}
+        ``"smooth"`` (default): a slow baseline (multiplicative bleaching for
+        fluorescence, additive drift for ΔF/F) of time scale
+        ``drift_timescale``, too slow to mimic a transient; ignored for
+        ``"dff_exact"``.
+    drift_timescale : float
+        Time scale ℓ of the slow baseline (s), 20 by default; keep it well
+        above the decay time of the transients.
     draws, tune, chains : int
         Draws kept and tuning steps per chain, number of chains.
     cores : int, optional
@@ -481,6 +568,15 @@ _FIT_DOC_OPTIONS = """
         nutpie's compilation backend for the log density (numba: the
         default; jax needs ``jax``). numpyro always uses jax.
 """
+
+
+def _obs_options(options: Mapping[str, Any]) -> Options:
+    return Options(
+        likelihood=options["likelihood"],
+        residuals=options["residuals"],
+        drift=options["drift"],
+        drift_timescale=options["drift_timescale"],
+    )
 
 
 def _validated(
@@ -518,9 +614,11 @@ def _validated(
     ta = options["target_accept"]
     if not (isinstance(ta, int | float) and 0.0 < ta < 1.0):
         raise ValueError(f"target_accept = {ta!r} must lie in (0, 1)")
-    drift = options["drift"]
-    if drift is not None and (int(drift) != drift or drift < 0):
-        raise ValueError(f"drift = {drift!r} must be None or a polynomial degree ≥ 0")
+    if options["observation"] not in OBSERVATIONS:
+        raise ValueError(
+            f"observation {options['observation']!r}; allowed: {', '.join(OBSERVATIONS)}"
+        )
+    check_options(_obs_options(options))
     for name in ("draws", "tune", "chains", "substeps"):
         val = options[name]
         if int(val) != val or val < (0 if name == "tune" else 1):
@@ -552,8 +650,11 @@ def fit(
     free: Sequence[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     priors: Mapping[str, Prior] | None = None,
+    observation: Observation = "auto",
     likelihood: Likelihood = "normal",
-    drift: int | None = None,
+    residuals: Residuals = "ar1",
+    drift: Drift = "smooth",
+    drift_timescale: float = 20.0,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -602,14 +703,15 @@ def fit(
         ``Fit.ok`` is False).
     """
     options = dict(
-        likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
+        observation=observation, likelihood=likelihood, residuals=residuals, drift=drift,
+        drift_timescale=drift_timescale, draws=draws, tune=tune, chains=chains,
         cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
         coordinates=coordinates, target_accept=target_accept, sampler=sampler,
         backend=backend,
     )  # fmt: skip
     free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
-    y, t, _ = _observed(traces, time, roi, several=False)
-    return _run(model, y, t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, options)
+    data, t, _ = _observed(traces, time, roi, several=False, observation=observation)
+    return _run(model, data, t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, options)
 
 
 def fit_rois(
@@ -622,8 +724,11 @@ def fit_rois(
     free: Sequence[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     priors: Mapping[str, Prior] | None = None,
+    observation: Observation = "auto",
     likelihood: Likelihood = "normal",
-    drift: int | None = None,
+    residuals: Residuals = "ar1",
+    drift: Drift = "smooth",
+    drift_timescale: float = 20.0,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -665,18 +770,19 @@ def fit_rois(
         As :func:`fit`; an all-NaN ROI is named.
     """
     options = dict(
-        likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
+        observation=observation, likelihood=likelihood, residuals=residuals, drift=drift,
+        drift_timescale=drift_timescale, draws=draws, tune=tune, chains=chains,
         cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
         coordinates=coordinates, target_accept=target_accept, sampler=sampler,
         backend=backend,
     )  # fmt: skip
     free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
-    y, t, labels = _observed(traces, time, rois, several=True)
+    data, t, labels = _observed(traces, time, rois, several=True, observation=observation)
     out = {}
-    for i, (label, row) in enumerate(zip(labels, y, strict=True)):
+    for i, label in enumerate(labels):
         opts = options | {"seed": seed + i}
         out[label] = _run(
-            model, row[None, :], t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, opts
+            model, data.select([i]), t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, opts
         )
         out[label].settings["roi"] = _jsonable(label)
     return out
@@ -695,8 +801,11 @@ def fit_hierarchical(
     free: Sequence[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     priors: Mapping[str, Prior] | None = None,
+    observation: Observation = "auto",
     likelihood: Likelihood = "normal",
-    drift: int | None = None,
+    residuals: Residuals = "ar1",
+    drift: Drift = "smooth",
+    drift_timescale: float = 20.0,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -758,7 +867,8 @@ def fit_hierarchical(
         no log-normal prior, fewer than two ROIs, or ``pool_sd`` ≤ 0.
     """
     options = dict(
-        likelihood=likelihood, drift=drift, draws=draws, tune=tune, chains=chains,
+        observation=observation, likelihood=likelihood, residuals=residuals, drift=drift,
+        drift_timescale=drift_timescale, draws=draws, tune=tune, chains=chains,
         cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
         coordinates=coordinates, target_accept=target_accept, sampler=sampler,
         backend=backend,
@@ -774,11 +884,13 @@ def fit_hierarchical(
         raise ValueError(f"pooled parameter(s) {not_log} need a log-normal prior")
     if not (math.isfinite(pool_sd) and pool_sd > 0):
         raise ValueError(f"pool_sd = {pool_sd!r} must be a positive number")
-    y, t, labels = _observed(traces, time, rois, several=True)
+    data, t, labels = _observed(traces, time, rois, several=True, observation=observation)
     if len(labels) < 2:
         raise ValueError(f"a hierarchical fit needs at least two ROIs, got {len(labels)}")
     options["centered"] = bool(centered)
-    return _run(model, y, t, labels, stimulus, free_l, fixed_d, priors_d, pooled, pool_sd, options)
+    return _run(
+        model, data, t, labels, stimulus, free_l, fixed_d, priors_d, pooled, pool_sd, options
+    )
 
 
 for _f in (fit, fit_rois, fit_hierarchical):
@@ -791,7 +903,7 @@ def _jsonable(x: Any) -> Any:
 
 def _pymc_model(
     model: CellModel,
-    y: np.ndarray,
+    data: ObservedData,
     t: np.ndarray,
     labels: list[Any] | None,
     stimulus: Stimulus | None,
@@ -802,18 +914,15 @@ def _pymc_model(
     pool_sd: float,
     options: Mapping[str, Any],
 ) -> pm.Model:
-    """The PyMC model of ``y`` (roi, time); ``labels`` None: one ROI, scalar parameters."""
-    likelihood, drift, substeps = options["likelihood"], options["drift"], options["substeps"]
+    """The PyMC model of ``data`` (roi, time); ``labels`` None: one ROI, scalar parameters."""
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
-    op, consts = solve_op(model, t, stimulus, substeps=substeps, free=free)
+    op, consts = solve_op(model, t, stimulus, substeps=options["substeps"], free=free)
     slots = model.slots()
     idx = np.array([slots[n] for n in free])
-    masks = np.isfinite(y)
     dims = None if labels is None else "roi"
     coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
-    n_roi = y.shape[0]
-    basis = _drift_basis(t, drift)
+    n_roi = data.y.shape[0]
 
     with pm.Model(coords=coords) as pm_model:
         rvs = _free_rvs(
@@ -821,33 +930,11 @@ def _pymc_model(
             dims=dims, pooled=pooled, pool_sd=pool_sd, centered=options.get("centered", True),
         )  # fmt: skip
         base = pt.as_tensor_variable(model.pack_raw(values))
-        noise = np.array([_noise_scale(row) for row in y])
-        if labels is None:
-            sigma = pm.HalfNormal("sigma", sigma=3.0 * noise[0])
-            sigmas = [sigma]
-        else:
-            sigma = pm.HalfNormal("sigma", sigma=3.0 * noise, dims="roi")
-            sigmas = [sigma[r] for r in range(n_roi)]
-        if basis is not None:
-            shape = (basis.shape[0],) if labels is None else (n_roi, basis.shape[0])
-            coef = pm.Normal("drift", 0.0, 0.1, shape=shape)
-        mus, sds, obs = [], [], []
+        dffs = []
         for r in range(n_roi):
             vec = pt.stack(rvs) if labels is None else pt.stack([v[r] for v in rvs])
-            dff = cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))[0]
-            if basis is not None:
-                dff = dff + pt.dot(coef if labels is None else coef[r], basis)
-            mus.append(dff[masks[r]])
-            sds.append(pt.repeat(sigmas[r], int(masks[r].sum())))
-            obs.append(y[r][masks[r]])
-        mu = mus[0] if n_roi == 1 else pt.concatenate(mus)
-        sd = sigma if labels is None else pt.concatenate(sds)
-        if likelihood == "normal":
-            pm.Normal("dff", mu=mu, sigma=sd, observed=np.concatenate(obs))
-        else:
-            nu = pm.Gamma("nu", alpha=2.0, beta=0.1)
-            pm.StudentT("dff", nu=nu, mu=mu, sigma=sd, observed=np.concatenate(obs))
-
+            dffs.append(cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))[0])
+        add_likelihood(dffs, data, t, _obs_options(options), several=labels is not None)
     return pm_model
 
 
@@ -873,7 +960,7 @@ def _compiling_into_cache(func: Callable[..., Fit]) -> Callable[..., Fit]:
 @_compiling_into_cache
 def _run(
     model: CellModel,
-    y: np.ndarray,
+    data: ObservedData,
     t: np.ndarray,
     labels: list[Any] | None,
     stimulus: Stimulus | None,
@@ -884,22 +971,18 @@ def _run(
     pool_sd: float,
     options: Mapping[str, Any],
 ) -> Fit:
-    """Build the PyMC model for ``y`` (roi, time), sample it with nutpie, add the results.
+    """Build the PyMC model for ``data`` (roi, time), sample it with nutpie, add the results.
 
     ``labels`` None: one ROI with scalar parameters; else one value per ROI.
     """
     import nutpie
 
-    likelihood, drift, seed = options["likelihood"], options["drift"], options["seed"]
-    substeps, chains = options["substeps"], options["chains"]
+    seed, chains = options["seed"], options["chains"]
     pm_model = _pymc_model(
-        model, y, t, labels, stimulus, free, fixed, priors, pooled, pool_sd, options
+        model, data, t, labels, stimulus, free, fixed, priors, pooled, pool_sd, options
     )
     values = model.values(fixed)
-    slots = model.slots()
-    masks = np.isfinite(y)
     coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
-    basis = _drift_basis(t, drift)
     n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
     t0 = time_module.perf_counter()
     if options["sampler"] == "numpyro" or options["backend"] == "jax":
@@ -945,25 +1028,16 @@ def _run(
     level = forward_log.level
     forward_log.setLevel(logging.WARNING)  # not "Sampling: [...]" after every fit
     try:
-        with pm_model:
+        with pm_model, warnings.catch_warnings():
+            # the likelihood is a Potential: the prior group holds the parameters only
+            warnings.filterwarnings("ignore", message="The effect of Potentials")
             prior = pm.sample_prior_predictive(
                 draws=min(500, options["draws"] * chains), random_seed=seed
             )
     finally:
         forward_log.setLevel(level)
     idata["prior"] = prior["prior"].ds if hasattr(prior["prior"], "ds") else prior["prior"]
-    time_coord = ("time", t, {"units": "s"})
-    if labels is None:
-        observed = xr.Dataset({"dff": ("time", y[0])}, coords={"time": time_coord})
-    else:
-        observed = xr.Dataset(
-            {"dff": (("roi", "time"), y)}, coords={"time": time_coord, "roi": coords["roi"]}
-        )
-    idata["observed_data"] = observed
-    _add_predictions(
-        idata, model, values, free, slots, t, stimulus, substeps, y, masks, likelihood, basis,
-        seed, labels,
-    )  # fmt: skip
+    _add_predictions(idata, model, values, free, t, stimulus, data, options, labels)
     settings = {
         key: options[key]
         for key in (
@@ -972,12 +1046,16 @@ def _run(
             "chains",
             "seed",
             "substeps",
+            "observation",
             "likelihood",
+            "residuals",
             "drift",
+            "drift_timescale",
             "adaptation",
             "coordinates",
         )
     } | {
+        "observation": data.kind,
         "stimulus_events": stimulus.events.tolist() if stimulus is not None else [],
         "stimulus_weights": stimulus.event_weights.tolist() if stimulus is not None else [],
         "pooled": list(pooled),
@@ -993,14 +1071,6 @@ def _run(
     for problem in result.problems:
         warnings.warn(problem, SamplerWarning, stacklevel=3)
     return result
-
-
-def _drift_basis(t: np.ndarray, drift: int | None) -> np.ndarray | None:
-    """Legendre polynomials of degree 0..drift over the recording, shape (drift+1, time)."""
-    if drift is None:
-        return None
-    x = 2.0 * (t - t[0]) / max(t[-1] - t[0], 1e-12) - 1.0
-    return np.stack([np.polynomial.legendre.Legendre.basis(k)(x) for k in range(int(drift) + 1)])
 
 
 # a start whose local mode is this much below the best mode found (log density) is
@@ -1058,86 +1128,127 @@ def _add_predictions(
     model: CellModel,
     values: Mapping[str, float],
     free: list[str],
-    slots: Mapping[str, int],
     t: np.ndarray,
     stimulus: Stimulus | None,
-    substeps: int,
-    y: np.ndarray,
-    masks: np.ndarray,
-    likelihood: str,
-    basis: np.ndarray | None,
-    seed: int,
+    data: ObservedData,
+    options: Mapping[str, Any],
     labels: list[Any] | None,
 ) -> None:
-    """Posterior predictive ΔF/F and free Ca, and the pointwise log-likelihood."""
-    from scipy import stats
+    """Observed data, posterior predictive and pointwise log-likelihood groups.
 
+    ``posterior_predictive``: ``dff_mean`` (the cell model's ΔF/F), ``ca`` (free
+    Ca, µM), ``y`` (a replicate of the recorded signal, noise included) and
+    ``dff`` (that replicate read back as the model's ΔF/F with the same draw's
+    observation parameters). ``observed_data``: ``y`` (the recorded numbers),
+    ``neuropil`` (fluorescence input), and ``dff``, the recording read as the
+    model's ΔF/F with the posterior median of each observation parameter.
+    ``log_likelihood``: ``y``, per observed frame given the previous one.
+    """
     post = idata["posterior"]
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
     n = n_chain * n_draw
+    y = data.y
     n_roi = y.shape[0]
-    args = model.kernel_args(t, stimulus, substeps=substeps)
+    slots = model.slots()
+    args = model.kernel_args(t, stimulus, substeps=options["substeps"])
     forward = specialized(args[4], args[5]).dff_forward  # kinds, offsets
     base = model.pack_raw(values)
+    obs = _obs_options(options)
+    nuis = nuisance_draws(post, data, obs, n)
+    basis = None
+    if data.kind != "dff_exact" and obs.drift == "smooth":
+        basis = slow_basis(t, obs.drift_timescale)
+        basis = basis if basis.shape[0] else None
 
-    def flat(name: str) -> np.ndarray:
-        # (draw, roi) whatever the variable's shape
-        return np.asarray(post[name]).reshape(n, -1)
-
-    draws = {k: flat(k) for k in free}
-    sigma = flat("sigma")
-    nu = flat("nu")[:, 0] if likelihood == "student_t" else None
-    coef = np.asarray(post["drift"]).reshape(n, n_roi, -1) if basis is not None else None
-    mu = np.empty((n, n_roi, t.size))
+    draws = {k: np.asarray(post[k]).reshape(n, -1) for k in free}  # (draw, roi)
+    dff = np.empty((n, n_roi, t.size))
     ca = np.empty((n, n_roi, t.size))
     for r in range(n_roi):
         for i in range(n):
             p = base.copy()
             for k in free:
                 p[slots[k]] = draws[k][i, r if draws[k].shape[1] > 1 else 0]
-            mu[i, r], ca[i, r] = forward(p, *args)
-            if coef is not None and basis is not None:
-                mu[i, r] += coef[i, r] @ basis
-    rng = np.random.default_rng(seed + 1)
-    sig = sigma[:, :, None]
-    if nu is None:
-        pred = mu + sig * rng.standard_normal(mu.shape)
-    else:
-        pred = mu + sig * rng.standard_t(nu[:, None, None], size=mu.shape)
+            dff[i, r], ca[i, r] = forward(p, *args)
+    rng = np.random.default_rng(options["seed"] + 1)
+    levels = data.rest_level
+    neu_sd = data.neuropil_noise
+    median = {k: np.median(v, axis=0, keepdims=True) for k, v in nuis.items()}
+    y_pred = np.empty_like(dff)
+    dff_pred = np.empty_like(dff)
+    dff_obs = np.empty((n_roi, t.size))
     lls = []
     for r in range(n_roi):
-        m = masks[r]
-        if nu is None:
-            lls.append(stats.norm.logpdf(y[r][m][None, :], mu[:, r][:, m], sigma[:, r, None]))
-        else:
-            lls.append(
-                stats.t.logpdf(y[r][m][None, :], nu[:, None], mu[:, r][:, m], sigma[:, r, None])
-            )
-    ll = np.concatenate(lls, axis=1)
+        mu = _expected(dff[:, r], data, nuis, r, basis)
+        shot = nuis["shot_fraction"][:, r, None] if "shot_fraction" in nuis else None
+        extra = 0.0
+        if "neuropil_ratio" in nuis:
+            extra = (nuis["neuropil_ratio"][:, r, None] * float(neu_sd[r])) ** 2
+        sd = noise_sd(np, mu, nuis["sigma"][:, r, None], shot, float(levels[r]),
+                      data.level_offset, extra)  # fmt: skip
+        rho = nuis["rho"][:, r] if "rho" in nuis else None
+        nu = nuis.get("nu")
+        mask = np.isfinite(y[r])
+        ll = pointwise_loglik(
+            np, y[r], mu, sd, None if rho is None else rho[:, None],
+            None if nu is None else nu[:, None], mask,
+        )  # fmt: skip
+        lls.append(ll[:, mask])
+        y_pred[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
+        dff_pred[:, r] = _to_model_dff(y_pred[:, r], data, nuis, r, basis)
+        dff_obs[r] = _to_model_dff(y[r][None, :], data, median, r, basis)[0]
+    ll_all = np.concatenate(lls, axis=1)
     shape = (n_chain, n_draw)
+    time_coord = ("time", t, {"units": "s"})
     coords: dict[str, Any] = {
         "chain": post["chain"].values,
         "draw": post["draw"].values,
-        "time": ("time", t, {"units": "s"}),
+        "time": time_coord,
     }
+    unit = "counts" if data.kind == "fluorescence" else "1"
     if labels is None:
         dims: tuple[str, ...] = ("chain", "draw", "time")
-        mu, ca, pred = mu[:, 0], ca[:, 0], pred[:, 0]
+        obs_dims: tuple[str, ...] = ("time",)
+        pick: Any = lambda a: a[:, 0]  # noqa: E731
+        obs_pick: Any = lambda a: a[0]  # noqa: E731
+        obs_coords: dict[str, Any] = {"time": time_coord}
     else:
         dims = ("chain", "draw", "roi", "time")
+        obs_dims = ("roi", "time")
         coords["roi"] = [_jsonable(x) for x in labels]
+        pick = lambda a: a  # noqa: E731
+        obs_pick = lambda a: a  # noqa: E731
+        obs_coords = {"time": time_coord, "roi": coords["roi"]}
+
+    def full(a: np.ndarray) -> np.ndarray:
+        b = pick(a)
+        return b.reshape(*shape, *b.shape[1:])
+
     idata["posterior_predictive"] = xr.Dataset(
         {
-            "dff": (dims, pred.reshape(*shape, *pred.shape[1:])),
-            "dff_mean": (dims, mu.reshape(*shape, *mu.shape[1:])),
-            "ca": (dims, ca.reshape(*shape, *ca.shape[1:]), {"units": "µM"}),
+            "dff": (dims, full(dff_pred)),
+            "dff_mean": (dims, full(dff)),
+            "ca": (dims, full(ca), {"units": "µM"}),
+            "y": (dims, full(y_pred), {"units": unit}),
         },
         coords=coords,
     )
+    observed = {
+        "y": (obs_dims, obs_pick(y), {"units": unit, "observation": data.kind}),
+        "dff": (obs_dims, obs_pick(dff_obs), {"long_name": "recording read as model ΔF/F"}),
+    }
+    if data.neuropil is not None:
+        observed["neuropil"] = (obs_dims, obs_pick(data.neuropil), {"units": unit})
+    idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
     idata["log_likelihood"] = xr.Dataset(
-        {"dff": (("chain", "draw", "dff_dim_0"), ll.reshape(*shape, -1))},
+        {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
         coords={"chain": coords["chain"], "draw": coords["draw"]},
     )
+
+
+def _recorded(f: Fit) -> np.ndarray:
+    """The numbers a fit was given (older fits stored them as ``dff``)."""
+    obs = f.idata["observed_data"]
+    return np.asarray(obs["y"] if "y" in obs else obs["dff"])
 
 
 def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking") -> Any:
@@ -1175,9 +1286,9 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking"
         raise ValueError(f"compare needs at least two fits, got {len(named)}")
     items = list(named.items())
     ref_name, ref = items[0]
-    y0 = np.asarray(ref.idata["observed_data"]["dff"])
+    y0 = _recorded(ref)
     for name, f in items[1:]:
-        y = np.asarray(f.idata["observed_data"]["dff"])
+        y = _recorded(f)
         if y.shape != y0.shape or not np.array_equal(y, y0, equal_nan=True):
             raise ValueError(
                 f"fits {ref_name!r} and {name!r} are of different data: LOO compares models "

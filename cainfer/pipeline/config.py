@@ -44,12 +44,13 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     "extraction": {
         "register": ((bool,), True, "rigid motion correction"),
         "neuropil": (_NUM, 0.7, "neuropil contamination ratio (0: none)"),
+        "dark_level": (_NUM, 0.0, "counts a pixel reads with no light, subtracted from F"),
         "baseline": ((str,), "percentile", f"one of {', '.join(BASELINE_METHODS)}"),
         "baseline_window": (_NUM, 60.0, "baseline window (s)"),
         "baseline_percentile": (_NUM, 8.0, "baseline percentile (0-100)"),
         "baseline_sigma": (_NUM, 1.0, "maximin smoothing (s)"),
-        "neuropil_inner": (_NUM, 2.0, "gap between ROI and neuropil annulus (pixels)"),
-        "neuropil_min_pixels": ((int,), 50, "minimum annulus size (pixels)"),
+        "neuropil_inner": (_NUM, 4.0, "gap between ROI and neuropil annulus (pixels)"),
+        "neuropil_min_pixels": ((int,), 350, "minimum annulus size (pixels)"),
         "min_area": ((int,), 20, "smallest detected ROI (pixels)"),
         "max_area": ((int,), 400, "largest detected ROI (pixels)"),
         "reference_frames": ((int,), 50, "frames averaged into the registration reference"),
@@ -73,8 +74,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "free": ((list,), None, "free parameters (default: the model's usual set)"),
         "fixed": ((dict,), {}, "parameter = value for parameters held fixed"),
         "priors": ((dict,), {}, "parameter = {kind, a, b}: prior of a free parameter"),
+        "observation": ((str,), "auto", '"auto", "fluorescence", "dff" or "dff_exact"'),
         "likelihood": ((str,), "normal", '"normal" or "student_t"'),
-        "drift": ((int,), None, "degree of a polynomial baseline drift"),
+        "residuals": ((str,), "ar1", '"ar1" or "white"'),
+        "drift": ((str,), "smooth", '"smooth" (slow baseline) or "none"'),
+        "drift_timescale": (_NUM, 20.0, "time scale of the slow baseline (s)"),
     },
     "sampler": {
         "draws": ((int,), 1000, "draws per chain"),
@@ -125,6 +129,11 @@ class Config:
     def cell_model(self) -> CellModel:
         """The cell model the config names."""
         return preset(self.model["preset"], self.model["indicator"])
+
+    def fit_options(self) -> dict[str, Any]:
+        """The observation settings of ``[model]``, as keywords of :func:`cainfer.fit`."""
+        keys = ("observation", "likelihood", "residuals", "drift", "drift_timescale")
+        return {k: self.model[k] for k in keys}
 
     def priors(self) -> dict[str, Prior]:
         """Priors of the config as :class:`~cainfer.forward.Prior` objects."""
@@ -283,10 +292,17 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             raise _err(path, "sampler", f"{key} = {smp[key]!r} must be ≥ {low}")
     if not 0 < smp["target_accept"] < 1:
         raise _err(path, "sampler", f"target_accept = {smp['target_accept']!r} must lie in (0, 1)")
-    if mod["likelihood"] not in ("normal", "student_t"):
-        raise _err(path, "model", f"likelihood = {mod['likelihood']!r}; allowed: normal, student_t")
-    if mod["drift"] is not None and mod["drift"] < 0:
-        raise _err(path, "model", f"drift = {mod['drift']!r} must be a degree ≥ 0")
+    model_choices = {  # as cainfer.infer.observation (not imported: it brings PyMC)
+        "observation": ("auto", "fluorescence", "dff", "dff_exact"),
+        "likelihood": ("normal", "student_t"),
+        "residuals": ("ar1", "white"),
+        "drift": ("smooth", "none"),
+    }
+    for key, choices in model_choices.items():
+        if mod[key] not in choices:
+            raise _err(path, "model", f"{key} = {mod[key]!r}; allowed: {', '.join(choices)}")
+    if not (math.isfinite(mod["drift_timescale"]) and mod["drift_timescale"] > 0):
+        raise _err(path, "model", f"drift_timescale = {mod['drift_timescale']!r} must be > 0 s")
 
     workers = vals["parallel"]["workers"]
     if (isinstance(workers, str) and workers != "auto") or (
@@ -355,8 +371,7 @@ def _check_model(cfg: Config) -> None:
     from cainfer.infer.fit import _validated
 
     model = cfg.cell_model()
-    options = {**cfg.sampler, "likelihood": cfg.model["likelihood"], "drift": cfg.model["drift"],
-               "sampler": "nutpie", "backend": "numba"}  # fmt: skip
+    options = {**cfg.sampler, **cfg.fit_options(), "sampler": "nutpie", "backend": "numba"}
     try:
         _, fixed, _ = _validated(
             model, cfg.model["free"], cfg.model["fixed"], cfg.priors(), options

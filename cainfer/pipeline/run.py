@@ -128,6 +128,12 @@ def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
     return out
 
 
+def _fit_input(ds: Any, roi: Any) -> Any:
+    """One ROI's traces as the fit reads them: raw F, neuropil, baseline and ΔF/F."""
+    keep = [v for v in ("F", "F_neu", "F0", "dff") if v in ds]
+    return ds[keep].sel(roi=[roi]).load()
+
+
 def _fit_or_say_which(rec: Recording, roi: Any, *args: Any, **kwargs: Any) -> Any:
     from cainfer.infer import fit
 
@@ -142,7 +148,7 @@ def fit_task(
     rec: Recording,
     roi: Any,
     time_s: np.ndarray,
-    dff: np.ndarray,
+    traces: Any,
     seed: int,
     post: Path,
     fig: Path,
@@ -160,15 +166,14 @@ def fit_task(
         res = _fit_or_say_which(
             rec,
             roi,
-            dff,
+            traces,
             cfg.cell_model(),
             stimulus=cfg.stimulus_for(rec),
-            time=time_s,
+            time=None if hasattr(traces, "data_vars") else time_s,
             free=cfg.model["free"],
             fixed=cfg.model["fixed"],
             priors=cfg.priors(),
-            likelihood=cfg.model["likelihood"],
-            drift=cfg.model["drift"],
+            **cfg.fit_options(),
             seed=seed,
             cores=cores,
             **cfg.sampler,
@@ -416,8 +421,8 @@ def _fit_all(
             post, fig = _fit_paths(out, rec.name, roi)
             if post.is_file() and fig.is_file():
                 continue
-            dff = np.asarray(ds["dff"].sel(roi=roi).values, dtype=float)
-            jobs.append((cfg, rec, roi, ds["time"].values, dff, seed, post, fig, cores))
+            one = _fit_input(ds, roi)
+            jobs.append((cfg, rec, roi, ds["time"].values, one, seed, post, fig, cores))
     atomic_write(out / "provenance.json", json.dumps(prov, indent=2))
     with _progress(len(jobs), "fits", progress) as prog:
         ex.map(fit_task, jobs, lambda job, res: _advance(prog))

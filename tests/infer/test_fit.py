@@ -35,7 +35,7 @@ def test_result_groups_and_predictions(recovery):
         assert group in idata.children, group
     pp = idata["posterior_predictive"]
     assert pp["dff"].shape == (2, 1000, TIME.size) and pp["ca"].shape == (2, 1000, TIME.size)
-    assert idata["log_likelihood"]["dff"].shape == (2, 1000, TIME.size - 3)
+    assert idata["log_likelihood"]["y"].shape == (2, 1000, TIME.size - 3)
     # the predictive mean at the posterior mean is the forward model's trace
     mean_ca = pp["ca"].mean(("chain", "draw")).values
     truth_ca = model.simulate(TRUTH, TIME, STIM, substeps=1).ca.values
@@ -213,7 +213,7 @@ def test_last_bit_differences_change_the_draws_not_the_posterior(recovery):
     import arviz as az
 
     _, result = recovery
-    y = result.idata["observed_data"]["dff"].values * (1.0 + 1e-13)
+    y = result.idata["observed_data"]["y"].values * (1.0 + 1e-13)
     other = fit(
         xr.DataArray(y, dims="time", coords={"time": TIME}),
         result.model,

@@ -19,10 +19,10 @@ matplotlib.use("Agg")
 def test_predictive_band_covers_the_data_at_its_level(recovery):
     _, result = recovery
     pp = result.idata["posterior_predictive"]
-    y = np.asarray(result.idata["observed_data"]["dff"])
+    y = np.asarray(result.idata["observed_data"]["y"])
     ok = np.isfinite(y)
     for prob in (0.5, 0.94):
-        lo, _, hi = _band(pp["dff"], prob)
+        lo, _, hi = _band(pp["y"], prob)
         inside = ((y >= lo) & (y <= hi))[ok].mean()
         assert abs(inside - prob) < 0.06, (prob, inside)
 
@@ -61,7 +61,7 @@ def test_plot_options_are_checked(recovery):
 @pytest.mark.slow
 def test_compare_prefers_the_model_that_generated_the_data(recovery):
     model, right = recovery
-    y = right.idata["observed_data"]["dff"]
+    y = right.idata["observed_data"]["y"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cainfer.infer.SamplerWarning)
         wrong = fit(

@@ -57,7 +57,7 @@ def test_hierarchical_recovers_each_cell_and_the_population(hierarchical):
     assert hierarchical.rois == ["a", "b", "c"]
     pp = hierarchical.idata["posterior_predictive"]
     assert pp["ca"].dims == ("chain", "draw", "roi", "time")
-    assert hierarchical.idata["log_likelihood"]["dff"].shape == (2, 1000, 3 * TIME.size)
+    assert hierarchical.idata["log_likelihood"]["y"].shape == (2, 1000, 3 * TIME.size)
     means = hierarchical.posterior_mean()["gamma"]
     np.testing.assert_allclose(means, list(GAMMA.values()), rtol=0.03)
     table, corr = hierarchical.identifiability()

@@ -28,6 +28,7 @@ seed = 7
 files = ["{EXAMPLES / "example.tif"}"]
 
 [extraction]
+dark_level = 100.0
 baseline_window = 20.0
 
 [rois]
@@ -55,6 +56,10 @@ def config(tmp_path_factory):
     return path
 
 
+# what a fit of raw fluorescence reports besides the free parameters
+OBSERVED = ("sigma", "F0", "dff_gain", "neuropil_ratio", "shot_fraction", "rho")
+
+
 @pytest.fixture(scope="module")
 def serial_run(config, tmp_path_factory):
     return run_pipeline(config, output=tmp_path_factory.mktemp("runs") / "a", workers=1,
@@ -66,9 +71,9 @@ def test_run_directory_holds_every_output(serial_run, config):
     out = serial_run
     with open(out / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    # 2 ROIs x (2 free parameters + sigma)
+    # 2 ROIs x (2 free parameters + the fluorescence observation's)
     assert [(r["roi"], r["parameter"]) for r in rows] == [
-        (roi, p) for roi in ("1", "4") for p in ("pmca_vmax", "influx_amplitude", "sigma")
+        (roi, p) for roi in ("1", "4") for p in ("pmca_vmax", "influx_amplitude", *OBSERVED)
     ]
     truth = xr.open_dataset(EXAMPLES / "example_truth.nc", engine="h5netcdf")
     for r in rows:
@@ -187,7 +192,7 @@ def test_cli_extract_then_fit(tmp_path, capsys):
     rows = (out / "summary.csv").read_text().splitlines()
     assert rows[0].startswith("recording,roi,parameter,mean,sd,hdi94_lb,hdi94_ub")
     assert [r.split(",")[:3] for r in rows[1:]] == [
-        ["traces", "2", p] for p in ("pmca_vmax", "influx_amplitude", "sigma")
+        ["traces", "2", p] for p in ("pmca_vmax", "influx_amplitude", *OBSERVED)
     ]
     assert load_fit(out / "roi_2.nc").free == ["pmca_vmax", "influx_amplitude"]
     assert (out / "roi_2.png").is_file()

@@ -1,0 +1,445 @@
+"""Observation models: from the cell model's ΔF/F to the numbers the microscope recorded.
+
+A fit is only as honest as what its likelihood assumes about the data. Every
+quantity between the physics and the recorded numbers that extraction had to
+estimate is a parameter here, with a prior centred on extraction's estimate:
+
+``"fluorescence"`` (the default for traces from :func:`cainfer.extract_traces`)
+    The ROI's mean fluorescence (counts),
+    ``F(t) = F0 · b(t) · (1 + ΔF/F_model(t)) + r · F_neu(t) + ε(t)``:
+    resting fluorescence of the cell ``F0`` (prior: log-normal around
+    extraction's baseline, log-sd 0.5), neuropil contamination ``r`` of the
+    measured annulus trace ``F_neu`` (prior: normal around the conventional
+    0.7 of Chen et al. 2013, doi:10.1038/nature12354, sd 0.2, truncated to
+    [0, 1.5]), and a slow multiplicative baseline ``b(t)`` (bleaching, focus
+    drift; below).
+``"dff"`` (the default for a plain ΔF/F trace)
+    ``y(t) = a · ΔF/F_model(t) + o + s(t) + ε(t)``: a published or extracted
+    ΔF/F carries a scale error ``a`` (its F0 and neuropil ratio were guesses;
+    log-normal, log-sd 0.3), an offset ``o`` (its baseline percentile sits off
+    the resting level; normal, sd 0.1) and a slow additive drift ``s(t)``.
+``"dff_exact"``
+    ``y(t) = ΔF/F_model(t) + ε(t)``: only for data made by the model itself.
+
+The slow baseline (``b(t) = exp(s(t))`` for fluorescence) is a smooth random
+function with a squared-exponential covariance of time scale ``ℓ`` (20 s by
+default), in its Hilbert-space (cosine) approximation with Neumann boundaries
+(Solin & Särkkä 2020, doi:10.1007/s11222-019-09886-w; Riutort-Mayol et al.
+2023, doi:10.1007/s11222-022-10167-2): ``s(t) = A Σ_k w_k z_k φ_k(t)`` with
+``φ_k(t) = √2 cos(πk(t − t_0)/T)``, ``z_k ~ N(0, 1)``, ``w_k ∝ exp(−(πkℓ/T)²/4)``,
+plus a linear trend ``√3 x`` (``x`` from −1 to 1 over the recording) with the
+weight of ``k = 1`` (cosines are flat at both ends; bleaching is steepest at
+the start), normalised so that ``Σ w_k² = 1`` (so ``A`` is the prior sd of
+``s(t)``: 0.3 in log fluorescence, 0.2 in ΔF/F). The basis has no constant term (``F0`` and
+``o`` are the level) and no frequency above ``≈ 1.7/ℓ``: it cannot mimic a
+transient that decays within seconds. Its amplitude is fixed, not a
+hyperparameter, so the sampler meets no funnel.
+
+Noise ``ε`` has the variance of shot plus read noise: at frame ``t`` its sd is
+``σ · √((1 − w) + w·μ_t/μ_rest)``, with ``σ`` the sd at rest (half-normal,
+scale three times the robust noise estimate), ``w`` the shot-noise fraction of
+the resting variance (uniform on [0, 1]), ``μ_t`` the expected signal (counts,
+or ``1 + ΔF/F`` for ΔF/F input) and ``μ_rest`` its resting level. Residuals
+are AR(1) by default: the standardised residuals ``u_t = ε_t/sd_t`` follow
+``u_t = ρ u_{t−1} + √(1 − ρ²) η_t`` with ``ρ`` uniform on [−0.5, 0.99] and
+``η`` standard normal (or Student-t with ``ν`` degrees of freedom,
+``likelihood="student_t"``); a frame whose predecessor is missing starts
+afresh from the stationary distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Observation = Literal["auto", "fluorescence", "dff", "dff_exact"]
+OBSERVATIONS = ("auto", "fluorescence", "dff", "dff_exact")
+Residuals = Literal["ar1", "white"]
+RESIDUALS = ("ar1", "white")
+Drift = Literal["smooth", "none"]
+DRIFTS = ("smooth", "none")
+
+NEUROPIL_PRIOR = (0.7, 0.2, 0.0, 1.5)  # mean, sd, lower, upper (Chen et al. 2013: 0.7)
+F0_LOG_SD = 0.5  # prior log-sd of F0 around extraction's baseline
+GAIN_LOG_SD = 0.05  # prior log-sd of the ROI's ΔF/F gain (light of other sources mixed in)
+SCALE_LOG_SD = 0.3  # prior log-sd of the scale of a ΔF/F input
+OFFSET_SD = 0.1  # prior sd of the offset of a ΔF/F input
+RHO_BOUNDS = (-0.5, 0.99)
+SLOW_AMPLITUDE = {"fluorescence": 0.3, "dff": 0.2}  # prior sd of s(t)
+
+
+@dataclass(frozen=True)
+class ObservedData:
+    """What a fit sees of the recording, per ROI.
+
+    Attributes
+    ----------
+    kind : {"fluorescence", "dff", "dff_exact"}
+        The observation model.
+    y : numpy.ndarray
+        ``(roi, time)``: fluorescence F (counts) or ΔF/F; NaN where missing.
+    neuropil : numpy.ndarray or None
+        ``(roi, time)`` neuropil trace F_neu (counts) for ``"fluorescence"``;
+        None when there is none (the neuropil term is then left out).
+    f0 : numpy.ndarray or None
+        ``(roi,)`` prior centre of the cell's resting fluorescence (counts).
+    """
+
+    kind: str
+    y: np.ndarray
+    neuropil: np.ndarray | None = None
+    f0: np.ndarray | None = None
+
+    @property
+    def rest_level(self) -> np.ndarray:
+        """``(roi,)`` resting level of the expected signal (counts, or 1 for ΔF/F)."""
+        if self.kind == "fluorescence":
+            return np.array([float(np.nanmedian(row)) for row in self.y])
+        return np.ones(self.y.shape[0])
+
+    @property
+    def neuropil_noise(self) -> np.ndarray:
+        """``(roi,)`` noise sd of the neuropil trace (counts; 0 without one)."""
+        if self.neuropil is None:
+            return np.zeros(self.y.shape[0])
+        return np.array([noise_scale(row) for row in self.neuropil])
+
+    @property
+    def level_offset(self) -> float:
+        """What is added to the expected signal before it sets the shot noise (1 for ΔF/F)."""
+        return 0.0 if self.kind == "fluorescence" else 1.0
+
+    def select(self, rows: Sequence[int]) -> ObservedData:
+        """The same data restricted to some ROIs (by position)."""
+        idx = list(rows)
+        return ObservedData(
+            self.kind,
+            self.y[idx],
+            None if self.neuropil is None else self.neuropil[idx],
+            None if self.f0 is None else self.f0[idx],
+        )
+
+
+def noise_scale(y: np.ndarray) -> float:
+    """Robust noise sd from first differences (MAD), for the noise prior's scale."""
+    d = np.diff(y[np.isfinite(y)])
+    mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826 / math.sqrt(2) if d.size else 0.0
+    return max(mad, 1e-3 * max(float(np.nanstd(y)), 1e-6), 1e-6)
+
+
+def slow_basis(time: np.ndarray, timescale: float) -> np.ndarray:
+    """Weighted cosine basis ``(K, time)`` of a smooth function of time scale ``timescale``.
+
+    Row ``k`` is ``w_k φ_k(t)`` (module docstring), so ``z @ basis`` with
+    ``z ~ N(0, I)`` has prior variance ≈ 1 at every frame. ``K`` stops where
+    the weight falls below 1e-3 of the first.
+
+    Parameters
+    ----------
+    time : numpy.ndarray
+        Frame times (s), increasing.
+    timescale : float
+        Length scale ℓ of the squared-exponential covariance (s), > 0.
+    """
+    if not (math.isfinite(timescale) and timescale > 0):
+        raise ValueError(f"drift_timescale = {timescale!r} must be a positive number of seconds")
+    t = np.asarray(time, dtype=float)
+    span = float(t[-1] - t[0]) if t.size > 1 else 0.0
+    if span <= 0:
+        return np.zeros((0, t.size))
+    # exp(-(πkℓ/T)²/4) ≥ 1e-3 · its k=1 value  <=>  k² ≤ 1 + 4 ln(1000) (T/πℓ)²
+    ratio = span / (math.pi * timescale)
+    k_max = max(1, math.floor(math.sqrt(1 + 4 * math.log(1e3) * ratio**2)))
+    k = np.arange(1, k_max + 1)
+    w = np.exp(-((math.pi * k * timescale / span) ** 2) / 4)
+    phi = math.sqrt(2) * np.cos(np.pi * k[:, None] * (t[None, :] - t[0]) / span)
+    # a linear trend with the weight of the slowest cosine: the cosines have zero slope
+    # at both ends (Neumann), and bleaching is steepest at the start
+    x = 2.0 * (t - t[0]) / span - 1.0
+    w = np.concatenate([[w[0]], w])
+    phi = np.concatenate([math.sqrt(3) * x[None, :], phi])
+    w /= np.sqrt(np.sum(w**2))
+    return w[:, None] * phi
+
+
+# ---------------------------------------------------------------- the likelihood
+
+
+def _ar1_terms(xp: Any, u: Any, rho: Any, prev_ok: np.ndarray) -> tuple[Any, Any]:
+    """Innovations ``η_t`` and their scales ``√(1 − ρ_t²)`` of standardised residuals ``u``.
+
+    ``xp`` is numpy or pytensor.tensor; ``u`` has time last; ``rho`` broadcasts
+    against ``u[..., :1]``; ``prev_ok[t]`` says frame t−1 exists and is observed.
+    """
+    u_prev = xp.concatenate([xp.zeros_like(u[..., :1]), u[..., :-1]], axis=-1)
+    r = rho * prev_ok
+    s = xp.sqrt(1.0 - r**2)
+    return (u - r * u_prev) / s, s
+
+
+def _std_logpdf(xp: Any, eta: Any, nu: Any) -> Any:
+    """Log density of a standard normal (``nu`` None) or standard Student-t."""
+    if nu is None:
+        return -0.5 * eta**2 - 0.5 * math.log(2 * math.pi)
+    if xp is np:
+        from scipy.special import gammaln
+    else:
+        from pytensor.tensor import gammaln
+    return (
+        gammaln((nu + 1) / 2)
+        - gammaln(nu / 2)
+        - 0.5 * xp.log(nu * math.pi)
+        - (nu + 1) / 2 * xp.log1p(eta**2 / nu)
+    )
+
+
+def pointwise_loglik(
+    xp: Any,
+    y: np.ndarray,
+    mu: Any,
+    sd: Any,
+    rho: Any,
+    nu: Any,
+    mask: np.ndarray,
+) -> Any:
+    """Per-frame log-likelihood ``log p(y_t | y_{t−1})`` (zero where ``mask`` is False).
+
+    ``xp`` is numpy (draws along leading axes) or pytensor.tensor. ``rho`` None
+    means white residuals.
+    """
+    y0 = np.where(mask, y, 0.0)
+    u = (y0 - mu) / sd
+    if rho is None:
+        eta, s = u, 1.0
+    else:
+        prev_ok = np.concatenate([[False], mask[:-1] & mask[1:]]).astype(float)
+        eta, s = _ar1_terms(xp, u, rho, prev_ok)
+    ll = _std_logpdf(xp, eta, nu) - xp.log(s) - xp.log(sd)
+    return ll * mask
+
+
+def noise_sd(
+    xp: Any, mu: Any, sigma: Any, shot: Any, level: float, offset: float, extra_var: Any = 0.0
+) -> Any:
+    """Noise sd per frame: ``√(σ² ((1 − w) + w·(μ + offset)/level) + extra_var)``.
+
+    ``shot`` None: no shot noise (``w = 0``). ``extra_var`` is the variance the
+    neuropil term brings with it, ``(r σ_neu)²``: ``F_neu`` is measured with
+    noise, and without it in the variance the likelihood would pull ``r`` down
+    to shed that noise (the errors-in-variables bias of regression).
+    """
+    if shot is None:
+        var = sigma**2 * (xp.ones_like(mu) if xp is np else 1.0 + 0.0 * mu)
+    else:
+        ratio = xp.maximum((mu + offset) / level, 1e-3)
+        var = sigma**2 * ((1.0 - shot) + shot * ratio)
+    return xp.sqrt(var + extra_var)
+
+
+def simulate_residuals(
+    rng: np.random.Generator, sd: np.ndarray, rho: np.ndarray | None, nu: np.ndarray | None
+) -> np.ndarray:
+    """Noise draws of shape ``sd.shape`` (draws first, time last) from the residual model."""
+    shape = sd.shape
+    if nu is None:
+        eta = rng.standard_normal(shape)
+    else:
+        eta = rng.standard_t(np.broadcast_to(nu.reshape(-1, *[1] * (len(shape) - 1)), shape))
+    if rho is None:
+        return sd * eta
+    r = rho.reshape(-1, *[1] * (len(shape) - 2)) if len(shape) > 1 else rho
+    s = np.sqrt(1.0 - r**2)
+    u = np.empty(shape)
+    u[..., 0] = eta[..., 0]
+    for t in range(1, shape[-1]):
+        u[..., t] = r * u[..., t - 1] + s * eta[..., t]
+    return sd * u
+
+
+# ---------------------------------------------------------------- PyMC
+
+
+@dataclass(frozen=True)
+class Options:
+    """Observation settings (validated)."""
+
+    likelihood: str = "normal"
+    residuals: str = "ar1"
+    drift: str = "smooth"
+    drift_timescale: float = 20.0
+
+
+def check_options(options: Options) -> None:
+    """Raise ValueError naming the allowed values of a bad setting."""
+    for name, allowed in (
+        ("likelihood", ("normal", "student_t")),
+        ("residuals", RESIDUALS),
+        ("drift", DRIFTS),
+    ):
+        value = getattr(options, name)
+        if value not in allowed:
+            hint = (
+                " (the polynomial drift degree was replaced by a smooth baseline: "
+                "drift='smooth' with drift_timescale in s)"
+                if name == "drift" and isinstance(value, int | float)
+                else ""
+            )
+            raise ValueError(f"{name} {value!r}; allowed: {', '.join(allowed)}{hint}")
+    ts = options.drift_timescale
+    if not (isinstance(ts, int | float) and math.isfinite(ts) and ts > 0):
+        raise ValueError(f"drift_timescale = {ts!r} must be a positive number of seconds")
+
+
+# the observation model's variables that summaries report (besides σ), in this order
+REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "shot_fraction",
+            "rho", "nu")  # fmt: skip
+
+
+def add_likelihood(
+    dff_model: Sequence[Any],
+    data: ObservedData,
+    time: np.ndarray,
+    options: Options,
+    *,
+    several: bool,
+) -> None:
+    """Add the observation model's priors and its log-likelihood to the current PyMC model.
+
+    Parameters
+    ----------
+    dff_model : sequence of TensorVariable
+        The cell model's ΔF/F of each ROI over all frames.
+    data : ObservedData
+        What was recorded.
+    time : numpy.ndarray
+        Frame times (s).
+    options : Options
+        Noise, residual and drift settings.
+    several : bool
+        One value per ROI (dims ``"roi"``) instead of scalars.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    kind = data.kind
+    n_roi = data.y.shape[0]
+    dims = "roi" if several else None
+
+    def pick(v: Any, r: int) -> Any:
+        return v[r] if several else v
+
+    def per_roi(values: np.ndarray) -> Any:
+        return values if several else float(values[0])
+
+    noise0 = np.array([noise_scale(row) for row in data.y])
+    sigma = pm.HalfNormal("sigma", sigma=per_roi(3.0 * noise0), dims=dims)
+    shot = None if kind == "dff_exact" else pm.Uniform("shot_fraction", 0.0, 1.0, dims=dims)
+    rho = pm.Uniform("rho", *RHO_BOUNDS, dims=dims) if options.residuals == "ar1" else None
+    nu = pm.Gamma("nu", alpha=2.0, beta=0.1) if options.likelihood == "student_t" else None
+    basis = None
+    if kind != "dff_exact" and options.drift == "smooth":
+        basis = slow_basis(time, options.drift_timescale)
+        if basis.shape[0] == 0:
+            basis = None
+    if basis is not None:
+        shape = (n_roi, basis.shape[0]) if several else (basis.shape[0],)
+        z = pm.Normal("drift_z", 0.0, 1.0, shape=shape)
+        amp = SLOW_AMPLITUDE[kind]
+    if kind == "fluorescence":
+        if data.f0 is None:
+            raise ValueError("fluorescence observations need a prior centre for F0")
+        f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
+        gain = pm.LogNormal("dff_gain", mu=0.0, sigma=GAIN_LOG_SD, dims=dims)
+        ratio = None
+        if data.neuropil is not None:
+            m, s, lo, hi = NEUROPIL_PRIOR
+            ratio = pm.TruncatedNormal(
+                "neuropil_ratio", mu=m, sigma=s, lower=lo, upper=hi, dims=dims
+            )
+    elif kind == "dff":
+        scale = pm.LogNormal("dff_scale", mu=0.0, sigma=SCALE_LOG_SD, dims=dims)
+        offset = pm.Normal("dff_offset", mu=0.0, sigma=OFFSET_SD, dims=dims)
+    levels = data.rest_level
+    neu_sd = data.neuropil_noise
+    total = 0.0
+    for r in range(n_roi):
+        d = dff_model[r]
+        slow = amp * pt.dot(pick(z, r), basis) if basis is not None else 0.0
+        if kind == "fluorescence":
+            mu = pick(f0, r) * pt.exp(slow) * (1.0 + pick(gain, r) * d)
+            if ratio is not None and data.neuropil is not None:
+                mu = mu + pick(ratio, r) * data.neuropil[r]
+        elif kind == "dff":
+            mu = pick(scale, r) * d + pick(offset, r) + slow
+        else:
+            mu = d
+        extra = 0.0
+        if kind == "fluorescence" and ratio is not None:
+            extra = (pick(ratio, r) * float(neu_sd[r])) ** 2
+        sd = noise_sd(
+            pt, mu, pick(sigma, r), None if shot is None else pick(shot, r),
+            float(levels[r]), data.level_offset, extra,
+        )  # fmt: skip
+        mask = np.isfinite(data.y[r])
+        ll = pointwise_loglik(
+            pt, data.y[r], mu, sd, None if rho is None else pick(rho, r), nu, mask
+        )
+        total = total + pt.sum(ll)
+    pm.Potential("loglik", total)
+
+
+# ---------------------------------------------------------------- numpy (predictions)
+
+
+def nuisance_draws(post: Any, data: ObservedData, options: Options, n: int) -> dict[str, Any]:
+    """Draws ``(n, roi)`` (``drift_z``: ``(n, roi, K)``) of every observation variable."""
+    n_roi = data.y.shape[0]
+    out: dict[str, Any] = {}
+    for name in ("sigma", "shot_fraction", "rho", "F0", "dff_gain", "neuropil_ratio",
+                 "dff_scale", "dff_offset"):  # fmt: skip
+        if name in post:
+            out[name] = np.asarray(post[name]).reshape(n, n_roi)
+    if "nu" in post:
+        out["nu"] = np.asarray(post["nu"]).reshape(n)
+    if "drift_z" in post:
+        out["drift_z"] = np.asarray(post["drift_z"]).reshape(n, n_roi, -1)
+    return out
+
+
+def expected(
+    dff: np.ndarray, data: ObservedData, nuis: dict[str, Any], r: int, basis: np.ndarray | None
+) -> np.ndarray:
+    """Expected signal ``(n, time)`` of ROI ``r`` from model ΔF/F draws ``(n, time)``."""
+    slow = 0.0
+    if basis is not None and "drift_z" in nuis:
+        slow = SLOW_AMPLITUDE[data.kind] * (nuis["drift_z"][:, r] @ basis)
+    if data.kind == "fluorescence":
+        mu = nuis["F0"][:, r, None] * np.exp(slow) * (1.0 + nuis["dff_gain"][:, r, None] * dff)
+        if data.neuropil is not None and "neuropil_ratio" in nuis:
+            mu = mu + nuis["neuropil_ratio"][:, r, None] * data.neuropil[r][None, :]
+        return mu
+    if data.kind == "dff":
+        return nuis["dff_scale"][:, r, None] * dff + nuis["dff_offset"][:, r, None] + slow
+    return dff
+
+
+def to_model_dff(
+    values: np.ndarray, data: ObservedData, nuis: dict[str, Any], r: int, basis: np.ndarray | None
+) -> np.ndarray:
+    """Inverse of :func:`expected`: recorded-signal values ``(n, time)`` as the model's ΔF/F."""
+    slow = 0.0
+    if basis is not None and "drift_z" in nuis:
+        slow = SLOW_AMPLITUDE[data.kind] * (nuis["drift_z"][:, r] @ basis)
+    if data.kind == "fluorescence":
+        x = values
+        if data.neuropil is not None and "neuropil_ratio" in nuis:
+            x = x - nuis["neuropil_ratio"][:, r, None] * data.neuropil[r][None, :]
+        scale = nuis["F0"][:, r, None] * np.exp(slow)
+        return (x / scale - 1.0) / nuis["dff_gain"][:, r, None]
+    if data.kind == "dff":
+        return (values - nuis["dff_offset"][:, r, None] - slow) / nuis["dff_scale"][:, r, None]
+    return values

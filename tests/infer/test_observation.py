@@ -1,0 +1,231 @@
+"""Observation models: each term against a known answer, then recovery of F0 and r."""
+
+import math
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import xarray as xr
+from scipy import stats
+
+import cainfer
+from cainfer.infer import observation as O
+
+T = np.arange(600) / 30.0  # 20 s at 30 frames/s
+
+
+def _ar1_cov(sd, rho):
+    i = np.arange(sd.size)
+    return np.outer(sd, sd) * rho ** np.abs(i[:, None] - i[None, :])
+
+
+def test_slow_basis_has_unit_prior_variance_and_no_constant():
+    t = np.arange(18000) / 30.0  # 10 minutes
+    basis = O.slow_basis(t, 20.0)
+    assert basis.shape[0] > 10  # a long recording gets many slow components
+    np.testing.assert_allclose(basis.mean(axis=1), 0.0, atol=1e-3)  # F0 / offset is the level
+    # z ~ N(0, I): Var s(t) = sum_k basis[k, t]^2, on average 1 over the recording
+    assert np.mean(np.sum(basis**2, axis=0)) == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize(("tau", "kept"), [(0.3, 0.95), (1.0, 0.85), (3.0, 0.55)])
+def test_slow_basis_cannot_mimic_a_transient(tau, kept):
+    """A transient decaying within seconds keeps most of its energy outside the basis span.
+
+    (ℓ = 20 s; measured: 96 %, 86 %, 60 % and, for a 10-s decay, 27 %: keep ℓ well
+    above the decay times of the cell.)
+    """
+    t = np.arange(1800) / 30.0
+    transient = np.where(t >= 30.0, np.exp(-(t - 30.0) / tau), 0.0)
+    basis = O.slow_basis(t, 20.0)
+    coef, *_ = np.linalg.lstsq(basis.T, transient - transient.mean(), rcond=None)
+    resid = transient - transient.mean() - coef @ basis
+    assert np.sum(resid**2) > kept * np.sum((transient - transient.mean()) ** 2)
+
+
+def test_slow_basis_follows_bleaching():
+    """An exponential bleach of 30 % over a minute is within the basis span (log scale)."""
+    t = np.arange(1800) / 30.0
+    log_b = np.log(0.7) * t / t[-1]
+    basis = O.slow_basis(t, 20.0)
+    coef, *_ = np.linalg.lstsq(basis.T, log_b - log_b.mean(), rcond=None)
+    resid = log_b - log_b.mean() - coef @ basis
+    assert np.abs(resid).max() < 0.01  # 1 % of F where the bleach reaches 30 %
+
+
+def test_slow_basis_rejects_bad_timescale():
+    with pytest.raises(ValueError, match="drift_timescale"):
+        O.slow_basis(T, 0.0)
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.6, -0.3])
+def test_ar1_likelihood_equals_the_multivariate_normal(rho, rng):
+    """Conditional terms sum to the joint density of a stationary AR(1) (heteroscedastic)."""
+    n = 40
+    mu = rng.normal(size=n)
+    sd = rng.uniform(0.5, 2.0, size=n)
+    y = rng.normal(mu, sd)
+    mask = np.ones(n, bool)
+    ll = O.pointwise_loglik(np, y, mu, sd, rho, None, mask).sum()
+    ref = stats.multivariate_normal(mu, _ar1_cov(sd, rho)).logpdf(y)
+    assert ll == pytest.approx(ref, rel=1e-10)
+
+
+def test_a_missing_frame_splits_the_ar1_chain(rng):
+    n, gap = 30, 12
+    mu, sd = np.zeros(n), np.full(n, 1.5)
+    y = rng.normal(size=n)
+    mask = np.ones(n, bool)
+    mask[gap] = False
+    ll = O.pointwise_loglik(np, np.where(mask, y, np.nan), mu, sd, 0.7, None, mask)
+    assert ll[gap] == 0.0
+    ref = sum(
+        stats.multivariate_normal(mu[s], _ar1_cov(sd[s], 0.7)).logpdf(y[s])
+        for s in (slice(0, gap), slice(gap + 1, n))
+    )
+    assert ll.sum() == pytest.approx(ref, rel=1e-10)
+
+
+def test_white_student_t_is_scipys(rng):
+    y, mu, sd = rng.normal(size=20), rng.normal(size=20), rng.uniform(0.5, 2, 20)
+    ll = O.pointwise_loglik(np, y, mu, sd, None, 4.0, np.ones(20, bool))
+    np.testing.assert_allclose(ll, stats.t.logpdf(y, 4.0, mu, sd), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("rho", "nu"), [(0.5, None), (None, 5.0), (0.8, 3.0)])
+def test_pytensor_and_numpy_likelihoods_agree(rho, nu, rng):
+    n = 50
+    y = rng.normal(size=n)
+    y[[7, 8, 30]] = np.nan
+    mask = np.isfinite(y)
+    mu_v, sig_v, shot_v = rng.normal(size=n), 0.7, 0.4
+    mu = pt.dvector("mu")
+
+    def f64(v):  # pt.as_tensor(5.0) would be float32
+        return None if v is None else pt.as_tensor(np.float64(v))
+
+    sd = O.noise_sd(pt, mu, f64(sig_v), f64(shot_v), 2.0, 1.0)
+    ll = O.pointwise_loglik(pt, y, mu, sd, f64(rho), f64(nu), mask)
+    got = pytensor.function([mu], ll)(mu_v)
+    sd_np = O.noise_sd(np, mu_v, sig_v, shot_v, 2.0, 1.0)
+    want = O.pointwise_loglik(np, y, mu_v, sd_np, rho, nu, mask)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_noise_sd_is_read_plus_shot():
+    mu = np.array([100.0, 400.0, 0.0])
+    # at the resting level the sd is sigma, whatever the shot fraction
+    assert O.noise_sd(np, mu, 2.0, 0.3, 100.0, 0.0)[0] == pytest.approx(2.0)
+    # all shot noise: variance proportional to the signal
+    assert O.noise_sd(np, mu, 2.0, 1.0, 100.0, 0.0)[1] == pytest.approx(4.0)
+    # all read noise: constant
+    np.testing.assert_allclose(O.noise_sd(np, mu, 2.0, 0.0, 100.0, 0.0), 2.0)
+    # no signal: read noise only (the shot part vanishes, clipped at a floor)
+    assert O.noise_sd(np, mu, 2.0, 0.5, 100.0, 0.0)[2] == pytest.approx(2.0 * math.sqrt(0.5005))
+
+
+def test_simulated_residuals_have_the_model_autocorrelation():
+    rng = np.random.default_rng(3)
+    sd = np.full((4, 20000), 2.0)
+    e = O.simulate_residuals(rng, sd, np.array([0.0, 0.5, 0.9, -0.3]), None)
+    for row, rho in zip(e, (0.0, 0.5, 0.9, -0.3), strict=True):
+        assert row.std() == pytest.approx(2.0, rel=0.05)
+        assert np.corrcoef(row[1:], row[:-1])[0, 1] == pytest.approx(rho, abs=0.03)
+
+
+# ---------------------------------------------------------------- fits
+
+TIME = np.arange(600) / 30.0
+STIM = cainfer.Stimulus(events=[1.0, 4.0, 4.05, 8.0, 11.0, 11.05, 14.0, 17.0])
+MODEL = cainfer.single_compartment("OGB-1")
+TRUTH = {"gamma": 500.0, "influx_amplitude": 15.0}
+
+
+def _fluorescence(seed, f0=300.0, ratio=0.9, gain=1.0):
+    """F = F0·b(t)·(1 + ΔF/F) + r·N(t) + noise, with a neuropil that has transients of its own."""
+    rng = np.random.default_rng(seed)
+    dff = MODEL.simulate(TRUTH, TIME, STIM).dff.values
+    bleach = 0.85 ** (TIME / TIME[-1])
+    # neuropil: its own slow transients (not the cell's times) on a bleaching level
+    kernel = np.exp(-np.arange(90) / 30.0)
+    spikes = np.zeros(TIME.size)
+    spikes[rng.choice(TIME.size - 100, 6, replace=False)] = rng.uniform(0.2, 0.5, 6)
+    np_true = 150.0 * bleach * (1.0 + np.convolve(spikes, kernel)[: TIME.size])
+    mean = f0 * bleach * (1.0 + gain * dff) + ratio * np_true
+    F = rng.normal(mean, np.sqrt(4.0 + 0.05 * mean))  # read + shot noise
+    F_neu = np_true + rng.normal(0.0, 0.5, TIME.size)
+    F0 = np.full(TIME.size, np.percentile(F - 0.7 * F_neu, 8))  # what extraction would say
+    coords = {"roi": [0], "time": ("time", TIME, {"units": "s"})}
+    return xr.Dataset(
+        {v: (("roi", "time"), x[None]) for v, x in (("F", F), ("F_neu", F_neu), ("F0", F0))},
+        coords=coords,
+    )
+
+
+def _covers(fit, name, value):
+    row = fit.summary(round_to="none").loc[name]
+    return row["hdi94_lb"] <= value <= row["hdi94_ub"]
+
+
+@pytest.mark.slow
+def test_fluorescence_fit_recovers_f0_neuropil_ratio_and_physics():
+    ds = _fluorescence(seed=11)
+    res = cainfer.fit(ds, MODEL, stimulus=STIM, free=list(TRUTH), draws=1000, tune=500,
+                      chains=2, seed=3)  # fmt: skip
+    assert res.settings["observation"] == "fluorescence"
+    s = res.summary(round_to="none")
+    # geometric-mean resting level of the bleaching cell: F0 · exp(mean log b)
+    f0_eff = 300.0 * math.exp(np.mean(np.log(0.85) * TIME / TIME[-1]))
+    for name, value in (*TRUTH.items(), ("neuropil_ratio", 0.9), ("F0", f0_eff)):
+        assert _covers(res, name, value), (name, s.loc[name])
+    assert float(s.loc["neuropil_ratio", "sd"]) < 0.1  # the neuropil's own transients tell r
+    groups = res.idata
+    assert groups["observed_data"]["y"].attrs["observation"] == "fluorescence"
+    assert groups["posterior_predictive"]["y"].shape == (2, 1000, TIME.size)
+    assert groups["log_likelihood"]["y"].shape == (2, 1000, TIME.size)
+    # the recording read back as ΔF/F follows the model's ΔF/F (noise sd 2.6 counts / 300)
+    dff_true = MODEL.simulate(TRUTH, TIME, STIM).dff.values
+    resid = groups["observed_data"]["dff"].values - dff_true
+    assert np.abs(np.median(resid)) < 0.01 and resid.std() < 0.03
+
+
+@pytest.mark.slow
+def test_a_wrong_dff_scale_and_offset_are_inferred_not_read_as_physics():
+    dff = MODEL.simulate(TRUTH, TIME, STIM).dff.values
+    rng = np.random.default_rng(5)
+    y = 0.8 * dff + 0.05 + rng.normal(0.0, 0.03, TIME.size)  # F0 20 % too high, baseline off
+    da = xr.DataArray(y, dims="time", coords={"time": TIME})
+    kw = dict(stimulus=STIM, free=list(TRUTH), draws=1000, tune=500, chains=2, seed=4)
+    res = cainfer.fit(da, MODEL, **kw)
+    assert res.settings["observation"] == "dff"
+    for name, value in (*TRUTH.items(), ("dff_scale", 0.8), ("dff_offset", 0.05)):
+        assert _covers(res, name, value), (name, res.summary().loc[name])
+    exact = cainfer.fit(da, MODEL, observation="dff_exact", residuals="white", **kw)
+    # taken as exact, the same trace puts the influx amplitude confidently wrong
+    assert not _covers(exact, "influx_amplitude", 15.0), exact.summary()
+
+
+def test_fluorescence_needs_raw_fluorescence():
+    da = xr.DataArray(np.zeros(TIME.size), dims="time", coords={"time": TIME})
+    with pytest.raises(ValueError, match="needs a Dataset with raw fluorescence"):
+        cainfer.fit(da, MODEL, stimulus=STIM, observation="fluorescence")
+    ds = xr.Dataset({"dff": (("roi", "time"), np.zeros((1, TIME.size)))},
+                    coords={"roi": [0], "time": TIME})  # fmt: skip
+    with pytest.raises(ValueError, match="no 'F' variable"):
+        cainfer.fit(ds, MODEL, stimulus=STIM, observation="fluorescence")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"observation": "photons"}, "allowed: auto, fluorescence, dff, dff_exact"),
+        ({"residuals": "ar2"}, "allowed: ar1, white"),
+        ({"drift": 2}, "replaced by a smooth baseline"),
+        ({"drift_timescale": -1.0}, "drift_timescale"),
+    ],
+)
+def test_bad_observation_options(kwargs, match):
+    da = xr.DataArray(np.zeros(TIME.size), dims="time", coords={"time": TIME})
+    with pytest.raises(ValueError, match=match):
+        cainfer.fit(da, MODEL, stimulus=STIM, **kwargs)
