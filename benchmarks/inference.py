@@ -33,6 +33,7 @@ import numpy as np
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
+import xarray as xr
 
 from cainfer.forward import PMCA, CellModel, EventInflux, PlasmaLeak, Stimulus, get_indicator
 from cainfer.infer import fit
@@ -51,6 +52,33 @@ def problem() -> tuple[CellModel, np.ndarray, Stimulus, np.ndarray]:
     rng = np.random.default_rng(1)
     y = model.simulate(TRUTH, t, stim, substeps=1).dff.values + rng.normal(0, SIGMA, t.size)
     return model, t, stim, y
+
+
+def fluorescence_problem(
+    model: CellModel, t: np.ndarray, stim: Stimulus
+) -> tuple[xr.Dataset, float]:
+    """B1's cell as an extracted ROI, and its noise sd at rest (counts).
+
+    F0 = 300 counts, a neuropil (r = 0.8) with events of its own, 20 % bleaching,
+    read noise sd 3 and shot noise.
+    """
+    rng = np.random.default_rng(2)
+    dff = model.simulate(TRUTH, t, stim, substeps=1).dff.values
+    bleach = 0.8 ** (t / t[-1])
+    spikes = np.zeros(t.size)
+    spikes[rng.choice(t.size - 200, 12, replace=False)] = rng.uniform(0.1, 0.3, 12)
+    neu = 150.0 * bleach * (1.0 + np.convolve(spikes, np.exp(-np.arange(60) / 30.0))[: t.size])
+    mean = 300.0 * bleach * (1.0 + dff) + 0.8 * neu
+    var = 9.0 + 0.02 * mean
+    F = rng.normal(mean, np.sqrt(var))
+    F_neu = neu + rng.normal(0.0, 0.5, t.size)
+    F0 = np.full(t.size, np.percentile(F - 0.7 * F_neu, 8))
+    ds = xr.Dataset(
+        {k: (("roi", "time"), v[None]) for k, v in (("F", F), ("F_neu", F_neu), ("F0", F0))},
+        coords={"roi": [0], "time": t},
+    )
+    rest = 300.0 * float(np.exp(np.mean(np.log(bleach)))) + 0.8 * 150.0
+    return ds, float(np.sqrt(9.0 + 0.02 * rest))
 
 
 def scan_model(model: CellModel, t: np.ndarray, y: np.ndarray) -> pm.Model:
@@ -100,12 +128,15 @@ def scan_model(model: CellModel, t: np.ndarray, y: np.ndarray) -> pm.Model:
     return m
 
 
-def report(name: str, idata, compile_s: float, sample_s: float, rows: list) -> None:
+def report(
+    name: str, idata, compile_s: float, sample_s: float, rows: list, sigma: float = SIGMA
+) -> None:
+    """One row: min bulk ESS over the free parameters and σ, R-hat, truth in the 94% HDIs."""
     s = az.summary(idata, var_names=[*FREE, "sigma"], ci_prob=0.94, ci_kind="hdi", round_to="none")
     ess = float(s["ess_bulk"].astype(float).min())
     inside = all(
         float(s.loc[k, "hdi94_lb"]) <= val <= float(s.loc[k, "hdi94_ub"])
-        for k, val in [*TRUTH.items(), ("sigma", SIGMA)]
+        for k, val in [*TRUTH.items(), ("sigma", sigma)]
     )
     rows.append(
         (
@@ -130,14 +161,15 @@ def main() -> None:
     rows: list = []
 
     have_jax = bool(importlib.util.find_spec("jax") and importlib.util.find_spec("numpyro"))
+    kw = dict(stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains, seed=1)
+    # the baselines' model: ΔF/F exact, white noise
+    exact = dict(observation="dff_exact", residuals="white")
     t0 = time.perf_counter()
-    res = fit(
-        y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains, seed=1
-    )
+    res = fit(y, model, **kw, **exact)
     wall = time.perf_counter() - t0
     st = res.settings
     report(
-        "cainfer (nutpie, numba, low-rank)",
+        "cainfer, exact ΔF/F (nutpie, numba)",
         res.idata,
         st["compile_seconds"],
         st["sampling_seconds"],
@@ -145,11 +177,19 @@ def main() -> None:
     )
     print(f"cainfer fit() wall time including prior and posterior predictive: {wall:.1f} s")
     steps_cainfer = float(np.asarray(res.idata["sample_stats"]["n_steps"]).mean())
+    # the defaults for a ΔF/F trace: free scale and offset, slow drift, AR(1) residuals
+    res_d = fit(y, model, **kw)
+    st = res_d.settings
+    report("cainfer, ΔF/F input, default observation", res_d.idata, st["compile_seconds"],
+           st["sampling_seconds"], rows)  # fmt: skip
+    # B1 as raw fluorescence: F = F0 (1 + ΔF/F) + r F_neu + shot and read noise
+    ds, f_sigma = fluorescence_problem(model, t, stim)
+    res_f = fit(ds, model, **{k: v for k, v in kw.items() if k != "time"})
+    st = res_f.settings
+    report("cainfer, fluorescence input (B1-sized)", res_f.idata, st["compile_seconds"],
+           st["sampling_seconds"], rows, sigma=f_sigma)  # fmt: skip
     if have_jax:
-        res_j = fit(
-            y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains,
-            seed=1, backend="jax",
-        )  # fmt: skip
+        res_j = fit(y, model, **kw, **exact, backend="jax")
         st = res_j.settings
         report(
             "cainfer (nutpie, jax, low-rank)",
@@ -263,14 +303,17 @@ def _print_gradient_cost(
     from cainfer.forward import _adjoint as A
     from cainfer.forward._specialize import specialized
     from cainfer.infer.fit import _pymc_model, _validated
+    from cainfer.infer.observation import ObservedData
 
     options = dict(
-        likelihood="normal", drift=None, draws=1, tune=0, chains=1, cores=1, seed=0,
+        observation="dff_exact", likelihood="normal", residuals="white", drift="none",
+        drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
         substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
         sampler="nutpie", backend="numba",
     )  # fmt: skip
     free, fixed, priors = _validated(model, FREE, None, None, options)
-    cm = _pymc_model(model, y[None, :], t, None, stim, free, fixed, priors, (), 0.5, options)
+    data = ObservedData("dff_exact", y[None, :])
+    cm = _pymc_model(model, data, t, None, stim, free, fixed, priors, (), 0.5, options)
     sm = scan_model(model, t, y)
     modes = ["NUMBA", "JAX"] if have_jax else ["NUMBA"]
     for label, m in (("cainfer", cm), ("scan", sm)):

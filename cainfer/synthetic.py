@@ -152,10 +152,13 @@ def simulate_movie(
     frame_rate: float = 30.0,
     cell_radius: float = 4.5,
     params: Mapping[str, float] | None = None,
+    cell_params: Sequence[Mapping[str, float]] | None = None,
     amplitude_spread: float = 0.3,
     brightness: float = 400.0,
     neuropil_brightness: float = 150.0,
     neuropil_dff: float = 0.3,
+    neuropil_ratio: float | Sequence[float] = 1.0,
+    neuropil_events: float = 0.0,
     bleach: float = 0.1,
     motion_sd: float = 0.3,
     motion_max: float = 2.0,
@@ -197,6 +200,9 @@ def simulate_movie(
         Cell radius (pixels).
     params : mapping, optional
         Model parameters shared by all cells.
+    cell_params : sequence of mappings, optional
+        Parameters of each cell (``n_cells`` of them), over ``params``; when
+        given, ``amplitude_spread`` is not applied.
     amplitude_spread : float
         Relative spread of each cell's influx amplitude (uniform ±spread).
     brightness : float
@@ -205,6 +211,15 @@ def simulate_movie(
         Mean neuropil fluorescence (photons/frame).
     neuropil_dff : float
         Scale of the neuropil's ΔF/F relative to the mean cell ΔF/F.
+    neuropil_ratio : float or sequence of float
+        Fraction of the surrounding neuropil's light seen through each cell
+        (1: the cell adds to a full neuropil; below 1 the cell body displaces
+        some of it), one value or one per cell, in [0, 1]. Saved in the truth.
+    neuropil_events : float
+        Rate (events/s) of transients of the neuropil's own (1-s decay,
+        amplitude ``neuropil_dff`` × U(0.5, 1.5)), at times unrelated to the
+        stimulus; 0 for none. Drawn from a stream of their own: the rest of
+        the movie is the same as without them.
     bleach : float
         Fraction of fluorescence lost by the last frame (exponential).
     motion_sd : float
@@ -245,13 +260,22 @@ def simulate_movie(
 
     base = model.values(params)
     scale = rng.uniform(1 - amplitude_spread, 1 + amplitude_spread, n_cells)
-    cell_params = []
-    for s in scale:
-        p = dict(base)
-        if "influx_amplitude" in p:
-            p["influx_amplitude"] = base["influx_amplitude"] * float(s)
-        cell_params.append(p)
-    sims = [model.simulate(p, time, stimulus) for p in cell_params]
+    if cell_params is not None:
+        if len(cell_params) != n_cells:
+            raise ValueError(f"cell_params has {len(cell_params)} entries for {n_cells} cells")
+        per_cell = [model.values({**base, **p}) for p in cell_params]
+    else:
+        per_cell = []
+        for s in scale:
+            p = dict(base)
+            if "influx_amplitude" in p:
+                p["influx_amplitude"] = base["influx_amplitude"] * float(s)
+            per_cell.append(p)
+    ratios = np.broadcast_to(np.asarray(neuropil_ratio, dtype=float), (n_cells,)).copy()
+    if not np.all((ratios >= 0) & (ratios <= 1)):
+        raise ValueError(f"neuropil_ratio = {neuropil_ratio!r} must lie in [0, 1]")
+    check_positive("neuropil_events", neuropil_events, allow_zero=True)
+    sims = [model.simulate(p, time, stimulus) for p in per_cell]
     dff = np.stack([s.dff.values for s in sims])
     ca = np.stack([s.ca.values for s in sims])
 
@@ -259,6 +283,20 @@ def simulate_movie(
     np_profile = ndimage.gaussian_filter(rng.uniform(0.6, 1.4, shape), sigma=min(shape) / 6)
     np_profile *= neuropil_brightness / np_profile.mean()
     np_dff = neuropil_dff * ndimage.gaussian_filter1d(dff.mean(axis=0), sigma=frame_rate * 0.5)
+    if neuropil_events > 0:
+        own = np.random.default_rng([seed, 7])  # its own stream: the rest is unchanged
+        n_ev = own.poisson(neuropil_events * (time[-1] - time[0]))
+        kernel = np.exp(-np.arange(int(5 * frame_rate)) / frame_rate)
+        impulses = np.zeros(n_frames)
+        idx = own.integers(0, n_frames, n_ev)
+        np.add.at(impulses, idx, neuropil_dff * own.uniform(0.5, 1.5, n_ev))
+        np_dff = np_dff + np.convolve(impulses, kernel)[:n_frames]
+    if np.any(ratios != 1.0):
+        # a cell displaces the neuropil under it: scale it there to the cell's ratio
+        occlusion = np.clip(1.0 - np.einsum("c,cyx->yx", 1.0 - ratios, foot), 0.0, 1.0)
+        np_image = np_profile * occlusion
+    else:
+        np_image = np_profile
     bleach_curve = (1.0 - bleach) ** (time / time[-1])
     # rigid motion: frame-to-frame jitter around a slow drift that starts at zero
     jitter = rng.normal(0.0, motion_sd, size=(n_frames, 2))
@@ -269,7 +307,7 @@ def simulate_movie(
     # ground-truth traces: mask-mean cell F (own footprint only) and neuropil under each mask
     foot_mean = np.array([foot[i][masks[i]].mean() for i in range(n_cells)])
     cell_F = (cell_brightness * foot_mean)[:, None] * (1.0 + dff) * bleach_curve
-    np_under = np.array([np_profile[m].mean() for m in masks])
+    np_under = np.array([np_image[m].mean() for m in masks])
     np_F = np_under[:, None] * (1.0 + np_dff)[None, :] * bleach_curve
 
     def frames() -> Iterator[np.ndarray]:
@@ -277,7 +315,7 @@ def simulate_movie(
             b = min(a + chunk, n_frames)
             act = cell_brightness[:, None] * (1.0 + dff[:, a:b])  # (cell, t)
             clean = np.einsum("ct,cyx->tyx", act, foot)
-            clean += np_profile[None] * (1.0 + np_dff[a:b])[:, None, None]
+            clean += np_image[None] * (1.0 + np_dff[a:b])[:, None, None]
             clean *= bleach_curve[a:b, None, None]
             for j in range(b - a):
                 moved = np.fft.ifft2(
@@ -336,8 +374,13 @@ def simulate_movie(
             "centroids": (("cell", "axis"), centres, {"units": "pixel"}),
             "influx_amplitude": (
                 "cell",
-                [p.get("influx_amplitude", np.nan) for p in cell_params],
+                [p.get("influx_amplitude", np.nan) for p in per_cell],
                 {"units": "µM"},
+            ),
+            "neuropil_ratio": (
+                "cell",
+                ratios,
+                {"long_name": "fraction of the surrounding neuropil seen through the cell"},
             ),
         },
         coords={
@@ -348,7 +391,7 @@ def simulate_movie(
         attrs={
             "model": model.name,
             "indicator": model.indicator.name,
-            "parameters": json.dumps(cell_params),
+            "parameters": json.dumps(per_cell),
             "events": json.dumps(stimulus.events.tolist()),
             "event_weights": json.dumps(stimulus.event_weights.tolist()),
             "frame_rate": frame_rate,

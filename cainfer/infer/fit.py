@@ -1294,4 +1294,7 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking"
                 f"fits {ref_name!r} and {name!r} are of different data: LOO compares models "
                 "of the same observations"
             )
-    return az.compare({k: f.idata for k, f in items}, method=method)
+    with warnings.catch_warnings():
+        # a high Pareto k is reported in the table's ``warning`` column
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        return az.compare({k: f.idata for k, f in items}, method=method)

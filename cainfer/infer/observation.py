@@ -6,13 +6,15 @@ estimate is a parameter here, with a prior centred on extraction's estimate:
 
 ``"fluorescence"`` (the default for traces from :func:`cainfer.extract_traces`)
     The ROI's mean fluorescence (counts),
-    ``F(t) = F0 · b(t) · (1 + ΔF/F_model(t)) + r · F_neu(t) + ε(t)``:
+    ``F(t) = F0 · b(t) · (1 + g · ΔF/F_model(t)) + r · F_neu(t) + ε(t)``:
     resting fluorescence of the cell ``F0`` (prior: log-normal around
     extraction's baseline, log-sd 0.5), neuropil contamination ``r`` of the
     measured annulus trace ``F_neu`` (prior: normal around the conventional
-    0.7 of Chen et al. 2013, doi:10.1038/nature12354, sd 0.2, truncated to
-    [0, 1.5]), and a slow multiplicative baseline ``b(t)`` (bleaching, focus
-    drift; below).
+    0.7 of Chen et al. 2013, doi:10.1038/nature12354, sd 0.2; not truncated,
+    so that a posterior pressed against 0 shows a bad annulus instead of
+    hiding it), the ROI's ΔF/F gain ``g`` (log-normal, log-sd 0.05: light of
+    other sources mixed into the ROI, registration's blur), and a slow
+    multiplicative baseline ``b(t)`` (bleaching, focus drift; below).
 ``"dff"`` (the default for a plain ΔF/F trace)
     ``y(t) = a · ΔF/F_model(t) + o + s(t) + ε(t)``: a published or extracted
     ΔF/F carries a scale error ``a`` (its F0 and neuropil ratio were guesses;
@@ -39,7 +41,9 @@ Noise ``ε`` has the variance of shot plus read noise: at frame ``t`` its sd is
 ``σ · √((1 − w) + w·μ_t/μ_rest)``, with ``σ`` the sd at rest (half-normal,
 scale three times the robust noise estimate), ``w`` the shot-noise fraction of
 the resting variance (uniform on [0, 1]), ``μ_t`` the expected signal (counts,
-or ``1 + ΔF/F`` for ΔF/F input) and ``μ_rest`` its resting level. Residuals
+or ``1 + ΔF/F`` for ΔF/F input) and ``μ_rest`` its resting level; for
+fluorescence the neuropil trace's own noise adds ``(r σ_neu)²`` to the
+variance (``σ_neu`` from its frame-to-frame differences). Residuals
 are AR(1) by default: the standardised residuals ``u_t = ε_t/sd_t`` follow
 ``u_t = ρ u_{t−1} + √(1 − ρ²) η_t`` with ``ρ`` uniform on [−0.5, 0.99] and
 ``η`` standard normal (or Student-t with ``ν`` degrees of freedom,
@@ -63,7 +67,7 @@ RESIDUALS = ("ar1", "white")
 Drift = Literal["smooth", "none"]
 DRIFTS = ("smooth", "none")
 
-NEUROPIL_PRIOR = (0.7, 0.2, 0.0, 1.5)  # mean, sd, lower, upper (Chen et al. 2013: 0.7)
+NEUROPIL_PRIOR = (0.7, 0.2)  # mean, sd (Chen et al. 2013: 0.7); 0 lies 3.5 sd below
 F0_LOG_SD = 0.5  # prior log-sd of F0 around extraction's baseline
 GAIN_LOG_SD = 0.05  # prior log-sd of the ROI's ΔF/F gain (light of other sources mixed in)
 SCALE_LOG_SD = 0.3  # prior log-sd of the scale of a ΔF/F input
@@ -356,10 +360,8 @@ def add_likelihood(
         gain = pm.LogNormal("dff_gain", mu=0.0, sigma=GAIN_LOG_SD, dims=dims)
         ratio = None
         if data.neuropil is not None:
-            m, s, lo, hi = NEUROPIL_PRIOR
-            ratio = pm.TruncatedNormal(
-                "neuropil_ratio", mu=m, sigma=s, lower=lo, upper=hi, dims=dims
-            )
+            m, s = NEUROPIL_PRIOR
+            ratio = pm.Normal("neuropil_ratio", mu=m, sigma=s, dims=dims)
     elif kind == "dff":
         scale = pm.LogNormal("dff_scale", mu=0.0, sigma=SCALE_LOG_SD, dims=dims)
         offset = pm.Normal("dff_offset", mu=0.0, sigma=OFFSET_SD, dims=dims)
