@@ -110,3 +110,49 @@ def test_movie_bad_input():
             shape=(20, 20),
             n_frames=30,
         )
+
+
+def _unshifted_mask_means(paths):
+    truth = xr.open_dataset(paths.truth, engine="h5netcdf")
+    mv = tifffile.imread(paths.movie).astype(float)
+    back = np.stack(
+        [
+            np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(f), -s)).real
+            for f, s in zip(mv, truth.shifts.values, strict=True)
+        ]
+    )
+    means = np.stack([back[:, truth.masks[i].values.astype(bool)].mean(axis=1)
+                      for i in range(truth.sizes["cell"])])  # fmt: skip
+    return truth, means
+
+
+def test_displaced_neuropil_and_its_own_events_are_in_movie_and_truth(tmp_path):
+    cells = [{"influx_amplitude": a, "pmca_vmax": v} for a, v in ((8.0, 80.0), (20.0, 150.0))]
+    kw = dict(stimulus=Stimulus(events=[1.0, 4.0]), n_cells=2, shape=(40, 40), n_frames=200,
+              chunk=64, noise=False, seed=6, cell_params=cells)  # fmt: skip
+    full = simulate_movie(tmp_path / "full.tif", pumps_model(), **kw)
+    part = simulate_movie(tmp_path / "part.tif", pumps_model(), neuropil_ratio=[0.5, 0.9],
+                          neuropil_events=0.5, **kw)  # fmt: skip
+    t_full, _ = _unshifted_mask_means(full)
+    t_part, means = _unshifted_mask_means(part)
+    # the truth describes the movie: mask mean = cell + neuropil under it + offset
+    np.testing.assert_allclose(means, t_part.F + t_part.F_neuropil + t_part.attrs["offset"],
+                               atol=0.5)  # fmt: skip
+    np.testing.assert_allclose(t_part.neuropil_ratio, [0.5, 0.9])
+    np.testing.assert_allclose(t_part.influx_amplitude, [8.0, 20.0])
+    # the cell displaces neuropil: under its mask (footprint ≥ 0.5) between ratio and 1
+    level = [t.F_neuropil / (1.0 + t.neuropil_dff) for t in (t_part, t_full)]
+    seen = (level[0] / level[1]).isel(time=0).values
+    assert 0.5 < seen[0] < 0.75 and 0.9 < seen[1] < 0.97
+    # the neuropil's own events change its ΔF/F, and nothing else
+    assert np.abs(t_part.neuropil_dff - t_full.neuropil_dff).max() > 0.05
+    np.testing.assert_array_equal(t_part.shifts, t_full.shifts)
+    np.testing.assert_array_equal(t_part.dff, t_full.dff)
+
+
+def test_movie_bad_neuropil_and_cell_params(tmp_path):
+    kw = dict(stimulus=Stimulus(), n_cells=2, shape=(40, 40), n_frames=30)
+    with pytest.raises(ValueError, match="neuropil_ratio"):
+        simulate_movie(tmp_path / "a.tif", pumps_model(), neuropil_ratio=1.5, **kw)
+    with pytest.raises(ValueError, match="cell_params has 1 entries for 2 cells"):
+        simulate_movie(tmp_path / "b.tif", pumps_model(), cell_params=[{}], **kw)
