@@ -75,8 +75,8 @@ def test_readme_demo_command_runs(tmp_path, capsys):
 
     with open(tmp_path / "demo" / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    # 4 ROIs x (2 free parameters + sigma, F0, dff_gain, neuropil_ratio, shot_fraction, rho)
-    assert len(rows) == 4 * 8
+    # 4 ROIs x (2 free parameters + the 7 of the fluorescence observation)
+    assert len(rows) == 4 * 9
     # every fitted ROI's true parameters inside their 94% HDIs (a sampler warning is
     # recorded in the ok column, not asserted: another machine takes another path)
     truth = xr.open_dataset(ROOT / "data_examples" / "example_truth.nc", engine="h5netcdf")
@@ -88,6 +88,10 @@ def test_readme_demo_command_runs(tmp_path, capsys):
         else:
             continue
         assert float(r["hdi94_lb"]) <= value <= float(r["hdi94_ub"]), r
+    # the report shows the truth next to each posterior (the example is simulated)
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "<th>truth in 94% HDI</th>" in report
+    assert report.count("<td>yes</td>") == 8 and "<td>NO</td>" not in report
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
 from cainfer.infer.fit import (
     Fit,
+    FitWarning,
+    IdentifiabilityWarning,
     SamplerWarning,
     compare,
     default_free,
@@ -14,6 +16,8 @@ from cainfer.infer.fit import (
 
 __all__ = [
     "Fit",
+    "FitWarning",
+    "IdentifiabilityWarning",
     "SamplerWarning",
     "SolveOp",
     "SolveVJPOp",

@@ -38,6 +38,7 @@ from cainfer.infer.observation import (
     Residuals,
     add_likelihood,
     check_options,
+    extra_variance,
     noise_sd,
     nuisance_draws,
     pointwise_loglik,
@@ -52,8 +53,75 @@ Likelihood = Literal["normal", "student_t"]
 _LIKELIHOODS = ("normal", "student_t")
 
 
-class SamplerWarning(UserWarning):
+class FitWarning(UserWarning):
+    """Something about a fit its user should know (base of the two below)."""
+
+
+class SamplerWarning(FitWarning):
     """The sampler's diagnostics say the posterior may not be trustworthy."""
+
+
+class IdentifiabilityWarning(FitWarning):
+    """The data leave a parameter to its prior, pull it far from it, or fix only a combination."""
+
+
+# a posterior median this many prior sds from the prior's, or a posterior correlation
+# beyond this between two free parameters (log scale), is reported
+_MAX_PRIOR_SHIFT = 3.0
+_MAX_CORRELATION = 0.9
+_RIDGE_MIN_SD = 0.1  # ... when one of them is uncertain by more than ±10 % (log sd)
+
+
+def _ridges(members: list[tuple[str, str, np.ndarray]]) -> list[str]:
+    """Messages for groups of free parameters whose (log) posteriors correlate beyond 0.9."""
+    if len(members) < 2:
+        return []
+    x = np.stack([m[2] for m in members], axis=1)
+    sd = x.std(axis=0)
+    keep = sd > 0
+    if keep.sum() < 2:
+        return []
+    corr = np.corrcoef(x[:, keep], rowvar=False)
+    idx = np.flatnonzero(keep)
+    # connected groups of parameters linked by a strong correlation
+    linked: list[set[int]] = []
+    for i in range(len(idx)):
+        for j in range(i + 1, len(idx)):
+            if abs(corr[i, j]) > _MAX_CORRELATION:
+                hit = [g for g in linked if i in g or j in g]
+                merged = {i, j}.union(*hit)
+                linked = [g for g in linked if g not in hit] + [merged]
+    out = []
+    for g in linked:
+        cols = [idx[k] for k in sorted(g)]
+        sub = x[:, cols]
+        cov = np.cov(sub, rowvar=False)
+        _, evecs = np.linalg.eigh(cov)
+        v = evecs[:, 0]  # the narrowest direction of the posterior
+        v = v / v[np.argmax(np.abs(v))]
+        names = [members[c][0] for c in cols]
+        terms = []
+        for n, p in zip(names, v, strict=True):
+            if abs(p) < 0.05:
+                continue
+            terms.append(n if abs(p - 1) < 0.05 else f"{n}^{p:.2g}")
+        comb_sd = float(np.sqrt(max(float(v @ cov @ v), 0.0)))
+        if float(sub.std(axis=0).max()) < _RIDGE_MIN_SD:
+            continue  # correlated, but each parameter is determined well enough
+        pairs = [
+            f"{names[a]}/{names[b]} {np.corrcoef(sub[:, a], sub[:, b])[0, 1]:+.2f}"
+            for a in range(len(cols))
+            for b in range(a + 1, len(cols))
+        ]
+        each = ", ".join(f"{n} ±{100 * float(sub[:, k].std()):.0f} %" for k, n in enumerate(names))
+        label = members[cols[0]][1].partition("[")[2].rstrip("]")
+        where = f" (ROI {label})" if label else ""
+        out.append(
+            f"weakly determined{where}: {', '.join(names)} trade off (posterior correlation "
+            f"{'; '.join(pairs)}); the data determine {' · '.join(terms)} "
+            f"(±{100 * comb_sd:.1f} %), not each alone ({each})"
+        )
+    return out
 
 
 def default_free(model: CellModel) -> list[str]:
@@ -391,7 +459,49 @@ class Fit:
         low = [n for n, e in zip(s.index, s["ess_bulk"], strict=True) if float(e) < 400]
         if low:
             problems.append(f"bulk ESS < 400 for {low}: draw more samples or more chains")
-        return problems
+        return problems + self.weakly_determined()
+
+    def weakly_determined(self) -> list[str]:
+        """Free parameters the data pull far from their priors, or fix only in combination.
+
+        Two checks on the log of each free parameter (the value itself when it
+        can be ≤ 0): its posterior median lying more than 3 prior sds from the
+        prior's (the data disagree with the literature value: check the model
+        and what is held fixed), and posterior correlations beyond ±0.9 (a
+        ridge: the data determine a combination, not each parameter), when one
+        of the correlated parameters is uncertain by more than ±10 %. For a
+        ridge the message names the combination the data determine best, the
+        product of powers along the posterior's narrowest direction (e.g.
+        ``influx_amplitude · kappa_s^-1``, the calcium jump per event, or
+        ``gamma · kappa_s^-1``, the decay rate), with its posterior sd.
+
+        Returns
+        -------
+        list of str
+            One message per finding (empty if none).
+        """
+        if "prior" not in self.idata.children:
+            return []
+        post, prior = self.idata["posterior"], self.idata["prior"]
+        groups: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+        messages = []
+        for key, a, b in self._columns(post, prior):
+            log = bool(np.all(a > 0) and np.all(b > 0))
+            la, lb = (np.log(a), np.log(b)) if log else (a, b)
+            sd_prior = float(lb.std())
+            if sd_prior > 0:
+                shift = abs(float(np.median(la)) - float(np.median(lb))) / sd_prior
+                if shift > _MAX_PRIOR_SHIFT:
+                    messages.append(
+                        f"{key}: posterior median {float(np.median(a)):.4g} lies {shift:.1f} "
+                        f"prior sds from the prior's {float(np.median(b)):.4g}; the data pull it "
+                        "far from the literature value: check the model and the fixed parameters"
+                    )
+            name, _, roi = key.partition("[")
+            groups.setdefault(roi, []).append((name, key, la))
+        for members in groups.values():
+            messages += _ridges(members)
+        return messages
 
     def identifiability(self) -> tuple[Any, Any]:
         """What the data determined: prior-to-posterior contraction and posterior correlations.
@@ -446,6 +556,118 @@ class Fit:
         if self.rois is None:
             return {k: float(post[k].mean()) for k in self.free}
         return {k: np.asarray(post[k].mean(("chain", "draw"))) for k in self.free}
+
+    def posterior_median(self) -> dict[str, Any]:
+        """Posterior median of each free parameter (an array over ROIs for a hierarchical fit)."""
+        post = self.idata["posterior"]
+        if self.rois is None:
+            return {k: float(post[k].median()) for k in self.free}
+        return {k: np.asarray(post[k].median(("chain", "draw"))) for k in self.free}
+
+    def predict(
+        self,
+        time: Any,
+        stimulus: Stimulus | None,
+        *,
+        draws: int | None = 500,
+        ci_prob: float = 0.94,
+        clip: bool = False,
+    ) -> xr.Dataset:
+        """The cell's ΔF/F and free calcium for another recording, from the posterior.
+
+        The same cell under another protocol or in another sweep: every kept
+        draw of the physical parameters is run through the forward model at
+        the new frame times with the new stimulus. What belongs to one
+        recording (its F0, neuropil ratio, baseline drift, noise) does not
+        carry over, so this is the model's ΔF/F and calcium, not a replicate
+        of a recording's raw numbers.
+
+        Parameters
+        ----------
+        time : array_like
+            Frame times of the new recording (s), increasing.
+        stimulus : Stimulus or None
+            Its events (and waveform).
+        draws : int or None
+            Posterior draws to use, evenly spaced over the chains (None: all).
+        ci_prob : float
+            Probability mass of the pointwise equal-tailed bands, in (0, 1).
+        clip : bool
+            Drop events after the last frame, with a warning, instead of
+            refusing the stimulus (recordings often stop before the protocol).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``dff`` and ``ca`` (µM) with dims ``(sample, time)`` (and ``roi``
+            for a hierarchical fit), their ``*_lower``/``*_median``/``*_upper``
+            bands over ``time``, and attrs ``ci_prob`` and ``draws``.
+
+        Raises
+        ------
+        ValueError
+            Times not increasing, ``ci_prob`` outside (0, 1), ``draws`` < 1, or
+            (``clip=False``) events outside the new recording.
+        """
+        if not 0.0 < ci_prob < 1.0:
+            raise ValueError(f"ci_prob = {ci_prob!r} must lie in (0, 1)")
+        t = np.asarray(time, dtype=float)
+        if t.ndim != 1 or t.size < 2 or not np.all(np.diff(t) > 0):
+            raise ValueError("time must hold ≥ 2 strictly increasing frame times (s)")
+        stim = stimulus
+        if stim is not None and clip:
+            late = stim.events > t[-1]
+            if late.any():
+                warnings.warn(
+                    f"{int(late.sum())} stimulus event(s) after the last frame "
+                    f"(t = {t[-1]:g} s) left out of the prediction",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                stim = Stimulus(
+                    events=stim.events[~late],
+                    weights=stim.event_weights[~late],
+                    waveform_time=stim.waveform_time,
+                    waveform=stim.waveform,
+                )
+        if stim is not None:
+            stim.check_within(float(t[0]), float(t[-1]))
+        post = self.idata["posterior"]
+        n_all = post.sizes["chain"] * post.sizes["draw"]
+        if draws is not None and (int(draws) != draws or draws < 1):
+            raise ValueError(f"draws = {draws!r} must be a positive integer or None")
+        pick = np.arange(n_all) if draws is None or draws >= n_all else (
+            np.linspace(0, n_all - 1, int(draws)).round().astype(int)
+        )  # fmt: skip
+        base = self.model.pack_raw(self.model.values(self.fixed))
+        slots = self.model.slots()
+        args = self.model.kernel_args(t, stim, substeps=int(self.settings.get("substeps", 1)))
+        forward = specialized(args[4], args[5]).dff_forward
+        n_roi = 1 if self.rois is None else len(self.rois)
+        flat = {k: np.asarray(post[k]).reshape(n_all, -1)[pick] for k in self.free}
+        dff = np.empty((pick.size, n_roi, t.size))
+        ca = np.empty_like(dff)
+        for r in range(n_roi):
+            for i in range(pick.size):
+                p = base.copy()
+                for k in self.free:
+                    p[slots[k]] = flat[k][i, r if flat[k].shape[1] > 1 else 0]
+                dff[i, r], ca[i, r] = forward(p, *args)
+        lo_q, hi_q = (1 - ci_prob) / 2, (1 + ci_prob) / 2
+        dims: tuple[str, ...] = ("sample", "time") if self.rois is None else (
+            "sample", "roi", "time"
+        )  # fmt: skip
+        out: dict[str, Any] = {}
+        for name, arr, unit in (("dff", dff, "1"), ("ca", ca, "µM")):
+            a = arr[:, 0] if self.rois is None else arr
+            out[name] = (dims, a, {"units": unit})
+            q = np.quantile(a, [lo_q, 0.5, hi_q], axis=0)
+            for label, band in zip(("lower", "median", "upper"), q, strict=True):
+                out[f"{name}_{label}"] = (dims[1:], band, {"units": unit})
+        coords: dict[str, Any] = {"time": ("time", t, {"units": "s"})}
+        if self.rois is not None:
+            coords["roi"] = list(self.rois)
+        return xr.Dataset(out, coords=coords, attrs={"ci_prob": ci_prob, "draws": int(pick.size)})
 
     def plot_trace(self, **kwargs: Any) -> Any:
         """Data with predictive and free-Ca bands: :func:`~cainfer.infer.plots.plot_trace`."""
@@ -1068,8 +1290,10 @@ def _run(
     result = Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))
     result.problems = result.diagnostics()
     result.ok = not result.problems
+    weak = set(result.weakly_determined())
     for problem in result.problems:
-        warnings.warn(problem, SamplerWarning, stacklevel=3)
+        category = IdentifiabilityWarning if problem in weak else SamplerWarning
+        warnings.warn(problem, category, stacklevel=3)
     return result
 
 
@@ -1171,7 +1395,6 @@ def _add_predictions(
             dff[i, r], ca[i, r] = forward(p, *args)
     rng = np.random.default_rng(options["seed"] + 1)
     levels = data.rest_level
-    neu_sd = data.neuropil_noise
     median = {k: np.median(v, axis=0, keepdims=True) for k, v in nuis.items()}
     y_pred = np.empty_like(dff)
     dff_pred = np.empty_like(dff)
@@ -1180,9 +1403,9 @@ def _add_predictions(
     for r in range(n_roi):
         mu = _expected(dff[:, r], data, nuis, r, basis)
         shot = nuis["shot_fraction"][:, r, None] if "shot_fraction" in nuis else None
-        extra = 0.0
-        if "neuropil_ratio" in nuis:
-            extra = (nuis["neuropil_ratio"][:, r, None] * float(neu_sd[r])) ** 2
+        ratio = nuis["neuropil_ratio"][:, r, None] if "neuropil_ratio" in nuis else None
+        prop = nuis["proportional_noise"][:, r, None] if "proportional_noise" in nuis else None
+        extra = extra_variance(np, data, r, mu, ratio, prop)
         sd = noise_sd(np, mu, nuis["sigma"][:, r, None], shot, float(levels[r]),
                       data.level_offset, extra)  # fmt: skip
         rho = nuis["rho"][:, r] if "rho" in nuis else None

@@ -41,9 +41,12 @@ Noise ``ε`` has the variance of shot plus read noise: at frame ``t`` its sd is
 ``σ · √((1 − w) + w·μ_t/μ_rest)``, with ``σ`` the sd at rest (half-normal,
 scale three times the robust noise estimate), ``w`` the shot-noise fraction of
 the resting variance (uniform on [0, 1]), ``μ_t`` the expected signal (counts,
-or ``1 + ΔF/F`` for ΔF/F input) and ``μ_rest`` its resting level; for
-fluorescence the neuropil trace's own noise adds ``(r σ_neu)²`` to the
-variance (``σ_neu`` from its frame-to-frame differences). Residuals
+or ``1 + ΔF/F`` for ΔF/F input) and ``μ_rest`` its resting level. Two terms
+add to the variance: ``(κ s_t)²``, noise proportional to the cell's own
+signal ``s_t`` (residual motion after registration scales with brightness;
+``κ`` half-normal of scale 0.02), and for fluorescence ``(r σ_neu)²``, the
+neuropil trace's own noise (``σ_neu`` from its frame-to-frame differences).
+Residuals
 are AR(1) by default: the standardised residuals ``u_t = ε_t/sd_t`` follow
 ``u_t = ρ u_{t−1} + √(1 − ρ²) η_t`` with ``ρ`` uniform on [−0.5, 0.99] and
 ``η`` standard normal (or Student-t with ``ν`` degrees of freedom,
@@ -73,6 +76,7 @@ GAIN_LOG_SD = 0.05  # prior log-sd of the ROI's ΔF/F gain (light of other sourc
 SCALE_LOG_SD = 0.3  # prior log-sd of the scale of a ΔF/F input
 OFFSET_SD = 0.1  # prior sd of the offset of a ΔF/F input
 RHO_BOUNDS = (-0.5, 0.99)
+PROPORTIONAL_SD = 0.02  # prior scale of noise proportional to the cell's signal
 SLOW_AMPLITUDE = {"fluorescence": 0.3, "dff": 0.2}  # prior sd of s(t)
 
 
@@ -244,6 +248,29 @@ def noise_sd(
     return xp.sqrt(var + extra_var)
 
 
+def extra_variance(
+    xp: Any, data: ObservedData, r: int, mu: Any, ratio: Any, proportional: Any
+) -> Any:
+    """Variance beyond read + shot noise at each frame of ROI ``r``.
+
+    ``(r σ_neu)²``, the neuropil trace's own noise carried in by ``r·F_neu``,
+    and ``(κ s_t)²``, noise proportional to the cell's own signal ``s_t``
+    (``F − r·F_neu`` for fluorescence, ``1 + ΔF/F`` for ΔF/F): residual motion
+    after registration and interpolation scale with the cell's brightness, so
+    at the peak of a bright transient they exceed shot noise (measured on a
+    simulated GCaMP6f movie: residuals 2.2× the read + shot sd at ΔF/F > 8).
+    ``ratio`` / ``proportional`` None leave the term out.
+    """
+    var: Any = 0.0
+    signal = mu + data.level_offset
+    if data.kind == "fluorescence" and ratio is not None and data.neuropil is not None:
+        var = (ratio * float(data.neuropil_noise[r])) ** 2
+        signal = mu - ratio * data.neuropil[r]
+    if proportional is not None:
+        var = var + (proportional * signal) ** 2
+    return var
+
+
 def simulate_residuals(
     rng: np.random.Generator, sd: np.ndarray, rho: np.ndarray | None, nu: np.ndarray | None
 ) -> np.ndarray:
@@ -300,7 +327,7 @@ def check_options(options: Options) -> None:
 
 # the observation model's variables that summaries report (besides σ), in this order
 REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "shot_fraction",
-            "rho", "nu")  # fmt: skip
+            "proportional_noise", "rho", "nu")  # fmt: skip
 
 
 def add_likelihood(
@@ -342,6 +369,11 @@ def add_likelihood(
     noise0 = np.array([noise_scale(row) for row in data.y])
     sigma = pm.HalfNormal("sigma", sigma=per_roi(3.0 * noise0), dims=dims)
     shot = None if kind == "dff_exact" else pm.Uniform("shot_fraction", 0.0, 1.0, dims=dims)
+    prop = (
+        None
+        if kind == "dff_exact"
+        else pm.HalfNormal("proportional_noise", sigma=PROPORTIONAL_SD, dims=dims)
+    )
     rho = pm.Uniform("rho", *RHO_BOUNDS, dims=dims) if options.residuals == "ar1" else None
     nu = pm.Gamma("nu", alpha=2.0, beta=0.1) if options.likelihood == "student_t" else None
     basis = None
@@ -366,7 +398,6 @@ def add_likelihood(
         scale = pm.LogNormal("dff_scale", mu=0.0, sigma=SCALE_LOG_SD, dims=dims)
         offset = pm.Normal("dff_offset", mu=0.0, sigma=OFFSET_SD, dims=dims)
     levels = data.rest_level
-    neu_sd = data.neuropil_noise
     total = 0.0
     for r in range(n_roi):
         d = dff_model[r]
@@ -379,9 +410,10 @@ def add_likelihood(
             mu = pick(scale, r) * d + pick(offset, r) + slow
         else:
             mu = d
-        extra = 0.0
-        if kind == "fluorescence" and ratio is not None:
-            extra = (pick(ratio, r) * float(neu_sd[r])) ** 2
+        extra = extra_variance(
+            pt, data, r, mu, None if kind != "fluorescence" or ratio is None else pick(ratio, r),
+            None if prop is None else pick(prop, r),
+        )  # fmt: skip
         sd = noise_sd(
             pt, mu, pick(sigma, r), None if shot is None else pick(shot, r),
             float(levels[r]), data.level_offset, extra,
@@ -401,8 +433,8 @@ def nuisance_draws(post: Any, data: ObservedData, options: Options, n: int) -> d
     """Draws ``(n, roi)`` (``drift_z``: ``(n, roi, K)``) of every observation variable."""
     n_roi = data.y.shape[0]
     out: dict[str, Any] = {}
-    for name in ("sigma", "shot_fraction", "rho", "F0", "dff_gain", "neuropil_ratio",
-                 "dff_scale", "dff_offset"):  # fmt: skip
+    for name in ("sigma", "shot_fraction", "proportional_noise", "rho", "F0", "dff_gain",
+                 "neuropil_ratio", "dff_scale", "dff_offset"):  # fmt: skip
         if name in post:
             out[name] = np.asarray(post[name]).reshape(n, n_roi)
     if "nu" in post:

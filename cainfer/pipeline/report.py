@@ -36,6 +36,39 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: 
 """
 
 
+def _truths(run: Path, prov: dict[str, Any], recordings: set[str]) -> dict[tuple[str, str], dict]:
+    """True parameter values per (recording, ROI) where the run's inputs come with them.
+
+    A simulated recording ``<stem>.tif`` (:func:`cainfer.synthetic.simulate_movie`)
+    has its truth in ``<stem>_truth.nc`` and its cells' labels in
+    ``<stem>_rois.tif`` (label ``i + 1`` is cell ``i``); the truth is shown
+    when the run extracted that recording with those ROIs.
+    """
+    import xarray as xr
+
+    out: dict[tuple[str, str], dict] = {}
+    for name in prov.get("inputs", {}):
+        path = Path(name)
+        rec = path.stem
+        truth = path.with_name(f"{rec}_truth.nc")
+        traces = run / "traces" / f"{rec}.nc"
+        if rec not in recordings or not truth.is_file() or not traces.is_file():
+            continue
+        try:
+            with xr.open_dataset(traces, engine="h5netcdf") as ds:
+                source = str(ds.attrs.get("roi_source", ""))
+                labels = [str(x.item()) for x in ds["roi"].values]
+            with xr.open_dataset(truth, engine="h5netcdf") as ds:
+                cells = json.loads(ds.attrs["parameters"])
+        except (OSError, KeyError, ValueError):
+            continue  # not a truth file of simulate_movie: nothing to show
+        if Path(source).name != f"{rec}_rois.tif" or len(cells) != len(labels):
+            continue
+        for i, label in enumerate(labels):
+            out[(rec, label)] = cells[i]
+    return out
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into a run directory from the files the run wrote.
 
@@ -128,8 +161,22 @@ def write_report(run_dir: str | Path) -> Path:
     parts.append("<h2>Posterior summary</h2>")
     cols = ["recording", "roi", "parameter", "mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat",
             "ess_bulk", "ess_tail", "ok"]  # fmt: skip
-    parts.append(_table(cols, [[_num(r[c]) if c not in cols[:3] else r[c] for c in cols]
-                               for r in rows]))  # fmt: skip
+    table = [[_num(r[c]) if c not in cols[:3] else r[c] for c in cols] for r in rows]
+    truths = _truths(run, prov, {k[0] for k in fits})
+    if truths:
+        cols = [*cols, "truth", "truth in 94% HDI"]
+        for line, r in zip(table, rows, strict=True):
+            value = truths.get((r["recording"], r["roi"]), {}).get(r["parameter"])
+            if value is None:
+                line += ["", ""]
+            else:
+                inside = float(r["hdi94_lb"]) <= float(value) <= float(r["hdi94_ub"])
+                line += [_num(str(value)), "yes" if inside else "NO"]
+        parts.append(
+            "<p>The recordings are simulated: the true value of each parameter is shown "
+            "next to its posterior (from the <code>_truth.nc</code> file beside each movie).</p>"
+        )
+    parts.append(_table(cols, table))
 
     parts.append("<h2>Fits</h2>")
     for rec, roi in fits:

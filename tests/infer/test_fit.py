@@ -240,3 +240,64 @@ def test_last_bit_differences_change_the_draws_not_the_posterior(recovery):
     ga = az.extract(result.idata, var_names="gamma").values
     gb = az.extract(other.idata, var_names="gamma").values
     assert ga.shape == gb.shape
+
+
+@pytest.mark.slow
+def test_predict_another_protocol_of_the_same_cell(recovery):
+    model, result = recovery
+    t_new = np.arange(300) / 30.0
+    stim_new = cainfer.Stimulus(events=[1.0, 3.0, 3.02, 6.0])
+    pred = result.predict(t_new, stim_new, draws=200)
+    assert pred["dff"].dims == ("sample", "time") and pred.sizes["sample"] == 200
+    # each sample is the forward model at one posterior draw: the median parameters'
+    # trace lies inside the band, and the band holds the true cell's response
+    true = model.simulate(TRUTH, t_new, stim_new)
+    inside = (true.dff >= pred.dff_lower - 1e-9) & (true.dff <= pred.dff_upper + 1e-9)
+    assert float(inside.mean()) > 0.9
+    med = model.simulate(result.posterior_median(), t_new, stim_new)
+    np.testing.assert_allclose(med.ca, pred.ca_median, rtol=0.05, atol=1e-4)
+    # events after the last frame: refused, or clipped with a warning
+    late = cainfer.Stimulus(events=[1.0, 12.0])
+    with pytest.raises(ValueError, match="outside the recording"):
+        result.predict(t_new, late)
+    with pytest.warns(UserWarning, match="1 stimulus event"):
+        clipped = result.predict(t_new, late, clip=True, draws=50)
+    np.testing.assert_allclose(
+        clipped.dff_median,
+        result.predict(t_new, cainfer.Stimulus(events=[1.0]), draws=50).dff_median,
+    )
+    with pytest.raises(ValueError, match="ci_prob"):
+        result.predict(t_new, stim_new, ci_prob=2.0)
+
+
+@pytest.mark.slow
+def test_a_ridge_is_named_with_the_combination_the_data_determine():
+    """κ_S and the influx amplitude trade off (DESIGN: amplitude of influx and κ_S)."""
+    model = cainfer.single_compartment("OGB-1")
+    y = simulate_traces(model, TRUTH, TIME, STIM, noise_sd=0.03, seed=2).dff.isel(roi=0)
+    with pytest.warns(cainfer.infer.IdentifiabilityWarning, match="weakly determined"):
+        res = fit(y, model, stimulus=STIM, free=["kappa_s", "influx_amplitude", "gamma"],
+                  observation="dff_exact", residuals="white", coordinates="natural",
+                  draws=1000, tune=500, chains=2, seed=5)  # fmt: skip
+    ridge = [p for p in res.problems if p.startswith("weakly determined")]
+    assert len(ridge) == 1 and not res.ok
+    assert "kappa_s" in ridge[0] and "influx_amplitude" in ridge[0]
+    # the determined combination is far narrower than each parameter
+    combo = float(ridge[0].split("(±")[1].split(" %")[0])
+    assert combo < 10.0
+    assert "kappa_s ±" in ridge[0]
+    kappa_sd = float(ridge[0].split("kappa_s ±")[1].split(" %")[0])
+    assert kappa_sd > 3 * combo
+
+
+@pytest.mark.slow
+def test_a_parameter_pulled_far_from_its_prior_is_named():
+    model = cainfer.single_compartment("OGB-1")
+    truth = {"gamma": 500.0, "influx_amplitude": 15.0}
+    y = simulate_traces(model, truth, TIME, STIM, noise_sd=0.01, seed=3).dff.isel(roi=0)
+    # a prior for gamma centred 20x too low, and narrow: the data pull it far away
+    pri = {"gamma": Prior("lognormal", 25.0, 0.3, "test")}
+    with pytest.warns(cainfer.infer.IdentifiabilityWarning, match="prior sds from the prior"):
+        res = fit(y, model, stimulus=STIM, free=list(truth), priors=pri, draws=500, tune=500,
+                  chains=2, seed=6)  # fmt: skip
+    assert any(p.startswith("gamma: posterior median") for p in res.problems)

@@ -60,6 +60,11 @@ def test_hierarchical_recovers_each_cell_and_the_population(hierarchical):
     assert hierarchical.idata["log_likelihood"]["y"].shape == (2, 1000, 3 * TIME.size)
     means = hierarchical.posterior_mean()["gamma"]
     np.testing.assert_allclose(means, list(GAMMA.values()), rtol=0.03)
+    pred = hierarchical.predict(TIME, STIM, draws=20)
+    assert pred["ca"].dims == ("sample", "roi", "time") and list(pred.roi.values) == ["a", "b", "c"]
+    # a faster pump, a faster decay: the cells' predicted calcium is ordered by their gamma
+    tail = pred.ca_median.sel(time=slice(STIM.events[-1] + 0.3, None)).sum("time").values
+    assert tail[0] > tail[1] > tail[2]
     table, corr = hierarchical.identifiability()
     assert "gamma[b]" in table.index and corr.shape == (6, 6)
 

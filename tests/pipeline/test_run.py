@@ -57,7 +57,8 @@ def config(tmp_path_factory):
 
 
 # what a fit of raw fluorescence reports besides the free parameters
-OBSERVED = ("sigma", "F0", "dff_gain", "neuropil_ratio", "shot_fraction", "rho")
+OBSERVED = ("sigma", "F0", "dff_gain", "neuropil_ratio", "shot_fraction",
+            "proportional_noise", "rho")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
