@@ -75,8 +75,8 @@ def test_readme_demo_command_runs(tmp_path, capsys):
 
     with open(tmp_path / "demo" / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    # 4 ROIs x (2 free parameters + the 7 of the fluorescence observation)
-    assert len(rows) == 4 * 9
+    # 4 ROIs x (2 free parameters + the 6 of the fluorescence observation)
+    assert len(rows) == 4 * 8
     # every fitted ROI's true parameters inside their 94% HDIs (a sampler warning is
     # recorded in the ok column, not asserted: another machine takes another path)
     truth = xr.open_dataset(ROOT / "data_examples" / "example_truth.nc", engine="h5netcdf")

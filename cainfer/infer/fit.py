@@ -38,7 +38,7 @@ from cainfer.infer.observation import (
     Residuals,
     add_likelihood,
     check_options,
-    extra_variance,
+    neuropil_variance,
     noise_sd,
     nuisance_draws,
     pointwise_loglik,
@@ -739,7 +739,7 @@ _FIT_DOC_OPTIONS = """
         What the likelihood compares the model with (see
         :mod:`cainfer.infer.observation`). ``"fluorescence"``: the ROI's raw
         fluorescence, with the resting fluorescence F0, the neuropil ratio r,
-        a slow bleaching baseline and shot + read noise inferred (needs a
+        a slow bleaching baseline and signal-dependent noise inferred (needs a
         Dataset with ``F``, ``F_neu`` and ``F0`` as
         :func:`cainfer.extract_traces` writes). ``"dff"``: a ΔF/F trace with a
         free scale and offset and a slow additive drift. ``"dff_exact"``: the
@@ -1402,11 +1402,10 @@ def _add_predictions(
     lls = []
     for r in range(n_roi):
         mu = _expected(dff[:, r], data, nuis, r, basis)
-        shot = nuis["shot_fraction"][:, r, None] if "shot_fraction" in nuis else None
+        power = nuis["noise_exponent"][:, r, None] if "noise_exponent" in nuis else None
         ratio = nuis["neuropil_ratio"][:, r, None] if "neuropil_ratio" in nuis else None
-        prop = nuis["proportional_noise"][:, r, None] if "proportional_noise" in nuis else None
-        extra = extra_variance(np, data, r, mu, ratio, prop)
-        sd = noise_sd(np, mu, nuis["sigma"][:, r, None], shot, float(levels[r]),
+        extra = neuropil_variance(data, r, ratio)
+        sd = noise_sd(np, mu, nuis["sigma"][:, r, None], power, float(levels[r]),
                       data.level_offset, extra)  # fmt: skip
         rho = nuis["rho"][:, r] if "rho" in nuis else None
         nu = nuis.get("nu")

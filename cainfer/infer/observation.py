@@ -37,16 +37,18 @@ the start), normalised so that ``Σ w_k² = 1`` (so ``A`` is the prior sd of
 transient that decays within seconds. Its amplitude is fixed, not a
 hyperparameter, so the sampler meets no funnel.
 
-Noise ``ε`` has the variance of shot plus read noise: at frame ``t`` its sd is
-``σ · √((1 − w) + w·μ_t/μ_rest)``, with ``σ`` the sd at rest (half-normal,
-scale three times the robust noise estimate), ``w`` the shot-noise fraction of
-the resting variance (uniform on [0, 1]), ``μ_t`` the expected signal (counts,
-or ``1 + ΔF/F`` for ΔF/F input) and ``μ_rest`` its resting level. Two terms
-add to the variance: ``(κ s_t)²``, noise proportional to the cell's own
-signal ``s_t`` (residual motion after registration scales with brightness;
-``κ`` half-normal of scale 0.02), and for fluorescence ``(r σ_neu)²``, the
-neuropil trace's own noise (``σ_neu`` from its frame-to-frame differences).
-Residuals
+Noise ``ε`` grows with the signal: at frame ``t`` its sd is
+``σ · (s_t/s_rest)^p``, with ``σ`` the sd at rest (half-normal, scale three
+times the robust noise estimate), ``s_t`` the expected signal (counts, or
+``1 + ΔF/F`` for ΔF/F input) and ``s_rest`` its resting level, and ``p`` the
+exponent of the power-of-the-mean error model (uniform on [0, 1]): 0 for
+read noise alone, 0.5 for shot noise, 1 for noise proportional to the signal
+(residual motion after registration scales with the cell's brightness:
+measured on a simulated GCaMP6f movie, residuals 2.2× the shot-noise sd at
+ΔF/F > 8). One exponent rather than separate read, shot and proportional
+amplitudes, which trade off with ``σ`` at rest and leave the sampler a
+funnel. For fluorescence the neuropil trace's own noise adds ``(r σ_neu)²``
+to the variance (``σ_neu`` from its frame-to-frame differences). Residuals
 are AR(1) by default: the standardised residuals ``u_t = ε_t/sd_t`` follow
 ``u_t = ρ u_{t−1} + √(1 − ρ²) η_t`` with ``ρ`` uniform on [−0.5, 0.99] and
 ``η`` standard normal (or Student-t with ``ν`` degrees of freedom,
@@ -76,7 +78,7 @@ GAIN_LOG_SD = 0.05  # prior log-sd of the ROI's ΔF/F gain (light of other sourc
 SCALE_LOG_SD = 0.3  # prior log-sd of the scale of a ΔF/F input
 OFFSET_SD = 0.1  # prior sd of the offset of a ΔF/F input
 RHO_BOUNDS = (-0.5, 0.99)
-PROPORTIONAL_SD = 0.02  # prior scale of noise proportional to the cell's signal
+NOISE_EXPONENT = (0.0, 1.0)  # bounds of p in sd ∝ signal^p (read noise .. proportional)
 SLOW_AMPLITUDE = {"fluorescence": 0.3, "dff": 0.2}  # prior sd of s(t)
 
 
@@ -118,7 +120,7 @@ class ObservedData:
 
     @property
     def level_offset(self) -> float:
-        """What is added to the expected signal before it sets the shot noise (1 for ΔF/F)."""
+        """What is added to the expected signal before it sets the noise (1 for ΔF/F)."""
         return 0.0 if self.kind == "fluorescence" else 1.0
 
     def select(self, rows: Sequence[int]) -> ObservedData:
@@ -231,44 +233,29 @@ def pointwise_loglik(
 
 
 def noise_sd(
-    xp: Any, mu: Any, sigma: Any, shot: Any, level: float, offset: float, extra_var: Any = 0.0
+    xp: Any, mu: Any, sigma: Any, power: Any, level: float, offset: float, extra_var: Any = 0.0
 ) -> Any:
-    """Noise sd per frame: ``√(σ² ((1 − w) + w·(μ + offset)/level) + extra_var)``.
+    """Noise sd per frame: ``√((σ · ((μ + offset)/level)^p)² + extra_var)``.
 
-    ``shot`` None: no shot noise (``w = 0``). ``extra_var`` is the variance the
-    neuropil term brings with it, ``(r σ_neu)²``: ``F_neu`` is measured with
-    noise, and without it in the variance the likelihood would pull ``r`` down
-    to shed that noise (the errors-in-variables bias of regression).
+    ``power`` (``p``) None: ``σ`` at every frame. The ratio is floored at 1e-3
+    (a signal at or below zero still has read noise). ``extra_var`` is the
+    variance the neuropil term brings with it, ``(r σ_neu)²``: ``F_neu`` is
+    measured with noise, and without it in the variance the likelihood would
+    pull ``r`` down to shed that noise (the errors-in-variables bias).
     """
-    if shot is None:
-        var = sigma**2 * (xp.ones_like(mu) if xp is np else 1.0 + 0.0 * mu)
+    if power is None:
+        sd = sigma * (xp.ones_like(mu) if xp is np else 1.0 + 0.0 * mu)
     else:
         ratio = xp.maximum((mu + offset) / level, 1e-3)
-        var = sigma**2 * ((1.0 - shot) + shot * ratio)
-    return xp.sqrt(var + extra_var)
+        sd = sigma * ratio**power
+    return xp.sqrt(sd**2 + extra_var)
 
 
-def extra_variance(
-    xp: Any, data: ObservedData, r: int, mu: Any, ratio: Any, proportional: Any
-) -> Any:
-    """Variance beyond read + shot noise at each frame of ROI ``r``.
-
-    ``(r σ_neu)²``, the neuropil trace's own noise carried in by ``r·F_neu``,
-    and ``(κ s_t)²``, noise proportional to the cell's own signal ``s_t``
-    (``F − r·F_neu`` for fluorescence, ``1 + ΔF/F`` for ΔF/F): residual motion
-    after registration and interpolation scale with the cell's brightness, so
-    at the peak of a bright transient they exceed shot noise (measured on a
-    simulated GCaMP6f movie: residuals 2.2× the read + shot sd at ΔF/F > 8).
-    ``ratio`` / ``proportional`` None leave the term out.
-    """
-    var: Any = 0.0
-    signal = mu + data.level_offset
-    if data.kind == "fluorescence" and ratio is not None and data.neuropil is not None:
-        var = (ratio * float(data.neuropil_noise[r])) ** 2
-        signal = mu - ratio * data.neuropil[r]
-    if proportional is not None:
-        var = var + (proportional * signal) ** 2
-    return var
+def neuropil_variance(data: ObservedData, r: int, ratio: Any) -> Any:
+    """``(r σ_neu)²``: the neuropil trace's noise, carried into ROI ``r`` by ``r·F_neu``."""
+    if data.kind != "fluorescence" or ratio is None or data.neuropil is None:
+        return 0.0
+    return (ratio * float(data.neuropil_noise[r])) ** 2
 
 
 def simulate_residuals(
@@ -326,8 +313,8 @@ def check_options(options: Options) -> None:
 
 
 # the observation model's variables that summaries report (besides σ), in this order
-REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "shot_fraction",
-            "proportional_noise", "rho", "nu")  # fmt: skip
+REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "noise_exponent",
+            "rho", "nu")  # fmt: skip
 
 
 def add_likelihood(
@@ -368,12 +355,8 @@ def add_likelihood(
 
     noise0 = np.array([noise_scale(row) for row in data.y])
     sigma = pm.HalfNormal("sigma", sigma=per_roi(3.0 * noise0), dims=dims)
-    shot = None if kind == "dff_exact" else pm.Uniform("shot_fraction", 0.0, 1.0, dims=dims)
-    prop = (
-        None
-        if kind == "dff_exact"
-        else pm.HalfNormal("proportional_noise", sigma=PROPORTIONAL_SD, dims=dims)
-    )
+    power = None if kind == "dff_exact" else pm.Uniform("noise_exponent", *NOISE_EXPONENT,
+                                                         dims=dims)  # fmt: skip
     rho = pm.Uniform("rho", *RHO_BOUNDS, dims=dims) if options.residuals == "ar1" else None
     nu = pm.Gamma("nu", alpha=2.0, beta=0.1) if options.likelihood == "student_t" else None
     basis = None
@@ -410,12 +393,11 @@ def add_likelihood(
             mu = pick(scale, r) * d + pick(offset, r) + slow
         else:
             mu = d
-        extra = extra_variance(
-            pt, data, r, mu, None if kind != "fluorescence" or ratio is None else pick(ratio, r),
-            None if prop is None else pick(prop, r),
-        )  # fmt: skip
+        extra = neuropil_variance(
+            data, r, None if kind != "fluorescence" or ratio is None else pick(ratio, r)
+        )
         sd = noise_sd(
-            pt, mu, pick(sigma, r), None if shot is None else pick(shot, r),
+            pt, mu, pick(sigma, r), None if power is None else pick(power, r),
             float(levels[r]), data.level_offset, extra,
         )  # fmt: skip
         mask = np.isfinite(data.y[r])
@@ -433,8 +415,8 @@ def nuisance_draws(post: Any, data: ObservedData, options: Options, n: int) -> d
     """Draws ``(n, roi)`` (``drift_z``: ``(n, roi, K)``) of every observation variable."""
     n_roi = data.y.shape[0]
     out: dict[str, Any] = {}
-    for name in ("sigma", "shot_fraction", "proportional_noise", "rho", "F0", "dff_gain",
-                 "neuropil_ratio", "dff_scale", "dff_offset"):  # fmt: skip
+    for name in ("sigma", "noise_exponent", "rho", "F0", "dff_gain", "neuropil_ratio",
+                 "dff_scale", "dff_offset"):  # fmt: skip
         if name in post:
             out[name] = np.asarray(post[name]).reshape(n, n_roi)
     if "nu" in post:

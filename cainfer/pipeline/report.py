@@ -125,7 +125,10 @@ def write_report(run_dir: str | Path) -> Path:
         parts.append("<h2>Model</h2>")
         parts.append(
             f"<p>{html.escape(fit.model.name)} model, indicator "
-            f"{html.escape(fit.model.indicator.name)}; likelihood "
+            f"{html.escape(fit.model.indicator.name)}; observation "
+            f"{html.escape(str(settings.get('observation', 'dff_exact')))} (residuals "
+            f"{html.escape(str(settings.get('residuals', 'white')))}, drift "
+            f"{html.escape(str(settings.get('drift', 'none')))}), likelihood "
             f"{html.escape(str(settings.get('likelihood')))}, "
             f"{settings.get('chains')} chains × {settings.get('draws')} draws "
             f"({settings.get('tune')} tuning).</p>"
@@ -156,7 +159,10 @@ def write_report(run_dir: str | Path) -> Path:
                          + html.escape("; ".join(f.problems)) + "</li>")  # fmt: skip
         parts.append("<ul>" + "".join(items) + "</ul>")
     else:
-        parts.append("<p>No divergences, every R-hat ≤ 1.01 and bulk ESS ≥ 400.</p>")
+        parts.append(
+            "<p>No divergences, every R-hat ≤ 1.01 and bulk ESS ≥ 400; no free parameter "
+            "pulled far from its prior or left on a ridge.</p>"
+        )
 
     parts.append("<h2>Posterior summary</h2>")
     cols = ["recording", "roi", "parameter", "mean", "sd", "hdi94_lb", "hdi94_ub", "r_hat",

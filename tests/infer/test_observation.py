@@ -99,30 +99,33 @@ def test_pytensor_and_numpy_likelihoods_agree(rho, nu, rng):
     y = rng.normal(size=n)
     y[[7, 8, 30]] = np.nan
     mask = np.isfinite(y)
-    mu_v, sig_v, shot_v = rng.normal(size=n), 0.7, 0.4
+    mu_v, sig_v, power_v = rng.normal(size=n), 0.7, 0.4
     mu = pt.dvector("mu")
 
     def f64(v):  # pt.as_tensor(5.0) would be float32
         return None if v is None else pt.as_tensor(np.float64(v))
 
-    sd = O.noise_sd(pt, mu, f64(sig_v), f64(shot_v), 2.0, 1.0)
+    sd = O.noise_sd(pt, mu, f64(sig_v), f64(power_v), 2.0, 1.0)
     ll = O.pointwise_loglik(pt, y, mu, sd, f64(rho), f64(nu), mask)
     got = pytensor.function([mu], ll)(mu_v)
-    sd_np = O.noise_sd(np, mu_v, sig_v, shot_v, 2.0, 1.0)
+    sd_np = O.noise_sd(np, mu_v, sig_v, power_v, 2.0, 1.0)
     want = O.pointwise_loglik(np, y, mu_v, sd_np, rho, nu, mask)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_noise_sd_is_read_plus_shot():
+def test_noise_sd_is_a_power_of_the_signal():
     mu = np.array([100.0, 400.0, 0.0])
-    # at the resting level the sd is sigma, whatever the shot fraction
+    # at the resting level the sd is sigma, whatever the exponent
     assert O.noise_sd(np, mu, 2.0, 0.3, 100.0, 0.0)[0] == pytest.approx(2.0)
-    # all shot noise: variance proportional to the signal
-    assert O.noise_sd(np, mu, 2.0, 1.0, 100.0, 0.0)[1] == pytest.approx(4.0)
-    # all read noise: constant
+    # p = 0.5, shot noise: variance proportional to the signal
+    assert O.noise_sd(np, mu, 2.0, 0.5, 100.0, 0.0)[1] == pytest.approx(4.0)
+    # p = 1, proportional noise: sd proportional to the signal
+    assert O.noise_sd(np, mu, 2.0, 1.0, 100.0, 0.0)[1] == pytest.approx(8.0)
+    # p = 0, read noise: constant
     np.testing.assert_allclose(O.noise_sd(np, mu, 2.0, 0.0, 100.0, 0.0), 2.0)
-    # no signal: read noise only (the shot part vanishes, clipped at a floor)
-    assert O.noise_sd(np, mu, 2.0, 0.5, 100.0, 0.0)[2] == pytest.approx(2.0 * math.sqrt(0.5005))
+    # no signal: floored, not zero; extra variance adds in quadrature
+    assert O.noise_sd(np, mu, 2.0, 0.5, 100.0, 0.0)[2] == pytest.approx(2.0 * math.sqrt(1e-3))
+    assert O.noise_sd(np, mu, 2.0, 0.0, 100.0, 0.0, 5.0)[0] == pytest.approx(3.0)
 
 
 def test_simulated_residuals_have_the_model_autocorrelation():

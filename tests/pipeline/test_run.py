@@ -57,8 +57,7 @@ def config(tmp_path_factory):
 
 
 # what a fit of raw fluorescence reports besides the free parameters
-OBSERVED = ("sigma", "F0", "dff_gain", "neuropil_ratio", "shot_fraction",
-            "proportional_noise", "rho")  # fmt: skip
+OBSERVED = ("sigma", "F0", "dff_gain", "neuropil_ratio", "noise_exponent", "rho")
 
 
 @pytest.fixture(scope="module")
