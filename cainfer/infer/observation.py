@@ -426,18 +426,28 @@ def nuisance_draws(post: Any, data: ObservedData, options: Options, n: int) -> d
     return out
 
 
+def _slow_draws(data: ObservedData, nuis: dict[str, Any], r: int, basis: np.ndarray | None) -> Any:
+    """The slow baseline ``s(t)`` of ROI ``r``, ``(n, time)`` (0 without one)."""
+    if basis is None or "drift_z" not in nuis:
+        return 0.0
+    return SLOW_AMPLITUDE[data.kind] * (nuis["drift_z"][:, r] @ basis)
+
+
+def _neuropil_draws(data: ObservedData, nuis: dict[str, Any], r: int) -> Any:
+    """The neuropil term ``r·F_neu`` of ROI ``r``, ``(n, time)`` (0 without one)."""
+    if data.neuropil is None or "neuropil_ratio" not in nuis:
+        return 0.0
+    return nuis["neuropil_ratio"][:, r, None] * data.neuropil[r][None, :]
+
+
 def expected(
     dff: np.ndarray, data: ObservedData, nuis: dict[str, Any], r: int, basis: np.ndarray | None
 ) -> np.ndarray:
     """Expected signal ``(n, time)`` of ROI ``r`` from model ΔF/F draws ``(n, time)``."""
-    slow = 0.0
-    if basis is not None and "drift_z" in nuis:
-        slow = SLOW_AMPLITUDE[data.kind] * (nuis["drift_z"][:, r] @ basis)
+    slow = _slow_draws(data, nuis, r, basis)
     if data.kind == "fluorescence":
         mu = nuis["F0"][:, r, None] * np.exp(slow) * (1.0 + nuis["dff_gain"][:, r, None] * dff)
-        if data.neuropil is not None and "neuropil_ratio" in nuis:
-            mu = mu + nuis["neuropil_ratio"][:, r, None] * data.neuropil[r][None, :]
-        return mu
+        return mu + _neuropil_draws(data, nuis, r)
     if data.kind == "dff":
         return nuis["dff_scale"][:, r, None] * dff + nuis["dff_offset"][:, r, None] + slow
     return dff
@@ -447,13 +457,9 @@ def to_model_dff(
     values: np.ndarray, data: ObservedData, nuis: dict[str, Any], r: int, basis: np.ndarray | None
 ) -> np.ndarray:
     """Inverse of :func:`expected`: recorded-signal values ``(n, time)`` as the model's ΔF/F."""
-    slow = 0.0
-    if basis is not None and "drift_z" in nuis:
-        slow = SLOW_AMPLITUDE[data.kind] * (nuis["drift_z"][:, r] @ basis)
+    slow = _slow_draws(data, nuis, r, basis)
     if data.kind == "fluorescence":
-        x = values
-        if data.neuropil is not None and "neuropil_ratio" in nuis:
-            x = x - nuis["neuropil_ratio"][:, r, None] * data.neuropil[r][None, :]
+        x = values - _neuropil_draws(data, nuis, r)
         scale = nuis["F0"][:, r, None] * np.exp(slow)
         return (x / scale - 1.0) / nuis["dff_gain"][:, r, None]
     if data.kind == "dff":
