@@ -1,0 +1,119 @@
+"""Ten-minute recordings: whether the smooth baseline, with its ~50 terms, samples cleanly.
+
+B1's cell (see ``benchmarks/inference.py``) imaged for ``--minutes`` (default
+10) at 30 frames/s, events at random (0.2/s, a third of them doublets), as a
+raw ROI: F0 = 300 counts, 30 % bleaching over the recording plus a slow
+wander of the baseline (sinusoids of 1–4 min period, ±4 %), a neuropil
+(r = 0.8) with transients of its own, read noise sd 3 and shot noise. It is
+fitted twice with :func:`cainfer.fit`'s defaults: as the fluorescence
+(``F``, ``F_neu``, extraction's 8th-percentile ``F0``) and as the ΔF/F a
+user would derive from it (``(F − 0.7 F_neu)/F0 − 1``). The slow baseline
+then has ~50 cosine terms.
+
+Printed per fit: divergences, max R-hat, min bulk ESS, the noise σ's
+posterior median against the noise sd at rest (a σ collapsed far below it
+would mean the baseline soaked up the noise), whether each true value lies
+in its 94% HDI, and the compile and sampling times.
+
+Run: ``python benchmarks/long_recording.py [--minutes M] [--draws N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).parent))
+from inference import FREE, TRUTH, problem
+
+from cainfer.forward import Stimulus
+from cainfer.infer import fit
+
+
+def recording(minutes: float, seed: int = 3) -> tuple[xr.Dataset, Stimulus, float, float]:
+    """The raw ROI, its stimulus, and the noise sd at rest (counts, and in ΔF/F)."""
+    model, _, _, _ = problem()
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(minutes * 60 * 30)) / 30.0
+    first = rng.uniform(0.5, 5.0)
+    gaps = rng.exponential(5.0, int(minutes * 60 / 5.0 * 1.5))
+    ev = first + np.cumsum(gaps)
+    ev = ev[ev < t[-1] - 2.0]
+    doublets = ev[rng.random(ev.size) < 1 / 3] + 0.05
+    stim = Stimulus(events=np.concatenate([ev, doublets]))
+    dff = model.simulate(TRUTH, t, stim, substeps=1).dff.values
+    span = t[-1]
+    wander = sum(
+        0.04 / 3 * np.sin(2 * np.pi * t / (60.0 * p) + rng.uniform(0, 2 * np.pi)) for p in (1, 2, 4)
+    )
+    base = 0.7 ** (t / span) * (1.0 + wander)
+    spikes = np.zeros(t.size)
+    k = int(minutes * 12)
+    spikes[rng.choice(t.size - 200, k, replace=False)] = rng.uniform(0.1, 0.3, k)
+    kernel = np.exp(-np.arange(60) / 30.0)
+    neu = 150.0 * 0.7 ** (t / span) * (1.0 + np.convolve(spikes, kernel)[: t.size])
+    mean = 300.0 * base * (1.0 + dff) + 0.8 * neu
+    F = rng.normal(mean, np.sqrt(9.0 + 0.02 * mean))
+    F_neu = neu + rng.normal(0.0, 0.5, t.size)
+    F0 = np.full(t.size, np.percentile(F - 0.7 * F_neu, 8))
+    ds = xr.Dataset(
+        {k: (("roi", "time"), v[None]) for k, v in (("F", F), ("F_neu", F_neu), ("F0", F0))},
+        coords={"roi": [0], "time": t},
+    )
+    ds["dff"] = (ds["F"] - 0.7 * ds["F_neu"]) / ds["F0"] - 1.0
+    rest = 300.0 * 0.85 + 0.8 * 150.0 * 0.85
+    sd_counts = float(np.sqrt(9.0 + 0.02 * rest))
+    return ds, stim, sd_counts, sd_counts / float(F0[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--draws", type=int, default=1000, help="draws and tuning steps per chain")
+    args = ap.parse_args()
+    model, _, _, _ = problem()
+    ds, stim, sd_f, sd_dff = recording(args.minutes)
+    print(f"{ds.sizes['time']} frames ({args.minutes:g} min at 30 Hz), {stim.events.size} events")
+    for label, data, sd in (
+        ("fluorescence", ds[["F", "F_neu", "F0"]], sd_f),
+        ("ΔF/F", ds["dff"], sd_dff),
+    ):
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fit(data, model, stimulus=stim, roi=0, free=FREE, draws=args.draws,
+                      tune=args.draws, chains=4, seed=1)  # fmt: skip
+        wall = time.perf_counter() - t0
+        import arviz as az
+
+        post = res.idata["posterior"]
+        div = int(np.asarray(res.idata["sample_stats"]["diverging"]).sum())
+        rhat = az.rhat(post)
+        ess = az.ess(post, method="bulk")
+        names = [v for v in post.data_vars if v in {*FREE, "sigma", "rho", "noise_exponent"}
+                 or v.startswith("drift")]  # fmt: skip
+        max_rhat = max(float(rhat[v].max()) for v in names)
+        min_ess = min(float(ess[v].min()) for v in names)
+        sigma = float(np.median(np.asarray(post["sigma"])))
+        covered = []
+        for name in FREE:
+            lo, hi = np.asarray(az.hdi(np.asarray(post[name]).ravel(), prob=0.94)).ravel()[:2]
+            covered.append(f"{name} {'in' if lo <= TRUTH[name] <= hi else 'OUT'}")
+        k = post["drift_z"].shape[-1] if "drift_z" in post else 0
+        print(
+            f"{label:12s} baseline terms {k}  divergences {div}  max R-hat {max_rhat:.3f}  "
+            f"min bulk ESS {min_ess:.0f}  σ {sigma:.4g} (noise sd at rest {sd:.4g})  "
+            f"{', '.join(covered)}  compile {res.settings['compile_seconds']:.1f} s, "
+            f"sampling {res.settings['sampling_seconds']:.1f} s, fit() {wall:.1f} s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Real recordings with known spike times: held-out prediction and same-cell agreement.
+
+The recordings are two-photon ΔF/F traces of single neurons with juxtacellular
+electrophysiology (every action potential time known), from the ground-truth
+collection of Rupprecht et al. (2021), Nat Neurosci 24:1324-1337,
+doi:10.1038/s41593-021-00895-5. They are not part of cainfer; the script reads
+them from ``--data`` (default ``../shared/data/ground_truth`` beside the
+repository) and skips with a message when the folder is absent.
+
+For every cell the recording is split in two parts: its first two sweeps, or
+the two halves of its only sweep. Each part is fitted on its own with
+:func:`cainfer.fit`'s defaults for a plain ΔF/F trace (free scale and offset,
+smooth drift, AR(1) residuals) and the ``single_compartment`` preset of the
+cell's indicator (free κ_S, γ and the influx per spike; equilibrium binding).
+Recordings faster than ``--rate`` are averaged in groups of frames down to it.
+
+Printed per cell:
+
+- variance explained in part B (and any further sweeps) by the prediction of
+  part A's fit (:meth:`cainfer.Fit.predict`, posterior median, times A's
+  posterior-median ΔF/F scale), against a linear kernel (one weight per frame
+  lag over 3 s plus a constant) fitted by least squares on part A: the fit
+  "beats" the kernel when it explains more of the held-out variance;
+- the decay time ``τ = (1 + κ_S + κ_B)/γ`` (s; κ_B the indicator's buffering
+  capacity at rest) and the free-calcium jump per spike
+  ``Δc = A/(1 + κ_S + κ_B)`` (µM) of each part, with 94% HDIs; the parts
+  "agree" when both quantities' HDIs overlap, and a part is "sharp" when its
+  τ HDI lies within ×1.5 of its median.
+
+Targets: the fit beats the kernel on ≥ 90 % of cells; the two parts agree
+while both are sharp on ≥ 80 %.
+
+Run: ``python benchmarks/real_data.py [--data DIR] [--rate HZ] [--draws N]
+[--chains N] [--only SUBSTRING]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ground_truth"
+# dataset prefix → catalogue indicator name
+INDICATOR_OF = {"GCaMP6f": "GCaMP6f", "GCaMP6s": "GCaMP6s", "GCaMP8f": "jGCaMP8f"}
+KERNEL_SECONDS = 3.0
+HDI_PROB = 0.94
+SHARP = 1.5
+
+
+def load_parts(
+    path: Path, rate: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The recording's parts ``(time, dff, spikes, all_spikes)``: sweeps, or halves of one.
+
+    Frames are averaged in groups down to at most ``rate`` frames/s; spikes
+    outside a part are left out of its ``spikes`` (``all_spikes`` keeps the
+    sweep's spikes, for the kernel, which may look back before a part starts).
+    """
+    with np.load(path) as d:
+        sweeps = sorted(int(k[4:]) for k in d.files if k.startswith("dff_"))
+        raw = [(d[f"time_{k}"], d[f"dff_{k}"], d[f"spikes_{k}"]) for k in sweeps]
+    out = []
+    for t, y, s in raw:
+        fs = 1.0 / float(np.median(np.diff(t)))
+        g = max(1, int(np.floor(fs / rate + 0.25)))  # 30.05 Hz stays, 118 Hz → 4 frames
+        n = (t.size // g) * g
+        t = t[:n].reshape(-1, g).mean(axis=1)
+        y = y[:n].reshape(-1, g).mean(axis=1)
+        out.append((t, y, np.asarray(s, float)))
+    if len(out) == 1:
+        t, y, s = out[0]
+        h = t.size // 2
+        out = [(t[:h], y[:h], s), (t[h:], y[h:], s)]
+    return [(t, y, s[(s >= t[0]) & (s <= t[-1])], s) for t, y, s in out]
+
+
+def spike_counts(t: np.ndarray, spikes: np.ndarray) -> np.ndarray:
+    """Spikes per frame, a frame spanning half-way to its neighbours."""
+    edges = np.concatenate([[-np.inf], (t[1:] + t[:-1]) / 2, [np.inf]])
+    return np.histogram(spikes, bins=edges)[0].astype(float)
+
+
+def kernel_design(t: np.ndarray, spikes: np.ndarray, lags: int) -> np.ndarray:
+    """Lagged spike counts ``(time, lags)`` plus a constant column."""
+    dt = float(np.median(np.diff(t)))
+    # frames before the part (up to the kernel length) so that earlier spikes count
+    pre = t[0] - dt * np.arange(lags - 1, 0, -1)
+    n = spike_counts(np.concatenate([pre, t]), spikes)
+    cols = [n[lags - 1 - k : lags - 1 - k + t.size] for k in range(lags)]
+    return np.column_stack([*cols, np.ones(t.size)])
+
+
+def variance_explained(y: np.ndarray, pred: np.ndarray) -> float:
+    """``1 − var(y − pred)/var(y)`` (a constant offset between them does not count)."""
+    return float(1.0 - np.var(y - pred) / np.var(y))
+
+
+def derived(fit: object, model: object) -> dict[str, np.ndarray]:
+    """Posterior draws of the decay time τ (s) and the jump per spike Δc (µM)."""
+    post = fit.idata["posterior"]  # type: ignore[attr-defined]
+    v = model.values(fit.fixed)  # type: ignore[attr-defined]
+    c = v["c_rest"]
+    kd, n, bt = v["kd"], v["hill"], v["b_total"]
+    kappa_b = bt * n * kd**n * c ** (n - 1) / (kd**n + c**n) ** 2
+    kappa_s = np.asarray(post["kappa_s"]).ravel()
+    gamma = np.asarray(post["gamma"]).ravel()
+    amp = np.asarray(post["influx_amplitude"]).ravel()
+    capacity = 1.0 + kappa_s + kappa_b
+    return {"tau": capacity / gamma, "jump": amp / capacity}
+
+
+def hdi(x: np.ndarray) -> tuple[float, float]:
+    """The 94% highest-density interval of draws ``x``."""
+    import arviz as az
+
+    lo, hi = np.asarray(az.hdi(np.asarray(x), prob=HDI_PROB)).ravel()[:2]
+    return float(lo), float(hi)
+
+
+def fit_part(model, part, args):
+    import cainfer
+
+    t, y, s, _ = part
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = cainfer.fit(
+            y, model, stimulus=cainfer.Stimulus(events=s), time=t,
+            draws=args.draws, tune=args.draws, chains=args.chains, seed=1,
+        )  # fmt: skip
+    return res, [str(w.message) for w in caught]
+
+
+def cell(path: Path, args: argparse.Namespace) -> dict | None:
+    """Fit both parts of one cell; its row of the table (None: indicator unknown)."""
+    import cainfer
+
+    prefix = re.match(r"DS\d+-(\w+?)-", path.name)
+    name = INDICATOR_OF.get(prefix.group(1) if prefix else "", "")
+    try:
+        indicator = cainfer.get_indicator(name)
+    except ValueError:
+        print(f"{path.name}: indicator {name or '?'} is not in the catalogue; skipped")
+        return None
+    model = cainfer.single_compartment(indicator)
+    parts = load_parts(path, args.rate)
+    a, b = parts[0], parts[1]
+    t0 = time.perf_counter()
+    fit_a, warn_a = fit_part(model, a, args)
+    fit_b, warn_b = fit_part(model, b, args)
+    seconds = time.perf_counter() - t0
+    # held-out prediction: part A's posterior for part B and any further sweeps
+    scale = float(np.median(np.asarray(fit_a.idata["posterior"]["dff_scale"])))
+    lags = max(2, round(KERNEL_SECONDS / float(np.median(np.diff(a[0])))))
+    xa = kernel_design(a[0], a[3], lags)
+    w = np.linalg.lstsq(xa, a[1], rcond=None)[0]
+    ve_fit, ve_kernel = [], []
+    for t, y, s, s_all in parts[1:]:
+        pred = fit_a.predict(t, cainfer.Stimulus(events=s), draws=200, clip=True)
+        ve_fit.append(variance_explained(y, scale * pred["dff_median"].values))
+        ve_kernel.append(variance_explained(y, kernel_design(t, s_all, lags) @ w))
+    da, db = derived(fit_a, model), derived(fit_b, model)
+    row: dict = {
+        "cell": path.name.split("__")[-1].removesuffix("_mini.npz"),
+        "indicator": indicator.name,
+        "frames": (a[0].size, b[0].size),
+        "ve_fit": float(np.mean(ve_fit)),
+        "ve_kernel": float(np.mean(ve_kernel)),
+        "seconds": seconds,
+        "problems": len(fit_a.problems) + len(fit_b.problems),
+        "warnings": len(warn_a) + len(warn_b),
+    }
+    for q in ("tau", "jump"):
+        ia, ib = hdi(da[q]), hdi(db[q])
+        row[q] = (float(np.median(da[q])), ia, float(np.median(db[q])), ib)
+        row[f"{q}_agree"] = ia[0] <= ib[1] and ib[0] <= ia[1]
+    row["sharp"] = all(
+        h[1] <= SHARP * m and m <= SHARP * h[0]
+        for m, h in ((row["tau"][0], row["tau"][1]), (row["tau"][2], row["tau"][3]))
+    )
+    return row
+
+
+def _fmt(m: float, h: tuple[float, float]) -> str:
+    return f"{m:.3g} [{h[0]:.3g}, {h[1]:.3g}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--rate", type=float, default=30.0, help="highest frame rate fitted (Hz)")
+    ap.add_argument("--draws", type=int, default=500, help="draws (and tuning steps) per chain")
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--only", default="", help="fit only files whose name contains this")
+    args = ap.parse_args()
+    if not args.data.is_dir() or not list(args.data.glob("*.npz")):
+        print(f"no ground-truth recordings in {args.data}: nothing to benchmark (skipped)")
+        return
+    rows = []
+    for path in sorted(args.data.glob("*.npz")):
+        if args.only not in path.name:
+            continue
+        row = cell(path, args)
+        if row is None:
+            continue
+        rows.append(row)
+        agree = "yes" if row["tau_agree"] and row["jump_agree"] else "no"
+        print(
+            f"{row['cell'][:38]:38s} {row['indicator']:9s} frames {row['frames'][0]}+"
+            f"{row['frames'][1]}  VE fit {row['ve_fit']:.3f} kernel {row['ve_kernel']:.3f}  "
+            f"tau A {_fmt(*row['tau'][:2])} B {_fmt(*row['tau'][2:])} s  "
+            f"jump A {_fmt(*row['jump'][:2])} B {_fmt(*row['jump'][2:])} µM  "
+            f"agree {agree} sharp {'yes' if row['sharp'] else 'no'}  "
+            f"fit problems {row['problems']}  {row['seconds']:.0f} s",
+            flush=True,
+        )
+    if not rows:
+        print("no cell fitted")
+        return
+    n = len(rows)
+    beats = sum(r["ve_fit"] > r["ve_kernel"] for r in rows)
+    agree = sum(r["tau_agree"] and r["jump_agree"] for r in rows)
+    both = sum(r["tau_agree"] and r["jump_agree"] and r["sharp"] for r in rows)
+    sharp = sum(r["sharp"] for r in rows)
+    print(f"\ncells fitted: {n}")
+    print(f"fit beats the linear kernel on held-out data: {beats}/{n} ({100 * beats / n:.0f} %)")
+    print(f"τ and Δc 94% HDIs overlap between the parts: {agree}/{n} ({100 * agree / n:.0f} %)")
+    print(f"both parts sharp (τ HDI within ×{SHARP} of its median): {sharp}/{n}")
+    print(f"agree and sharp: {both}/{n} ({100 * both / n:.0f} %)  (targets: ≥ 90 %, ≥ 80 %)")
+
+
+if __name__ == "__main__":
+    main()
