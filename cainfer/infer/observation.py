@@ -348,7 +348,7 @@ def add_likelihood(
     dims = "roi" if several else None
 
     def pick(v: Any, r: int) -> Any:
-        return v[r] if several else v
+        return None if v is None else (v[r] if several else v)
 
     def per_roi(values: np.ndarray) -> Any:
         return values if several else float(values[0])
@@ -368,12 +368,12 @@ def add_likelihood(
         shape = (n_roi, basis.shape[0]) if several else (basis.shape[0],)
         z = pm.Normal("drift_z", 0.0, 1.0, shape=shape)
         amp = SLOW_AMPLITUDE[kind]
+    ratio = None  # the neuropil ratio: fluorescence with a neuropil trace only
     if kind == "fluorescence":
         if data.f0 is None:
             raise ValueError("fluorescence observations need a prior centre for F0")
         f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
         gain = pm.LogNormal("dff_gain", mu=0.0, sigma=GAIN_LOG_SD, dims=dims)
-        ratio = None
         if data.neuropil is not None:
             m, s = NEUROPIL_PRIOR
             ratio = pm.Normal("neuropil_ratio", mu=m, sigma=s, dims=dims)
@@ -393,17 +393,12 @@ def add_likelihood(
             mu = pick(scale, r) * d + pick(offset, r) + slow
         else:
             mu = d
-        extra = neuropil_variance(
-            data, r, None if kind != "fluorescence" or ratio is None else pick(ratio, r)
-        )
+        extra = neuropil_variance(data, r, pick(ratio, r))
         sd = noise_sd(
-            pt, mu, pick(sigma, r), None if power is None else pick(power, r),
-            float(levels[r]), data.level_offset, extra,
-        )  # fmt: skip
-        mask = np.isfinite(data.y[r])
-        ll = pointwise_loglik(
-            pt, data.y[r], mu, sd, None if rho is None else pick(rho, r), nu, mask
+            pt, mu, pick(sigma, r), pick(power, r), float(levels[r]), data.level_offset, extra
         )
+        mask = np.isfinite(data.y[r])
+        ll = pointwise_loglik(pt, data.y[r], mu, sd, pick(rho, r), nu, mask)
         total = total + pt.sum(ll)
     pm.Potential("loglik", total)
 
