@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import xarray as xr
-from scipy import sparse
+from scipy import ndimage, sparse
 
 from cainfer.extract.baseline import BASELINE_METHODS, BaselineMethod
 from cainfer.extract.baseline import baseline as compute_baseline
@@ -56,23 +56,22 @@ def _sample(
 ) -> np.ndarray:
     """Pixel values ``(n_frames, n_pixels)`` at (ys, xs), registered if displacements are given.
 
-    The registered frame at p is the raw frame at p + displacement, by bilinear
-    interpolation with edges extended (as ``scipy.ndimage.shift(order=1,
-    mode="nearest")`` of the whole frame).
+    The registered frame at p is the raw frame at p + displacement, by cubic
+    B-spline interpolation with edges extended (as ``scipy.ndimage.shift(order=3,
+    mode="nearest")`` of the whole frame, read at the ROI pixels only). Not
+    bilinear: on a simulated movie with 0.3-pixel jitter, bilinear
+    interpolation's shift-dependent blur put about 1 % of a cell's brightness
+    into each frame as noise (residual sd at ΔF/F > 8: 20–30 counts against
+    7.7 of shot noise); cubic splines left 1–3 counts.
     """
     if displacements is None:
         return frames.reshape(len(frames), -1)[:, ys * frames.shape[2] + xs].astype(np.float64)
-    h, w = frames.shape[1:]
-    base = np.floor(displacements).astype(np.int64)
-    fy, fx = (displacements - base).T[:, :, None]
-    y0 = ys[None, :] + base[:, :1]
-    x0 = xs[None, :] + base[:, 1:]
-    k = np.arange(len(frames))[:, None]
-    y0c, y1c = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
-    x0c, x1c = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
-    top = (1.0 - fx) * frames[k, y0c, x0c] + fx * frames[k, y0c, x1c]
-    bottom = (1.0 - fx) * frames[k, y1c, x0c] + fx * frames[k, y1c, x1c]
-    return (1.0 - fy) * top + fy * bottom
+    out = np.empty((len(frames), ys.size))
+    for j, (dy, dx) in enumerate(np.asarray(displacements, dtype=float).tolist()):
+        out[j] = ndimage.map_coordinates(
+            np.asarray(frames[j], np.float64), [ys + dy, xs + dx], order=3, mode="nearest"
+        )
+    return out
 
 
 def extract_traces(
@@ -240,8 +239,8 @@ def extract_traces(
         )
         W = _weights(np.concatenate([masks, np_masks]) if np_masks is not None else masks)
         # Only the pixels some ROI or annulus uses are read out of each frame; with
-        # registration they are sampled at their displaced positions (bilinear), which
-        # equals shifting whole frames but costs a few gathers instead.
+        # registration they are sampled at their displaced positions (cubic spline),
+        # which equals shifting whole frames but reads out only these pixels.
         cols = np.unique(W.indices)
         W = W[:, cols]
         ys, xs = np.unravel_index(cols, shape)
@@ -324,7 +323,7 @@ def extract_traces(
                     "method": "skimage phase_cross_correlation, normalization=None",
                     "reference_frames": reference_frames,
                     "upsample": upsample,
-                    "interpolation": "bilinear",
+                    "interpolation": "cubic spline (traces), bilinear (mean image)",
                 }
                 if register
                 else None

@@ -42,6 +42,7 @@ from cainfer.infer.observation import (
     noise_sd,
     nuisance_draws,
     pointwise_loglik,
+    relative_signal,
     simulate_residuals,
     slow_basis,
 )
@@ -1403,10 +1404,11 @@ def _add_predictions(
     for r in range(n_roi):
         mu = _expected(dff[:, r], data, nuis, r, basis)
         power = nuis["noise_exponent"][:, r, None] if "noise_exponent" in nuis else None
+        a = nuis["dff_scale"][:, r, None] if "dff_scale" in nuis else 1.0
+        x = relative_signal(np, data.kind, mu, float(levels[r]), dff[:, r], a)
         ratio = nuis["neuropil_ratio"][:, r, None] if "neuropil_ratio" in nuis else None
         extra = neuropil_variance(data, r, ratio)
-        sd = noise_sd(np, mu, nuis["sigma"][:, r, None], power, float(levels[r]),
-                      data.level_offset, extra)  # fmt: skip
+        sd = noise_sd(np, x, nuis["sigma"][:, r, None], power, extra)
         rho = nuis["rho"][:, r] if "rho" in nuis else None
         nu = nuis.get("nu")
         mask = np.isfinite(y[r])

@@ -37,19 +37,21 @@ the start), normalised so that ``Σ w_k² = 1`` (so ``A`` is the prior sd of
 transient that decays within seconds. Its amplitude is fixed, not a
 hyperparameter, so the sampler meets no funnel.
 
-Noise ``ε`` grows with the signal: at frame ``t`` its sd is
-``σ · (s_t/s_rest)^p``, with ``σ`` the sd at rest (half-normal, scale three
-times the robust noise estimate), ``s_t`` the expected signal (counts, or
-``1 + ΔF/F`` for ΔF/F input) and ``s_rest`` its resting level, and ``p`` the
-exponent of the power-of-the-mean error model (uniform on [0, 1]): 0 for
-read noise alone, 0.5 for shot noise, 1 for noise proportional to the signal
-(residual motion after registration scales with the cell's brightness:
-measured on a simulated GCaMP6f movie, residuals 2.2× the shot-noise sd at
-ΔF/F > 8). One exponent rather than separate read, shot and proportional
-amplitudes, which trade off with ``σ`` at rest and leave the sampler a
-funnel. For fluorescence the neuropil trace's own noise adds ``(r σ_neu)²``
-to the variance (``σ_neu`` from its frame-to-frame differences). Residuals
-are AR(1) by default: the standardised residuals ``u_t = ε_t/sd_t`` follow
+Noise ``ε`` grows with the signal: at frame ``t`` its sd is ``σ · x_t^p``,
+with ``σ`` the sd at rest (half-normal, scale three times the robust noise
+estimate), ``x_t`` the signal relative to rest (expected counts over their
+resting level; ``1 + a·ΔF/F_model`` for ΔF/F input, so that the offset and
+drift of a published trace, errors of its baseline, do not change its noise)
+and ``p`` the exponent of the power-of-the-mean error model (uniform on
+[0, 1]): 0 for read noise alone, 0.5 for shot noise, 1 for noise
+proportional to the signal (laser power, residual motion). One exponent
+rather than separate read, shot and proportional amplitudes: those trade off
+with ``σ`` at rest (tried on three simulated GCaMP6f cells: a mixture of the
+three with weights on the simplex mixed slowly, R-hat > 1.01 and bulk ESS <
+400 for its weights, and moved no physical parameter). For fluorescence the
+neuropil trace's own noise adds ``(r σ_neu)²`` to the variance (``σ_neu``
+from its frame-to-frame differences). Residuals are AR(1) by default: the
+standardised residuals ``u_t = ε_t/sd_t`` follow
 ``u_t = ρ u_{t−1} + √(1 − ρ²) η_t`` with ``ρ`` uniform on [−0.5, 0.99] and
 ``η`` standard normal (or Student-t with ``ν`` degrees of freedom,
 ``likelihood="student_t"``); a frame whose predecessor is missing starts
@@ -117,11 +119,6 @@ class ObservedData:
         if self.neuropil is None:
             return np.zeros(self.y.shape[0])
         return np.array([noise_scale(row) for row in self.neuropil])
-
-    @property
-    def level_offset(self) -> float:
-        """What is added to the expected signal before it sets the noise (1 for ΔF/F)."""
-        return 0.0 if self.kind == "fluorescence" else 1.0
 
     def select(self, rows: Sequence[int]) -> ObservedData:
         """The same data restricted to some ROIs (by position)."""
@@ -232,22 +229,31 @@ def pointwise_loglik(
     return ll * mask
 
 
-def noise_sd(
-    xp: Any, mu: Any, sigma: Any, power: Any, level: float, offset: float, extra_var: Any = 0.0
-) -> Any:
-    """Noise sd per frame: ``√((σ · ((μ + offset)/level)^p)² + extra_var)``.
+def relative_signal(xp: Any, kind: str, mu: Any, level: float, dff: Any, scale: Any) -> Any:
+    """The signal relative to its resting level, ``x_t``, which sets the noise.
 
-    ``power`` (``p``) None: ``σ`` at every frame. The ratio is floored at 1e-3
-    (a signal at or below zero still has read noise). ``extra_var`` is the
-    variance the neuropil term brings with it, ``(r σ_neu)²``: ``F_neu`` is
-    measured with noise, and without it in the variance the likelihood would
-    pull ``r`` down to shed that noise (the errors-in-variables bias).
+    Fluorescence: the expected counts ``mu`` over their resting ``level``. ΔF/F
+    input: ``1 + scale · dff`` from the cell model's ΔF/F (the recorded trace's
+    offset and drift are errors of its baseline, not light). Floored at 1e-3
+    (a signal at or below zero still has read noise).
+    """
+    x = mu / level if kind == "fluorescence" else 1.0 + scale * dff
+    return xp.maximum(x, 1e-3)
+
+
+def noise_sd(xp: Any, x: Any, sigma: Any, power: Any, extra_var: Any = 0.0) -> Any:
+    """Noise sd per frame: ``√((σ · x^p)² + extra_var)``.
+
+    ``x`` is the signal relative to rest (:func:`relative_signal`); ``power``
+    (``p``) None means ``σ`` at every frame. ``extra_var`` is the variance the
+    neuropil term brings with it, ``(r σ_neu)²``: ``F_neu`` is measured with
+    noise, and without it in the variance the likelihood would pull ``r`` down
+    to shed that noise (the errors-in-variables bias).
     """
     if power is None:
-        sd = sigma * (xp.ones_like(mu) if xp is np else 1.0 + 0.0 * mu)
+        sd = sigma * (xp.ones_like(x) if xp is np else 1.0 + 0.0 * x)
     else:
-        ratio = xp.maximum((mu + offset) / level, 1e-3)
-        sd = sigma * ratio**power
+        sd = sigma * x**power
     return xp.sqrt(sd**2 + extra_var)
 
 
@@ -394,9 +400,9 @@ def add_likelihood(
         else:
             mu = d
         extra = neuropil_variance(data, r, pick(ratio, r))
-        sd = noise_sd(
-            pt, mu, pick(sigma, r), pick(power, r), float(levels[r]), data.level_offset, extra
-        )
+        a = pick(scale, r) if kind == "dff" else 1.0
+        x = relative_signal(pt, kind, mu, float(levels[r]), d, a)
+        sd = noise_sd(pt, x, pick(sigma, r), pick(power, r), extra)
         mask = np.isfinite(data.y[r])
         ll = pointwise_loglik(pt, data.y[r], mu, sd, pick(rho, r), nu, mask)
         total = total + pt.sum(ll)

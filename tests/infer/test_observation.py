@@ -105,27 +105,41 @@ def test_pytensor_and_numpy_likelihoods_agree(rho, nu, rng):
     def f64(v):  # pt.as_tensor(5.0) would be float32
         return None if v is None else pt.as_tensor(np.float64(v))
 
-    sd = O.noise_sd(pt, mu, f64(sig_v), f64(power_v), 2.0, 1.0)
+    x = O.relative_signal(pt, "fluorescence", mu + 3.0, 2.0, None, None)
+    sd = O.noise_sd(pt, x, f64(sig_v), f64(power_v))
     ll = O.pointwise_loglik(pt, y, mu, sd, f64(rho), f64(nu), mask)
     got = pytensor.function([mu], ll)(mu_v)
-    sd_np = O.noise_sd(np, mu_v, sig_v, power_v, 2.0, 1.0)
+    x_np = O.relative_signal(np, "fluorescence", mu_v + 3.0, 2.0, None, None)
+    sd_np = O.noise_sd(np, x_np, sig_v, power_v)
     want = O.pointwise_loglik(np, y, mu_v, sd_np, rho, nu, mask)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_noise_sd_is_a_power_of_the_signal():
-    mu = np.array([100.0, 400.0, 0.0])
+    x = O.relative_signal(np, "fluorescence", np.array([100.0, 400.0, 0.0]), 100.0, None, None)
+    np.testing.assert_allclose(x, [1.0, 4.0, 1e-3])  # no signal: floored, not zero
     # at the resting level the sd is sigma, whatever the exponent
-    assert O.noise_sd(np, mu, 2.0, 0.3, 100.0, 0.0)[0] == pytest.approx(2.0)
+    assert O.noise_sd(np, x, 2.0, 0.3)[0] == pytest.approx(2.0)
     # p = 0.5, shot noise: variance proportional to the signal
-    assert O.noise_sd(np, mu, 2.0, 0.5, 100.0, 0.0)[1] == pytest.approx(4.0)
+    assert O.noise_sd(np, x, 2.0, 0.5)[1] == pytest.approx(4.0)
     # p = 1, proportional noise: sd proportional to the signal
-    assert O.noise_sd(np, mu, 2.0, 1.0, 100.0, 0.0)[1] == pytest.approx(8.0)
+    assert O.noise_sd(np, x, 2.0, 1.0)[1] == pytest.approx(8.0)
     # p = 0, read noise: constant
-    np.testing.assert_allclose(O.noise_sd(np, mu, 2.0, 0.0, 100.0, 0.0), 2.0)
-    # no signal: floored, not zero; extra variance adds in quadrature
-    assert O.noise_sd(np, mu, 2.0, 0.5, 100.0, 0.0)[2] == pytest.approx(2.0 * math.sqrt(1e-3))
-    assert O.noise_sd(np, mu, 2.0, 0.0, 100.0, 0.0, 5.0)[0] == pytest.approx(3.0)
+    np.testing.assert_allclose(O.noise_sd(np, x, 2.0, 0.0), 2.0)
+    assert O.noise_sd(np, x, 2.0, 0.5)[2] == pytest.approx(2.0 * math.sqrt(1e-3))
+    # extra variance adds in quadrature
+    assert O.noise_sd(np, x, 2.0, 0.0, 5.0)[0] == pytest.approx(3.0)
+
+
+def test_noise_of_a_dff_input_follows_its_light_not_its_baseline_errors():
+    """A published ΔF/F's offset and drift are errors of its F0, not light: no noise change."""
+    dff = np.array([0.0, 1.0, 3.0])
+    mu_a = 0.8 * dff + 0.0
+    mu_b = 0.8 * dff - 0.5  # the same trace with its baseline 0.5 too low
+    xa = O.relative_signal(np, "dff", mu_a, 1.0, dff, 0.8)
+    xb = O.relative_signal(np, "dff", mu_b, 1.0, dff, 0.8)
+    np.testing.assert_allclose(xa, [1.0, 1.8, 3.4])
+    np.testing.assert_allclose(xb, xa)
 
 
 def test_simulated_residuals_have_the_model_autocorrelation():
