@@ -1304,14 +1304,19 @@ _MODE_GAP = 50.0
 
 
 def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
-    """``compiled`` with chains started at posterior modes instead of jittered prior points.
+    """``compiled`` with chains kept out of poor local modes.
 
-    Each chain's jittered start (PyMC's initial point) is moved uphill by
-    L-BFGS to its local mode of the log density (in the sampler's
-    coordinates). A chain whose mode is more than ``_MODE_GAP`` below the
-    best of ``n_probe`` probes goes to the best mode instead: regenerative
-    models (ER release) have local modes, such as a train that never
-    triggers release, in which a chain can stay for the whole run.
+    Each chain's jittered start (PyMC's initial point) is climbed by L-BFGS
+    to its local mode of the log density (in the sampler's coordinates). A
+    chain whose mode is more than ``_MODE_GAP`` below the best of ``n_probe``
+    probes starts at that best mode instead: regenerative models (ER release)
+    have local modes, such as a train that never triggers release, in which a
+    chain can stay for the whole run. Otherwise the chain starts where it
+    was: nutpie sets its first mass matrix from the gradient at the start,
+    which at a mode is near zero in some directions; on B1 with its ΔF/F
+    observation model, chains started at their modes spent their first ten
+    draws in trees of 255–1023 steps at step sizes near 0.001 (15.5 leapfrog
+    steps per warmup draw on average, against 9.9 from the jittered starts).
     """
     from scipy import optimize
 
@@ -1340,10 +1345,10 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
     def init(chain_seed: Any) -> np.ndarray:
         x0 = np.asarray(start(chain_seed), dtype=float)
         with lock:
-            x, lp = climb(x0)
-        if not np.isfinite(best_lp):
-            return x0  # nothing better found: PyMC's own start
-        return x if lp >= best_lp - _MODE_GAP else best_x.copy()
+            _, lp = climb(x0)
+        if not np.isfinite(best_lp) or lp >= best_lp - _MODE_GAP:
+            return x0  # its own basin is as good as any found
+        return best_x.copy()
 
     return dataclasses.replace(compiled, initial_point_func=init)
 

@@ -183,6 +183,42 @@ def test_chains_start_at_the_mode_not_in_a_local_one():
     assert float(s.loc["sigma", "mean"]) == pytest.approx(0.03, rel=0.1)
 
 
+def test_chains_start_where_they_are_unless_their_basin_is_poor():
+    """A start in the main mode's basin stays put; one in a poor local mode's basin moves.
+
+    Log density: a wide mode at 0 (height 0) and a narrow one at 20 (height −100).
+    Staying put keeps the gradient at the start informative (nutpie's first
+    mass matrix comes from it).
+    """
+    import dataclasses
+    import importlib
+
+    fit_module = importlib.import_module("cainfer.infer.fit")
+
+    def logp(x):
+        a = -0.5 * x**2
+        b = -100.0 - 2.0 * (x - 20.0) ** 2
+        m = np.maximum(a, b)
+        lp = m + np.log(np.exp(a - m) + np.exp(b - m))
+        wa, wb = np.exp(a - lp), np.exp(b - lp)
+        return float(lp.sum()), wa * (-x) + wb * (-4.0 * (x - 20.0))
+
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        logp_func: object
+        initial_point_func: object
+
+    starts = {
+        1: np.array([1.5]),
+        2: np.array([19.0]),
+        **{k: np.array([-0.5]) for k in range(3, 99)},
+    }
+    compiled = Compiled(logp, lambda s: starts.get(s, np.array([-0.5])))
+    init = fit_module._mode_starts(compiled, seed=0).initial_point_func
+    np.testing.assert_allclose(init(1), [1.5])  # its own basin is the main mode's
+    np.testing.assert_allclose(init(2), [0.0], atol=1e-4)  # the poor mode's: moved to the best
+
+
 @pytest.mark.slow
 def test_diagnostics_report_divergences_and_disagreeing_chains(recovery):
     """What the sampler warns about, on draws doctored to have each problem."""
