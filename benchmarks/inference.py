@@ -131,7 +131,11 @@ def scan_model(model: CellModel, t: np.ndarray, y: np.ndarray) -> pm.Model:
 def report(
     name: str, idata, compile_s: float, sample_s: float, rows: list, sigma: float = SIGMA
 ) -> None:
-    """One row: min bulk ESS over the free parameters and σ, R-hat, truth in the 94% HDIs."""
+    """One row: min bulk ESS over the free parameters and σ, R-hat, truth in the 94% HDIs.
+
+    Also the leapfrog steps per draw after tuning (NaN where the sampler does
+    not record them).
+    """
     s = az.summary(idata, var_names=[*FREE, "sigma"], ci_prob=0.94, ci_kind="hdi", round_to="none")
     ess = float(s["ess_bulk"].astype(float).min())
     inside = all(
@@ -147,6 +151,9 @@ def report(
             ess / sample_s,
             float(s["r_hat"].astype(float).max()),
             inside,
+            float(np.asarray(idata["sample_stats"]["n_steps"]).mean())
+            if "n_steps" in idata["sample_stats"]
+            else float("nan"),
         )
     )
 
@@ -272,10 +279,12 @@ def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
     print(f"\nB1, {chains} chains x ({tune} tune + {draws} draws)")
     print(
         f"{'path':48s} {'compile s':>9s} {'sample s':>9s} {'total s':>8s} "
-        f"{'minESS/s':>9s} {'max R-hat':>9s} {'truth in 94% HDI':>16s}"
+        f"{'minESS/s':>9s} {'max R-hat':>9s} {'truth in 94% HDI':>16s} {'steps/draw':>10s}"
     )
-    for name, c, s_, tot, e, r, ins in rows:
-        print(f"{name:48s} {c:9.1f} {s_:9.1f} {tot:8.1f} {e:9.2f} {r:9.3f} {ins!s:>16s}")
+    for name, c, s_, tot, e, r, ins, steps in rows:
+        print(
+            f"{name:48s} {c:9.1f} {s_:9.1f} {tot:8.1f} {e:9.2f} {r:9.3f} {ins!s:>16s} {steps:10.1f}"
+        )
     base = rows[0][4]
     for name, *rest in rows[1:]:
         print(f"cainfer ESS/s / {name}: {base / rest[3]:.1f}x")
