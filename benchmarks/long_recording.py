@@ -104,7 +104,11 @@ def main() -> None:
         covered = []
         for name in FREE:
             lo, hi = np.asarray(az.hdi(np.asarray(post[name]).ravel(), prob=0.94)).ravel()[:2]
-            covered.append(f"{name} {'in' if lo <= TRUTH[name] <= hi else 'OUT'}")
+            med = float(np.median(np.asarray(post[name])))
+            covered.append(
+                f"{name} {med:.4g} [{lo:.4g}, {hi:.4g}] truth {TRUTH[name]:g} "
+                f"{'in' if lo <= TRUTH[name] <= hi else 'OUT'}"
+            )
         k = post["drift_z"].shape[-1] if "drift_z" in post else 0
         print(
             f"{label:12s} baseline terms {k}  divergences {div}  max R-hat {max_rhat:.3f}  "
