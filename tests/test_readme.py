@@ -77,9 +77,13 @@ def test_readme_demo_command_runs(tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     # 4 ROIs x (2 free parameters + the 6 of the fluorescence observation)
     assert len(rows) == 4 * 8
-    # every fitted ROI's true parameters inside their 94% HDIs (a sampler warning is
-    # recorded in the ok column, not asserted: another machine takes another path)
+    # the fitted ROIs' true parameters inside their 94% HDIs: a calibrated interval
+    # misses one value in 17, so of these 8 at most one may miss, and then by less
+    # than half a posterior sd (a bias of the fit would miss by more, or more often).
+    # A sampler warning is recorded in the ok column, not asserted: another machine
+    # takes another path.
     truth = xr.open_dataset(ROOT / "data_examples" / "example_truth.nc", engine="h5netcdf")
+    misses = []
     for r in rows:
         if r["parameter"] == "pmca_vmax":
             value = 100.0
@@ -87,11 +91,15 @@ def test_readme_demo_command_runs(tmp_path, capsys):
             value = float(truth["influx_amplitude"][int(r["roi"])])
         else:
             continue
-        assert float(r["hdi94_lb"]) <= value <= float(r["hdi94_ub"]), r
+        lo, hi, sd = float(r["hdi94_lb"]), float(r["hdi94_ub"]), float(r["sd"])
+        if not lo <= value <= hi:
+            misses.append((r["roi"], r["parameter"], max(lo - value, value - hi) / sd))
+    assert len(misses) <= 1 and all(m[2] < 0.5 for m in misses), misses
     # the report shows the truth next to each posterior (the example is simulated)
     report = (tmp_path / "demo" / "report.html").read_text()
     assert "<th>truth in 94% HDI</th>" in report
-    assert report.count("<td>yes</td>") == 8 and "<td>NO</td>" not in report
+    assert report.count("<td>yes</td>") == 8 - len(misses)
+    assert report.count("<td>NO</td>") == len(misses)
 
 
 @pytest.mark.parametrize(
