@@ -1315,9 +1315,10 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
     was: nutpie sets its first mass matrix from the gradient at the start,
     which at a mode is near zero in some directions; on B1 with its ΔF/F
     observation model, chains started at their modes spent their first ten
-    draws in trees of 255–1023 steps at step sizes near 0.001, and a
-    ten-minute recording (18 000 frames) did not finish warming up in 38
-    CPU-minutes (from the jittered starts: 261 s of sampling).
+    draws in trees of 255–1023 steps at step sizes near 0.001, and the fit of
+    a ten-minute recording (18 000 frames, 4 × (500 + 500) draws) had not
+    finished after 38 CPU-minutes on a shared machine; from the jittered
+    starts it sampled in 261 s.
     """
     from scipy import optimize
 
