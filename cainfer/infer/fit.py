@@ -1316,9 +1316,9 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
     which at a mode is near zero in some directions; on B1 with its ΔF/F
     observation model, chains started at their modes spent their first ten
     draws in trees of 255–1023 steps at step sizes near 0.001, and the fit of
-    a ten-minute recording (18 000 frames, 4 × (500 + 500) draws) had not
-    finished after 38 CPU-minutes on a shared machine; from the jittered
-    starts it sampled in 261 s.
+    a ten-minute recording (18 000 frames) had not finished after 38
+    CPU-minutes on a shared machine; from the jittered starts it sampled
+    4 × (500 + 500) draws in 261 s.
     """
     from scipy import optimize
 
