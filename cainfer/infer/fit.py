@@ -1303,8 +1303,8 @@ def _run(
 _MODE_GAP = 50.0
 
 
-def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
-    """``compiled`` with chains started at posterior modes instead of jittered prior points.
+def _mode_starts(compiled: Any, seed: int, n_probe: int = 4, spread: float = 0.5) -> Any:
+    """``compiled`` with chains started near posterior modes instead of at jittered prior points.
 
     Each chain's jittered start (PyMC's initial point) is moved uphill by
     L-BFGS to its local mode of the log density (in the sampler's
@@ -1313,13 +1313,16 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
     models (ER release) have local modes, such as a train that never
     triggers release, in which a chain can stay for the whole run.
 
-    The price: nutpie sets its first mass matrix from the gradient at the
-    start, near zero at a mode, and on B1 with its ΔF/F observation model the
-    chains spent their first ten draws in trees of 255–1023 steps at step
-    sizes near 0.001. Starting from the jittered points instead (when their
-    basin is the best) avoided that, but on the bundled ER example a chain so
-    started wandered into a poor mode during warmup (R-hat 1.88), as did one
-    started a tenth of the way from its mode back towards its jittered point.
+    The chain then starts ``spread`` local posterior sds away from that mode,
+    in a random direction: sd from the curvature of the log density at the
+    mode (finite differences of its gradient, one per coordinate). At the
+    mode itself the gradient is near zero, and nutpie sets its first mass
+    matrix from the gradient at the start: on B1 with its ΔF/F observation
+    model, chains started exactly at their modes spent their first draws in
+    trees of 255–1023 steps at step sizes near 0.001. Starting from the
+    jittered prior points instead let one chain of the bundled ER example
+    wander into a poor mode during warmup (R-hat 1.88); half a local sd
+    stays in the mode's basin.
     """
     from scipy import optimize
 
@@ -1341,17 +1344,41 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4) -> Any:
         lp = float(logp_grad(x)[0])
         return x, lp if np.isfinite(lp) else -np.inf
 
+    def local_sd(x: np.ndarray) -> np.ndarray:
+        """Posterior sd of each coordinate at the mode ``x`` from the Hessian's diagonal.
+
+        0 where the curvature is not positive and finite (no step there).
+        """
+        g0 = np.asarray(logp_grad(x)[1], dtype=float)
+        curvature = np.zeros_like(x)
+        with np.errstate(all="ignore"):
+            for i in range(x.size):
+                h = 1e-4 * max(1.0, abs(x[i]))
+                e = np.zeros_like(x)
+                e[i] = h
+                curvature[i] = -(float(np.asarray(logp_grad(x + e)[1])[i]) - g0[i]) / h
+            ok = np.isfinite(curvature) & (curvature > 0)
+            return np.where(ok, 1.0 / np.sqrt(np.where(ok, curvature, 1.0)), 0.0)
+
     with lock:
         probes = [climb(np.asarray(start(seed * 7919 + 104729 + k), float)) for k in range(n_probe)]
     best_x, best_lp = max(probes, key=lambda p: p[1])
 
     def init(chain_seed: Any) -> np.ndarray:
         x0 = np.asarray(start(chain_seed), dtype=float)
-        with lock:
-            x, lp = climb(x0)
         if not np.isfinite(best_lp):
             return x0  # nothing better found: PyMC's own start
-        return x if lp >= best_lp - _MODE_GAP else best_x.copy()
+        with lock:
+            x, lp = climb(x0)
+            mode = x if lp >= best_lp - _MODE_GAP else best_x.copy()
+            sd = local_sd(mode)
+            # the chain's own seed (an unsigned 64-bit integer from nutpie) picks the direction
+            rng = np.random.default_rng([abs(int(seed)), abs(int(chain_seed))])
+            for scale in (spread, spread / 4):  # a smaller step if the first leaves the support
+                x1 = mode + scale * sd * rng.standard_normal(mode.size)
+                if np.isfinite(float(logp_grad(x1)[0])):
+                    return x1
+        return mode
 
     return dataclasses.replace(compiled, initial_point_func=init)
 
