@@ -39,6 +39,7 @@ from cainfer.infer.observation import (
     add_likelihood,
     check_options,
     neuropil_variance,
+    noise_scale,
     noise_sd,
     nuisance_draws,
     pointwise_loglik,
@@ -1232,7 +1233,9 @@ def _run(
             else:
                 compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model
-            compiled = _mode_starts(compiled, seed)
+            noise = np.array([noise_scale(row) for row in data.y])
+            plan = _start_plan(pm_model, noise, seed, _N_DESIGN)
+            compiled = _mode_starts(compiled, seed, plan=plan)
         t1 = time_module.perf_counter()
         idata = nutpie.sample(
             compiled,
@@ -1298,31 +1301,126 @@ def _run(
     return result
 
 
+# prior draws of the cell's parameters ranked before the search for modes
+_N_DESIGN = 256
+
 # a start whose local mode is this much below the best mode found (log density) is
 # moved to the best: e^-50 of the peak density holds no posterior mass in a few dims
 _MODE_GAP = 50.0
 
 
-def _mode_starts(compiled: Any, seed: int, n_probe: int = 4, spread: float = 0.5) -> Any:
+# names of the observation model's free variables (the rest of a model's are the cell's)
+_OBSERVATION_RVS = frozenset({*OBSERVATION_REPORTED, "sigma", "drift_z"})
+
+
+@dataclass(frozen=True)
+class _StartPlan:
+    """Where the climbs to a posterior mode begin, in the sampler's flat coordinates.
+
+    ``centre``: the prior's support point of every free variable. ``held``,
+    ``held_at``: coordinates of the noise model (``sigma`` at the recording's
+    robust noise sd, ``rho`` at 0) held in the first stage of each climb.
+    ``design``: points that share the centre's observation terms and hold
+    the noise, with the cell's parameters drawn from their prior (rows).
+    """
+
+    centre: np.ndarray
+    held: np.ndarray
+    held_at: np.ndarray
+    design: np.ndarray
+
+
+def _start_plan(pm_model: pm.Model, noise: np.ndarray, seed: int, n_design: int) -> _StartPlan:
+    """The :class:`_StartPlan` of ``pm_model`` (nutpie's order: ``free_RVs`` in turn, raveled).
+
+    Parameters
+    ----------
+    pm_model : pymc.Model
+        The model to sample.
+    noise : numpy.ndarray
+        Robust noise sd of each ROI's recording (its units).
+    seed : int
+        Seed of the prior draws.
+    n_design : int
+        Number of prior draws of the cell's parameters.
+    """
+    from pymc.initial_point import make_initial_point_fn
+
+    rvs = list(pm_model.free_RVs)
+    held_values: dict[str, Any] = {}
+    names = {rv.name for rv in rvs}
+    if "sigma" in names:
+        shape = tuple(pm_model["sigma"].shape.eval())
+        sd = np.asarray(noise, dtype=float)
+        held_values["sigma"] = sd.reshape(shape) if shape else float(sd[0])
+    if "rho" in names:
+        held_values["rho"] = np.zeros(tuple(pm_model["rho"].shape.eval()))
+    point = make_initial_point_fn(model=pm_model, jitter_rvs=set(), return_transformed=True)(0)
+    held_point = make_initial_point_fn(
+        model=pm_model, jitter_rvs=set(), overrides=held_values, return_transformed=True
+    )(0)
+    cell = [rv for rv in rvs if rv.name not in _OBSERVATION_RVS]
+    exprs = []
+    for rv in cell:  # prior draws in the sampler's coordinates
+        transform = pm_model.rvs_to_transforms.get(rv)
+        exprs.append(rv if transform is None else transform.forward(rv, *rv.owner.inputs))
+    drawn = pm.draw(exprs, draws=n_design, random_seed=seed) if cell and n_design else []
+    drawn = drawn if isinstance(drawn, list) else [drawn]
+    parts, idx, vals, columns = [], [], [], []
+    count = 0
+    for rv in rvs:
+        value_name = pm_model.rvs_to_values[rv].name
+        v = np.ravel(np.asarray(point[value_name], dtype=float))
+        sl = np.arange(count, count + v.size)
+        if rv.name in held_values:
+            idx.append(sl)
+            vals.append(np.ravel(np.asarray(held_point[value_name], dtype=float)))
+        if drawn and rv in cell:
+            columns.append((sl, np.asarray(drawn[cell.index(rv)], dtype=float)))
+        parts.append(v)
+        count += v.size
+    centre = np.concatenate(parts)
+    held = np.concatenate(idx) if idx else np.zeros(0, dtype=int)
+    held_at = np.concatenate(vals) if vals else np.zeros(0)
+    design = np.tile(centre, (n_design if columns else 0, 1))
+    design[:, held] = held_at
+    for sl, d in columns:
+        design[:, sl] = d.reshape(d.shape[0], -1)
+    return _StartPlan(centre, held, held_at, design)
+
+
+def _mode_starts(
+    compiled: Any,
+    seed: int,
+    n_probe: int = 4,
+    spread: float = 0.5,
+    plan: _StartPlan | None = None,
+) -> Any:
     """``compiled`` with chains started near posterior modes instead of at jittered prior points.
 
-    Each chain's jittered start (PyMC's initial point) is moved uphill by
-    L-BFGS to its local mode of the log density (in the sampler's
-    coordinates). A chain whose mode is more than ``_MODE_GAP`` below the
-    best of ``n_probe`` probes goes to the best mode instead: regenerative
-    models (ER release) have local modes, such as a train that never
-    triggers release, in which a chain can stay for the whole run.
+    Modes are searched first (probes): ``plan``'s design points (the cell's
+    parameters drawn from their prior, the noise at its measured level) are
+    ranked by log density, and L-BFGS climbs from the ``n_probe`` best and from
+    the prior's centre; without a plan, from ``n_probe`` jittered prior points.
+    Regenerative models (ER release) have local modes, such as a train that
+    does or does not trigger release, separated by cliffs no climb crosses: a
+    climb finds the mode of the basin it starts in, so the search must start
+    in the right one. Each climb first holds the noise (sd at its measured
+    level, white): a climb with the noise free can end where a large, slowly
+    wandering noise explains the transients instead of the cell.
 
-    The chain then starts ``spread`` local posterior sds away from that mode,
-    in a random direction: sd from the curvature of the log density at the
-    mode (finite differences of its gradient, one per coordinate). At the
-    mode itself the gradient is near zero, and nutpie sets its first mass
-    matrix from the gradient at the start: on B1 with its ΔF/F observation
-    model, chains started exactly at their modes spent their first draws in
-    trees of 255–1023 steps at step sizes near 0.001. Starting from the
-    jittered prior points instead let one chain of the bundled ER example
-    wander into a poor mode during warmup (R-hat 1.88); half a local sd
-    stays in the mode's basin.
+    Each chain's jittered start (PyMC's initial point) is then moved uphill to
+    its local mode; a chain whose mode is more than ``_MODE_GAP`` below the
+    best probe goes to the best mode instead. The chain starts ``spread``
+    local posterior sds from that mode, in a random direction: sd from the
+    curvature of the log density at the mode (finite differences of its
+    gradient, one per coordinate). At the mode itself the gradient is near
+    zero, and nutpie sets its first mass matrix from the gradient at the
+    start: on B1 with its ΔF/F observation model, chains started exactly at
+    their modes spent their first draws in trees of 255–1023 steps at step
+    sizes near 0.001. Starting from the jittered prior points instead let one
+    chain of the bundled ER example wander into a poor mode during warmup
+    (R-hat 1.88); half a local sd stays in the mode's basin.
     """
     from scipy import optimize
 
@@ -1330,15 +1428,32 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4, spread: float = 0.5
     start = compiled.initial_point_func
     lock = threading.Lock()
 
-    def climb(x0: np.ndarray) -> tuple[np.ndarray, float]:
-        def neg(x: np.ndarray) -> tuple[float, np.ndarray]:
-            lp, g = logp_grad(x)
-            lp = float(lp)
-            if not np.isfinite(lp):
-                return 1e300, np.zeros_like(x)
-            return -lp, -np.asarray(g, dtype=float)
+    def neg(x: np.ndarray) -> tuple[float, np.ndarray]:
+        lp, g = logp_grad(x)
+        lp = float(lp)
+        if not np.isfinite(lp):
+            return 1e300, np.zeros_like(x)
+        return -lp, -np.asarray(g, dtype=float)
 
+    def climb(x0: np.ndarray) -> tuple[np.ndarray, float]:
+        x0 = np.array(x0, dtype=float)
         with np.errstate(all="ignore"):
+            if plan is not None and plan.held.size:
+                free = np.ones(x0.size, dtype=bool)
+                free[plan.held] = False
+                x0[plan.held] = plan.held_at
+
+                def neg_part(xf: np.ndarray) -> tuple[float, np.ndarray]:
+                    x = x0.copy()
+                    x[free] = xf
+                    f, g = neg(x)
+                    return f, g[free]
+
+                r = optimize.minimize(
+                    neg_part, x0[free], jac=True, method="L-BFGS-B", options={"maxiter": 300}
+                )
+                if np.all(np.isfinite(r.x)):
+                    x0[free] = r.x
             r = optimize.minimize(neg, x0, jac=True, method="L-BFGS-B", options={"maxiter": 300})
         x = r.x if np.all(np.isfinite(r.x)) else x0
         lp = float(logp_grad(x)[0])
@@ -1361,7 +1476,16 @@ def _mode_starts(compiled: Any, seed: int, n_probe: int = 4, spread: float = 0.5
             return np.where(ok, 1.0 / np.sqrt(np.where(ok, curvature, 1.0)), 0.0)
 
     with lock:
-        probes = [climb(np.asarray(start(seed * 7919 + 104729 + k), float)) for k in range(n_probe)]
+        if plan is not None and plan.design.shape[0]:
+            with np.errstate(all="ignore"):
+                lps = np.array([float(logp_grad(x)[0]) for x in plan.design])
+            lps = np.where(np.isfinite(lps), lps, -np.inf)
+            origins = [plan.design[i] for i in np.argsort(-lps)[:n_probe]] + [plan.centre]
+        else:
+            origins = [np.asarray(start(seed * 7919 + 104729 + k), float) for k in range(n_probe)]
+            if plan is not None:
+                origins.append(plan.centre)
+        probes = [climb(x0) for x0 in origins]
     best_x, best_lp = max(probes, key=lambda p: p[1])
 
     def init(chain_seed: Any) -> np.ndarray:

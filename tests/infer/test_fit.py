@@ -224,6 +224,67 @@ def test_chains_start_near_their_mode_unless_it_is_poor():
     assert abs(near.mean() - 20.0) < 0.05 and abs(near.std() - 0.25) < 0.04
 
 
+def test_the_mode_search_starts_from_the_best_prior_draws():
+    """A narrow, high mode no jittered start reaches is found from the prior design.
+
+    Log density: a wide mode at 0 (height 0) and a narrow one at 6 (height
+    +80, sd 0.1), a cliff between them (as ER release triggers or not).
+    """
+    import importlib
+
+    fit_module = importlib.import_module("cainfer.infer.fit")
+
+    def logp(x):
+        a = -0.5 * x**2
+        b = 80.0 - 50.0 * (x - 6.0) ** 2
+        m = np.maximum(a, b)
+        lp = m + np.log(np.exp(a - m) + np.exp(b - m))
+        wa, wb = np.exp(a - lp), np.exp(b - lp)
+        return float(lp.sum()), wa * (-x) + wb * (-100.0 * (x - 6.0))
+
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        logp_func: object
+        initial_point_func: object
+
+    compiled = Compiled(logp, lambda s: np.array([0.3]))
+    # without a plan the probes start where the chains do: the narrow mode stays unfound
+    alone = fit_module._mode_starts(compiled, seed=0).initial_point_func(5)
+    assert abs(alone[0]) < 2.0
+    design = np.random.default_rng(0).normal(0.0, 4.0, (64, 1))  # the prior: N(0, 4²)
+    plan = fit_module._StartPlan(np.array([0.0]), np.zeros(0, int), np.zeros(0), design)
+    found = fit_module._mode_starts(compiled, seed=0, plan=plan).initial_point_func
+    starts = np.array([found(s)[0] for s in range(10)])
+    assert np.all(np.abs(starts - 6.0) < 0.3), starts  # half a local sd (0.1) around 6
+
+
+def test_the_start_plan_holds_the_noise_and_draws_the_cell_from_its_prior():
+    import importlib
+
+    import pymc as pm
+
+    fit_module = importlib.import_module("cainfer.infer.fit")
+    with pm.Model() as m:
+        pm.LogNormal("pmca_vmax", mu=np.log(100.0), sigma=0.5)
+        pm.HalfNormal("sigma", sigma=3.0)
+        pm.Uniform("rho", -0.5, 0.99)
+        pm.LogNormal("F0", mu=np.log(300.0), sigma=0.3)
+    plan = fit_module._start_plan(m, np.array([0.7]), seed=1, n_design=2000)
+    # nutpie's order: the free variables in turn; log and interval transforms
+    assert plan.centre.shape == (4,) and plan.design.shape == (2000, 4)
+    np.testing.assert_array_equal(plan.held, [1, 2])
+    np.testing.assert_allclose(plan.held_at[0], np.log(0.7), rtol=1e-12)
+    np.testing.assert_allclose(plan.held_at[1], np.log(0.5 / 0.99), rtol=1e-12)  # rho = 0
+    # the cell's parameter from its prior (log scale: N(log 100, 0.5²); 2000 draws)
+    assert abs(plan.design[:, 0].mean() - np.log(100.0)) < 0.05
+    assert abs(plan.design[:, 0].std() - 0.5) < 0.04
+    # the observation terms at the prior's centre, the noise held
+    np.testing.assert_allclose(plan.design[:, 3], plan.centre[3])
+    np.testing.assert_allclose(plan.design[:, 1:3], np.tile(plan.held_at, (2000, 1)))
+
+
 @pytest.mark.slow
 def test_diagnostics_report_divergences_and_disagreeing_chains(recovery):
     """What the sampler warns about, on draws doctored to have each problem."""
