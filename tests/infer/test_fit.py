@@ -168,7 +168,8 @@ def test_chains_start_at_the_mode_not_in_a_local_one():
 
     From PyMC's jittered prior starts, one of these two chains stayed in such a
     mode for the whole run (R-hat 1.9, σ 0.38 against 0.03); chains moved to the
-    best of the modes found by optimisation agree and cover the truth.
+    best of the modes found by optimisation agree and sit at the truth (within
+    3 posterior sds: one 94% interval in 17 misses by chance, a wrong mode by far).
     """
     model = cainfer.er_model("OGB-1")
     t = np.arange(0, 30, 1 / 20)
@@ -179,7 +180,7 @@ def test_chains_start_at_the_mode_not_in_a_local_one():
     s = res.summary(round_to="none")
     assert (s["r_hat"].astype(float) <= 1.01).all(), s
     for name, value in truth.items():
-        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], name
+        assert abs(float(s.loc[name, "mean"]) - value) < 3 * float(s.loc[name, "sd"]), (name, s)
     assert float(s.loc["sigma", "mean"]) == pytest.approx(0.03, rel=0.1)
 
 
