@@ -1,3 +1,6 @@
+import dataclasses
+import importlib
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -184,32 +187,38 @@ def test_chains_start_at_the_mode_not_in_a_local_one():
     assert float(s.loc["sigma", "mean"]) == pytest.approx(0.03, rel=0.1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """What ``_mode_starts`` uses of nutpie's compiled model."""
+
+    logp_func: object
+    initial_point_func: object
+
+
+def _two_modes(height: float, centre: float, sd: float):
+    """Log density (and gradient) of a wide mode at 0 (height 0, sd 1) and a second one."""
+
+    def logp(x):
+        a = -0.5 * x**2
+        b = height - 0.5 * ((x - centre) / sd) ** 2
+        m = np.maximum(a, b)
+        lp = m + np.log(np.exp(a - m) + np.exp(b - m))
+        wa, wb = np.exp(a - lp), np.exp(b - lp)
+        return float(lp.sum()), wa * (-x) + wb * (-(x - centre) / sd**2)
+
+    return logp
+
+
 def test_chains_start_near_their_mode_unless_it_is_poor():
     """A start in the main mode's basin climbs to it; one in a poor local mode's basin moves.
 
     Log density: a wide mode at 0 (height 0, sd 1) and a narrow one at 20
     (height −100, sd 0.5). Chains start half a local sd from their mode.
     """
-    import dataclasses
-    import importlib
-
     fit_module = importlib.import_module("cainfer.infer.fit")
-
-    def logp(x):
-        a = -0.5 * x**2
-        b = -100.0 - 2.0 * (x - 20.0) ** 2
-        m = np.maximum(a, b)
-        lp = m + np.log(np.exp(a - m) + np.exp(b - m))
-        wa, wb = np.exp(a - lp), np.exp(b - lp)
-        return float(lp.sum()), wa * (-x) + wb * (-4.0 * (x - 20.0))
-
-    @dataclasses.dataclass(frozen=True)
-    class Compiled:
-        logp_func: object
-        initial_point_func: object
-
+    logp = _two_modes(-100.0, 20.0, 0.5)
     starts = {1: np.array([1.5]), 2: np.array([19.0])}
-    compiled = Compiled(logp, lambda s: starts.get(s, np.array([-0.5])))
+    compiled = _Compiled(logp, lambda s: starts.get(s, np.array([-0.5])))
     init = fit_module._mode_starts(compiled, seed=0).initial_point_func
     main = np.array([init(s)[0] for s in range(100, 500)])
     # around the main mode, with sd 0.5 x its sd of 1 (400 draws: sd of the sd ~0.02)
@@ -219,7 +228,7 @@ def test_chains_start_near_their_mode_unless_it_is_poor():
     assert abs(init(1)[0]) < 2.5  # its own mode, the main one
     assert abs(init(2)[0]) < 2.5  # the poor mode's basin: moved to the best
     # what the probes (other seeds) do not find, a chain cannot be moved to
-    poor = Compiled(logp, lambda s: np.array([20.5]))
+    poor = _Compiled(logp, lambda s: np.array([20.5]))
     poor_init = fit_module._mode_starts(poor, seed=0).initial_point_func
     near = np.array([poor_init(s)[0] for s in range(100, 500)])
     assert abs(near.mean() - 20.0) < 0.05 and abs(near.std() - 0.25) < 0.04
@@ -231,26 +240,8 @@ def test_the_mode_search_starts_from_the_best_prior_draws():
     Log density: a wide mode at 0 (height 0) and a narrow one at 6 (height
     +80, sd 0.1), a cliff between them (as ER release triggers or not).
     """
-    import importlib
-
     fit_module = importlib.import_module("cainfer.infer.fit")
-
-    def logp(x):
-        a = -0.5 * x**2
-        b = 80.0 - 50.0 * (x - 6.0) ** 2
-        m = np.maximum(a, b)
-        lp = m + np.log(np.exp(a - m) + np.exp(b - m))
-        wa, wb = np.exp(a - lp), np.exp(b - lp)
-        return float(lp.sum()), wa * (-x) + wb * (-100.0 * (x - 6.0))
-
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class Compiled:
-        logp_func: object
-        initial_point_func: object
-
-    compiled = Compiled(logp, lambda s: np.array([0.3]))
+    compiled = _Compiled(_two_modes(80.0, 6.0, 0.1), lambda s: np.array([0.3]))
     # without a plan the probes start where the chains do: the narrow mode stays unfound
     alone = fit_module._mode_starts(compiled, seed=0).initial_point_func(5)
     assert abs(alone[0]) < 2.0
@@ -262,8 +253,6 @@ def test_the_mode_search_starts_from_the_best_prior_draws():
 
 
 def test_the_start_plan_holds_the_noise_and_draws_the_cell_from_its_prior():
-    import importlib
-
     import pymc as pm
 
     fit_module = importlib.import_module("cainfer.infer.fit")
