@@ -1317,9 +1317,10 @@ _OBSERVATION_RVS = frozenset({*OBSERVATION_REPORTED, "sigma", "drift_z"})
 class _StartPlan:
     """Where the climbs to a posterior mode begin, in the sampler's flat coordinates.
 
-    ``centre``: the prior's support point of every free variable. ``held``,
-    ``held_at``: coordinates of the noise model (``sigma`` at the recording's
-    robust noise sd, ``rho`` at 0) held in the first stage of each climb.
+    ``centre``: the prior's support point of every free variable but the
+    noise's. ``held``, ``held_at``: coordinates of the noise model (``sigma``
+    at the recording's robust noise sd, ``rho`` at 0) held in the first stage
+    of each climb, and their values (also the centre's).
     ``design``: points that share the centre's observation terms and hold
     the noise, with the cell's parameters drawn from their prior (rows).
     """
@@ -1355,8 +1356,7 @@ def _start_plan(pm_model: pm.Model, noise: np.ndarray, seed: int, n_design: int)
         held_values["sigma"] = sd.reshape(shape) if shape else float(sd[0])
     if "rho" in names:
         held_values["rho"] = np.zeros(tuple(pm_model["rho"].shape.eval()))
-    point = make_initial_point_fn(model=pm_model, jitter_rvs=set(), return_transformed=True)(0)
-    held_point = make_initial_point_fn(
+    point = make_initial_point_fn(
         model=pm_model, jitter_rvs=set(), overrides=held_values, return_transformed=True
     )(0)
     cell = [rv for rv in rvs if rv.name not in _OBSERVATION_RVS]
@@ -1366,27 +1366,23 @@ def _start_plan(pm_model: pm.Model, noise: np.ndarray, seed: int, n_design: int)
         exprs.append(rv if transform is None else transform.forward(rv, *rv.owner.inputs))
     drawn = pm.draw(exprs, draws=n_design, random_seed=seed) if cell and n_design else []
     drawn = drawn if isinstance(drawn, list) else [drawn]
-    parts, idx, vals, columns = [], [], [], []
+    parts, idx, columns = [], [], []
     count = 0
     for rv in rvs:
-        value_name = pm_model.rvs_to_values[rv].name
-        v = np.ravel(np.asarray(point[value_name], dtype=float))
+        v = np.ravel(np.asarray(point[pm_model.rvs_to_values[rv].name], dtype=float))
         sl = np.arange(count, count + v.size)
         if rv.name in held_values:
             idx.append(sl)
-            vals.append(np.ravel(np.asarray(held_point[value_name], dtype=float)))
         if drawn and rv in cell:
             columns.append((sl, np.asarray(drawn[cell.index(rv)], dtype=float)))
         parts.append(v)
         count += v.size
-    centre = np.concatenate(parts)
+    centre = np.concatenate(parts)  # the noise already at its held values
     held = np.concatenate(idx) if idx else np.zeros(0, dtype=int)
-    held_at = np.concatenate(vals) if vals else np.zeros(0)
     design = np.tile(centre, (n_design if columns else 0, 1))
-    design[:, held] = held_at
     for sl, d in columns:
         design[:, sl] = d.reshape(d.shape[0], -1)
-    return _StartPlan(centre, held, held_at, design)
+    return _StartPlan(centre, held, centre[held], design)
 
 
 def _mode_starts(
