@@ -456,6 +456,74 @@ def schedule(
 
 
 @njit(cache=True, fastmath=False)
+def _graded(
+    time: np.ndarray,
+    ev_t: np.ndarray,
+    h_max: float,
+    h_first: float,
+    growth: float,
+    op: np.ndarray,
+    arg: np.ndarray,
+    tt: np.ndarray,
+    hh: np.ndarray,
+    write: bool,
+) -> int:
+    """Fill (or, with ``write`` False, count) the entries of :func:`graded_schedule`."""
+    m = 0
+    t = time[0]
+    t_ev = -np.inf
+    k = 0
+    for i in range(time.size):
+        while True:
+            has_event = k < ev_t.size and ev_t[k] <= time[i]
+            seg_end = ev_t[k] if has_event else time[i]
+            while seg_end - t > 1e-12 * max(1.0, abs(seg_end)):
+                cap = min(h_max, h_first + growth * (t - t_ev))
+                h = min(cap, seg_end - t)
+                if seg_end - t - h < 0.25 * cap:  # no sliver of a step before a stop
+                    h = seg_end - t
+                if write:
+                    op[m], tt[m], hh[m] = S_STEP, t, h
+                m += 1
+                t += h
+            t = max(t, seg_end)
+            if not has_event:
+                break
+            if write:
+                op[m], arg[m] = S_JUMP, k
+            m += 1
+            t_ev = ev_t[k]
+            k += 1
+        if write:
+            op[m], arg[m] = S_OUT, i
+        m += 1
+    return m
+
+
+@njit(cache=True, fastmath=False)
+def graded_schedule(
+    time: np.ndarray, ev_t: np.ndarray, h_max: float, h_first: float, growth: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A :func:`schedule` whose steps are short just after each event.
+
+    A step starting at time t is at most ``min(h_max, h_first + growth·(t − t_event))``
+    with ``t_event`` the last event before it: the fast transient right after a
+    jump (a kinetic indicator binding the new calcium) gets steps of
+    ``h_first`` that grow geometrically (by ``1 + growth``) back to ``h_max``.
+    Same entries and meaning as :func:`schedule`.
+    """
+    dummy_i = np.empty(0, np.int64)
+    dummy_f = np.empty(0)
+    n_tape = _graded(time, ev_t, h_max, h_first, growth, dummy_i, dummy_i, dummy_f, dummy_f, False)
+    op = np.empty(n_tape, np.int64)
+    arg = np.zeros(n_tape, np.int64)
+    tt = np.zeros(n_tape)
+    hh = np.zeros(n_tape)
+    _graded(time, ev_t, h_max, h_first, growth, op, arg, tt, hh, True)
+    return op, arg, tt, hh
+
+
+@njit(cache=True, fastmath=False)
 def run(
     op: np.ndarray,
     arg: np.ndarray,

@@ -554,10 +554,13 @@ class CellModel:
     ) -> tuple[np.ndarray, dict[str, float]]:
         """ΔF/F and the gradient of ``Σ cotangent·ΔF/F`` with respect to every parameter.
 
-        A discrete adjoint of the same fixed-step solve as :meth:`simulate` (at
-        a fixed ``substeps``), so the gradient is exact for the discrete
-        solution; the leaks set by flux balance are differentiated through the
-        balance.
+        A discrete adjoint of the fixed-step solve the fits use, so the gradient
+        is exact for the discrete solution; the leaks set by flux balance are
+        differentiated through the balance. With an equilibrium indicator that
+        solve is :meth:`simulate`'s RK4 at a fixed ``substeps``; with a kinetic
+        one it is an L-stable implicit Runge-Kutta method (Alexander's SDIRK3)
+        whose steps are shortened after each event, where the indicator binds
+        the new calcium (see :mod:`cainfer.forward._adjoint`).
 
         Parameters
         ----------
@@ -571,7 +574,8 @@ class CellModel:
             Weights on ΔF/F at each output time (for a log density: its
             derivative with respect to ΔF/F).
         substeps : int
-            RK4 steps per output interval.
+            Solver steps per output interval (more just after events with a
+            kinetic indicator).
 
         Returns
         -------
@@ -580,8 +584,6 @@ class CellModel:
         grad : dict
             Parameter name → derivative of ``Σ cotangent·ΔF/F``.
         """
-        if self.kinetic:
-            raise ValueError("gradients for a kinetic indicator are not available yet")
         if int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps = {substeps!r} must be an integer ≥ 1")
         v = self.values(params)
@@ -592,9 +594,21 @@ class CellModel:
             raise ValueError(f"cotangent has {g.size} values for {t.size} output times")
         args = self.kernel_args(t, stimulus, substeps=substeps)
         p_raw = self._pack_raw(v)
-        dff, _ = cast(Any, A.dff_forward)(p_raw, *args)
-        pbar = cast(Any, A.dff_vjp)(p_raw, *args, g, np.zeros_like(g))
+        fwd, vjp = (A.dff_forward, A.dff_vjp)
+        if self.kinetic:
+            fwd, vjp = (A.kinetic_dff_forward, A.kinetic_dff_vjp)
+        dff, _ = cast(Any, fwd)(p_raw, *args)
+        pbar = cast(Any, vjp)(p_raw, *args, g, np.zeros_like(g))
         return dff, self.unpack_gradient(pbar)
+
+    @property
+    def forward_kernel(self) -> str:
+        """Name of the compiled ΔF/F forward kernel in :mod:`cainfer.forward._adjoint`.
+
+        ``"dff_forward"`` (RK4, equilibrium indicator) or ``"kinetic_dff_forward"``
+        (implicit SDIRK3, kinetic indicator); both take :meth:`kernel_args`.
+        """
+        return "kinetic_dff_forward" if self.kinetic else "dff_forward"
 
     def kernel_args(
         self, time: np.ndarray, stimulus: Stimulus | None, *, substeps: int
@@ -605,11 +619,6 @@ class CellModel:
         ``(time, event times, event weights, event slot, kinds, offsets,
         waveform times, waveform values, has_er, step, leak slots...)``.
         """
-        if self.kinetic:
-            raise ValueError(
-                "the ΔF/F kernels and fits need indicator_kinetics='equilibrium'; "
-                "fitting a kinetic indicator is not available yet"
-            )
         t = _check_time(time)
         stim = stimulus if stimulus is not None else Stimulus()
         stim.check_within(float(t[0]), float(t[-1]))

@@ -39,14 +39,17 @@ def _jax_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
     args = op._kernel_args(consts)
     n_out = int(np.sum(consts[0] == 2))
     n_tape = consts[0].size
+    # records: the Ca before each entry (equilibrium); or the bound indicator at the
+    # outputs and the state and stages at each entry (kinetic)
+    rec = (n_out, 9 * n_tape) if op.kinetic else (n_tape, n_tape)
     shapes = (
         jax.ShapeDtypeStruct((n_out,), jnp.float64),
         jax.ShapeDtypeStruct((n_out,), jnp.float64),
-        jax.ShapeDtypeStruct((n_tape,), jnp.float64),
-        jax.ShapeDtypeStruct((n_tape,), jnp.float64),
+        jax.ShapeDtypeStruct((rec[0],), jnp.float64),
+        jax.ShapeDtypeStruct((rec[1],), jnp.float64),
     )
 
-    _forward, _vjp = op.kernels.dff_forward_tape, op.kernels.dff_vjp_tape
+    _forward, _vjp = op.forward_tape, op.vjp_tape
 
     def host(p: Any) -> tuple[np.ndarray, ...]:
         return tuple(_forward(np.asarray(p, np.float64), *args))
@@ -90,7 +93,7 @@ def _jax_vjp(op: SolveVJPOp, node: Apply | None = None, **kwargs: Any) -> Any:
     args = op._kernel_args(_const_values(node))
     need_n = op.need_n
     n_p = node.inputs[0].type.shape[0]
-    _vjp = op.kernels.dff_vjp_tape
+    _vjp = op.vjp_tape
 
     def host(p: Any, c: Any, cc: Any, ee: Any, g_dff: Any, g_c: Any) -> np.ndarray:
         rec = [np.asarray(x, np.float64) for x in (c, cc, ee, g_dff, g_c)]

@@ -26,7 +26,9 @@ _N_CONST = 9  # schedule (op, arg, t, h), event weights, kinds, offsets, wavefor
 
 
 class _SolveBase(Op):
-    __props__ = ("ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets")
+    __props__ = (
+        "ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets", "kinetic"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class _SolveBase(Op):
         need_n: bool,
         kinds: Sequence[int],
         offsets: Sequence[int],
+        kinetic: bool = False,
     ):
         self.ev_slot = int(ev_slot)
         self.has_er = bool(has_er)
@@ -45,6 +48,7 @@ class _SolveBase(Op):
         self.need_n = bool(need_n)
         self.kinds = tuple(int(k) for k in kinds)
         self.offsets = tuple(int(o) for o in offsets)
+        self.kinetic = bool(kinetic)
         super().__init__()
 
     @property
@@ -52,10 +56,22 @@ class _SolveBase(Op):
         """The adjoint module specialised to this model's terms (numba dispatchers)."""
         return specialized(self.kinds, self.offsets)
 
+    @property
+    def forward_tape(self) -> Any:
+        """The compiled forward kernel with its record (kinetic or equilibrium indicator)."""
+        k = self.kernels
+        return k.kinetic_dff_forward_tape if self.kinetic else k.dff_forward_tape
+
+    @property
+    def vjp_tape(self) -> Any:
+        """The compiled adjoint that replays :attr:`forward_tape`'s record."""
+        k = self.kernels
+        return k.kinetic_dff_vjp_tape if self.kinetic else k.dff_vjp_tape
+
     def _props_args(self) -> tuple[Any, ...]:
         return (
             self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n, self.kinds,
-            self.offsets,
+            self.offsets, self.kinetic,
         )  # fmt: skip
 
     def _kernel_args(self, consts: list[Any]) -> tuple[Any, ...]:
@@ -81,8 +97,10 @@ class SolveOp(_SolveBase):
     """Unbalanced parameter vector → (ΔF/F, free Ca, forward record, forward record).
 
     The first two outputs are ΔF/F and free Ca (µM) at the output times; the
-    other two are the free cytosolic and ER Ca before each step of the
-    solver's schedule, which the gradient replays instead of solving again.
+    other two are what the gradient replays instead of solving again: the
+    free cytosolic and ER Ca before each step of the solver's schedule
+    (equilibrium indicator), or the bound indicator at the outputs and the
+    state and stages of every step (kinetic indicator).
     """
 
     def make_node(self, p_raw: Any, *consts: Any) -> Apply:  # type: ignore[override]
@@ -93,7 +111,7 @@ class SolveOp(_SolveBase):
         return Apply(self, inputs, [pt.dvector(), pt.dvector(), pt.dvector(), pt.dvector()])
 
     def perform(self, node: Apply, inputs: Sequence[Any], outputs: Any) -> None:
-        res = self.kernels.dff_forward_tape(inputs[0], *self._kernel_args(list(inputs[1:])))
+        res = self.forward_tape(inputs[0], *self._kernel_args(list(inputs[1:])))
         for out, value in zip(outputs, res, strict=True):
             out[0] = value
 
@@ -124,15 +142,13 @@ class SolveVJPOp(_SolveBase):
 
     def perform(self, node: Apply, inputs: Sequence[Any], outputs: Any) -> None:
         p_raw, consts, rec = inputs[0], inputs[1 : 1 + _N_CONST], inputs[1 + _N_CONST :]
-        outputs[0][0] = self.kernels.dff_vjp_tape(
-            p_raw, *self._kernel_args(list(consts)), *rec, self.need_n
-        )
+        outputs[0][0] = self.vjp_tape(p_raw, *self._kernel_args(list(consts)), *rec, self.need_n)
 
 
 @numba_funcify.register(SolveOp)
 def _numba_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
     ev_slot, has_er, pm_slot, er_slot = op.ev_slot, op.has_er, op.pm_slot, op.er_slot
-    forward = op.kernels.dff_forward_tape
+    forward = op.forward_tape
 
     @numba_njit
     def solve(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv):  # type: ignore[no-untyped-def]
@@ -148,7 +164,7 @@ def _numba_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
 def _numba_vjp(op: SolveVJPOp, node: Apply | None = None, **kwargs: Any) -> Any:
     ev_slot, has_er, pm_slot, er_slot = op.ev_slot, op.has_er, op.pm_slot, op.er_slot
     need_n = op.need_n
-    vjp = op.kernels.dff_vjp_tape
+    vjp = op.vjp_tape
 
     @numba_njit
     def solve_vjp(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv, c, cc, ee, g_dff, g_c):  # type: ignore[no-untyped-def]
@@ -187,10 +203,10 @@ def solve_op(
     (t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot) = (
         model.kernel_args(time, stimulus, substeps=substeps)
     )
-    sop, sarg, tt, hh = A.K.schedule(t, ev_t, h_max)
+    sop, sarg, tt, hh = A.solver_schedule(t, ev_t, h_max, model.kinetic)
     hill = {name for name in model.parameters if "hill" in name.split("_")}
     need_n = free is None or bool(hill & set(free))
-    op = SolveOp(ev_slot, has_er, pm_slot, er_slot, need_n, kinds, offsets)
+    op = SolveOp(ev_slot, has_er, pm_slot, er_slot, need_n, kinds, offsets, model.kinetic)
     consts: list[Variable] = [
         pt.as_tensor_variable(np.asarray(x, dtype))
         for x, dtype in (

@@ -644,7 +644,7 @@ class Fit:
         base = self.model.pack_raw(self.model.values(self.fixed))
         slots = self.model.slots()
         args = self.model.kernel_args(t, stim, substeps=int(self.settings.get("substeps", 1)))
-        forward = specialized(args[4], args[5]).dff_forward
+        forward = getattr(specialized(args[4], args[5]), self.model.forward_kernel)
         n_roi = 1 if self.rois is None else len(self.rois)
         flat = {k: np.asarray(post[k]).reshape(n_all, -1)[pick] for k in self.free}
         dff = np.empty((pick.size, n_roi, t.size))
@@ -1531,7 +1531,7 @@ def _add_predictions(
     n_roi = y.shape[0]
     slots = model.slots()
     args = model.kernel_args(t, stimulus, substeps=options["substeps"])
-    forward = specialized(args[4], args[5]).dff_forward  # kinds, offsets
+    forward = getattr(specialized(args[4], args[5]), model.forward_kernel)  # kinds, offsets
     base = model.pack_raw(values)
     obs = _obs_options(options)
     nuis = nuisance_draws(post, data, obs, n)

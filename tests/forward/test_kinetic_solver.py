@@ -1,0 +1,123 @@
+"""The kinetic indicator's implicit solve (SDIRK3) and its discrete adjoint."""
+
+import numpy as np
+import pytest
+
+from cainfer.forward import Stimulus, get_indicator, preset
+from cainfer.forward import _adjoint as A
+from cainfer.forward import _kernels as K
+from cainfer.testing import reference_simulate
+
+TIME = np.arange(240) / 30.0
+STIM = Stimulus(events=[1.0, 1.05, 4.017, 6.5], weights=[1.0, 1.0, 2.0, 1.0])
+
+
+def _kinetic(model_name, name, k_off):
+    ind = get_indicator(name)
+    ind = ind.with_(k_off=k_off, k_on=k_off / ind.kd**ind.hill)
+    return preset(model_name, ind, indicator_kinetics="kinetic")
+
+
+def _dff(model, params, substeps):
+    return model.dff_vjp(params, TIME, STIM, np.zeros(TIME.size), substeps=substeps)[0]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "name", "k_off"),
+    [("single_compartment", "OGB-1", 100.0), ("pumps", "GCaMP6f", 20.0), ("er", "GCaMP6s", 1.0)],
+)
+def test_kinetic_gradient_matches_finite_differences(model_name, name, k_off):
+    model = _kinetic(model_name, name, k_off)
+    params = {"influx_amplitude": 5.0}
+    g = np.random.default_rng(3).normal(size=TIME.size)
+    dff, grad = model.dff_vjp(params, TIME, STIM, g, substeps=2)
+    assert dff.max() > 0.3
+    v = model.values(params)
+    assert set(grad) == set(v) and "k_off" in grad
+    for key, value in v.items():
+        step = 1e-6 * abs(value) if value else 1e-7
+        up, dn = dict(v), dict(v)
+        up[key], dn[key] = value + step, value - step
+        fd = (g @ _dff(model, up, 2) - g @ _dff(model, dn, 2)) / (2 * step)
+        # the stage equations stop at 1e-13 relative, so the forward solve carries that
+        # much noise, which central differences divide by the step: derivatives four
+        # orders below the largest are compared on the largest's scale
+        scale = max(abs(fd), 1e-4 * max(abs(x) for x in grad.values()))
+        assert abs(grad[key] - fd) <= 1e-5 * scale, (key, grad[key], fd)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "name", "k_off", "substeps"),
+    [
+        ("pumps", "GCaMP6s", 1.0, 1),
+        ("pumps", "GCaMP6f", 20.0, 1),
+        ("single_compartment", "OGB-1", 100.0, 2),
+        ("er", "jGCaMP7f", 10.0, 1),
+    ],
+)
+def test_kinetic_solve_matches_radau(model_name, name, k_off, substeps):
+    model = _kinetic(model_name, name, k_off)
+    params = {"influx_amplitude": 5.0}
+    ref = reference_simulate(model, params, TIME, STIM, method="Radau")
+    dff = _dff(model, params, substeps)
+    assert ref["dff"].max() > 0.3
+    np.testing.assert_allclose(dff, ref["dff"], rtol=0, atol=1e-4)
+
+
+def test_kinetic_solve_is_third_order():
+    model = _kinetic("pumps", "GCaMP6s", 1.0)
+    v = model.values({"influx_amplitude": 5.0})
+    ref = reference_simulate(model, v, TIME, STIM, method="Radau")["dff"]
+    err = []
+    for substeps in (2, 4):
+        # uniform steps (no grading after events), so that all of them halve
+        t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h, pm, er = model.kernel_args(
+            TIME, STIM, substeps=substeps
+        )
+        op, arg, tt, hh = K.schedule(t, ev_t, h)
+        dff = A.kinetic_dff_forward_tape(
+            model.pack_raw(v), op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er,
+            pm, er,
+        )[0]  # fmt: skip
+        err.append(np.abs(dff - ref).max())
+    assert 6.0 < err[0] / err[1] < 10.0  # 2³ = 8 for a third-order method
+
+
+def test_fast_binding_gives_the_equilibrium_model_without_more_steps():
+    # L-stability: as k_off → ∞ the implicit solve damps the binding mode at any step
+    # size and follows the equilibrium (rapid-buffer) model
+    eq = preset("pumps", "GCaMP6f")
+    ref = eq.simulate({"influx_amplitude": 5.0}, TIME, STIM, substeps=8).dff.values
+    # at an event's own frame the kinetic indicator has not bound anything yet
+    later = ~np.isin(TIME, STIM.events)
+    errs = []
+    for k_off in (1e3, 1e5, 1e7):
+        kin = _kinetic("pumps", "GCaMP6f", k_off)
+        dff = _dff(kin, {"influx_amplitude": 5.0}, 1)
+        assert np.all(np.isfinite(dff))
+        errs.append(np.abs(dff - ref)[later].max())
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 1e-3 * ref.max()
+
+
+def test_graded_schedule_shortens_steps_after_events_only():
+    t = np.arange(31) / 30.0
+    ev = np.array([0.5 + 1 / 60])
+    op, _, tt, hh = K.graded_schedule(t, ev, 1 / 30, 1 / 30 / 256, 0.5)
+    steps = op == K.S_STEP
+    # the steps tile [t0, t_end] and stop at every output and the event
+    assert hh[steps].sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.all(np.isin(t, tt[steps]) | (t == t[-1]))
+    after = steps & (tt >= ev[0])
+    assert hh[after][0] == pytest.approx(1 / 30 / 256)
+    assert hh[steps & (tt < ev[0] - 1e-9)].max() == pytest.approx(1 / 30)
+    # back to the frame step within ~log(256)/log(1.5) ≈ 14 steps of the event
+    assert np.sum(after & (hh < 1 / 30 * 0.99)) <= 16
+    uniform = K.schedule(t, ev, 1 / 30)
+    assert op.size > uniform[0].size
+    # without events it is the uniform schedule
+    same = K.graded_schedule(t, np.empty(0), 1 / 30, 1 / 30 / 256, 0.5)
+    np.testing.assert_array_equal(same[0], K.schedule(t, np.empty(0), 1 / 30)[0])
+    kin = A.kinetic_schedule(t, ev, 1 / 30)
+    graded = K.graded_schedule(t, ev, 1 / 30, 1 / 30 * A._FIRST_STEP, A._GROWTH)
+    np.testing.assert_array_equal(kin[3], graded[3])
