@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,15 +27,44 @@ def _parse_params(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def _cell_model(args: argparse.Namespace) -> Any:
+    """The preset model of ``--preset``, ``--indicator``, ``--indicator-kinetics``, ``--k-off``."""
+    from cainfer.forward import get_indicator, preset
+
+    ind = get_indicator(args.indicator)
+    if args.k_off is not None:
+        if not (math.isfinite(args.k_off) and args.k_off > 0):
+            raise ValueError(f"--k-off = {args.k_off!r} must be a positive rate (1/s)")
+        ind = ind.with_(
+            k_off=args.k_off, k_on=args.k_off / ind.kd**ind.hill, kinetics_source="--k-off"
+        )
+    if args.indicator_kinetics == "kinetic" and ind.k_off is None:
+        raise ValueError(
+            f"--indicator-kinetics kinetic needs --k-off (1/s): the catalogue has no binding "
+            f"rates for {ind.name}"
+        )
+    return preset(args.preset, ind, indicator_kinetics=args.indicator_kinetics)
+
+
+def _kinetics_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--indicator-kinetics",
+        choices=["equilibrium", "kinetic"],
+        default="equilibrium",
+        help="indicator binding in equilibrium with Ca (default) or with its kinetics",
+    )
+    p.add_argument("--k-off", type=float, help="indicator unbinding rate (1/s) for kinetic binding")
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cainfer.forward import Stimulus, preset
+    from cainfer.forward import Stimulus
 
-    model = preset(args.preset, args.indicator)
+    model = _cell_model(args)
     if args.duration <= 0 or args.frame_rate <= 0:
         raise ValueError("--duration and --frame-rate must be > 0")
     time = np.arange(round(args.duration * args.frame_rate)) / args.frame_rate
@@ -117,7 +148,7 @@ def _fit(args: argparse.Namespace) -> int:
     import xarray as xr
 
     matplotlib.use("Agg")
-    from cainfer.forward import Stimulus, preset
+    from cainfer.forward import Stimulus
     from cainfer.infer import fit
     from cainfer.pipeline.run import fit_rows, write_summary
 
@@ -127,7 +158,7 @@ def _fit(args: argparse.Namespace) -> int:
     with xr.open_dataset(src, engine="h5netcdf") as ds:
         traces = ds[[v for v in ("F", "F_neu", "F0", "dff") if v in ds]].load()
     stim = Stimulus.from_csv(args.stimulus)
-    model = preset(args.preset, args.indicator)
+    model = _cell_model(args)
     labels = [x.item() for x in traces["roi"].values]
     rois = [type(labels[0])(r) for r in args.roi] if args.roi else labels
     missing = [r for r in rois if r not in labels]
@@ -200,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="simulate a preset cell model to NetCDF and PNG")
     sim.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
     sim.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")
+    _kinetics_arguments(sim)
     sim.add_argument("--stimulus", help="CSV of event times (column time_s, optional weight)")
     sim.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     sim.add_argument("--frame-rate", type=float, default=30.0, help="frames/s (default 30)")
@@ -235,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--stimulus", required=True, help="CSV of event times (column time_s)")
     fit.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
     fit.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")
+    _kinetics_arguments(fit)
     fit.add_argument("--free", help="comma-separated free parameters (default: the usual set)")
     fit.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                      help="hold a parameter fixed (repeatable)")  # fmt: skip

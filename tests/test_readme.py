@@ -60,6 +60,20 @@ def test_cli_simulate_writes_netcdf_and_figure(tmp_path):
     assert (tmp_path / "simulation.png").stat().st_size > 10_000
 
 
+def test_cli_simulates_a_kinetic_indicator(tmp_path):
+    import xarray as xr
+
+    from cainfer.cli import main
+
+    args = ["simulate", "--preset", "single_compartment", "--indicator", "GCaMP6s",
+            "--indicator-kinetics", "kinetic", "--k-off", "2", "--stimulus",
+            str(ROOT / "data_examples" / "example_stimulus.csv"), "--duration", "30",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    ds = xr.open_dataset(tmp_path / "simulation.nc", engine="h5netcdf")
+    assert float(ds.dye_bound.max()) > float(ds.dye_bound[0]) > 0
+
+
 @pytest.mark.slow
 def test_readme_demo_command_runs(tmp_path, capsys):
     demo = re.search(r"<!-- demo -->\n```sh\n(.+)\n```", README).group(1)
@@ -109,6 +123,8 @@ def test_readme_demo_command_runs(tmp_path, capsys):
         (["simulate", "--param", "gamma=1"], "unknown parameter"),
         (["simulate", "--param", "pmca_vmax=abc"], "not a number"),
         (["simulate", "--stimulus", "/no/such.csv"], "No such file"),
+        (["simulate", "--indicator-kinetics", "kinetic"], "needs --k-off"),
+        (["simulate", "--k-off", "-1"], "must be a positive rate"),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(argv, message, tmp_path):

@@ -44,12 +44,15 @@ class Indicator:
         Total indicator concentration B_T in the cytosol (µM).
     k_on : float or None
         Association rate (1/(µM^n·s)); with ``k_off`` must satisfy
-        ``k_off/k_on = K_d^n`` within 1%. Informational: the forward model
-        assumes the indicator equilibrates within a frame (rapid buffering).
+        ``k_off/k_on = K_d^n`` within 1%. Used by models built with
+        ``indicator_kinetics="kinetic"``; the equilibrium model ignores it.
     k_off : float or None
         Dissociation rate (1/s).
     source : str
         Where the constants come from.
+    kinetics_source : str
+        Where ``k_on``/``k_off`` come from (the prior of a fitted ``k_off``
+        cites it).
     """
 
     name: str
@@ -60,6 +63,7 @@ class Indicator:
     k_on: float | None = None
     k_off: float | None = None
     source: str = "user-defined"
+    kinetics_source: str = "user-defined"
 
     def __post_init__(self) -> None:
         check_positive(f"indicator {self.name!r} kd (µM)", self.kd)

@@ -247,7 +247,7 @@ class CellModel:
                     "k_off",
                     "1/s",
                     ind.k_off,
-                    Prior("lognormal", ind.k_off, 0.5, ind.source),
+                    Prior("lognormal", ind.k_off, 0.5, ind.kinetics_source),
                     upper=1e7,
                     description=f"{ind.name} unbinding rate (k_on = k_off/K_d^n)",
                 )
@@ -764,6 +764,7 @@ class CellModel:
                 "k_on": ind.k_on,
                 "k_off": ind.k_off,
                 "source": ind.source,
+                "kinetics_source": ind.kinetics_source,
             },
             "indicator_kinetics": "kinetic" if self.kinetic else "equilibrium",
             "c_rest": self._params["c_rest"].default,

@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 
 from cainfer.extract import BASELINE_METHODS
-from cainfer.forward import PRESETS, CellModel, Prior, Stimulus, indicator_names, preset
+from cainfer.forward import (
+    PRESETS,
+    CellModel,
+    Prior,
+    Stimulus,
+    get_indicator,
+    indicator_names,
+    preset,
+)
 from cainfer.forward._params import _PRIOR_KINDS
 
 
@@ -71,6 +79,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     "model": {
         "preset": ((str,), "pumps", f"one of {', '.join(PRESETS)}"),
         "indicator": ((str,), "OGB-1", "indicator name from the catalogue"),
+        "indicator_kinetics": ((str,), "equilibrium", '"equilibrium" or "kinetic" binding'),
+        "k_off": (_NUM, None, "indicator unbinding rate (1/s): prior centre of a kinetic fit"),
         "free": ((list,), None, "free parameters (default: the model's usual set)"),
         "fixed": ((dict,), {}, "parameter = value for parameters held fixed"),
         "priors": ((dict,), {}, "parameter = {kind, a, b}: prior of a free parameter"),
@@ -128,7 +138,17 @@ class Config:
 
     def cell_model(self) -> CellModel:
         """The cell model the config names."""
-        return preset(self.model["preset"], self.model["indicator"])
+        ind = get_indicator(self.model["indicator"])
+        k_off = self.model["k_off"]
+        if k_off is not None:
+            ind = ind.with_(
+                k_off=float(k_off),
+                k_on=float(k_off) / ind.kd**ind.hill,
+                kinetics_source=f"config {self.path.name}: [model] k_off",
+            )
+        return preset(
+            self.model["preset"], ind, indicator_kinetics=self.model["indicator_kinetics"]
+        )
 
     def fit_options(self) -> dict[str, Any]:
         """The observation settings of ``[model]``, as keywords of :func:`cainfer.fit`."""
@@ -272,6 +292,17 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     if mod["indicator"] not in indicator_names():
         raise _err(path, "model", f"indicator = {mod['indicator']!r}; allowed: "
                    f"{', '.join(indicator_names())}")  # fmt: skip
+    if mod["indicator_kinetics"] not in ("equilibrium", "kinetic"):
+        raise _err(path, "model", f"indicator_kinetics = {mod['indicator_kinetics']!r}; "
+                   "allowed: equilibrium, kinetic")  # fmt: skip
+    k_off = mod["k_off"]
+    if k_off is not None and not (math.isfinite(k_off) and k_off > 0):
+        raise _err(path, "model", f"k_off = {k_off!r} must be a positive rate (1/s)")
+    if mod["indicator_kinetics"] == "kinetic" and k_off is None:
+        known = get_indicator(mod["indicator"]).k_off
+        if known is None:
+            raise _err(path, "model", f"indicator_kinetics = \"kinetic\" needs k_off (1/s): "
+                       f"the catalogue has no binding rates for {mod['indicator']}")  # fmt: skip
     for key, prior in mod["priors"].items():
         if not isinstance(prior, dict) or set(prior) - {"kind", "a", "b"} or "kind" not in prior:
             raise _err(path, "model", f"priors.{key}: expected {{kind, a, b}}")

@@ -95,6 +95,9 @@ CASES = [
         "not free",
     ),
     ("[rois]", '[rois]\nfit = "some"', r"\[rois\] fit = 'some'"),
+    ("[model]", '[model]\nindicator_kinetics = "slow"', "indicator_kinetics = 'slow'; allowed"),
+    ("[model]", '[model]\nindicator_kinetics = "kinetic"', "needs k_off"),
+    ("[model]", "[model]\nk_off = -2.0", "k_off = -2.0 must be a positive rate"),
     ("seed = 3", "seed = 3 =", "not valid TOML"),
 ]
 
@@ -121,3 +124,14 @@ def test_duplicate_recording_names_are_rejected(tmp_path):
     text = '[inputs]\nfiles = ["a/rec.tif", "b/rec.tif"]\n[stimulus]\nevents = [1.0]\n'
     with pytest.raises(ConfigError, match=r"recordings with the same name \['rec'\]"):
         load_config(_write(tmp_path, text))
+
+
+def test_kinetic_indicator_from_the_config(tmp_path):
+    text = BASE.replace("[model]", '[model]\nindicator_kinetics = "kinetic"\nk_off = 3.0')
+    path = _write(tmp_path, text)
+    model = load_config(path).cell_model()
+    assert model.kinetic
+    assert model.parameters["k_off"].default == 3.0
+    assert model.indicator.k_on == pytest.approx(3.0 / model.indicator.kd**model.indicator.hill)
+    assert path.name in model.parameters["k_off"].prior.source
+    assert not load_config(_write(tmp_path, BASE)).cell_model().kinetic
