@@ -3,7 +3,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from cainfer.forward import Stimulus, preset
+from cainfer.forward import Stimulus, get_indicator, preset
 from cainfer.infer import solve_op
 
 TIME = np.arange(90) / 30.0
@@ -69,3 +69,28 @@ def test_gradient_without_hill_coefficients_matches_on_the_free_slots():
     _, expected = model.dff_vjp({"influx_amplitude": 20.0}, TIME, STIM, w, substeps=2)
     assert grads[True][slots["serca_hill"]] == pytest.approx(expected["serca_hill"], rel=1e-9)
     assert expected["serca_hill"] != 0.0
+
+
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+@pytest.mark.parametrize("name", ["pumps", "er"])
+def test_kinetic_op_matches_the_model(name, mode):
+    # the Op runs the kernels specialised to the model's terms; dff_vjp the generic ones
+    ind = get_indicator("GCaMP6f")
+    ind = ind.with_(k_off=20.0, k_on=20.0 / ind.kd**ind.hill)
+    model = preset(name, ind, indicator_kinetics="kinetic")
+    params = {"influx_amplitude": 5.0, "k_off": 15.0}
+    op, consts = solve_op(model, TIME, STIM, substeps=1)
+    x = pt.dvector("p")
+    dff, _, *_ = op(x, *consts)
+    w = np.random.default_rng(3).normal(size=TIME.size)
+    f = pytensor.function([x], [dff, pytensor.grad((dff * w).sum(), x)], mode=mode)
+    got_dff, grad = f(model.pack_raw(params))
+    expected_dff, expected = model.dff_vjp(params, TIME, STIM, w, substeps=1)
+    assert got_dff.max() > 0.3
+    # two compiled copies of the same solve; their Newton iterations stop at 1e-13
+    # relative, so they agree to about that, far inside 1e-9
+    np.testing.assert_allclose(got_dff, expected_dff, rtol=1e-9, atol=1e-12)
+    slots = model.slots()
+    scale = max(abs(v) for v in expected.values())
+    for k, v in expected.items():
+        assert grad[slots[k]] == pytest.approx(v, rel=1e-8, abs=1e-10 * scale), k
