@@ -1,0 +1,150 @@
+"""Kinetic indicator fits: B1-sized data with a slow, GCaMP6s-like indicator.
+
+B1's cell (see ``benchmarks/inference.py``: a saturable pump, a leak balancing
+it at rest, a calcium jump per event; 1800 frames at 30 frames/s, 10 events
+with two doublets) imaged with GCaMP6s (K_d 147 nM, Hill 2.45, ΔF/F_max 27.2,
+B_T 20 µM; Badura et al. 2014) whose binding is kinetic with k_off = 1/s (an
+assumed rate: the catalogue carries none yet). The data come from
+``simulate`` (explicit RK4, substeps chosen for stability); the fits run the
+implicit kinetic solve. Free: V_max, K, influx amplitude, κ_S, k_off and the
+noise σ (ΔF/F taken as exact, as in B1's cainfer row), then the same with the
+default observation model for a ΔF/F trace.
+
+Prints, per fit: compile and sampling time, minimum bulk ESS per second of
+sampling, max R-hat and whether every true value lies in its 94% HDI; then
+the cost of one log-density gradient of the kinetic model against B1's
+equilibrium model (same process, same data size), and the steps per frame of
+the kinetic solve. With ``--cold`` everything is compiled into an empty cache
+directory first, and the time of the first fit's compilation is printed
+(what a fresh machine sees).
+
+Run: ``python benchmarks/kinetic.py [--quick] [--cold]``
+(``--quick``: 2 chains x 300 + 300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+if "--cold" in sys.argv:  # before cainfer is imported: its caches go to an empty directory
+    os.environ["CAINFER_CACHE_DIR"] = tempfile.mkdtemp(prefix="cainfer-cold-")
+
+import arviz as az
+import numpy as np
+
+from cainfer.forward import PMCA, CellModel, EventInflux, PlasmaLeak, Stimulus, get_indicator
+from cainfer.infer import fit
+
+K_OFF = 1.0
+TRUTH = {
+    "pump_vmax": 150.0, "pump_k": 0.4, "influx_amplitude": 4.0, "kappa_s": 80.0, "k_off": K_OFF,
+}  # fmt: skip
+SIGMA = 0.05
+FREE = ["pump_vmax", "pump_k", "influx_amplitude", "kappa_s", "k_off"]
+EVENTS = [3.0, 8.0, 13.0, 13.05, 20.0, 27.0, 34.0, 34.05, 42.0, 50.0]
+
+
+def models() -> tuple[CellModel, CellModel]:
+    """The kinetic GCaMP6s cell and the same cell with binding in equilibrium."""
+    ind = get_indicator("GCaMP6s")
+    ind = ind.with_(
+        k_off=K_OFF, k_on=K_OFF / ind.kd**ind.hill, kinetics_source="assumed for the benchmark"
+    )
+    terms = [PMCA(name="pump", hill=1.0), PlasmaLeak(), EventInflux()]
+    return (
+        CellModel(terms, indicator=ind, indicator_kinetics="kinetic"),
+        CellModel(terms, indicator=ind),
+    )
+
+
+def _row(name: str, res, truth: dict[str, float], wall: float) -> None:
+    s = az.summary(
+        res.idata, var_names=[*FREE, "sigma"], ci_prob=0.94, ci_kind="hdi", round_to="none"
+    )
+    st = res.settings
+    ess = float(s["ess_bulk"].astype(float).min())
+    inside = all(
+        float(s.loc[k, "hdi94_lb"]) <= v <= float(s.loc[k, "hdi94_ub"]) for k, v in truth.items()
+    )
+    print(
+        f"{name:<44} {st['compile_seconds']:8.1f} {st['sampling_seconds']:9.1f} {wall:8.1f} "
+        f"{ess / st['sampling_seconds']:10.1f} {float(s['r_hat'].astype(float).max()):7.3f} "
+        f"{inside!s:>8}"
+    )
+
+
+def _grad_ms(model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, free) -> float:
+    from cainfer.infer.fit import _pymc_model, _validated
+    from cainfer.infer.observation import ObservedData
+
+    options = dict(
+        observation="dff_exact", likelihood="normal", residuals="white", drift="none",
+        drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
+        substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
+        sampler="nutpie", backend="numba",
+    )  # fmt: skip
+    free_v, fixed, priors = _validated(model, free, None, None, options)
+    m = _pymc_model(
+        model, ObservedData("dff_exact", y[None, :]), t, None, stim, free_v, fixed, priors, (),
+        0.5, options,
+    )  # fmt: skip
+    import pytensor
+
+    logp = m.logp()
+    f = pytensor.function(m.value_vars, [logp, *pytensor.grad(logp, m.value_vars)], mode="NUMBA")
+    ip = m.initial_point()
+    x = [ip[v.name] for v in m.value_vars]
+    f(*x)
+    n, t0 = 0, time.perf_counter()
+    while n < 50 or time.perf_counter() - t0 < 2.0:
+        f(*x)
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--cold", action="store_true", help="compile into an empty cache first")
+    args = ap.parse_args()
+    chains, tune, draws = (2, 300, 300) if args.quick else (4, 1000, 1000)
+    kin, eq = models()
+    t = np.arange(1800) / 30.0
+    stim = Stimulus(events=EVENTS)
+    rng = np.random.default_rng(1)
+    sim = kin.simulate(TRUTH, t, stim)
+    y = sim.dff.values + rng.normal(0, SIGMA, t.size)
+    print(f"kinetic GCaMP6s, k_off {K_OFF}/s: peak ΔF/F {sim.dff.max().item():.2f}, "
+          f"simulate() used {sim.attrs.get('substeps')} RK4 steps per frame")  # fmt: skip
+    if args.cold:
+        print(f"cold cache: {os.environ['CAINFER_CACHE_DIR']}")
+    kw = dict(stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains, seed=1)
+    print(f"{chains} chains x ({tune} tune + {draws} draws)")
+    print(f"{'fit':<44} {'compile':>8} {'sampling':>9} {'wall':>8} {'minESS/s':>10} "
+          f"{'R-hat':>7} {'in HDI':>8}")  # fmt: skip
+    t0 = time.perf_counter()
+    res = fit(y, kin, **kw, observation="dff_exact", residuals="white")
+    _row("kinetic, exact ΔF/F", res, {**TRUTH, "sigma": SIGMA}, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    res = fit(y, kin, **kw)
+    _row("kinetic, ΔF/F input, default observation", res, TRUTH, time.perf_counter() - t0)
+
+    from cainfer.forward import _adjoint as A
+
+    g_kin = _grad_ms(kin, t, stim, y, FREE)
+    y_eq = eq.simulate({k: v for k, v in TRUTH.items() if k != "k_off"}, t, stim).dff.values
+    g_eq = _grad_ms(eq, t, stim, y_eq, FREE[:-1])
+    print(f"one log-density gradient: kinetic {g_kin:.3f} ms, equilibrium {g_eq:.3f} ms "
+          f"(ratio {g_kin / g_eq:.1f})")  # fmt: skip
+    h = float(np.diff(t).min())
+    op = A.kinetic_schedule(t, np.asarray(EVENTS), h)[0]
+    print(f"kinetic solve: {int((op == 0).sum())} steps for {t.size} frames "
+          f"({(op == 0).sum() / (t.size - 1):.2f} per frame interval)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
