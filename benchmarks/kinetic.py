@@ -97,18 +97,9 @@ def _grad_ms(model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, fre
         model, ObservedData("dff_exact", y[None, :]), t, None, stim, free_v, fixed, priors, (),
         0.5, options,
     )  # fmt: skip
-    import pytensor
+    from inference import _logp_grad_ms  # benchmarks/inference.py (this script's folder)
 
-    logp = m.logp()
-    f = pytensor.function(m.value_vars, [logp, *pytensor.grad(logp, m.value_vars)], mode="NUMBA")
-    ip = m.initial_point()
-    x = [ip[v.name] for v in m.value_vars]
-    f(*x)
-    n, t0 = 0, time.perf_counter()
-    while n < 50 or time.perf_counter() - t0 < 2.0:
-        f(*x)
-        n += 1
-    return (time.perf_counter() - t0) / n * 1e3
+    return _logp_grad_ms(m, "NUMBA")
 
 
 def coverage(n: int) -> None:
