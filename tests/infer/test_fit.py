@@ -161,18 +161,20 @@ def test_identifiability_report(recovery):
 def test_kinetic_indicator_is_fitted_with_its_binding_rate():
     """A slow indicator (GCaMP6s-like, k_off 2/s): its rise and decay are recovered.
 
-    The data come from ``simulate`` (explicit RK4 with many substeps), the fit runs
-    the implicit kinetic solve: two independent solvers of the same model.
+    The data come from ``simulate(solver="rk4")`` (explicit, many substeps), the fit
+    runs the implicit kinetic solve: two independent solvers of the same model.
     """
     ind = cainfer.get_indicator("GCaMP6s")
     ind = ind.with_(k_off=2.0, k_on=2.0 / ind.kd**ind.hill, kinetics_source="test value")
     model = cainfer.single_compartment(ind, indicator_kinetics="kinetic")
     truth = {"gamma": 500.0, "influx_amplitude": 3.0, "k_off": 2.0}
-    traces = simulate_traces(model, truth, TIME, STIM, noise_sd=0.03, seed=2)
+    clean = model.simulate(truth, TIME, STIM, solver="rk4").dff.values
+    y = clean + np.random.default_rng(2).normal(0.0, 0.03, TIME.size)
     result = fit(
-        traces.dff.isel(roi=0),
+        y,
         model,
         stimulus=STIM,
+        time=TIME,
         free=list(truth),
         draws=500,
         tune=500,
