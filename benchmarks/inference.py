@@ -290,6 +290,24 @@ def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
         print(f"cainfer ESS/s / {name}: {base / rest[3]:.1f}x")
 
 
+def exact_pymc_model(
+    model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, free: list[str]
+) -> pm.Model:
+    """The PyMC model cainfer builds for trace ``y`` taken as exact ΔF/F, white noise."""
+    from cainfer.infer.fit import _pymc_model, _validated
+    from cainfer.infer.observation import ObservedData
+
+    options = dict(
+        observation="dff_exact", likelihood="normal", residuals="white", drift="none",
+        drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
+        substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
+        sampler="nutpie", backend="numba",
+    )  # fmt: skip
+    free_v, fixed, priors = _validated(model, free, None, None, options)
+    data = ObservedData("dff_exact", y[None, :])
+    return _pymc_model(model, data, t, None, stim, free_v, fixed, priors, (), 0.5, options)
+
+
 def _logp_grad_ms(m: pm.Model, mode: str) -> float:
     """Milliseconds per log density + gradient of a PyMC model compiled with ``mode``."""
     logp = m.logp()
@@ -311,18 +329,8 @@ def _print_gradient_cost(
     """Cost of one log-density gradient, and of its solver part alone."""
     from cainfer.forward import _adjoint as A
     from cainfer.forward._specialize import specialized
-    from cainfer.infer.fit import _pymc_model, _validated
-    from cainfer.infer.observation import ObservedData
 
-    options = dict(
-        observation="dff_exact", likelihood="normal", residuals="white", drift="none",
-        drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
-        substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
-        sampler="nutpie", backend="numba",
-    )  # fmt: skip
-    free, fixed, priors = _validated(model, FREE, None, None, options)
-    data = ObservedData("dff_exact", y[None, :])
-    cm = _pymc_model(model, data, t, None, stim, free, fixed, priors, (), 0.5, options)
+    cm = exact_pymc_model(model, t, stim, y, FREE)
     sm = scan_model(model, t, y)
     modes = ["NUMBA", "JAX"] if have_jax else ["NUMBA"]
     for label, m in (("cainfer", cm), ("scan", sm)):

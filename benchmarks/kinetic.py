@@ -83,23 +83,11 @@ def _row(name: str, res, truth: dict[str, float], wall: float) -> None:
 
 
 def _grad_ms(model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, free) -> float:
-    from cainfer.infer.fit import _pymc_model, _validated
-    from cainfer.infer.observation import ObservedData
+    """Milliseconds per log density + gradient (exact ΔF/F, white noise, numba)."""
+    # benchmarks/inference.py, in this script's folder
+    from inference import _logp_grad_ms, exact_pymc_model
 
-    options = dict(
-        observation="dff_exact", likelihood="normal", residuals="white", drift="none",
-        drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
-        substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
-        sampler="nutpie", backend="numba",
-    )  # fmt: skip
-    free_v, fixed, priors = _validated(model, free, None, None, options)
-    m = _pymc_model(
-        model, ObservedData("dff_exact", y[None, :]), t, None, stim, free_v, fixed, priors, (),
-        0.5, options,
-    )  # fmt: skip
-    from inference import _logp_grad_ms  # benchmarks/inference.py (this script's folder)
-
-    return _logp_grad_ms(m, "NUMBA")
+    return _logp_grad_ms(exact_pymc_model(model, t, stim, y, free), "NUMBA")
 
 
 def coverage(n: int) -> None:
