@@ -1630,8 +1630,34 @@ def _recorded(f: Fit) -> np.ndarray:
     return np.asarray(obs["y"] if "y" in obs else obs["dff"])
 
 
-def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking") -> Any:
+def _events_on_frames(f: Fit) -> int:
+    """How many of a fit's stimulus events fall on a frame time (within 1e-6 frame)."""
+    ev = np.asarray(f.settings.get("stimulus_events", []), dtype=float)
+    obs = f.idata["observed_data"]
+    if ev.size == 0 or "time" not in obs.coords:
+        return 0
+    t = np.asarray(obs["time"], dtype=float)
+    if t.size < 2:
+        return 0
+    tol = 1e-6 * float(np.min(np.diff(t)))
+    i = np.clip(np.searchsorted(t, ev), 1, t.size - 1)
+    gap = np.minimum(np.abs(t[i] - ev), np.abs(t[i - 1] - ev))
+    return int(np.count_nonzero(gap <= tol))
+
+
+def compare(
+    fits: Mapping[str, Fit] | Sequence[Fit],
+    *,
+    method: str = "stacking",
+    round_to: int | str = "auto",
+) -> Any:
     """Rank alternative models of the same trace(s) by PSIS-LOO expected log predictive density.
+
+    Typical uses: equilibrium against kinetic indicator binding
+    (``indicator_kinetics``), a pump's Hill coefficient free or fixed, one
+    compartment or an ER. Each frame's term of the log likelihood is its
+    density given the previous frame (the AR(1) residuals' factorisation), so
+    LOO here leaves out one frame's innovation, not a block of time.
 
     Parameters
     ----------
@@ -1640,24 +1666,48 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking"
         sequence is named ``model_0``, ``model_1``, ... .
     method : {"stacking", "bb-pseudo-bma", "pseudo-bma"}
         How arviz weights the models.
+    round_to : int or {"auto", "none"}
+        ``"auto"`` rounds each number to what its standard error supports,
+        an integer to that many decimals, ``"none"`` returns raw numbers.
 
     Returns
     -------
     pandas.DataFrame
-        arviz's comparison table, best model first: ``elpd`` (LOO), its
-        standard error, the difference ``elpd_diff`` to the best and its
-        standard error ``dse``, ``p`` (effective number of parameters),
-        ``weight`` and ``warning`` (True when Pareto k is too high for LOO to
-        be reliable). Vehtari, Gelman & Gabry (2017), Stat. Comput. 27:1413.
+        arviz's comparison table, best model first: ``rank``, ``elpd_diff``
+        (LOO elpd of the model minus the best's, ≤ 0), ``dse`` (its standard
+        error), ``p_worse`` (normal-approximation probability that the model
+        predicts worse than the best), ``diag_diff`` (``"|elpd_diff| < 4"``
+        when the models predict alike, ``"N < 100"`` for short data: read the
+        difference with caution), ``diag_elpd`` (how many Pareto k are too
+        high for PSIS-LOO to be reliable; empty when none), ``p`` (effective
+        number of parameters), ``elpd``, ``se`` and ``weight``.
+        Vehtari, Gelman & Gabry (2017), Stat. Comput. 27:1413,
+        doi:10.1007/s11222-016-9696-4.
 
     Raises
     ------
     ValueError
-        Fewer than two fits, an unknown method, or fits of different data.
+        Fewer than two fits, an unknown method or rounding, or fits of
+        different data.
+
+    Warns
+    -----
+    FitWarning
+        When the fits differ in indicator binding and stimulus events fall
+        exactly on frame times. The equilibrium model shows an event in the
+        frame taken at its time (binding is instant, the state is
+        right-continuous); a kinetic indicator has not bound yet at that
+        instant and shows it from the next frame on, whatever its rates. Such
+        frames then decide the comparison by this convention rather than by
+        the binding rates.
     """
     methods = ("stacking", "bb-pseudo-bma", "pseudo-bma")
     if method not in methods:
         raise ValueError(f"method {method!r}; allowed: {', '.join(methods)}")
+    if not (isinstance(round_to, int) and not isinstance(round_to, bool) and round_to >= 0) and (
+        round_to not in ("auto", "none")
+    ):
+        raise ValueError(f"round_to = {round_to!r}; allowed: 'auto', 'none' or decimals >= 0")
     named = (
         dict(fits) if isinstance(fits, Mapping) else {f"model_{i}": f for i, f in enumerate(fits)}
     )
@@ -1673,7 +1723,18 @@ def compare(fits: Mapping[str, Fit] | Sequence[Fit], *, method: str = "stacking"
                 f"fits {ref_name!r} and {name!r} are of different data: LOO compares models "
                 "of the same observations"
             )
+    binding = {f.model.kinetic for _, f in items}
+    on_frames = max(_events_on_frames(f) for _, f in items)
+    if len(binding) > 1 and on_frames:
+        warnings.warn(
+            f"{on_frames} stimulus event(s) fall exactly on frame times: the equilibrium model "
+            "shows each in that frame, a kinetic indicator only from the next one, so those "
+            "frames weigh in the comparison by convention, not by binding rate; with event "
+            "times from the recording (not rounded to the frame clock) this does not arise",
+            FitWarning,
+            stacklevel=2,
+        )
     with warnings.catch_warnings():
-        # a high Pareto k is reported in the table's ``warning`` column
+        # a high Pareto k is reported in the table's ``diag_elpd`` column
         warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
-        return az.compare({k: f.idata for k, f in items}, method=method)
+        return az.compare({k: f.idata for k, f in items}, method=method, round_to=round_to)

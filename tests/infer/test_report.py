@@ -1,5 +1,6 @@
 """Plots of a fit and model comparison by LOO."""
 
+import dataclasses
 import warnings
 
 import matplotlib
@@ -95,3 +96,68 @@ def test_compare_rejects_fits_of_different_data(recovery):
         compare([result])
     with pytest.raises(ValueError, match="allowed: stacking"):
         compare([result, result], method="aic")
+    with pytest.raises(ValueError, match="round_to"):
+        compare([result, result], round_to="two")
+
+
+def _gcamp6s(k_off: float) -> tuple[cainfer.CellModel, cainfer.CellModel]:
+    ind = cainfer.get_indicator("GCaMP6s")
+    ind = ind.with_(k_off=k_off, k_on=k_off / ind.kd**ind.hill, kinetics_source="test value")
+    return (
+        cainfer.single_compartment(ind, indicator_kinetics="kinetic"),
+        cainfer.single_compartment(ind),
+    )
+
+
+def _binding_fits(
+    generator: str, n: int, stimulus: cainfer.Stimulus, draws: int
+) -> dict[str, cainfer.Fit]:
+    kin, eq = _gcamp6s(1.0)
+    t = np.arange(n) / 30.0
+    truth = {"gamma": 500.0, "influx_amplitude": 3.0}
+    src, values = (kin, {**truth, "k_off": 1.0}) if generator == "kinetic" else (eq, truth)
+    rng = np.random.default_rng(5)
+    y = src.simulate(values, t, stimulus).dff.values + rng.normal(0, 0.03, n)
+    kw = dict(stimulus=stimulus, time=t, draws=draws, tune=draws, chains=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cainfer.infer.FitWarning)
+        return {
+            "kinetic": fit(y, kin, free=["gamma", "influx_amplitude", "k_off"], **kw),
+            "equilibrium": fit(y, eq, free=["gamma", "influx_amplitude"], **kw),
+        }
+
+
+@pytest.mark.slow
+def test_compare_tells_slow_kinetic_binding_from_equilibrium():
+    # events at times off the frame clock, as spikes are; GCaMP6s unbinding at 1/s
+    rng = np.random.default_rng(5)
+    stim = cainfer.Stimulus(events=np.sort(rng.uniform(1.0, 13.0, 8)))
+    table = compare(_binding_fits("kinetic", 450, stim, 300), round_to="none")
+    assert table.index[0] == "kinetic", table
+    row = table.loc["equilibrium"]
+    assert abs(row["elpd_diff"]) > 4 * row["dse"] and row["weight"] < 0.05, table
+    # data from instant binding: the extra rate buys the kinetic model nothing
+    table = compare(_binding_fits("equilibrium", 450, stim, 300), round_to="none")
+    worse = table.index[1]
+    row = table.loc[worse]
+    assert worse == "kinetic" or abs(row["elpd_diff"]) < 2 * row["dse"], table
+
+
+@pytest.mark.slow
+def test_compare_warns_when_events_sit_on_frames_and_binding_differs():
+    on = cainfer.Stimulus(events=[0.5, 1.0])  # frames every 1/30 s: on the clock
+    fits = _binding_fits("kinetic", 60, on, 30)
+    with pytest.warns(cainfer.infer.FitWarning, match=r"2 stimulus event\(s\) fall exactly"):
+        compare(fits)
+    # the same fits as if the events had been 10 ms later: no warning
+    off = {
+        k: dataclasses.replace(f, settings={**f.settings, "stimulus_events": [0.51, 1.01]})
+        for k, f in fits.items()
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cainfer.infer.FitWarning)
+        compare(off)
+    # the same binding in both: nothing to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cainfer.infer.FitWarning)
+        compare([fits["kinetic"], fits["kinetic"]])
