@@ -32,6 +32,13 @@ from cainfer.forward.model import (
     pumps_model,
     single_compartment,
 )
+from cainfer.forward.ratiometric import (
+    RatioCalibration,
+    RatiometricDye,
+    RatioWarning,
+    get_ratiometric,
+    ratiometric_names,
+)
 from cainfer.forward.stimulus import Stimulus
 
 __all__ = [
@@ -51,6 +58,9 @@ __all__ = [
     "Parameter",
     "PlasmaLeak",
     "Prior",
+    "RatioCalibration",
+    "RatioWarning",
+    "RatiometricDye",
     "RestingState",
     "Stimulus",
     "WaveformInflux",
@@ -59,10 +69,12 @@ __all__ = [
     "fluorescence",
     "free_calcium",
     "get_indicator",
+    "get_ratiometric",
     "indicator_capacity",
     "indicator_names",
     "preset",
     "pumps_model",
+    "ratiometric_names",
     "single_compartment",
     "total_calcium",
 ]

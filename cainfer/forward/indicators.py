@@ -39,7 +39,9 @@ class Indicator:
     hill : float
         Hill coefficient n (dimensionless).
     rf : float
-        Dynamic range R_f = F_max/F_min (dimensionless, > 1).
+        Dynamic range R_f = F_max/F_min (dimensionless, > 0, not 1): above 1
+        for an indicator that brightens on binding, below 1 for one that
+        dims (the 380-nm channel of Fura-2, see :mod:`cainfer.forward.ratiometric`).
     b_total : float
         Total indicator concentration B_T in the cytosol (µM).
     k_on : float or None
@@ -69,9 +71,10 @@ class Indicator:
         check_positive(f"indicator {self.name!r} kd (µM)", self.kd)
         check_positive(f"indicator {self.name!r} hill", self.hill)
         check_positive(f"indicator {self.name!r} b_total (µM)", self.b_total, allow_zero=True)
-        if not (math.isfinite(self.rf) and self.rf > 1.0):
+        if not (math.isfinite(self.rf) and self.rf > 0.0 and self.rf != 1.0):
             raise ValueError(
-                f"indicator {self.name!r} rf = {self.rf!r} must be a finite number in (1, inf)"
+                f"indicator {self.name!r} rf = {self.rf!r} must be a finite number > 0 other "
+                "than 1 (above 1 for an indicator that brightens on binding)"
             )
         if (self.k_on is None) != (self.k_off is None):
             raise ValueError(f"indicator {self.name!r}: give both k_on and k_off, or neither")

@@ -225,8 +225,9 @@ class CellModel:
                 "1",
                 ind.rf,
                 Prior("lognormal", ind.rf, 0.2, ind.source),
-                lower=1.0,
-                upper=1e4,
+                # brightens on binding (R_f > 1) or dims (R_f < 1): never both
+                lower=1.0 if ind.rf > 1.0 else 0.0,
+                upper=1e4 if ind.rf > 1.0 else 1.0,
                 description=f"{ind.name} dynamic range F_max/F_min",
             ),
             Parameter(

@@ -43,6 +43,7 @@ def test_unknown_indicator_lists_known_names():
         ({"kd": float("nan")}, "kd"),
         ({"hill": 0.0}, "hill"),
         ({"rf": 1.0}, "rf"),
+        ({"rf": 0.0}, "rf"),
         ({"b_total": -1.0}, "b_total"),
         ({"k_on": 1.0}, "both k_on and k_off"),
         ({"k_on": 100.0, "k_off": 50.0}, "disagrees with kd"),
