@@ -8,6 +8,7 @@ movie so that extraction and inference can be checked against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from scipy import ndimage
 
 from cainfer.forward import CellModel, Stimulus
 from cainfer.forward._params import check_positive
+from cainfer.forward.ratiometric import RatioCalibration
 
 
 def _drift_curve(time: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
@@ -167,6 +169,7 @@ def simulate_movie(
     noise: bool = True,
     chunk: int = 256,
     seed: int = 0,
+    calibration: RatioCalibration | None = None,
 ) -> MoviePaths:
     """Write a synthetic calcium-imaging movie (ImageJ TIFF, uint16) and its ground truth.
 
@@ -236,6 +239,16 @@ def simulate_movie(
         Frames generated per chunk.
     seed : int
         Seed of every random choice: same seed, same bytes.
+    calibration : RatioCalibration, optional
+        Write a ratiometric recording: two channels (ImageJ ``TCYX``), the
+        numerator and denominator of the calibration's ratio. ``model`` must
+        carry the numerator channel's indicator
+        (``dye.indicator(calibration, channel=0)``); ``brightness`` is the
+        denominator channel's resting brightness and the numerator's is that
+        times the resting ratio, so that background-free ROI means give the
+        calibrated ratio. The neuropil is a background of its own in each
+        channel (the numerator's half as bright). The truth adds ``F`` per
+        channel (``F_channels``), the true ``ratio`` and the calibration.
 
     Returns
     -------
@@ -278,6 +291,26 @@ def simulate_movie(
     sims = [model.simulate(p, time, stimulus) for p in per_cell]
     dff = np.stack([s.dff.values for s in sims])
     ca = np.stack([s.ca.values for s in sims])
+    # per channel: ΔF/F and resting brightness relative to `brightness`
+    if calibration is None:
+        channel_dff, channel_level, np_level = [dff], np.ones((1, n_cells)), [1.0]
+    else:
+        rf_num, rf_den = calibration.channel_ranges()
+        if not np.isclose(model.indicator.rf, rf_num):
+            raise ValueError(
+                f"model indicator R_f {model.indicator.rf:g} is not the calibration's numerator "
+                f"channel range {rf_num:g}: build it with dye.indicator(calibration, channel=0)"
+            )
+        # bound fraction from the numerator's ΔF/F: F/F_min = 1 + (R_f − 1)·f
+        c_rest = np.array([p["c_rest"] for p in per_cell])[:, None]
+        x0 = (c_rest / model.indicator.kd) ** model.indicator.hill
+        f0 = x0 / (1.0 + x0)
+        f = f0 + dff * (1.0 + (rf_num - 1.0) * f0) / (rf_num - 1.0)
+        dff_den = (rf_den - 1.0) * (f - f0) / (1.0 + (rf_den - 1.0) * f0)
+        channel_dff = [dff, dff_den]
+        channel_level = np.stack([calibration.to_ratio(c_rest[:, 0]), np.ones(n_cells)])
+        np_level = [0.5, 1.0]
+    n_ch = len(channel_dff)
 
     # neuropil: smooth spatial profile, activity = low-passed mean cell activity
     np_profile = ndimage.gaussian_filter(rng.uniform(0.6, 1.4, shape), sigma=min(shape) / 6)
@@ -306,27 +339,35 @@ def simulate_movie(
 
     # ground-truth traces: mask-mean cell F (own footprint only) and neuropil under each mask
     foot_mean = np.array([foot[i][masks[i]].mean() for i in range(n_cells)])
-    cell_F = (cell_brightness * foot_mean)[:, None] * (1.0 + dff) * bleach_curve
+    channel_F = np.stack([
+        (cell_brightness * foot_mean * channel_level[k])[:, None]
+        * (1.0 + channel_dff[k]) * bleach_curve
+        for k in range(n_ch)
+    ])  # fmt: skip
+    cell_F = channel_F[0]
     np_under = np.array([np_image[m].mean() for m in masks])
     np_F = np_under[:, None] * (1.0 + np_dff)[None, :] * bleach_curve
 
     def frames() -> Iterator[np.ndarray]:
         for a in range(0, n_frames, chunk):
             b = min(a + chunk, n_frames)
-            act = cell_brightness[:, None] * (1.0 + dff[:, a:b])  # (cell, t)
-            clean = np.einsum("ct,cyx->tyx", act, foot)
-            clean += np_image[None] * (1.0 + np_dff[a:b])[:, None, None]
-            clean *= bleach_curve[a:b, None, None]
+            clean = np.empty((n_ch, b - a, *shape))
+            for k in range(n_ch):
+                act = (cell_brightness * channel_level[k])[:, None] * (1.0 + channel_dff[k][:, a:b])
+                clean[k] = np.einsum("ct,cyx->tyx", act, foot)
+                clean[k] += np_level[k] * np_image[None] * (1.0 + np_dff[a:b])[:, None, None]
+            clean *= bleach_curve[None, a:b, None, None]
             for j in range(b - a):
-                moved = np.fft.ifft2(
-                    ndimage.fourier_shift(np.fft.fft2(clean[j]), shifts[a + j])
-                ).real
-                moved = np.maximum(moved, 0.0)
-                if noise:
-                    counts = rng.poisson(moved) + rng.normal(offset, read_noise, moved.shape)
-                else:
-                    counts = moved + offset
-                yield np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+                for k in range(n_ch):
+                    moved = np.fft.ifft2(
+                        ndimage.fourier_shift(np.fft.fft2(clean[k, j]), shifts[a + j])
+                    ).real
+                    moved = np.maximum(moved, 0.0)
+                    if noise:
+                        counts = rng.poisson(moved) + rng.normal(offset, read_noise, moved.shape)
+                    else:
+                        counts = moved + offset
+                    yield np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
 
     stem = path.with_suffix("")
     out = MoviePaths(
@@ -338,9 +379,13 @@ def simulate_movie(
     _atomic_tiff(
         out.movie,
         frames(),
-        shape=(n_frames, *shape),
+        shape=(n_frames, n_ch, *shape) if n_ch > 1 else (n_frames, *shape),
         dtype=np.uint16,
-        metadata={"axes": "TYX", "finterval": 1.0 / frame_rate, "unit": "pixel"},
+        metadata={
+            "axes": "TCYX" if n_ch > 1 else "TYX",
+            "finterval": 1.0 / frame_rate,
+            "unit": "pixel",
+        },
     )
     _atomic_tiff(out.rois, labels, metadata={"axes": "YX"})
     stimulus.to_csv(out.stimulus)
@@ -401,6 +446,19 @@ def simulate_movie(
             "movie": out.movie.name,
         },
     )
+    if calibration is not None:
+        truth["F_channels"] = (
+            ("channel", "cell", "time"),
+            channel_F,
+            {"units": "photons/frame", "long_name": "cell fluorescence per channel, mask mean"},
+        )
+        truth["ratio"] = (
+            ("cell", "time"),
+            calibration.to_ratio(ca),
+            {"long_name": "numerator/denominator of the background-free cell"},
+        )
+        truth = truth.assign_coords(channel=["numerator", "denominator"])
+        truth.attrs["calibration"] = json.dumps(dataclasses.asdict(calibration))
     tmp = out.truth.with_name(out.truth.name + ".tmp")
     truth.to_netcdf(tmp, engine="h5netcdf")
     os.replace(tmp, out.truth)

@@ -3,6 +3,7 @@
 from cainfer.extract.baseline import BASELINE_METHODS, baseline
 from cainfer.extract.detect import detect_rois
 from cainfer.extract.neuropil import neuropil_masks
+from cainfer.extract.ratio import extract_ratio
 from cainfer.extract.registration import make_reference, register_frames, shift_frame
 from cainfer.extract.summary import SummaryAccumulator
 from cainfer.extract.traces import ExtractionWarning, extract_traces
@@ -13,6 +14,7 @@ __all__ = [
     "SummaryAccumulator",
     "baseline",
     "detect_rois",
+    "extract_ratio",
     "extract_traces",
     "make_reference",
     "neuropil_masks",

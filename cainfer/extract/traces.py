@@ -93,6 +93,7 @@ def extract_traces(
     upsample: int = 20,
     chunk: int = 128,
     frame_rate: float | None = None,
+    shifts: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Extract ΔF/F traces of ROIs from a recording.
@@ -152,6 +153,10 @@ def extract_traces(
         Frames read at a time.
     frame_rate : float, optional
         Frames per second, when ``movie`` is a path without that metadata.
+    shifts : numpy.ndarray, optional
+        ``(time, 2)`` displacements (y, x; pixels) to undo instead of
+        estimating them, for example another channel's ``shifts`` (needs
+        ``register=True``).
     progress : callable, optional
         Called as ``progress(done, total)`` after each chunk, counting frames
         over all passes (for a progress bar).
@@ -181,6 +186,13 @@ def extract_traces(
         raise ValueError(f"dark_level = {dark_level!r} must be a finite number of counts")
     if chunk < 1 or upsample < 1 or reference_frames < 1:
         raise ValueError("chunk, upsample and reference_frames must be ≥ 1")
+    given = None
+    if shifts is not None:
+        if not register:
+            raise ValueError("shifts were given but register=False: nothing would apply them")
+        given = np.asarray(shifts, dtype=float)
+        if given.ndim != 2 or given.shape[1] != 2 or not np.all(np.isfinite(given)):
+            raise ValueError(f"shifts must be finite, shape (time, 2); got {given.shape}")
 
     def _run(mv: Movie) -> xr.Dataset:
         T, h, w = mv.shape
@@ -188,13 +200,19 @@ def extract_traces(
 
         ref_fft = None
         shifts = np.zeros((T, 2)) if register else None
-        if register:
+        if given is not None:
+            if given.shape[0] != T:
+                raise ValueError(f"shifts has {given.shape[0]} rows for a {T}-frame movie")
+            shifts = given.copy()
+        elif register:
             ref = make_reference(mv, n_frames=reference_frames, upsample=upsample)
             ref_fft = reference_fft(ref)
 
         def estimate(a: int, data: np.ndarray) -> np.ndarray | None:
             if shifts is None:
                 return None
+            if given is not None:
+                return shifts[a : a + len(data)]
             shifts[a : a + len(data)] = register_frames(
                 data, np.empty(0), upsample=upsample, reference_fft=ref_fft
             )
@@ -320,7 +338,9 @@ def extract_traces(
             "roi_source": roi_source,
             "registration": json.dumps(
                 {
-                    "method": "skimage phase_cross_correlation, normalization=None",
+                    "method": "skimage phase_cross_correlation, normalization=None"
+                    if given is None
+                    else "shifts given",
                     "reference_frames": reference_frames,
                     "upsample": upsample,
                     "interpolation": "cubic spline (traces), bilinear (mean image)",
