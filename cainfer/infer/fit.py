@@ -29,6 +29,7 @@ from cainfer.forward._specialize import specialized
 from cainfer.infer._compile import compile_numba
 from cainfer.infer._op import solve_op
 from cainfer.infer.observation import (
+    BACKGROUND_PRIOR,
     NEUROPIL_PRIOR,
     OBSERVATIONS,
     Drift,
@@ -43,6 +44,7 @@ from cainfer.infer.observation import (
     noise_sd,
     nuisance_draws,
     pointwise_loglik,
+    ratio_expected,
     relative_signal,
     simulate_residuals,
     slow_basis,
@@ -154,6 +156,14 @@ def _observed(
     """
     kind = observation
     extra: dict[str, Any] = {}
+    ratiometric = isinstance(traces, xr.Dataset) and traces.attrs.get("kind") == "ratiometric"
+    if kind == "ratio" or (kind == "auto" and ratiometric):
+        return _observed_ratio(traces, time, roi, several=several)
+    if ratiometric:
+        raise ValueError(
+            f"observation={kind!r} does not fit a ratiometric recording (two channels from "
+            "extract_ratio): use observation='ratio' (the default for it)"
+        )
     if isinstance(traces, xr.Dataset):
         has_f = "F" in traces
         if kind == "auto":
@@ -267,6 +277,51 @@ def _observed(
             raise ValueError(f"the fluorescence{where} is not positive: no resting level to fit")
         f0.append(centre)
     return ObservedData(kind, y, neu, np.array(f0)), t, labels
+
+
+def _observed_ratio(
+    traces: Any, time: Any, roi: Any, *, several: bool
+) -> tuple[ObservedData, np.ndarray, list[Any]]:
+    """A ratiometric recording (:func:`cainfer.extract.extract_ratio`) as the fit sees it."""
+    if not (isinstance(traces, xr.Dataset) and "F" in traces and "channel" in traces["F"].dims):
+        raise ValueError(
+            "observation='ratio' needs the two-channel Dataset cainfer.extract.extract_ratio "
+            "returns (F with dims roi, channel, time)"
+        )
+    raw = traces.attrs.get("calibration")
+    cal_dict = json.loads(raw) if isinstance(raw, str) else raw
+    if not cal_dict:
+        raise ValueError(
+            "the ratiometric traces carry no calibration: give extract_ratio a "
+            "calibration=RatioCalibration(...) (R_min, R_max, β of this setup, the dye's K_d), "
+            "or set traces.attrs['calibration'] to its JSON"
+        )
+    from cainfer.forward.ratiometric import RatioCalibration
+
+    cal = RatioCalibration(**cal_dict)
+    # ROI choice, time and the checks of a single-channel trace, on the numerator
+    _, t, labels = _observed(
+        traces["F"].isel(channel=0, drop=True), time, roi, several=several, observation="dff"
+    )
+    ds = traces.sel(roi=labels)
+    F = np.asarray(ds["F"].transpose("roi", "channel", "time").values, dtype=float)
+    y1, y2 = F[:, 0], F[:, 1]
+    bg1 = bg2 = None
+    if "F_bg" in ds and float(traces.attrs.get("background", 1.0)) > 0:
+        B = np.asarray(ds["F_bg"].transpose("roi", "channel", "time").values, dtype=float)
+        if np.any(B):
+            bg1, bg2 = B[:, 0], B[:, 1]
+    for name, a in (("denominator", y2), ("numerator background", bg1), ("denominator "
+                    "background", bg2)):  # fmt: skip
+        if a is not None and not np.all(np.isfinite(a[np.isfinite(y1)])):
+            raise ValueError(f"the {name} must be finite wherever the numerator is")
+    m, _ = BACKGROUND_PRIOR
+    rest = y2 - (m * bg2 if bg2 is not None else 0.0)
+    f0 = np.array([float(np.nanmedian(row)) for row in rest])
+    if not np.all(np.isfinite(f0) & (f0 > 0)):
+        bad = [lab for lab, v in zip(labels, f0, strict=True) if not (np.isfinite(v) and v > 0)]
+        raise ValueError(f"ROI(s) {bad}: the denominator channel has no positive resting level")
+    return ObservedData("ratio", y1, bg1, f0, y2, bg2, cal), t, labels
 
 
 def _prior_rv(
@@ -1155,11 +1210,38 @@ def _pymc_model(
         )  # fmt: skip
         base = pt.as_tensor_variable(model.pack_raw(values))
         dffs = []
+        bound = []
         for r in range(n_roi):
             vec = pt.stack(rvs) if labels is None else pt.stack([v[r] for v in rvs])
             dffs.append(cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))[0])
-        add_likelihood(dffs, data, t, _obs_options(options), several=labels is not None)
+            if data.kind == "ratio":
+
+                def par(name: str, r: int = r) -> Any:
+                    if name in free:
+                        v = rvs[free.index(name)]
+                        return v if labels is None else v[r]
+                    return values[name]
+
+                bound.append(_bound_fraction(pt, dffs[-1], *map(par, _DYE_PARAMETERS)))
+        add_likelihood(
+            dffs, data, t, _obs_options(options), several=labels is not None, bound=bound
+        )
     return pm_model
+
+
+# the cell-model parameters the dye's bound fraction depends on, in _bound_fraction's order
+_DYE_PARAMETERS = ("c_rest", "kd", "hill", "rf")
+
+
+def _bound_fraction(xp: Any, dff: Any, c_rest: Any, kd: Any, hill: Any, rf: Any) -> Any:
+    """The dye's bound fraction over time and at rest from the model's ΔF/F.
+
+    The model's indicator reads ``F/F_min = 1 + (R_f − 1)·f``, so ``f`` follows
+    from its ΔF/F exactly (equilibrium or kinetic binding alike).
+    """
+    x0 = (c_rest / kd) ** hill
+    f_rest = x0 / (1.0 + x0)
+    return f_rest + dff * (1.0 + (rf - 1.0) * f_rest) / (rf - 1.0), f_rest
 
 
 def _compiling_into_cache(func: Callable[..., Fit]) -> Callable[..., Fit]:
@@ -1550,6 +1632,10 @@ def _add_predictions(
                 p[slots[k]] = draws[k][i, r if draws[k].shape[1] > 1 else 0]
             dff[i, r], ca[i, r] = forward(p, *args)
     rng = np.random.default_rng(options["seed"] + 1)
+    if data.kind == "ratio":
+        _add_ratio_predictions(idata, dff, ca, draws, base, slots, t, data, nuis, basis, rng,
+                               labels)  # fmt: skip
+        return
     levels = data.rest_level
     median = {k: np.median(v, axis=0, keepdims=True) for k, v in nuis.items()}
     y_pred = np.empty_like(dff)
@@ -1618,6 +1704,109 @@ def _add_predictions(
     if data.neuropil is not None:
         observed["neuropil"] = (obs_dims, obs_pick(data.neuropil), {"units": unit})
     idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
+    idata["log_likelihood"] = xr.Dataset(
+        {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
+        coords={"chain": coords["chain"], "draw": coords["draw"]},
+    )
+
+
+def _add_ratio_predictions(
+    idata: Any,
+    dff: np.ndarray,
+    ca: np.ndarray,
+    draws: Mapping[str, np.ndarray],
+    base: np.ndarray,
+    slots: Mapping[str, int],
+    t: np.ndarray,
+    data: ObservedData,
+    nuis: dict[str, Any],
+    basis: np.ndarray | None,
+    rng: np.random.Generator,
+    labels: list[Any] | None,
+) -> None:
+    """The groups of :func:`_add_predictions` for a ratiometric fit.
+
+    ``posterior_predictive``: ``y``/``y_den`` (replicates of both channels'
+    counts), ``ratio`` (the background-free model ratio), ``dff_mean`` (the
+    numerator's ΔF/F) and ``ca``; ``observed_data``: ``y``, ``y_den`` and
+    ``ratio`` (the recorded channels, background taken off with its posterior
+    median); ``log_likelihood``: both channels' frames.
+    """
+    post = idata["posterior"]
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    n, n_roi = dff.shape[0], dff.shape[1]
+    assert data.y2 is not None
+
+    def par(name: str, r: int) -> np.ndarray:
+        if name in draws:
+            d = draws[name]
+            return d[:, r if d.shape[1] > 1 else 0]
+        return np.full(n, base[slots[name]])
+
+    shape1 = (n, n_roi, t.size)
+    y1p, y2p, ratio_p = np.empty(shape1), np.empty(shape1), np.empty(shape1)
+    ratio_obs = np.empty((n_roi, t.size))
+    lls = []
+    for r in range(n_roi):
+        f, f_rest = _bound_fraction(np, dff[:, r], *(par(k, r)[:, None] for k in _DYE_PARAMETERS))
+        mu1, mu2, sd1, sd2 = ratio_expected(f, f_rest[:, 0], data, nuis, r, basis)
+        rho = nuis["rho"][:, r] if "rho" in nuis else None
+        nu = nuis.get("nu")
+        for y, mu, sd, out in ((data.y[r], mu1, sd1, y1p), (data.y2[r], mu2, sd2, y2p)):
+            mask = np.isfinite(y)
+            ll = pointwise_loglik(
+                np, y, mu, sd, None if rho is None else rho[:, None],
+                None if nu is None else nu[:, None], mask,
+            )  # fmt: skip
+            lls.append(ll[:, mask])
+            out[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
+        beta, r_min, r_max = (nuis[k][:, None] for k in ("beta", "R_min", "R_max"))
+        ratio_p[:, r] = (r_min + (r_max / beta - r_min) * f) / (1.0 + (1.0 / beta - 1.0) * f)
+        b = float(np.median(nuis["background_ratio"][:, r])) if "background_ratio" in nuis else 0.0
+        num = data.y[r] - (b * data.neuropil[r] if data.neuropil is not None else 0.0)
+        den = data.y2[r] - (b * data.neuropil2[r] if data.neuropil2 is not None else 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_obs[r] = np.where(den > 0, num / den, np.nan)
+    shape = (n_chain, n_draw)
+    time_coord = ("time", t, {"units": "s"})
+    coords: dict[str, Any] = {"chain": post["chain"].values, "draw": post["draw"].values,
+                              "time": time_coord}  # fmt: skip
+    if labels is None:
+        dims: tuple[str, ...] = ("chain", "draw", "time")
+        obs_dims: tuple[str, ...] = ("time",)
+        pick: Any = lambda a: a[:, 0]  # noqa: E731
+        obs_pick: Any = lambda a: a[0]  # noqa: E731
+        obs_coords: dict[str, Any] = {"time": time_coord}
+    else:
+        dims = ("chain", "draw", "roi", "time")
+        obs_dims = ("roi", "time")
+        coords["roi"] = [_jsonable(x) for x in labels]
+        pick = lambda a: a  # noqa: E731
+        obs_pick = lambda a: a  # noqa: E731
+        obs_coords = {"time": time_coord, "roi": coords["roi"]}
+
+    def full(a: np.ndarray) -> np.ndarray:
+        b = pick(a)
+        return b.reshape(*shape, *b.shape[1:])
+
+    idata["posterior_predictive"] = xr.Dataset(
+        {
+            "y": (dims, full(y1p), {"units": "counts", "long_name": "numerator channel"}),
+            "y_den": (dims, full(y2p), {"units": "counts", "long_name": "denominator channel"}),
+            "ratio": (dims, full(ratio_p), {"long_name": "background-free ratio"}),
+            "dff_mean": (dims, full(dff), {"long_name": "numerator channel's ΔF/F"}),
+            "ca": (dims, full(ca), {"units": "µM"}),
+        },
+        coords=coords,
+    )
+    observed = {
+        "y": (obs_dims, obs_pick(data.y), {"units": "counts", "observation": "ratio"}),
+        "y_den": (obs_dims, obs_pick(data.y2), {"units": "counts"}),
+        "ratio": (obs_dims, obs_pick(ratio_obs), {"long_name": "recorded ratio, background "
+                                                  "at its posterior median"}),
+    }  # fmt: skip
+    idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
+    ll_all = np.concatenate(lls, axis=1)
     idata["log_likelihood"] = xr.Dataset(
         {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
         coords={"chain": coords["chain"], "draw": coords["draw"]},

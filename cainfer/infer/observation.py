@@ -22,6 +22,19 @@ estimate is a parameter here, with a prior centred on extraction's estimate:
     the resting level; normal, sd 0.1) and a slow additive drift ``s(t)``.
 ``"dff_exact"``
     ``y(t) = ΔF/F_model(t) + ε(t)``: only for data made by the model itself.
+``"ratio"`` (the default for traces from :func:`cainfer.extract.extract_ratio`)
+    Both channels of a ratiometric dye, in counts, each with its own photon
+    noise: ``F_1(t) = D · b(t) · (R_min + (R_max/β − R_min) f(t)) + r · B_1(t)``
+    and ``F_2(t) = D · b(t) · (1 + (1/β − 1) f(t)) + r · B_2(t)`` (Grynkiewicz
+    et al. 1985, doi:10.1016/S0021-9258(19)83641-4; ``f`` the dye's bound
+    fraction from the cell model), with ``D`` set by the denominator's resting
+    level ``F0`` (prior as for fluorescence, around its resting counts), the
+    calibration constants ``R_min``, ``R_max`` and ``β`` shared by the ROIs
+    of a fit with log-normal priors around the given calibration (log-sd 0.1),
+    the local background ``B_λ`` scaled by ``r`` (normal around 1, sd 0.2)
+    and one slow baseline ``b(t)`` for both channels (the dye bleaches as one).
+    The numerator's resting level is then ``F0·R(c_rest)``: the ratio at rest
+    carries the resting calcium.
 
 The slow baseline (``b(t) = exp(s(t))`` for fluorescence) is a smooth random
 function with a squared-exponential covariance of time scale ``ℓ`` (20 s by
@@ -67,8 +80,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-Observation = Literal["auto", "fluorescence", "dff", "dff_exact"]
-OBSERVATIONS = ("auto", "fluorescence", "dff", "dff_exact")
+Observation = Literal["auto", "fluorescence", "dff", "dff_exact", "ratio"]
+OBSERVATIONS = ("auto", "fluorescence", "dff", "dff_exact", "ratio")
 Residuals = Literal["ar1", "white"]
 RESIDUALS = ("ar1", "white")
 Drift = Literal["smooth", "none"]
@@ -81,7 +94,9 @@ SCALE_LOG_SD = 0.3  # prior log-sd of the scale of a ΔF/F input
 OFFSET_SD = 0.1  # prior sd of the offset of a ΔF/F input
 RHO_BOUNDS = (-0.5, 0.99)
 NOISE_EXPONENT = (0.0, 1.0)  # bounds of p in sd ∝ signal^p (read noise .. proportional)
-SLOW_AMPLITUDE = {"fluorescence": 0.3, "dff": 0.2}  # prior sd of s(t)
+SLOW_AMPLITUDE = {"fluorescence": 0.3, "dff": 0.2, "ratio": 0.3}  # prior sd of s(t)
+CALIBRATION_LOG_SD = 0.1  # prior log-sd of R_min, R_max and β around the given calibration
+BACKGROUND_PRIOR = (1.0, 0.2)  # mean, sd of the background scale r of a ratiometric fit
 
 
 @dataclass(frozen=True)
@@ -90,28 +105,44 @@ class ObservedData:
 
     Attributes
     ----------
-    kind : {"fluorescence", "dff", "dff_exact"}
+    kind : {"fluorescence", "dff", "dff_exact", "ratio"}
         The observation model.
     y : numpy.ndarray
-        ``(roi, time)``: fluorescence F (counts) or ΔF/F; NaN where missing.
+        ``(roi, time)``: fluorescence F (counts) or ΔF/F (for ``"ratio"``,
+        the numerator channel's counts); NaN where missing.
     neuropil : numpy.ndarray or None
-        ``(roi, time)`` neuropil trace F_neu (counts) for ``"fluorescence"``;
-        None when there is none (the neuropil term is then left out).
+        ``(roi, time)`` neuropil trace F_neu (counts) for ``"fluorescence"``
+        (the numerator's background for ``"ratio"``); None when there is
+        none (the term is then left out).
     f0 : numpy.ndarray or None
-        ``(roi,)`` prior centre of the cell's resting fluorescence (counts).
+        ``(roi,)`` prior centre of the cell's resting fluorescence (counts;
+        the denominator's for ``"ratio"``).
+    y2, neuropil2 : numpy.ndarray or None
+        ``"ratio"``: the denominator channel's counts and background.
+    calibration : RatioCalibration or None
+        ``"ratio"``: the prior centres of ``R_min``, ``R_max`` and ``β``.
     """
 
     kind: str
     y: np.ndarray
     neuropil: np.ndarray | None = None
     f0: np.ndarray | None = None
+    y2: np.ndarray | None = None
+    neuropil2: np.ndarray | None = None
+    calibration: Any = None
 
     @property
     def rest_level(self) -> np.ndarray:
         """``(roi,)`` resting level of the expected signal (counts, or 1 for ΔF/F)."""
-        if self.kind == "fluorescence":
+        if self.kind in ("fluorescence", "ratio"):
             return np.array([float(np.nanmedian(row)) for row in self.y])
         return np.ones(self.y.shape[0])
+
+    @property
+    def rest_level2(self) -> np.ndarray:
+        """``(roi,)`` resting level of a ratiometric fit's denominator channel (counts)."""
+        assert self.y2 is not None
+        return np.array([float(np.nanmedian(row)) for row in self.y2])
 
     @property
     def neuropil_noise(self) -> np.ndarray:
@@ -123,11 +154,18 @@ class ObservedData:
     def select(self, rows: Sequence[int]) -> ObservedData:
         """The same data restricted to some ROIs (by position)."""
         idx = list(rows)
+
+        def sel(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
         return ObservedData(
             self.kind,
             self.y[idx],
-            None if self.neuropil is None else self.neuropil[idx],
-            None if self.f0 is None else self.f0[idx],
+            sel(self.neuropil),
+            sel(self.f0),
+            sel(self.y2),
+            sel(self.neuropil2),
+            self.calibration,
         )
 
 
@@ -319,8 +357,8 @@ def check_options(options: Options) -> None:
 
 
 # the observation model's variables that summaries report (besides σ), in this order
-REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "noise_exponent",
-            "rho", "nu")  # fmt: skip
+REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "R_min", "R_max",
+            "beta", "background_ratio", "sigma_den", "noise_exponent", "rho", "nu")  # fmt: skip
 
 
 def add_likelihood(
@@ -330,6 +368,7 @@ def add_likelihood(
     options: Options,
     *,
     several: bool,
+    bound: Sequence[tuple[Any, Any]] | None = None,
 ) -> None:
     """Add the observation model's priors and its log-likelihood to the current PyMC model.
 
@@ -345,11 +384,19 @@ def add_likelihood(
         Noise, residual and drift settings.
     several : bool
         One value per ROI (dims ``"roi"``) instead of scalars.
+    bound : sequence of (TensorVariable, TensorVariable), optional
+        ``"ratio"``: each ROI's bound fraction of the dye over all frames and
+        at rest.
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     kind = data.kind
+    if kind == "ratio":
+        if bound is None:
+            raise ValueError("a ratiometric observation needs the dye's bound fraction")
+        _add_ratio_likelihood(bound, data, time, options, several=several)
+        return
     n_roi = data.y.shape[0]
     dims = "roi" if several else None
 
@@ -409,6 +456,111 @@ def add_likelihood(
     pm.Potential("loglik", total)
 
 
+def _add_ratio_likelihood(
+    bound: Sequence[tuple[Any, Any]],
+    data: ObservedData,
+    time: np.ndarray,
+    options: Options,
+    *,
+    several: bool,
+) -> None:
+    """The two-channel likelihood of a ratiometric recording (module docstring)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    assert data.y2 is not None and data.f0 is not None and data.calibration is not None
+    cal = data.calibration
+    n_roi = data.y.shape[0]
+    dims = "roi" if several else None
+
+    def pick(v: Any, r: int) -> Any:
+        return None if v is None else (v[r] if several else v)
+
+    def per_roi(values: np.ndarray) -> Any:
+        return values if several else float(values[0])
+
+    # one setup, one calibration: shared by the ROIs of the fit
+    r_min = pm.LogNormal("R_min", mu=math.log(cal.r_min), sigma=CALIBRATION_LOG_SD)
+    r_max = pm.LogNormal("R_max", mu=math.log(cal.r_max), sigma=CALIBRATION_LOG_SD)
+    beta = pm.LogNormal("beta", mu=math.log(cal.beta), sigma=CALIBRATION_LOG_SD)
+    f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
+    noise1 = np.array([noise_scale(row) for row in data.y])
+    noise2 = np.array([noise_scale(row) for row in data.y2])
+    sigma = pm.HalfNormal("sigma", sigma=per_roi(3.0 * noise1), dims=dims)
+    sigma2 = pm.HalfNormal("sigma_den", sigma=per_roi(3.0 * noise2), dims=dims)
+    power = pm.Uniform("noise_exponent", *NOISE_EXPONENT, dims=dims)
+    rho = pm.Uniform("rho", *RHO_BOUNDS, dims=dims) if options.residuals == "ar1" else None
+    nu = pm.Gamma("nu", alpha=2.0, beta=0.1) if options.likelihood == "student_t" else None
+    has_bg = data.neuropil is not None and data.neuropil2 is not None
+    ratio = None
+    if has_bg:
+        m, sd_bg = BACKGROUND_PRIOR
+        ratio = pm.Normal("background_ratio", mu=m, sigma=sd_bg, dims=dims)
+    basis = slow_basis(time, options.drift_timescale) if options.drift == "smooth" else None
+    z = None
+    if basis is not None and basis.shape[0]:
+        shape = (n_roi, basis.shape[0]) if several else (basis.shape[0],)
+        z = pm.Normal("drift_z", 0.0, 1.0, shape=shape)
+    total = 0.0
+    for r in range(n_roi):
+        f, f_rest = bound[r]
+        slow = SLOW_AMPLITUDE["ratio"] * pt.dot(pick(z, r), basis) if z is not None else 0.0
+        d = pick(f0, r) / (1.0 + (1.0 / beta - 1.0) * f_rest) * pt.exp(slow)
+        mus = [
+            d * (r_min + (r_max / beta - r_min) * f),
+            d * (1.0 + (1.0 / beta - 1.0) * f),
+        ]
+        ys = [data.y[r], data.y2[r]]
+        bgs = [data.neuropil, data.neuropil2]
+        levels = [data.rest_level[r], data.rest_level2[r]]
+        for k, sig in enumerate((sigma, sigma2)):
+            extra: Any = 0.0
+            bg = bgs[k]
+            if ratio is not None and bg is not None:
+                mus[k] = mus[k] + pick(ratio, r) * bg[r]
+                extra = (pick(ratio, r) * noise_scale(bg[r])) ** 2
+            x = pt.maximum(mus[k] / float(levels[k]), 1e-3)
+            sd = noise_sd(pt, x, pick(sig, r), pick(power, r), extra)
+            mask = np.isfinite(ys[k])
+            total = total + pt.sum(pointwise_loglik(pt, ys[k], mus[k], sd, pick(rho, r), nu, mask))
+    pm.Potential("loglik", total)
+
+
+def ratio_expected(
+    f: np.ndarray,
+    f_rest: np.ndarray,
+    data: ObservedData,
+    nuis: dict[str, Any],
+    r: int,
+    basis: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Expected counts of both channels of ROI ``r`` ``(n, time)`` and their noise sd.
+
+    ``f`` ``(n, time)`` and ``f_rest`` ``(n,)`` are draws of the dye's bound
+    fraction; ``nuis`` holds the observation model's draws.
+    """  # fmt: skip
+    beta = nuis["beta"][:, None]
+    slow = _slow_draws(data, nuis, r, basis)
+    d = nuis["F0"][:, r, None] / (1.0 + (1.0 / beta - 1.0) * f_rest[:, None]) * np.exp(slow)
+    mus = [
+        d * (nuis["R_min"][:, None] + (nuis["R_max"][:, None] / beta - nuis["R_min"][:, None]) * f),
+        d * (1.0 + (1.0 / beta - 1.0) * f),
+    ]
+    sds = []
+    levels = [data.rest_level[r], data.rest_level2[r]]
+    for k, (bg, sig) in enumerate(((data.neuropil, "sigma"), (data.neuropil2, "sigma_den"))):
+        extra: Any = 0.0
+        if bg is not None and "background_ratio" in nuis:
+            ratio = nuis["background_ratio"][:, r, None]
+            mus[k] = mus[k] + ratio * bg[r][None, :]
+            extra = (ratio * noise_scale(bg[r])) ** 2
+        x = np.maximum(mus[k] / float(levels[k]), 1e-3)
+        sds.append(
+            noise_sd(np, x, nuis[sig][:, r, None], nuis["noise_exponent"][:, r, None], extra)
+        )
+    return mus[0], mus[1], sds[0], sds[1]
+
+
 # ---------------------------------------------------------------- numpy (predictions)
 
 
@@ -417,11 +569,12 @@ def nuisance_draws(post: Any, data: ObservedData, options: Options, n: int) -> d
     n_roi = data.y.shape[0]
     out: dict[str, Any] = {}
     for name in ("sigma", "noise_exponent", "rho", "F0", "dff_gain", "neuropil_ratio",
-                 "dff_scale", "dff_offset"):  # fmt: skip
+                 "dff_scale", "dff_offset", "sigma_den", "background_ratio"):  # fmt: skip
         if name in post:
             out[name] = np.asarray(post[name]).reshape(n, n_roi)
-    if "nu" in post:
-        out["nu"] = np.asarray(post["nu"]).reshape(n)
+    for name in ("nu", "R_min", "R_max", "beta"):
+        if name in post:
+            out[name] = np.asarray(post[name]).reshape(n)
     if "drift_z" in post:
         out["drift_z"] = np.asarray(post["drift_z"]).reshape(n, n_roi, -1)
     return out

@@ -1,0 +1,108 @@
+"""The two-channel observation model of a ratiometric recording (Fura-2)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import cainfer
+from cainfer.extract import extract_ratio
+from cainfer.forward import get_ratiometric
+from cainfer.infer.fit import _bound_fraction, _observed
+from cainfer.infer.observation import ObservedData, ratio_expected
+from cainfer.synthetic import simulate_movie
+
+DYE = get_ratiometric("Fura-2")
+CAL = DYE.calibration(r_min=0.4, r_max=7.5, beta=9.0)
+MODEL = cainfer.single_compartment(DYE.indicator(CAL, channel=0))
+STIM = cainfer.Stimulus(events=[1.0, 3.0, 3.05, 5.0, 7.0, 7.05, 7.1])
+TRUTH = {"gamma": 300.0, "influx_amplitude": 40.0, "c_rest": 0.08}
+
+
+def test_bound_fraction_from_the_models_dff_is_the_dyes_occupancy():
+    t = np.arange(240) / 30.0
+    sim = MODEL.simulate(TRUTH, t, STIM)
+    f, f_rest = _bound_fraction(np, sim.dff.values, 0.08, DYE.kd, 1.0, MODEL.indicator.rf)
+    ca = sim.ca.values
+    np.testing.assert_allclose(f, ca / (ca + DYE.kd), rtol=1e-10)
+    assert f_rest == pytest.approx(0.08 / (0.08 + DYE.kd))
+
+
+def test_expected_channels_give_the_calibrated_ratio():
+    # noise-free channels at the calibration's own constants, no background, no
+    # baseline drift: their ratio is R(c) and the denominator rests at F0
+    t = np.arange(240) / 30.0
+    sim = MODEL.simulate(TRUTH, t, STIM)
+    f, f_rest = _bound_fraction(np, sim.dff.values, 0.08, DYE.kd, 1.0, MODEL.indicator.rf)
+    y = np.full((1, t.size), 500.0)
+    data = ObservedData("ratio", y, None, np.array([500.0]), y.copy(), None, CAL)
+    one = np.ones((1, 1))
+    nuis = {"F0": 500.0 * one, "R_min": np.array([0.4]), "R_max": np.array([7.5]),
+            "beta": np.array([9.0]), "sigma": one, "sigma_den": one,
+            "noise_exponent": 0.5 * one}  # fmt: skip
+    mu1, mu2, sd1, sd2 = ratio_expected(f[None, :], np.array([f_rest]), data, nuis, 0, None)
+    np.testing.assert_allclose(mu1[0] / mu2[0], CAL.to_ratio(sim.ca.values), rtol=1e-12)
+    assert mu2[0, 0] == pytest.approx(500.0, rel=1e-12)
+    assert np.all(sd1 > 0) and np.all(sd2 > 0)
+
+
+def _fura_traces(folder, *, background: bool) -> tuple[xr.Dataset, xr.Dataset]:
+    files = simulate_movie(
+        folder / "fura.tif", MODEL, stimulus=STIM, n_cells=2, shape=(64, 64), n_frames=300,
+        brightness=800.0, params=TRUTH, seed=2, calibration=CAL, motion_sd=0.0, motion_max=0.0,
+        neuropil_brightness=150.0 if background else 1e-9,
+    )  # fmt: skip
+    truth = xr.open_dataset(files.truth, engine="h5netcdf")
+    ds = extract_ratio(
+        files.movie, rois=files.rois, calibration=CAL, dark_level=100.0,
+        background=1.0 if background else None,
+    )  # fmt: skip
+    return ds, truth
+
+
+@pytest.fixture(scope="module")
+def fura_traces(tmp_path_factory):
+    return _fura_traces(tmp_path_factory.mktemp("fura_fit"), background=True)
+
+
+def test_ratiometric_traces_are_read_as_two_channels(fura_traces):
+    ds, _ = fura_traces
+    data, t, labels = _observed(ds, None, 1, several=False)
+    assert data.kind == "ratio" and labels == [1] and t.size == 300
+    np.testing.assert_array_equal(data.y2[0], ds["F"].values[1, 1])
+    assert data.calibration == CAL and data.neuropil is not None
+    bare = ds.copy()
+    bare.attrs["calibration"] = "null"
+    with pytest.raises(ValueError, match="carry no calibration"):
+        _observed(bare, None, 0, several=False)
+    with pytest.raises(ValueError, match="use observation='ratio'"):
+        _observed(ds, None, 0, several=False, observation="fluorescence")
+    with pytest.raises(ValueError, match="two-channel Dataset"):
+        _observed(ds[["ratio"]], None, 0, several=False, observation="ratio")
+
+
+@pytest.mark.slow
+def test_ratiometric_fit_recovers_the_cell_and_the_resting_calcium(tmp_path):
+    # no background and no motion: what is left between the cell and the numbers
+    # is the observation model itself (photon and read noise, bleaching)
+    ds, truth = _fura_traces(tmp_path, background=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cainfer.infer.SamplerWarning)
+        res = cainfer.fit(ds, MODEL, roi=0, stimulus=STIM, free=list(TRUTH), draws=500,
+                          tune=500, chains=2, seed=1)  # fmt: skip
+    s = res.summary(round_to="none")
+    cell = json.loads(truth.attrs["parameters"])[0]  # the influx amplitude varies per cell
+    for name in TRUTH:
+        value = cell[name]
+        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s)
+    for name, value in (("R_min", 0.4), ("R_max", 7.5), ("beta", 9.0)):
+        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s)
+    pp = res.idata["posterior_predictive"]
+    assert {"y", "y_den", "ratio", "ca"} <= set(pp.data_vars)
+    # both channels' frames are in the pointwise log-likelihood (for compare)
+    assert res.idata["log_likelihood"]["y"].sizes["y_dim_0"] == 2 * 300
+    ratio = pp["ratio"].median(("chain", "draw")).values
+    rel = np.abs(ratio / truth["ratio"].values[0] - 1.0)
+    assert np.median(rel) < 0.03
