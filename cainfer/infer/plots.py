@@ -75,8 +75,10 @@ def plot_trace(
 
     Top: observed ΔF/F (points), the band holding ``ci_prob`` of
     posterior-predictive traces (noise included) and the band of the model's
-    noise-free ΔF/F. Bottom: the band and median of free [Ca²⁺] (µM). Event
-    times of the stimulus are marked on both.
+    noise-free ΔF/F; for a ratiometric fit, the recorded ratio (background
+    at its posterior median) and the band of the model's ratio. Bottom: the
+    band and median of free [Ca²⁺] (µM). Event times of the stimulus are
+    marked on both.
 
     Parameters
     ----------
@@ -99,15 +101,22 @@ def plot_trace(
 
     _check_prob(ci_prob)
     pp = fit.idata["posterior_predictive"]
-    obs = _pick_roi(fit, fit.idata["observed_data"]["dff"], roi)
+    ratiometric = "ratio" in pp
+    obs = _pick_roi(fit, fit.idata["observed_data"]["ratio" if ratiometric else "dff"], roi)
     t = np.asarray(obs["time"])
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(9, 5), height_ratios=(3, 2))
-    lo, _, hi = _band(_pick_roi(fit, pp["dff"], roi), ci_prob)
-    ax1.fill_between(t, lo, hi, color="C0", alpha=0.25, lw=0, label=f"{ci_prob:.0%} predictive")
-    lo, mid, hi = _band(_pick_roi(fit, pp["dff_mean"], roi), ci_prob)
-    ax1.fill_between(t, lo, hi, color="C0", alpha=0.6, lw=0, label=f"{ci_prob:.0%} model ΔF/F")
+    if ratiometric:
+        lo, mid, hi = _band(_pick_roi(fit, pp["ratio"], roi), ci_prob)
+        ax1.fill_between(t, lo, hi, color="C0", alpha=0.6, lw=0, label=f"{ci_prob:.0%} model ratio")
+    else:
+        lo, _, hi = _band(_pick_roi(fit, pp["dff"], roi), ci_prob)
+        ax1.fill_between(t, lo, hi, color="C0", alpha=0.25, lw=0,
+                         label=f"{ci_prob:.0%} predictive")  # fmt: skip
+        lo, mid, hi = _band(_pick_roi(fit, pp["dff_mean"], roi), ci_prob)
+        ax1.fill_between(t, lo, hi, color="C0", alpha=0.6, lw=0,
+                         label=f"{ci_prob:.0%} model ΔF/F")  # fmt: skip
     ax1.plot(t, np.asarray(obs), ".", color="k", ms=2, label="observed")
-    ax1.set_ylabel("ΔF/F")
+    ax1.set_ylabel("ratio" if ratiometric else "ΔF/F")
     lo, mid, hi = _band(_pick_roi(fit, pp["ca"], roi), ci_prob)
     ax2.fill_between(t, lo, hi, color="C3", alpha=0.35, lw=0, label=f"{ci_prob:.0%} band")
     ax2.plot(t, mid, color="C3", lw=1, label="median")

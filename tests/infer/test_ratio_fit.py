@@ -103,6 +103,8 @@ def test_ratiometric_fit_recovers_the_cell_and_the_resting_calcium(tmp_path):
     assert {"y", "y_den", "ratio", "ca"} <= set(pp.data_vars)
     # both channels' frames are in the pointwise log-likelihood (for compare)
     assert res.idata["log_likelihood"]["y"].sizes["y_dim_0"] == 2 * 300
+    fig = res.plot_trace(path=tmp_path / "trace.png")
+    assert fig.axes[0].get_ylabel() == "ratio" and (tmp_path / "trace.png").stat().st_size > 1000
     ratio = pp["ratio"].median(("chain", "draw")).values
     rel = np.abs(ratio / truth["ratio"].values[0] - 1.0)
     assert np.median(rel) < 0.03
