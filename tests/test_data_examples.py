@@ -26,7 +26,7 @@ from cainfer.forward import Stimulus
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "data_examples"
-STEMS = ("example", "er_example")
+STEMS = ("example", "er_example", "fura_example")
 SUFFIXES = (".tif", "_rois.tif", "_stimulus.csv", "_truth.nc")
 FILES = [f"{stem}{suffix}" for stem in STEMS for suffix in SUFFIXES]
 
@@ -98,6 +98,7 @@ def regenerated(tmp_path_factory):
     script = runpy.run_path(str(EXAMPLES / "make_example.py"))
     script["make"](out)
     script["make_er"](out)
+    script["make_fura"](out)
     return out
 
 

@@ -792,7 +792,7 @@ _FIT_DOC_OPTIONS = """
         Values for parameters that are not free (others keep their defaults).
     priors : mapping, optional
         Priors replacing the default ones of free parameters.
-    observation : {"auto", "fluorescence", "dff", "dff_exact"}
+    observation : {"auto", "fluorescence", "dff", "dff_exact", "ratio"}
         What the likelihood compares the model with (see
         :mod:`cainfer.infer.observation`). ``"fluorescence"``: the ROI's raw
         fluorescence, with the resting fluorescence F0, the neuropil ratio r,
@@ -800,8 +800,13 @@ _FIT_DOC_OPTIONS = """
         Dataset with ``F``, ``F_neu`` and ``F0`` as
         :func:`cainfer.extract_traces` writes). ``"dff"``: a ΔF/F trace with a
         free scale and offset and a slow additive drift. ``"dff_exact"``: the
-        ΔF/F taken as exact (for traces the model itself made). ``"auto"``
-        (default): fluorescence when the input has it, else ``"dff"``.
+        ΔF/F taken as exact (for traces the model itself made). ``"ratio"``:
+        both channels of a ratiometric dye (the Dataset of
+        :func:`cainfer.extract.extract_ratio`, with its calibration; the
+        model's indicator is the numerator channel's,
+        ``dye.indicator(calibration, channel=0)``). ``"auto"`` (default):
+        ``"ratio"`` for a ratiometric Dataset, fluorescence when the input has
+        it, else ``"dff"``.
     likelihood : {"normal", "student_t"}
         Distribution of the noise innovations (Student-t for outlier frames).
     residuals : {"ar1", "white"}
