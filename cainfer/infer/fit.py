@@ -1590,6 +1590,40 @@ def _mode_starts(
     return dataclasses.replace(compiled, initial_point_func=init)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Dims and coordinates of a fit's predictive and observed groups (one ROI or several)."""
+
+    shape: tuple[int, int]
+    coords: dict[str, Any]
+    dims: tuple[str, ...]
+    obs_dims: tuple[str, ...]
+    obs_coords: dict[str, Any]
+    several: bool
+
+    @classmethod
+    def of(cls, post: Any, t: np.ndarray, labels: list[Any] | None) -> _Layout:
+        time_coord = ("time", t, {"units": "s"})
+        coords: dict[str, Any] = {"chain": post["chain"].values, "draw": post["draw"].values,
+                                  "time": time_coord}  # fmt: skip
+        shape = (post.sizes["chain"], post.sizes["draw"])
+        if labels is None:
+            return cls(shape, coords, ("chain", "draw", "time"), ("time",),
+                       {"time": time_coord}, False)  # fmt: skip
+        coords["roi"] = [_jsonable(x) for x in labels]
+        return cls(shape, coords, ("chain", "draw", "roi", "time"), ("roi", "time"),
+                   {"time": time_coord, "roi": coords["roi"]}, True)  # fmt: skip
+
+    def full(self, a: np.ndarray) -> np.ndarray:
+        """Draws ``(n, roi, time)`` as ``(chain, draw[, roi], time)``."""
+        b = a if self.several else a[:, 0]
+        return b.reshape(*self.shape, *b.shape[1:])
+
+    def obs_pick(self, a: np.ndarray) -> np.ndarray:
+        """``(roi, time)`` as the observed group's ``([roi,] time)``."""
+        return a if self.several else a[0]
+
+
 def _add_predictions(
     idata: Any,
     model: CellModel,
@@ -1667,31 +1701,10 @@ def _add_predictions(
         dff_pred[:, r] = _to_model_dff(y_pred[:, r], data, nuis, r, basis)
         dff_obs[r] = _to_model_dff(y[r][None, :], data, median, r, basis)[0]
     ll_all = np.concatenate(lls, axis=1)
-    shape = (n_chain, n_draw)
-    time_coord = ("time", t, {"units": "s"})
-    coords: dict[str, Any] = {
-        "chain": post["chain"].values,
-        "draw": post["draw"].values,
-        "time": time_coord,
-    }
     unit = "counts" if data.kind == "fluorescence" else "1"
-    if labels is None:
-        dims: tuple[str, ...] = ("chain", "draw", "time")
-        obs_dims: tuple[str, ...] = ("time",)
-        pick: Any = lambda a: a[:, 0]  # noqa: E731
-        obs_pick: Any = lambda a: a[0]  # noqa: E731
-        obs_coords: dict[str, Any] = {"time": time_coord}
-    else:
-        dims = ("chain", "draw", "roi", "time")
-        obs_dims = ("roi", "time")
-        coords["roi"] = [_jsonable(x) for x in labels]
-        pick = lambda a: a  # noqa: E731
-        obs_pick = lambda a: a  # noqa: E731
-        obs_coords = {"time": time_coord, "roi": coords["roi"]}
-
-    def full(a: np.ndarray) -> np.ndarray:
-        b = pick(a)
-        return b.reshape(*shape, *b.shape[1:])
+    lay = _Layout.of(post, t, labels)
+    coords, dims, obs_dims, obs_coords = lay.coords, lay.dims, lay.obs_dims, lay.obs_coords
+    full, obs_pick, shape = lay.full, lay.obs_pick, lay.shape
 
     idata["posterior_predictive"] = xr.Dataset(
         {
@@ -1738,7 +1751,6 @@ def _add_ratio_predictions(
     median); ``log_likelihood``: both channels' frames.
     """
     post = idata["posterior"]
-    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
     n, n_roi = dff.shape[0], dff.shape[1]
     assert data.y2 is not None
 
@@ -1772,27 +1784,9 @@ def _add_ratio_predictions(
         den = data.y2[r] - (b * data.neuropil2[r] if data.neuropil2 is not None else 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio_obs[r] = np.where(den > 0, num / den, np.nan)
-    shape = (n_chain, n_draw)
-    time_coord = ("time", t, {"units": "s"})
-    coords: dict[str, Any] = {"chain": post["chain"].values, "draw": post["draw"].values,
-                              "time": time_coord}  # fmt: skip
-    if labels is None:
-        dims: tuple[str, ...] = ("chain", "draw", "time")
-        obs_dims: tuple[str, ...] = ("time",)
-        pick: Any = lambda a: a[:, 0]  # noqa: E731
-        obs_pick: Any = lambda a: a[0]  # noqa: E731
-        obs_coords: dict[str, Any] = {"time": time_coord}
-    else:
-        dims = ("chain", "draw", "roi", "time")
-        obs_dims = ("roi", "time")
-        coords["roi"] = [_jsonable(x) for x in labels]
-        pick = lambda a: a  # noqa: E731
-        obs_pick = lambda a: a  # noqa: E731
-        obs_coords = {"time": time_coord, "roi": coords["roi"]}
-
-    def full(a: np.ndarray) -> np.ndarray:
-        b = pick(a)
-        return b.reshape(*shape, *b.shape[1:])
+    lay = _Layout.of(post, t, labels)
+    coords, dims, obs_dims, obs_coords = lay.coords, lay.dims, lay.obs_dims, lay.obs_coords
+    full, obs_pick, shape = lay.full, lay.obs_pick, lay.shape
 
     idata["posterior_predictive"] = xr.Dataset(
         {

@@ -361,6 +361,18 @@ REPORTED = ("F0", "dff_gain", "neuropil_ratio", "dff_scale", "dff_offset", "R_mi
             "beta", "background_ratio", "sigma_den", "noise_exponent", "rho", "nu")  # fmt: skip
 
 
+def _roi_helpers(several: bool) -> tuple[Any, Any]:
+    """``pick(v, r)``: ROI ``r``'s value of a variable; ``per_roi(a)``: a prior's argument."""
+
+    def pick(v: Any, r: int) -> Any:
+        return None if v is None else (v[r] if several else v)
+
+    def per_roi(values: np.ndarray) -> Any:
+        return values if several else float(values[0])
+
+    return pick, per_roi
+
+
 def add_likelihood(
     dff_model: Sequence[Any],
     data: ObservedData,
@@ -399,12 +411,7 @@ def add_likelihood(
         return
     n_roi = data.y.shape[0]
     dims = "roi" if several else None
-
-    def pick(v: Any, r: int) -> Any:
-        return None if v is None else (v[r] if several else v)
-
-    def per_roi(values: np.ndarray) -> Any:
-        return values if several else float(values[0])
+    pick, per_roi = _roi_helpers(several)
 
     noise0 = np.array([noise_scale(row) for row in data.y])
     sigma = pm.HalfNormal("sigma", sigma=per_roi(3.0 * noise0), dims=dims)
@@ -472,12 +479,7 @@ def _add_ratio_likelihood(
     cal = data.calibration
     n_roi = data.y.shape[0]
     dims = "roi" if several else None
-
-    def pick(v: Any, r: int) -> Any:
-        return None if v is None else (v[r] if several else v)
-
-    def per_roi(values: np.ndarray) -> Any:
-        return values if several else float(values[0])
+    pick, per_roi = _roi_helpers(several)
 
     # one setup, one calibration: shared by the ROIs of the fit
     r_min = pm.LogNormal("R_min", mu=math.log(cal.r_min), sigma=CALIBRATION_LOG_SD)
