@@ -482,9 +482,12 @@ def _add_ratio_likelihood(
     pick, per_roi = _roi_helpers(several)
 
     # one setup, one calibration: shared by the ROIs of the fit
-    r_min = pm.LogNormal("R_min", mu=math.log(cal.r_min), sigma=CALIBRATION_LOG_SD)
     r_max = pm.LogNormal("R_max", mu=math.log(cal.r_max), sigma=CALIBRATION_LOG_SD)
     beta = pm.LogNormal("beta", mu=math.log(cal.beta), sigma=CALIBRATION_LOG_SD)
+    if several:
+        r_min = pm.LogNormal("R_min", mu=math.log(cal.r_min), sigma=CALIBRATION_LOG_SD)
+    else:
+        r_min = _r_min_along_the_rest_ridge(data, bound[0][1])
     f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
     noise1 = np.array([noise_scale(row) for row in data.y])
     noise2 = np.array([noise_scale(row) for row in data.y2])
@@ -526,6 +529,45 @@ def _add_ratio_likelihood(
             mask = np.isfinite(ys[k])
             total = total + pt.sum(pointwise_loglik(pt, ys[k], mus[k], sd, pick(rho, r), nu, mask))
     pm.Potential("loglik", total)
+
+
+def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any) -> Any:
+    """``R_min`` in coordinates that follow the resting ratio (one ROI).
+
+    The data fix the ratio at rest, ``R(c_rest) = (R_min·β + R_max·x0)/(β + x0)``
+    with ``x0 = (c_rest/K_d)^n``, far better than ``R_min`` or ``c_rest`` alone:
+    the two trade off along a narrow ridge, ``d log R_min ≈ −k · d log x0``. The
+    sampled variable is ``z' = z + (k/σ)(log x0 − m)`` for ``log R_min = μ + σ z``
+    (``z ~ N(0, 1)``, the stated log-normal prior), so its prior given ``x0`` is
+    ``N((k/σ)(log x0 − m), 1)``: a shear of the same joint prior, exact, that
+    turns the ridge into an axis. ``k`` is the ridge's slope at the calibration's
+    values and the resting ratio the recording shows; ``m`` is that ratio's
+    ``log x0``.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    cal = data.calibration
+    assert data.y2 is not None
+    num = data.y[0] - (BACKGROUND_PRIOR[0] * data.neuropil[0] if data.neuropil is not None else 0)
+    den = data.y2[0] - (
+        BACKGROUND_PRIOR[0] * data.neuropil2[0] if data.neuropil2 is not None else 0
+    )
+    r_obs = float(np.nanmedian(num) / np.nanmedian(den))
+    lo, hi = cal.r_min * 1.01, cal.r_max * 0.99
+    r_obs = min(max(r_obs, lo), hi)
+    x_ref = cal.beta * (r_obs - cal.r_min) / (cal.r_max - r_obs)
+    a = cal.r_min * cal.beta / (cal.r_min * cal.beta + cal.r_max * x_ref)
+    b = (
+        x_ref
+        * cal.beta
+        * (cal.r_max - cal.r_min)
+        / ((cal.beta + x_ref) * (cal.r_min * cal.beta + cal.r_max * x_ref))
+    )
+    k, m, sd = b / a, math.log(x_ref), CALIBRATION_LOG_SD
+    log_x0 = pt.log(f_rest) - pt.log1p(-f_rest)
+    z = pm.Normal("R_min_rest_z", mu=(k / sd) * (log_x0 - m), sigma=1.0)
+    return pm.Deterministic("R_min", pt.exp(math.log(cal.r_min) + sd * z - k * (log_x0 - m)))
 
 
 def ratio_expected(

@@ -30,6 +30,7 @@ from cainfer.forward import (
     preset,
 )
 from cainfer.forward._params import _PRIOR_KINDS
+from cainfer.forward.ratiometric import RatioCalibration, get_ratiometric
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "free": ((list,), None, "free parameters (default: the model's usual set)"),
         "fixed": ((dict,), {}, "parameter = value for parameters held fixed"),
         "priors": ((dict,), {}, "parameter = {kind, a, b}: prior of a free parameter"),
-        "observation": ((str,), "auto", '"auto", "fluorescence", "dff" or "dff_exact"'),
+        "observation": ((str,), "auto", '"auto", "fluorescence", "dff", "dff_exact" or "ratio"'),
         "likelihood": ((str,), "normal", '"normal" or "student_t"'),
         "residuals": ((str,), "ar1", '"ar1" or "white"'),
         "drift": ((str,), "smooth", '"smooth" (slow baseline) or "none"'),
@@ -101,6 +102,15 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     },
     "parallel": {
         "workers": ((int, str), "auto", '"auto" (one per core) or a number of worker processes'),
+    },
+    "ratiometric": {
+        "dye": ((str,), None, "a ratiometric dye (Fura-2, Indo-1): two channels, fitted together"),
+        "channels": ((list,), [0, 1], "numerator and denominator channels (0-based)"),
+        "r_min": (_NUM, None, "ratio of the calcium-free dye on this setup"),
+        "r_max": (_NUM, None, "ratio of the calcium-saturated dye on this setup"),
+        "beta": (_NUM, None, "denominator channel's brightness, free over bound dye"),
+        "background": (_NUM, 1.0, "multiple of the annulus background subtracted per channel"),
+        "register_channel": ((int,), 1, "which of the two channels to register on: 0 or 1"),
     },
 }
 _REQUIRED = {("inputs", "files")}
@@ -135,10 +145,26 @@ class Config:
     sampler: dict[str, Any]
     workers: int | str
     raw: dict[str, Any] = field(repr=False)
+    ratiometric: dict[str, Any] = field(default_factory=dict)
+
+    def calibration(self) -> RatioCalibration | None:
+        """The ``[ratiometric]`` dye's calibration on this setup (None: one channel)."""
+        r = self.ratiometric
+        if not r or r.get("dye") is None:
+            return None
+        return get_ratiometric(r["dye"]).calibration(
+            r_min=float(r["r_min"]), r_max=float(r["r_max"]), beta=float(r["beta"]),
+            source=f"config {self.path.name}: [ratiometric]",
+        )  # fmt: skip
 
     def cell_model(self) -> CellModel:
-        """The cell model the config names."""
-        ind = get_indicator(self.model["indicator"])
+        """The cell model the config names (a ratiometric dye's numerator channel, if any)."""
+        cal = self.calibration()
+        ind = (
+            get_indicator(self.model["indicator"])
+            if cal is None
+            else get_ratiometric(self.ratiometric["dye"]).indicator(cal, channel=0)
+        )
         k_off = self.model["k_off"]
         if k_off is not None:
             ind = ind.with_(
@@ -324,7 +350,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     if not 0 < smp["target_accept"] < 1:
         raise _err(path, "sampler", f"target_accept = {smp['target_accept']!r} must lie in (0, 1)")
     model_choices = {  # as cainfer.infer.observation (not imported: it brings PyMC)
-        "observation": ("auto", "fluorescence", "dff", "dff_exact"),
+        "observation": ("auto", "fluorescence", "dff", "dff_exact", "ratio"),
         "likelihood": ("normal", "student_t"),
         "residuals": ("ar1", "white"),
         "drift": ("smooth", "none"),
@@ -334,6 +360,36 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             raise _err(path, "model", f"{key} = {mod[key]!r}; allowed: {', '.join(choices)}")
     if not (math.isfinite(mod["drift_timescale"]) and mod["drift_timescale"] > 0):
         raise _err(path, "model", f"drift_timescale = {mod['drift_timescale']!r} must be > 0 s")
+
+    ratio = vals["ratiometric"]
+    if ratio["dye"] is not None:
+        try:
+            get_ratiometric(ratio["dye"])
+        except ValueError as e:
+            raise _err(path, "ratiometric", f"dye: {e}") from None
+        missing = [k for k in ("r_min", "r_max", "beta") if ratio[k] is None]
+        if missing:
+            raise _err(path, "ratiometric", f"{', '.join(missing)} required with a dye: this "
+                       "setup's calibration (calcium-free and saturating solutions)")  # fmt: skip
+        try:
+            RatioCalibration(ratio["r_min"], ratio["r_max"], ratio["beta"], kd=1.0)
+        except ValueError as e:
+            raise _err(path, "ratiometric", str(e)) from None
+        ch = ratio["channels"]
+        if not (len(ch) == 2 and all(isinstance(c, int) and c >= 0 for c in ch) and ch[0] != ch[1]):
+            raise _err(path, "ratiometric", f"channels = {ch!r}: two different channels ≥ 0")
+        if ratio["register_channel"] not in (0, 1):
+            raise _err(path, "ratiometric", "register_channel must be 0 or 1")
+        if not (math.isfinite(ratio["background"]) and ratio["background"] >= 0):
+            raise _err(path, "ratiometric", "background must be a multiple ≥ 0")
+        if inp["channel"] is not None:
+            raise _err(path, "inputs", "channel is for one-channel fits; a [ratiometric] dye "
+                       "reads the two channels it names")  # fmt: skip
+        if mod["observation"] not in ("auto", "ratio"):
+            raise _err(path, "model", f"observation = {mod['observation']!r}: a ratiometric "
+                       'recording is fitted with "ratio" (or "auto")')  # fmt: skip
+    elif any(ratio[k] is not None for k in ("r_min", "r_max", "beta")):
+        raise _err(path, "ratiometric", "r_min, r_max and beta need a dye")
 
     workers = vals["parallel"]["workers"]
     if (isinstance(workers, str) and workers != "auto") or (
@@ -359,6 +415,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
         sampler=dict(smp),
         workers=workers,
         raw=raw,
+        ratiometric=dict(ratio),
     )
     _check_model(cfg)
     for f in cfg.stimulus_files():

@@ -118,11 +118,24 @@ def _versions() -> dict[str, str]:
 
 def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
     """Extract one recording's traces to ``out`` (atomically)."""
-    from cainfer.extract import extract_traces
+    from cainfer.extract import extract_ratio, extract_traces
     from cainfer.io import load_movie
 
-    with load_movie(rec.path, frame_rate=cfg.frame_rate, channel=cfg.channel) as movie:
-        ds = extract_traces(movie, rois=cfg.roi_source_for(rec), **cfg.extraction)
+    cal = cfg.calibration()
+    if cal is not None:
+        r = cfg.ratiometric
+        ext = cfg.extraction
+        keys = ("neuropil_inner", "neuropil_min_pixels", "min_area", "max_area", "upsample",
+                "reference_frames")  # fmt: skip
+        ds = extract_ratio(
+            rec.path, rois=cfg.roi_source_for(rec), channels=tuple(r["channels"]),
+            register=ext["register"], register_channel=r["register_channel"],
+            background=r["background"], dark_level=ext["dark_level"], calibration=cal,
+            frame_rate=cfg.frame_rate, chunk=ext["chunk"], **{k: ext[k] for k in keys},
+        )  # fmt: skip
+    else:
+        with load_movie(rec.path, frame_rate=cfg.frame_rate, channel=cfg.channel) as movie:
+            ds = extract_traces(movie, rois=cfg.roi_source_for(rec), **cfg.extraction)
     ds.attrs["recording"] = rec.name
     atomic_netcdf(ds, out)
     return out
@@ -130,7 +143,7 @@ def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
 
 def _fit_input(ds: Any, roi: Any) -> Any:
     """One ROI's traces as the fit reads them: raw F, neuropil, baseline and ΔF/F."""
-    keep = [v for v in ("F", "F_neu", "F0", "dff") if v in ds]
+    keep = [v for v in ("F", "F_neu", "F0", "dff", "F_bg") if v in ds]
     return ds[keep].sel(roi=[roi]).load()
 
 

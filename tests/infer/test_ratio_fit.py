@@ -94,11 +94,13 @@ def test_ratiometric_fit_recovers_the_cell_and_the_resting_calcium(tmp_path):
                           tune=500, chains=2, seed=1)  # fmt: skip
     s = res.summary(round_to="none")
     cell = json.loads(truth.attrs["parameters"])[0]  # the influx amplitude varies per cell
+    true = {name: cell[name] for name in TRUTH} | {"R_min": 0.4, "R_max": 7.5, "beta": 9.0}
+    # each truth within 3 posterior sd: a bias of the model shows, a 6 % tail does not
+    z = {name: (s.loc[name, "mean"] - value) / s.loc[name, "sd"] for name, value in true.items()}
+    assert all(abs(v) < 3.0 for v in z.values()), (z, s)
+    # and sharp: the physiological parameters to a few per cent
     for name in TRUTH:
-        value = cell[name]
-        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s)
-    for name, value in (("R_min", 0.4), ("R_max", 7.5), ("beta", 9.0)):
-        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s)
+        assert s.loc[name, "sd"] < 0.1 * abs(s.loc[name, "mean"]), s
     pp = res.idata["posterior_predictive"]
     assert {"y", "y_den", "ratio", "ca"} <= set(pp.data_vars)
     # both channels' frames are in the pointwise log-likelihood (for compare)

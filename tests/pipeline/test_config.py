@@ -65,6 +65,8 @@ def test_stimulus_protocols(tmp_path):
     assert cfg.stimulus_for(cfg.recordings[0]).events.tolist() == [2.0, 3.0]
 
 
+_FURA = '\n[ratiometric]\ndye = "Fura-2"\nr_min = 0.4\nr_max = 7.5\nbeta = 9.0\n'
+
 CASES = [
     # (text to replace, replacement or text to append, error message)
     ("", "\n[extra]\nx = 1\n", r"unknown table\(s\) \['extra'\]"),
@@ -99,6 +101,11 @@ CASES = [
     ("[model]", '[model]\nindicator_kinetics = "kinetic"', "needs k_off"),
     ("[model]", "[model]\nk_off = -2.0", "k_off = -2.0 must be a positive rate"),
     ("seed = 3", "seed = 3 =", "not valid TOML"),
+    ("", '\n[ratiometric]\ndye = "Fura-9"\n', r"\[ratiometric\] dye: unknown ratiometric dye"),
+    ("", '\n[ratiometric]\ndye = "Fura-2"\nr_min = 0.4\n', "r_max, beta required with a dye"),
+    ("", "\n[ratiometric]\nr_min = 0.4\n", "need a dye"),
+    ("", _FURA.replace("r_max = 7.5", "r_max = 0.3"), "r_max = 0.3 must exceed r_min"),
+    ("", _FURA + "channels = [1, 1]\n", r"channels = \[1, 1\]: two different"),
 ]
 
 
@@ -135,3 +142,32 @@ def test_kinetic_indicator_from_the_config(tmp_path):
     assert model.indicator.k_on == pytest.approx(3.0 / model.indicator.kd**model.indicator.hill)
     assert path.name in model.parameters["k_off"].prior.source
     assert not load_config(_write(tmp_path, BASE)).cell_model().kinetic
+
+
+def test_ratiometric_config(tmp_path):
+    fura = f"""
+[inputs]
+files = ["{EXAMPLES / "fura_example.tif"}"]
+
+[rois]
+source = "{EXAMPLES / "fura_example_rois.tif"}"
+
+[stimulus]
+file = "{EXAMPLES / "fura_example_stimulus.csv"}"
+
+[model]
+free = ["pmca_vmax", "c_rest"]
+{_FURA}"""
+    cfg = load_config(_write(tmp_path, fura))
+    cal = cfg.calibration()
+    assert (cal.r_min, cal.r_max, cal.beta, cal.kd) == (0.4, 7.5, 9.0, 0.224)
+    model = cfg.cell_model()
+    assert model.indicator.rf == pytest.approx(cal.channel_ranges()[0])
+    assert "Fura-2" in model.indicator.name
+    assert load_config(_write(tmp_path, BASE, "one.toml")).calibration() is None
+    for old, new, message in (
+        ("[inputs]", "[inputs]\nchannel = 1", r"\[inputs\] channel is for one-channel fits"),
+        ("[model]", '[model]\nobservation = "dff"', r"\[model\] observation = 'dff': a ratio"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_config(_write(tmp_path, fura.replace(old, new), "bad.toml"))

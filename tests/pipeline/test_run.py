@@ -213,3 +213,26 @@ def test_existing_scheduler_gives_the_serial_numbers(serial_run, config, tmp_pat
         out = run_pipeline(config, output=tmp_path / "sched", scheduler=cluster.scheduler_address,
                            progress=False)  # fmt: skip
     assert (out / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_ratiometric_run(tmp_path):
+    text = (ROOT / "pipelines" / "fura.toml").read_text()
+    text = text.replace("../data_examples", str(EXAMPLES))
+    text = text.replace("[rois]\n", "[rois]\nfit = [1]\n").replace("draws = 500", "draws = 150")
+    text = text.replace("tune = 500", "tune = 150")
+    path = tmp_path / "fura.toml"
+    path.write_text(text)
+    out = run_pipeline(path, output=tmp_path / "run", workers=1, progress=False)
+    with open(out / "summary.csv", newline="") as fh:
+        rows = {r["parameter"]: r for r in csv.DictReader(fh)}
+    assert {"pmca_vmax", "influx_amplitude", "c_rest", "R_min", "R_max", "beta",
+            "background_ratio", "sigma_den"} <= set(rows)  # fmt: skip
+    c_rest = float(rows["c_rest"]["mean"])
+    assert 0.05 < c_rest < 0.12  # the example's cells rest at 0.08 µM
+    tree = xr.open_datatree(out / "traces.nc", engine="h5netcdf")
+    assert tree["fura_example"]["F"].shape == (3, 2, 450)
+    assert tree["fura_example"]["ratio"].shape == (3, 450)
+    fit = load_fit(out / "posteriors" / "fura_example" / "roi_1.nc")
+    assert fit.settings["observation"] == "ratio"
+    assert (out / "figures" / "fura_example" / "roi_1.png").stat().st_size > 10_000
