@@ -6,14 +6,19 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xarray as xr
 
 from cainfer.extract.traces import RoiSource, extract_traces
-from cainfer.forward.ratiometric import RatioCalibration
 from cainfer.io import load_movie
+
+
+class _Calibration(Protocol):
+    """What extraction needs of a :class:`cainfer.forward.RatioCalibration` (a dataclass)."""
+
+    def to_calcium(self, ratio: Any) -> np.ndarray: ...
 
 
 def extract_ratio(
@@ -25,7 +30,7 @@ def extract_ratio(
     register_channel: int = 1,
     background: float | None = 1.0,
     dark_level: float = 0.0,
-    calibration: RatioCalibration | None = None,
+    calibration: _Calibration | None = None,
     frame_rate: float | None = None,
     chunk: int = 128,
     progress: Callable[[int, int], None] | None = None,
@@ -160,7 +165,7 @@ def extract_ratio(
         "channels": json.dumps(list(channels)),
         "register_channel": int(channels[register_channel]),
         "background": b,
-        "calibration": json.dumps(asdict(calibration) if calibration is not None else None),
+        "calibration": json.dumps(asdict(calibration) if calibration is not None else None),  # type: ignore[call-overload]
         "numerator": json.dumps(dict(num.attrs), default=str),
         "denominator": json.dumps(dict(den.attrs), default=str),
         "frame_rate": first.attrs["frame_rate"],
