@@ -484,10 +484,15 @@ def _add_ratio_likelihood(
     # one setup, one calibration: shared by the ROIs of the fit
     r_max = pm.LogNormal("R_max", mu=math.log(cal.r_max), sigma=CALIBRATION_LOG_SD)
     beta = pm.LogNormal("beta", mu=math.log(cal.beta), sigma=CALIBRATION_LOG_SD)
+    has_bg = data.neuropil is not None and data.neuropil2 is not None
+    ratio = None
+    if has_bg:
+        m, sd_bg = BACKGROUND_PRIOR
+        ratio = pm.Normal("background_ratio", mu=m, sigma=sd_bg, dims=dims)
     if several:
         r_min = pm.LogNormal("R_min", mu=math.log(cal.r_min), sigma=CALIBRATION_LOG_SD)
     else:
-        r_min = _r_min_along_the_rest_ridge(data, bound[0][1])
+        r_min = _r_min_along_the_rest_ridge(data, bound[0][1], ratio)
     f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
     noise1 = np.array([noise_scale(row) for row in data.y])
     noise2 = np.array([noise_scale(row) for row in data.y2])
@@ -496,11 +501,6 @@ def _add_ratio_likelihood(
     power = pm.Uniform("noise_exponent", *NOISE_EXPONENT, dims=dims)
     rho = pm.Uniform("rho", *RHO_BOUNDS, dims=dims) if options.residuals == "ar1" else None
     nu = pm.Gamma("nu", alpha=2.0, beta=0.1) if options.likelihood == "student_t" else None
-    has_bg = data.neuropil is not None and data.neuropil2 is not None
-    ratio = None
-    if has_bg:
-        m, sd_bg = BACKGROUND_PRIOR
-        ratio = pm.Normal("background_ratio", mu=m, sigma=sd_bg, dims=dims)
     basis = slow_basis(time, options.drift_timescale) if options.drift == "smooth" else None
     z = None
     if basis is not None and basis.shape[0]:
@@ -531,18 +531,20 @@ def _add_ratio_likelihood(
     pm.Potential("loglik", total)
 
 
-def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any) -> Any:
+def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any, bg_ratio: Any) -> Any:
     """``R_min`` in coordinates that follow the resting ratio (one ROI).
 
-    The data fix the ratio at rest, ``R(c_rest) = (R_min·β + R_max·x0)/(β + x0)``
-    with ``x0 = (c_rest/K_d)^n``, far better than ``R_min`` or ``c_rest`` alone:
-    the two trade off along a narrow ridge, ``d log R_min ≈ −k · d log x0``. The
-    sampled variable is ``z' = z + (k/σ)(log x0 − m)`` for ``log R_min = μ + σ z``
-    (``z ~ N(0, 1)``, the stated log-normal prior), so its prior given ``x0`` is
-    ``N((k/σ)(log x0 − m), 1)``: a shear of the same joint prior, exact, that
-    turns the ridge into an axis. ``k`` is the ridge's slope at the calibration's
-    values and the resting ratio the recording shows; ``m`` is that ratio's
-    ``log x0``.
+    The data fix the ratio at rest far better than what makes it: the model's
+    ``R(c_rest) = (R_min·β + R_max·x0)/(β + x0)`` with ``x0 = (c_rest/K_d)^n``
+    must equal the recorded ``(N − r·B_1)/(D − r·B_2)`` (resting counts ``N``,
+    ``D``, backgrounds ``B_λ`` scaled by ``r``). ``R_min``, ``x0`` and ``r``
+    trade off along a narrow ridge, ``a · d log R_min ≈ −b · d log x0 + g · dr``.
+    The sampled variable is ``z' = z + (k/σ)(log x0 − m) − (h/σ)(r − 1)`` for
+    ``log R_min = μ + σ z`` (``z ~ N(0, 1)``, the stated log-normal prior;
+    ``k = b/a``, ``h = g/a``), so its prior given ``x0`` and ``r`` is normal
+    with that mean and sd 1: a shear of the same joint prior, exact, that
+    turns the ridge into an axis. The slopes are taken at the calibration's
+    values and the resting ratio the recording shows; ``m`` is its ``log x0``.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -566,8 +568,16 @@ def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any) -> Any:
     )
     k, m, sd = b / a, math.log(x_ref), CALIBRATION_LOG_SD
     log_x0 = pt.log(f_rest) - pt.log1p(-f_rest)
-    z = pm.Normal("R_min_rest_z", mu=(k / sd) * (log_x0 - m), sigma=1.0)
-    return pm.Deterministic("R_min", pt.exp(math.log(cal.r_min) + sd * z - k * (log_x0 - m)))
+    shift = k * (log_x0 - m)
+    if bg_ratio is not None:
+        assert data.neuropil is not None and data.neuropil2 is not None
+        n1, n2 = float(np.nanmedian(data.y[0])), float(np.nanmedian(data.y2[0]))
+        b1, b2 = float(np.nanmedian(data.neuropil[0])), float(np.nanmedian(data.neuropil2[0]))
+        g = b2 / (n2 - b2) - b1 / (n1 - b1)  # d log(recorded resting ratio)/dr at r = 1
+        if math.isfinite(g):
+            shift = shift - (g / a) * (bg_ratio - 1.0)
+    z = pm.Normal("R_min_rest_z", mu=shift / sd, sigma=1.0)
+    return pm.Deterministic("R_min", pt.exp(math.log(cal.r_min) + sd * z - shift))
 
 
 def ratio_expected(
