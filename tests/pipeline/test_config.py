@@ -145,19 +145,9 @@ def test_kinetic_indicator_from_the_config(tmp_path):
 
 
 def test_ratiometric_config(tmp_path):
-    fura = f"""
-[inputs]
-files = ["{EXAMPLES / "fura_example.tif"}"]
-
-[rois]
-source = "{EXAMPLES / "fura_example_rois.tif"}"
-
-[stimulus]
-file = "{EXAMPLES / "fura_example_stimulus.csv"}"
-
-[model]
-free = ["pmca_vmax", "c_rest"]
-{_FURA}"""
+    fura = (
+        BASE.replace("/example", "/fura_example").replace('"influx_amplitude"', '"c_rest"') + _FURA
+    )
     cfg = load_config(_write(tmp_path, fura))
     cal = cfg.calibration()
     assert (cal.r_min, cal.r_max, cal.beta, cal.kd) == (0.4, 7.5, 9.0, 0.224)
