@@ -38,6 +38,7 @@ from cainfer.infer.observation import (
     Options,
     Residuals,
     add_likelihood,
+    channel_shapes,
     check_options,
     neuropil_variance,
     noise_scale,
@@ -1777,8 +1778,9 @@ def _add_ratio_predictions(
             )  # fmt: skip
             lls.append(ll[:, mask])
             out[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
-        beta, r_min, r_max = (nuis[k][:, None] for k in ("beta", "R_min", "R_max"))
-        ratio_p[:, r] = (r_min + (r_max / beta - r_min) * f) / (1.0 + (1.0 / beta - 1.0) * f)
+        r_min, r_max, beta = (nuis[k][:, None] for k in ("R_min", "R_max", "beta"))
+        model_num, model_den = channel_shapes(r_min, r_max, beta, f)
+        ratio_p[:, r] = model_num / model_den
         b = float(np.median(nuis["background_ratio"][:, r])) if "background_ratio" in nuis else 0.0
         num = data.y[r] - (b * data.neuropil[r] if data.neuropil is not None else 0.0)
         den = data.y2[r] - (b * data.neuropil2[r] if data.neuropil2 is not None else 0.0)

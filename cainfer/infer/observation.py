@@ -510,24 +510,17 @@ def _add_ratio_likelihood(
     for r in range(n_roi):
         f, f_rest = bound[r]
         slow = SLOW_AMPLITUDE["ratio"] * pt.dot(pick(z, r), basis) if z is not None else 0.0
-        d = pick(f0, r) / (1.0 + (1.0 / beta - 1.0) * f_rest) * pt.exp(slow)
-        mus = [
-            d * (r_min + (r_max / beta - r_min) * f),
-            d * (1.0 + (1.0 / beta - 1.0) * f),
-        ]
-        ys = [data.y[r], data.y2[r]]
-        bgs = [data.neuropil, data.neuropil2]
-        levels = [data.rest_level[r], data.rest_level2[r]]
-        for k, sig in enumerate((sigma, sigma2)):
-            extra: Any = 0.0
-            bg = bgs[k]
-            if ratio is not None and bg is not None:
-                mus[k] = mus[k] + pick(ratio, r) * bg[r]
-                extra = (pick(ratio, r) * noise_scale(bg[r])) ** 2
-            x = pt.maximum(mus[k] / float(levels[k]), 1e-3)
-            sd = noise_sd(pt, x, pick(sig, r), pick(power, r), extra)
-            mask = np.isfinite(ys[k])
-            total = total + pt.sum(pointwise_loglik(pt, ys[k], mus[k], sd, pick(rho, r), nu, mask))
+        d = pick(f0, r) / channel_shapes(r_min, r_max, beta, f_rest)[1] * pt.exp(slow)
+        shapes = channel_shapes(r_min, r_max, beta, f)
+        channels = ((data.y, data.neuropil, data.rest_level, sigma),
+                    (data.y2, data.neuropil2, data.rest_level2, sigma2))  # fmt: skip
+        for shape, (y, bg, level, sig) in zip(shapes, channels, strict=True):
+            mu, sd = _channel_mean_sd(
+                pt, d * shape, float(level[r]), None if bg is None else bg[r],
+                None if ratio is None else pick(ratio, r), pick(sig, r), pick(power, r),
+            )  # fmt: skip
+            mask = np.isfinite(y[r])
+            total = total + pt.sum(pointwise_loglik(pt, y[r], mu, sd, pick(rho, r), nu, mask))
     pm.Potential("loglik", total)
 
 
@@ -580,6 +573,26 @@ def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any, bg_ratio: Any) 
     return pm.Deterministic("R_min", pt.exp(math.log(cal.r_min) + sd * z - shift))
 
 
+def channel_shapes(r_min: Any, r_max: Any, beta: Any, f: Any) -> tuple[Any, Any]:
+    """Numerator and denominator counts per unit ``D`` at bound fraction ``f``.
+
+    ``R_min + (R_max/β − R_min)·f`` and ``1 + (1/β − 1)·f`` (module docstring);
+    their quotient is the ratio. Numpy arrays or PyTensor tensors alike.
+    """
+    return r_min + (r_max / beta - r_min) * f, 1.0 + (1.0 / beta - 1.0) * f
+
+
+def _channel_mean_sd(
+    xp: Any, mu: Any, level: float, bg: np.ndarray | None, ratio: Any, sigma: Any, power: Any
+) -> tuple[Any, Any]:
+    """One channel's expected counts (background added) and noise sd (its noise included)."""
+    extra: Any = 0.0
+    if ratio is not None and bg is not None:
+        mu = mu + ratio * bg
+        extra = (ratio * noise_scale(bg)) ** 2
+    return mu, noise_sd(xp, xp.maximum(mu / level, 1e-3), sigma, power, extra)
+
+
 def ratio_expected(
     f: np.ndarray,
     f_rest: np.ndarray,
@@ -593,26 +606,25 @@ def ratio_expected(
     ``f`` ``(n, time)`` and ``f_rest`` ``(n,)`` are draws of the dye's bound
     fraction; ``nuis`` holds the observation model's draws.
     """  # fmt: skip
-    beta = nuis["beta"][:, None]
+    r_min, r_max, beta = (nuis[k][:, None] for k in ("R_min", "R_max", "beta"))
     slow = _slow_draws(data, nuis, r, basis)
-    d = nuis["F0"][:, r, None] / (1.0 + (1.0 / beta - 1.0) * f_rest[:, None]) * np.exp(slow)
-    mus = [
-        d * (nuis["R_min"][:, None] + (nuis["R_max"][:, None] / beta - nuis["R_min"][:, None]) * f),
-        d * (1.0 + (1.0 / beta - 1.0) * f),
-    ]
-    sds = []
-    levels = [data.rest_level[r], data.rest_level2[r]]
-    for k, (bg, sig) in enumerate(((data.neuropil, "sigma"), (data.neuropil2, "sigma_den"))):
-        extra: Any = 0.0
-        if bg is not None and "background_ratio" in nuis:
-            ratio = nuis["background_ratio"][:, r, None]
-            mus[k] = mus[k] + ratio * bg[r][None, :]
-            extra = (ratio * noise_scale(bg[r])) ** 2
-        x = np.maximum(mus[k] / float(levels[k]), 1e-3)
-        sds.append(
-            noise_sd(np, x, nuis[sig][:, r, None], nuis["noise_exponent"][:, r, None], extra)
-        )
-    return mus[0], mus[1], sds[0], sds[1]
+    d = (
+        nuis["F0"][:, r, None]
+        / channel_shapes(r_min, r_max, beta, f_rest[:, None])[1]
+        * np.exp(slow)
+    )
+    ratio = nuis["background_ratio"][:, r, None] if "background_ratio" in nuis else None
+    channels = ((data.neuropil, data.rest_level, "sigma"),
+                (data.neuropil2, data.rest_level2, "sigma_den"))  # fmt: skip
+    out = []
+    for shape, (bg, level, sig) in zip(
+        channel_shapes(r_min, r_max, beta, f), channels, strict=True
+    ):
+        sigma, power = nuis[sig][:, r, None], nuis["noise_exponent"][:, r, None]
+        row = None if bg is None else bg[r]
+        out.append(_channel_mean_sd(np, d * shape, float(level[r]), row, ratio, sigma, power))
+    (mu1, sd1), (mu2, sd2) = out
+    return mu1, mu2, sd1, sd2
 
 
 # ---------------------------------------------------------------- numpy (predictions)
