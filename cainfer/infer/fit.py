@@ -29,7 +29,6 @@ from cainfer.forward._specialize import specialized
 from cainfer.infer._compile import compile_numba
 from cainfer.infer._op import solve_op
 from cainfer.infer.observation import (
-    BACKGROUND_PRIOR,
     NEUROPIL_PRIOR,
     OBSERVATIONS,
     Drift,
@@ -316,13 +315,17 @@ def _observed_ratio(
                     "background", bg2)):  # fmt: skip
         if a is not None and not np.all(np.isfinite(a[np.isfinite(y1)])):
             raise ValueError(f"the {name} must be finite wherever the numerator is")
-    m, _ = BACKGROUND_PRIOR
+    # the multiple the extraction subtracted is the prior centre of the background scale
+    m = float(traces.attrs.get("background", 1.0))
+    if not (math.isfinite(m) and m >= 0):
+        raise ValueError(f"the traces' attrs['background'] = {m!r} must be a multiple ≥ 0")
+    m = m if m > 0 else 1.0  # nothing subtracted: no background term (bg1 is None)
     rest = y2 - (m * bg2 if bg2 is not None else 0.0)
     f0 = np.array([float(np.nanmedian(row)) for row in rest])
     if not np.all(np.isfinite(f0) & (f0 > 0)):
         bad = [lab for lab, v in zip(labels, f0, strict=True) if not (np.isfinite(v) and v > 0)]
         raise ValueError(f"ROI(s) {bad}: the denominator channel has no positive resting level")
-    return ObservedData("ratio", y1, bg1, f0, y2, bg2, cal), t, labels
+    return ObservedData("ratio", y1, bg1, f0, y2, bg2, cal, background=m), t, labels
 
 
 def _prior_rv(
@@ -659,7 +662,10 @@ class Fit:
         xarray.Dataset
             ``dff`` and ``ca`` (µM) with dims ``(sample, time)`` (and ``roi``
             for a hierarchical fit), their ``*_lower``/``*_median``/``*_upper``
-            bands over ``time``, and attrs ``ci_prob`` and ``draws``.
+            bands over ``time``, and attrs ``ci_prob`` and ``draws``. A
+            ratiometric fit adds ``ratio``, the dye's background-free ratio
+            with the posterior of the calibration (``dff`` is then the
+            numerator channel's).
 
         Raises
         ------
@@ -711,12 +717,15 @@ class Fit:
                 for k in self.free:
                     p[slots[k]] = flat[k][i, r if flat[k].shape[1] > 1 else 0]
                 dff[i, r], ca[i, r] = forward(p, *args)
+        series = [("dff", dff, "1"), ("ca", ca, "µM")]
+        if self.settings.get("observation") == "ratio":
+            series.append(("ratio", self._predicted_ratio(dff, flat, pick, base, slots), "1"))
         lo_q, hi_q = (1 - ci_prob) / 2, (1 + ci_prob) / 2
         dims: tuple[str, ...] = ("sample", "time") if self.rois is None else (
             "sample", "roi", "time"
         )  # fmt: skip
         out: dict[str, Any] = {}
-        for name, arr, unit in (("dff", dff, "1"), ("ca", ca, "µM")):
+        for name, arr, unit in series:
             a = arr[:, 0] if self.rois is None else arr
             out[name] = (dims, a, {"units": unit})
             q = np.quantile(a, [lo_q, 0.5, hi_q], axis=0)
@@ -726,6 +735,39 @@ class Fit:
         if self.rois is not None:
             coords["roi"] = list(self.rois)
         return xr.Dataset(out, coords=coords, attrs={"ci_prob": ci_prob, "draws": int(pick.size)})
+
+    def _predicted_ratio(
+        self,
+        dff: np.ndarray,
+        flat: Mapping[str, np.ndarray],
+        pick: np.ndarray,
+        base: np.ndarray,
+        slots: Mapping[str, int],
+    ) -> np.ndarray:
+        """The dye's background-free ratio ``(sample, roi, time)`` of a ratiometric fit.
+
+        The calibration (``R_min``, ``R_max``, ``β``) belongs to the setup, so
+        its posterior carries over to another recording on it; the
+        background and baseline of this recording do not.
+        """
+        post = self.idata["posterior"]
+        n_all = post.sizes["chain"] * post.sizes["draw"]
+        r_min, r_max, beta = (
+            np.asarray(post[k]).reshape(n_all)[pick][:, None] for k in ("R_min", "R_max", "beta")
+        )
+        out = np.empty_like(dff)
+        for r in range(dff.shape[1]):
+
+            def par(name: str, r: int = r) -> Any:
+                if name in flat:
+                    d = flat[name]
+                    return d[:, r if d.shape[1] > 1 else 0][:, None]
+                return base[slots[name]]
+
+            f, _ = _bound_fraction(np, dff[:, r], *map(par, _DYE_PARAMETERS))
+            num, den = channel_shapes(r_min, r_max, beta, f)
+            out[:, r] = num / den
+        return out
 
     def plot_trace(self, **kwargs: Any) -> Any:
         """Data with predictive and free-Ca bands: :func:`~cainfer.infer.plots.plot_trace`."""

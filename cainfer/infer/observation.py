@@ -31,7 +31,8 @@ estimate is a parameter here, with a prior centred on extraction's estimate:
     level ``F0`` (prior as for fluorescence, around its resting counts), the
     calibration constants ``R_min``, ``R_max`` and ``β`` shared by the ROIs
     of a fit with log-normal priors around the given calibration (log-sd 0.1),
-    the local background ``B_λ`` scaled by ``r`` (normal around 1, sd 0.2)
+    the local background ``B_λ`` scaled by ``r`` (normal around the multiple
+    the extraction subtracted, 1 by default, relative sd 0.2)
     and one slow baseline ``b(t)`` for both channels (the dye bleaches as one).
     The numerator's resting level is then ``F0·R(c_rest)``: the ratio at rest
     carries the resting calcium.
@@ -96,7 +97,10 @@ RHO_BOUNDS = (-0.5, 0.99)
 NOISE_EXPONENT = (0.0, 1.0)  # bounds of p in sd ∝ signal^p (read noise .. proportional)
 SLOW_AMPLITUDE = {"fluorescence": 0.3, "dff": 0.2, "ratio": 0.3}  # prior sd of s(t)
 CALIBRATION_LOG_SD = 0.1  # prior log-sd of R_min, R_max and β around the given calibration
-BACKGROUND_PRIOR = (1.0, 0.2)  # mean, sd of the background scale r of a ratiometric fit
+# relative sd of the background scale r of a ratiometric fit around the multiple the
+# extraction subtracted (ObservedData.background): the annulus is a guess of what lies
+# over the cell, as the neuropil is for a single channel
+BACKGROUND_PRIOR_REL_SD = 0.2
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,9 @@ class ObservedData:
         ``"ratio"``: the denominator channel's counts and background.
     calibration : RatioCalibration or None
         ``"ratio"``: the prior centres of ``R_min``, ``R_max`` and ``β``.
+    background : float
+        ``"ratio"``: the multiple of the background annulus the extraction
+        subtracted, the prior centre of the background scale ``r``.
     """
 
     kind: str
@@ -130,6 +137,7 @@ class ObservedData:
     y2: np.ndarray | None = None
     neuropil2: np.ndarray | None = None
     calibration: Any = None
+    background: float = 1.0
 
     @property
     def rest_level(self) -> np.ndarray:
@@ -487,8 +495,8 @@ def _add_ratio_likelihood(
     has_bg = data.neuropil is not None and data.neuropil2 is not None
     ratio = None
     if has_bg:
-        m, sd_bg = BACKGROUND_PRIOR
-        ratio = pm.Normal("background_ratio", mu=m, sigma=sd_bg, dims=dims)
+        m = data.background
+        ratio = pm.Normal("background_ratio", mu=m, sigma=BACKGROUND_PRIOR_REL_SD * m, dims=dims)
     if several:
         r_min = pm.LogNormal("R_min", mu=math.log(cal.r_min), sigma=CALIBRATION_LOG_SD)
     else:
@@ -544,10 +552,9 @@ def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any, bg_ratio: Any) 
 
     cal = data.calibration
     assert data.y2 is not None
-    num = data.y[0] - (BACKGROUND_PRIOR[0] * data.neuropil[0] if data.neuropil is not None else 0)
-    den = data.y2[0] - (
-        BACKGROUND_PRIOR[0] * data.neuropil2[0] if data.neuropil2 is not None else 0
-    )
+    m_bg = data.background
+    num = data.y[0] - (m_bg * data.neuropil[0] if data.neuropil is not None else 0)
+    den = data.y2[0] - (m_bg * data.neuropil2[0] if data.neuropil2 is not None else 0)
     r_obs = float(np.nanmedian(num) / np.nanmedian(den))
     lo, hi = cal.r_min * 1.01, cal.r_max * 0.99
     r_obs = min(max(r_obs, lo), hi)
@@ -566,9 +573,10 @@ def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any, bg_ratio: Any) 
         assert data.neuropil is not None and data.neuropil2 is not None
         n1, n2 = float(np.nanmedian(data.y[0])), float(np.nanmedian(data.y2[0]))
         b1, b2 = float(np.nanmedian(data.neuropil[0])), float(np.nanmedian(data.neuropil2[0]))
-        g = b2 / (n2 - b2) - b1 / (n1 - b1)  # d log(recorded resting ratio)/dr at r = 1
+        # d log(recorded resting ratio)/dr at the prior centre of r
+        g = b2 / (n2 - m_bg * b2) - b1 / (n1 - m_bg * b1)
         if math.isfinite(g):
-            shift = shift - (g / a) * (bg_ratio - 1.0)
+            shift = shift - (g / a) * (bg_ratio - m_bg)
     z = pm.Normal("R_min_rest_z", mu=shift / sd, sigma=1.0)
     return pm.Deterministic("R_min", pt.exp(math.log(cal.r_min) + sd * z - shift))
 

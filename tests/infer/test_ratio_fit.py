@@ -10,7 +10,7 @@ import xarray as xr
 import cainfer
 from cainfer.extract import extract_ratio
 from cainfer.forward import get_ratiometric
-from cainfer.infer.fit import _bound_fraction, _observed
+from cainfer.infer.fit import _bound_fraction, _observed, _pymc_model
 from cainfer.infer.observation import ObservedData, ratio_expected
 from cainfer.synthetic import simulate_movie
 
@@ -83,6 +83,30 @@ def test_ratiometric_traces_are_read_as_two_channels(fura_traces):
         _observed(ds[["ratio"]], None, 0, several=False, observation="ratio")
 
 
+def test_background_scale_is_centred_on_the_multiple_the_extraction_subtracted(fura_traces):
+    import pymc as pm
+
+    ds, _ = fura_traces
+    assert ds.attrs["background"] == 1.0
+    opts = {"substeps": 1, "coordinates": "per_buffer", "likelihood": "normal",
+            "residuals": "ar1", "drift": "smooth", "drift_timescale": 20.0}  # fmt: skip
+    for multiple in (1.0, 0.6):
+        sub = ds.copy()
+        sub.attrs["background"] = multiple
+        data, t, _ = _observed(sub, None, 0, several=False)
+        assert data.background == multiple
+        model = _pymc_model(MODEL, data, t, None, STIM, ["gamma", "c_rest"], {}, {}, (), 0.0,
+                            opts)  # fmt: skip
+        r = pm.draw(model["background_ratio"], 4000, random_seed=3)
+        # prior: normal around the multiple, relative sd 0.2 (4000 draws: ±2 % of it)
+        assert np.mean(r) == pytest.approx(multiple, rel=0.02)
+        assert np.std(r) == pytest.approx(0.2 * multiple, rel=0.05)
+    bad = ds.copy()
+    bad.attrs["background"] = -1.0
+    with pytest.raises(ValueError, match=r"attrs\['background'\]"):
+        _observed(bad, None, 0, several=False)
+
+
 @pytest.mark.slow
 def test_ratiometric_fit_recovers_the_cell_and_the_resting_calcium(tmp_path):
     # no background and no motion: what is left between the cell and the numbers
@@ -110,3 +134,11 @@ def test_ratiometric_fit_recovers_the_cell_and_the_resting_calcium(tmp_path):
     ratio = pp["ratio"].median(("chain", "draw")).values
     rel = np.abs(ratio / truth["ratio"].values[0] - 1.0)
     assert np.median(rel) < 0.03
+    # the same protocol predicted anew: the ratio (not the numerator's ΔF/F), with
+    # the calibration's posterior, matches the fit's own model ratio
+    pred = res.predict(ds.time.values, STIM, draws=250)
+    assert {"ratio", "ratio_lower", "ratio_median", "ratio_upper"} <= set(pred.data_vars)
+    np.testing.assert_allclose(pred["ratio_median"].values, ratio, rtol=0.01)
+    assert np.all(pred["ratio_lower"].values < pred["ratio_upper"].values)
+    rel = np.abs(pred["ratio_median"].values / truth["ratio"].values[0] - 1.0)
+    assert np.median(rel) < 0.01 and rel.max() < 0.03
