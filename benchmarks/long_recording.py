@@ -15,7 +15,7 @@ posterior median against the noise sd at rest (a σ collapsed far below it
 would mean the baseline soaked up the noise), whether each true value lies
 in its 94% HDI, and the compile and sampling times.
 
-Run: ``python benchmarks/long_recording.py [--minutes M] [--draws N]``.
+Run: ``python benchmarks/long_recording.py [--minutes M] [--draws N] [--only dff]``.
 """
 
 from __future__ import annotations
@@ -76,14 +76,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--draws", type=int, default=1000, help="draws and tuning steps per chain")
+    ap.add_argument("--only", choices=("fluorescence", "dff"), help="fit only this input")
     args = ap.parse_args()
     model, _, _, _ = problem()
     ds, stim, sd_f, sd_dff = recording(args.minutes)
     print(f"{ds.sizes['time']} frames ({args.minutes:g} min at 30 Hz), {stim.events.size} events")
-    for label, data, sd in (
-        ("fluorescence", ds[["F", "F_neu", "F0"]], sd_f),
-        ("ΔF/F", ds["dff"], sd_dff),
-    ):
+    inputs = {
+        "fluorescence": ("fluorescence", ds[["F", "F_neu", "F0"]], sd_f),
+        "dff": ("ΔF/F", ds["dff"], sd_dff),
+    }
+    for key, (label, data, sd) in inputs.items():
+        if args.only not in (None, key):
+            continue
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -505,7 +505,12 @@ class Fit:
         return names
 
     def diagnostics(self) -> list[str]:
-        """Problems found: divergences, R-hat > 1.01, bulk ESS < 400 (empty if none)."""
+        """Problems found (empty if none).
+
+        Divergences, R-hat > 1.01, bulk ESS < 400, a solver error above
+        ``SOLVER_TOLERANCE`` noise sd at the posterior median, and what
+        :meth:`weakly_determined` finds.
+        """
         problems = []
         div = int(np.asarray(self.idata["sample_stats"]["diverging"]).sum())
         if div:
@@ -520,6 +525,14 @@ class Fit:
         low = [n for n, e in zip(s.index, s["ess_bulk"], strict=True) if float(e) < 400]
         if low:
             problems.append(f"bulk ESS < 400 for {low}: draw more samples or more chains")
+        err = self.settings.get("solver_error")
+        if err is not None and float(err) > SOLVER_TOLERANCE:
+            n = int(self.settings.get("substeps", 1))
+            problems.append(
+                f"the ODE solver's error at the posterior median is {float(err):.2g} noise sd "
+                f"(L2 over the frames, {n} step(s) per frame): parameters may be biased by "
+                f"up to that many posterior sd; refit with substeps={2 * n} or more"
+            )
         return problems + self.weakly_determined()
 
     def weakly_determined(self) -> list[str]:
@@ -870,8 +883,16 @@ _FIT_DOC_OPTIONS = """
         Chains run in parallel (default: all CPUs, at most ``chains``).
     seed : int
         Random seed: same data, model, settings and seed give the same draws.
-    substeps : int
-        RK4 steps per frame interval in the forward solve.
+    substeps : int or "auto"
+        Solver steps per frame interval (RK4; SDIRK3 for kinetic binding).
+        ``"auto"`` (default): the fewest (1, 2, 4, … 64) whose error, at the
+        parameters' starting values, is below ``SOLVER_TOLERANCE`` (0.25)
+        noise sds of the recording's ΔF/F in L2 over its frames, so that no
+        parameter combination is biased by more than a quarter of its
+        posterior sd; checked again at the posterior median, with one refit at
+        more steps if it fails there. A slow frame rate with fast kinetics (a
+        few Hz) needs several. An integer is used as given and checked; its
+        failure is reported in :attr:`Fit.problems`.
     adaptation : {"diag", "low_rank"}
         nutpie mass-matrix adaptation; ``"low_rank"`` follows the correlated
         directions (influx amplitude, κ_S and pump capacity trade off).
@@ -948,6 +969,11 @@ def _validated(
     check_options(_obs_options(options))
     for name in ("draws", "tune", "chains", "substeps"):
         val = options[name]
+        if name == "substeps" and val == "auto":
+            continue
+        if isinstance(val, str | bool):
+            extra = " or 'auto'" if name == "substeps" else ""
+            raise ValueError(f"{name} = {val!r} must be a positive integer{extra}")
         if int(val) != val or val < (0 if name == "tune" else 1):
             raise ValueError(f"{name} = {val!r} must be a positive integer")
     params = model.parameters
@@ -987,7 +1013,7 @@ def fit(
     chains: int = 4,
     cores: int | None = None,
     seed: int = 0,
-    substeps: int = 1,
+    substeps: int | Literal["auto"] = "auto",
     adaptation: Literal["diag", "low_rank"] = "low_rank",
     coordinates: Literal["per_buffer", "natural"] = "per_buffer",
     target_accept: float = 0.8,
@@ -1061,7 +1087,7 @@ def fit_rois(
     chains: int = 4,
     cores: int | None = None,
     seed: int = 0,
-    substeps: int = 1,
+    substeps: int | Literal["auto"] = "auto",
     adaptation: Literal["diag", "low_rank"] = "low_rank",
     coordinates: Literal["per_buffer", "natural"] = "per_buffer",
     target_accept: float = 0.8,
@@ -1138,7 +1164,7 @@ def fit_hierarchical(
     chains: int = 4,
     cores: int | None = None,
     seed: int = 0,
-    substeps: int = 1,
+    substeps: int | Literal["auto"] = "auto",
     adaptation: Literal["diag", "low_rank"] = "low_rank",
     coordinates: Literal["per_buffer", "natural"] = "per_buffer",
     target_accept: float = 0.8,
@@ -1325,9 +1351,138 @@ def _run(
     pool_sd: float,
     options: Mapping[str, Any],
 ) -> Fit:
+    """Fit ``data`` (roi, time) with a solver step the noise cannot tell from exact.
+
+    ``substeps="auto"``: the steps per frame are chosen at the parameters'
+    starting values (:func:`_choose_substeps`) and checked at the posterior
+    median; where the check fails the fit is run once more with the steps
+    chosen there. A given ``substeps`` is checked only, and a failed check
+    is one of the fit's problems.
+    """
+    opts = dict(options)
+    auto = opts["substeps"] == "auto"
+    noise = _dff_noise(data)
+    n_roi = data.y.shape[0]
+    if auto:
+        start = [model.pack_raw(model.values(fixed))] * n_roi
+        opts["substeps"] = _choose_substeps(model, start, t, stimulus, noise)
+    args = (model, data, t, labels, stimulus, free, fixed, priors, pooled, pool_sd)
+    result = _sample(*args, opts)
+    err = _solver_error(model, _median_vectors(result), t, stimulus, opts["substeps"], noise)
+    if auto and err > SOLVER_TOLERANCE and opts["substeps"] < _MAX_SUBSTEPS:
+        at = _median_vectors(result)
+        first = 2 * opts["substeps"]
+        opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, first=first)
+        result = _sample(*args, opts)
+        err = _solver_error(model, _median_vectors(result), t, stimulus, opts["substeps"], noise)
+    result.settings["solver_error"] = err
+    result.problems = result.diagnostics()
+    result.ok = not result.problems
+    weak = set(result.weakly_determined())
+    for problem in result.problems:
+        category = IdentifiabilityWarning if problem in weak else SamplerWarning
+        warnings.warn(problem, category, stacklevel=3)
+    return result
+
+
+# the solver's error (L2 over the frames, in noise sds of the ΔF/F) a fit accepts: in
+# the linearised model no combination of parameters moves by more posterior sds
+SOLVER_TOLERANCE = 0.25
+_MAX_SUBSTEPS = 64
+
+
+def _dff_noise(data: ObservedData) -> np.ndarray:
+    """``(roi,)`` robust noise sd of the recording in the model's ΔF/F units."""
+    sd = np.array([noise_scale(row) for row in data.y])
+    if data.kind in ("fluorescence", "ratio"):
+        level = data.f0 if (data.kind == "fluorescence" and data.f0 is not None) else (
+            data.rest_level
+        )  # fmt: skip
+        sd = sd / np.maximum(np.abs(np.asarray(level, dtype=float)), 1e-12)
+    return sd
+
+
+def _solver_error(
+    model: CellModel,
+    vectors: Sequence[np.ndarray],
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    substeps: int,
+    noise: np.ndarray,
+) -> float:
+    """Largest error of the ΔF/F solve over the ROIs, in noise sds (L2 over the frames).
+
+    The error at ``substeps`` steps per frame is estimated by Richardson
+    extrapolation from the solve at twice as many (RK4 is fourth order, the
+    kinetic SDIRK third): ``‖d_n − d_2n‖ · 2^p/(2^p − 1)``.
+    """
+    p_order = 3 if model.kinetic else 4
+    gain = 2.0**p_order / (2.0**p_order - 1.0)
+    out = []
+    for n in (substeps, 2 * substeps):
+        args = model.kernel_args(t, stimulus, substeps=n)
+        forward = getattr(specialized(args[4], args[5]), model.forward_kernel)
+        out.append([forward(v, *args)[0] for v in vectors])
+    worst = 0.0
+    for r, (a, b) in enumerate(zip(*out, strict=True)):
+        e = gain * float(np.sqrt(np.sum((a - b) ** 2))) / float(noise[min(r, noise.size - 1)])
+        worst = max(worst, e if np.isfinite(e) else np.inf)
+    return worst
+
+
+def _choose_substeps(
+    model: CellModel,
+    vectors: Sequence[np.ndarray],
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    noise: np.ndarray,
+    *,
+    first: int = 1,
+) -> int:
+    """Fewest steps per frame (doubling from ``first``) whose solver error is tolerated."""
+    n = max(1, int(first))
+    while n < _MAX_SUBSTEPS and _solver_error(model, vectors, t, stimulus, n, noise) > (
+        SOLVER_TOLERANCE
+    ):
+        n *= 2
+    return min(n, _MAX_SUBSTEPS)
+
+
+def _median_vectors(result: Fit) -> list[np.ndarray]:
+    """Packed parameter vectors at the posterior median, one per ROI of the fit."""
+    model = result.model
+    base = model.pack_raw(model.values(result.fixed))
+    slots = model.slots()
+    post = result.idata["posterior"]
+    n_roi = 1 if result.rois is None else len(result.rois)
+    out = []
+    for r in range(n_roi):
+        p = base.copy()
+        for k in result.free:
+            a = np.asarray(post[k])
+            a = a.reshape(a.shape[0] * a.shape[1], -1)
+            p[slots[k]] = float(np.median(a[:, r if a.shape[1] > 1 else 0]))
+        out.append(p)
+    return out
+
+
+def _sample(
+    model: CellModel,
+    data: ObservedData,
+    t: np.ndarray,
+    labels: list[Any] | None,
+    stimulus: Stimulus | None,
+    free: list[str],
+    fixed: dict[str, float],
+    priors: dict[str, Prior],
+    pooled: Sequence[str],
+    pool_sd: float,
+    options: Mapping[str, Any],
+) -> Fit:
     """Build the PyMC model for ``data`` (roi, time), sample it with nutpie, add the results.
 
     ``labels`` None: one ROI with scalar parameters; else one value per ROI.
+    ``options["substeps"]`` is an integer here.
     """
     import nutpie
 
@@ -1421,14 +1576,7 @@ def _run(
         "sampling_seconds": t2 - t1,
     }
     fixed_values = {k: v for k, v in values.items() if k not in free}
-    result = Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))
-    result.problems = result.diagnostics()
-    result.ok = not result.problems
-    weak = set(result.weakly_determined())
-    for problem in result.problems:
-        category = IdentifiabilityWarning if problem in weak else SamplerWarning
-        warnings.warn(problem, category, stacklevel=3)
-    return result
+    return Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))
 
 
 # prior draws of the cell's parameters ranked before the search for modes

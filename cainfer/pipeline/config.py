@@ -98,7 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "target_accept": (_NUM, 0.8, "target acceptance probability"),
         "adaptation": ((str,), "low_rank", '"low_rank" or "diag"'),
         "coordinates": ((str,), "per_buffer", '"per_buffer" or "natural"'),
-        "substeps": ((int,), 1, "RK4 steps per frame"),
+        "substeps": ((int, str), "auto", '"auto" or solver steps per frame (see cainfer.fit)'),
     },
     "parallel": {
         "workers": ((int, str), "auto", '"auto" (one per core) or a number of worker processes'),
@@ -343,8 +343,13 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     for key, options in allowed.items():
         if smp[key] not in options:
             raise _err(path, "sampler", f"{key} = {smp[key]!r}; allowed: {', '.join(options)}")
+    if isinstance(smp["substeps"], str) and smp["substeps"] != "auto":
+        raise _err(path, "sampler", f"substeps = {smp['substeps']!r}; allowed: \"auto\" or an "
+                   "integer ≥ 1")  # fmt: skip
     for key in ("draws", "chains", "substeps", "tune"):
         low = 0 if key == "tune" else 1
+        if key == "substeps" and smp[key] == "auto":
+            continue
         if smp[key] < low:
             raise _err(path, "sampler", f"{key} = {smp[key]!r} must be ≥ {low}")
     if not 0 < smp["target_accept"] < 1:

@@ -424,3 +424,63 @@ def test_a_parameter_pulled_far_from_its_prior_is_named():
         res = fit(y, model, stimulus=STIM, free=list(truth), priors=pri, draws=500, tune=500,
                   chains=2, seed=6)  # fmt: skip
     assert any(p.startswith("gamma: posterior median") for p in res.problems)
+
+
+# a cell imaged at 2 frames/s: GCaMP6f's calcium decays within a frame (γ 400/s over
+# a buffer capacity near 100), so one RK4 step per frame is far from the solution
+SLOW_TIME = np.arange(0, 60, 0.5)
+SLOW_STIM = cainfer.Stimulus(events=[3.1, 11.3, 11.4, 20.2, 31.7, 31.8, 31.9, 42.6, 50.3])
+
+
+def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
+    from cainfer.infer.fit import SOLVER_TOLERANCE, _choose_substeps, _solver_error
+
+    model = cainfer.single_compartment("GCaMP6f")
+    vec = [model.pack_raw(model.values())]
+    noise = np.array([0.02])
+    ref = model.simulate(None, SLOW_TIME, SLOW_STIM, substeps=256).dff.values
+
+    def true_error(n):
+        d = model.simulate(None, SLOW_TIME, SLOW_STIM, substeps=n).dff.values
+        return float(np.linalg.norm(d - ref)) / noise[0]
+
+    for n in (1, 2, 4, 8):
+        # Richardson's estimate from the solves at n and 2n; it holds even at n = 1,
+        # where the error is 200 noise sd (fourth order: 16× less per doubling)
+        assert _solver_error(model, vec, SLOW_TIME, SLOW_STIM, n, noise) == pytest.approx(
+            true_error(n), rel=0.15
+        )
+    n = _choose_substeps(model, vec, SLOW_TIME, SLOW_STIM, noise)
+    assert true_error(n) <= SOLVER_TOLERANCE < true_error(n // 2)
+    # a noisier recording tolerates a coarser solve; at 30 frames/s one step is enough
+    assert _choose_substeps(model, vec, SLOW_TIME, SLOW_STIM, 20 * noise) < n
+    assert _choose_substeps(model, vec, TIME, STIM, noise) == 1
+
+
+@pytest.mark.parametrize("bad", ["fast", 0, 1.5, True])
+def test_substeps_must_be_auto_or_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="substeps"):
+        fit(np.zeros(TIME.size), cainfer.single_compartment(), stimulus=STIM, time=TIME,
+            substeps=bad)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_slow_frame_rate_gets_enough_solver_steps():
+    model = cainfer.single_compartment("GCaMP6f")
+    truth = {"gamma": 400.0, "influx_amplitude": 10.0}
+    clean = model.simulate(truth, SLOW_TIME, SLOW_STIM, substeps=256).dff.values
+    y = clean + np.random.default_rng(4).normal(0.0, 0.02, SLOW_TIME.size)
+    opts = {"time": SLOW_TIME, "stimulus": SLOW_STIM, "free": list(truth), "draws": 500,
+            "tune": 500, "chains": 2, "seed": 1, "observation": "dff_exact"}  # fmt: skip
+    with pytest.warns(cainfer.infer.SamplerWarning, match="solver's error"):
+        coarse = fit(y, model, substeps=1, **opts)
+    # one step per frame: confidently wrong, and said so
+    s = coarse.summary(round_to="none")
+    assert (s.loc["gamma", "mean"] - 400.0) / s.loc["gamma", "sd"] < -5
+    assert any("substeps=2" in p for p in coarse.problems)
+    auto = fit(y, model, **opts)
+    assert auto.settings["substeps"] >= 4 and auto.settings["solver_error"] < 0.25
+    assert not [p for p in auto.problems if "solver" in p]
+    s = auto.summary(round_to="none")
+    for name, value in truth.items():
+        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], s
