@@ -507,9 +507,10 @@ class Fit:
     def diagnostics(self) -> list[str]:
         """Problems found (empty if none).
 
-        Divergences, R-hat > 1.01, bulk ESS < 400, a solver error above
-        ``SOLVER_TOLERANCE`` noise sd at the posterior median, and what
-        :meth:`weakly_determined` finds.
+        Divergences, R-hat > 1.01, bulk ESS < 400, residuals that wander
+        (AR(1) ``rho`` > 0.8 with ``sigma`` > 2× the frame-to-frame noise: a
+        misfit), a solver error above ``SOLVER_TOLERANCE`` noise sd at the
+        posterior median, and what :meth:`weakly_determined` finds.
         """
         problems = []
         div = int(np.asarray(self.idata["sample_stats"]["diverging"]).sum())
@@ -525,6 +526,7 @@ class Fit:
         low = [n for n, e in zip(s.index, s["ess_bulk"], strict=True) if float(e) < 400]
         if low:
             problems.append(f"bulk ESS < 400 for {low}: draw more samples or more chains")
+        problems += self._unexplained_residuals()
         err = self.settings.get("solver_error")
         if err is not None and float(err) > SOLVER_TOLERANCE:
             n = int(self.settings.get("substeps", 1))
@@ -534,6 +536,42 @@ class Fit:
                 f"up to that many posterior sd; refit with substeps={2 * n} or more"
             )
         return problems + self.weakly_determined()
+
+    def _unexplained_residuals(self) -> list[str]:
+        """ROIs whose residuals wander slowly: structure the model leaves unexplained.
+
+        The AR(1) residuals can absorb a misfit, a transient the model cannot
+        make or a baseline faster than the drift term: ``rho`` then goes to 1
+        and ``sigma`` (the residuals' marginal sd) grows far above the
+        frame-to-frame noise the recording shows (``noise_scale`` of the
+        recorded numbers). The intervals then treat that structure as noise.
+        """
+        post = self.idata["posterior"]
+        obs = self.idata["observed_data"] if "observed_data" in self.idata else None
+        if "rho" not in post or "sigma" not in post or obs is None or "y" not in obs:
+            return []
+        y = np.asarray(obs["y"])
+        y = y.reshape(-1, y.shape[-1])  # (roi, time)
+
+        def median(name: str, r: int) -> float:
+            a = np.asarray(post[name])
+            a = a.reshape(a.shape[0] * a.shape[1], -1)  # (draw, roi or 1)
+            return float(np.median(a[:, min(r, a.shape[1] - 1)]))
+
+        labels = self.rois if self.rois is not None else [None]
+        out = []
+        for r, label in enumerate(labels):
+            rho_r = median("rho", r)
+            ratio = median("sigma", r) / noise_scale(y[r])
+            if rho_r > WANDER_RHO and ratio > WANDER_SIGMA:
+                who = "" if label is None else f"ROI {label}: "
+                out.append(
+                    f"{who}the residuals wander slowly (AR(1) rho {rho_r:.2f}, their sd "
+                    f"{ratio:.1f}× the frame-to-frame noise): the model leaves structure in the "
+                    "trace unexplained and the intervals count it as noise; check the stimulus "
+                    "times, the model (binding kinetics, missing fluxes) and the baseline"
+                )
+        return out
 
     def weakly_determined(self) -> list[str]:
         """Free parameters the data pull far from their priors, or fix only in combination.
@@ -1384,6 +1422,11 @@ def _run(
         warnings.warn(problem, category, stacklevel=3)
     return result
 
+
+# residuals this autocorrelated and this much larger than the frame-to-frame noise are
+# structure the model did not explain (Fit._unexplained_residuals)
+WANDER_RHO = 0.8
+WANDER_SIGMA = 2.0
 
 # the solver's error (L2 over the frames, in noise sds of the ΔF/F) a fit accepts: in
 # the linearised model no combination of parameters moves by more posterior sds

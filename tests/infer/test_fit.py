@@ -484,3 +484,21 @@ def test_a_slow_frame_rate_gets_enough_solver_steps():
     s = auto.summary(round_to="none")
     for name, value in truth.items():
         assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], s
+
+
+@pytest.mark.slow
+def test_residuals_that_wander_are_named_as_a_misfit(recovery):
+    # a well-specified fit: white residuals at the recording's own noise
+    _, result = recovery
+    assert not [p for p in result.problems if "wander" in p]
+    # a 2-s oscillation no cell model makes and too fast for the slow baseline:
+    # the AR(1) residuals soak it up, and the fit says so
+    model = cainfer.single_compartment("OGB-1")
+    dff = simulate_traces(model, TRUTH, TIME, STIM, noise_sd=0.03, seed=2).dff.isel(roi=0)
+    dff = dff + 0.15 * np.sin(2 * np.pi * TIME / 2.0)
+    with pytest.warns(cainfer.infer.SamplerWarning, match="residuals wander"):
+        res = fit(dff, model, stimulus=STIM, free=list(TRUTH), draws=300, tune=300, chains=2,
+                  seed=1)  # fmt: skip
+    assert not res.ok
+    (problem,) = [p for p in res.problems if "wander" in p]
+    assert "× the frame-to-frame noise" in problem
