@@ -509,8 +509,9 @@ class Fit:
 
         Divergences, R-hat > 1.01, bulk ESS < 400, residuals that wander
         (AR(1) ``rho`` > 0.8 with ``sigma`` > 2× the frame-to-frame noise: a
-        misfit), a solver error above ``SOLVER_TOLERANCE`` noise sd at the
-        posterior median, and what :meth:`weakly_determined` finds.
+        misfit), a solver error that moves a free parameter by more than
+        ``SOLVER_TOLERANCE`` posterior sd, and what :meth:`weakly_determined`
+        finds.
         """
         problems = []
         div = int(np.asarray(self.idata["sample_stats"]["diverging"]).sum())
@@ -531,9 +532,9 @@ class Fit:
         if err is not None and float(err) > SOLVER_TOLERANCE:
             n = int(self.settings.get("substeps", 1))
             problems.append(
-                f"the ODE solver's error at the posterior median is {float(err):.2g} noise sd "
-                f"(L2 over the frames, {n} step(s) per frame): parameters may be biased by "
-                f"up to that many posterior sd; refit with substeps={2 * n} or more"
+                f"the ODE solver's error ({n} step(s) per frame) moves a free parameter by "
+                f"about {float(err):.2g} posterior sd at the posterior median: refit with "
+                f"substeps={2 * n} or more"
             )
         return problems + self.weakly_determined()
 
@@ -924,13 +925,14 @@ _FIT_DOC_OPTIONS = """
     substeps : int or "auto"
         Solver steps per frame interval (RK4; SDIRK3 for kinetic binding).
         ``"auto"`` (default): the fewest (1, 2, 4, … 64) whose error, at the
-        parameters' starting values, is below ``SOLVER_TOLERANCE`` (0.25)
-        noise sds of the recording's ΔF/F in L2 over its frames, so that no
-        parameter combination is biased by more than a quarter of its
-        posterior sd; checked again at the posterior median, with one refit at
-        more steps if it fails there. A slow frame rate with fast kinetics (a
-        few Hz) needs several. An integer is used as given and checked; its
-        failure is reported in :attr:`Fit.problems`.
+        parameters' starting values, moves no free parameter by more than
+        ``SOLVER_TOLERANCE`` (0.25) of its posterior sd (linearised: the
+        error regressed on the ΔF/F's sensitivities to the parameters, with
+        the recording's noise); checked again at the posterior median, with
+        one refit at more steps if it fails there.
+        A slow frame rate with fast kinetics (a few Hz) needs several. An
+        integer is used as given and checked; its failure is reported in
+        :attr:`Fit.problems`.
     adaptation : {"diag", "low_rank"}
         nutpie mass-matrix adaptation; ``"low_rank"`` follows the correlated
         directions (influx amplitude, κ_S and pump capacity trade off).
@@ -1401,18 +1403,25 @@ def _run(
     auto = opts["substeps"] == "auto"
     noise = _dff_noise(data)
     n_roi = data.y.shape[0]
+    all_slots = model.slots()
+    slots = [all_slots[name] for name in free]
     if auto:
         start = [model.pack_raw(model.values(fixed))] * n_roi
-        opts["substeps"] = _choose_substeps(model, start, t, stimulus, noise)
+        opts["substeps"] = _choose_substeps(model, start, t, stimulus, noise, slots=slots)
     args = (model, data, t, labels, stimulus, free, fixed, priors, pooled, pool_sd)
     result = _sample(*args, opts)
-    err = _solver_error(model, _median_vectors(result), t, stimulus, opts["substeps"], noise)
+
+    def error() -> float:
+        at = _median_vectors(result)
+        return _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
+
+    err = error()
     if auto and err > SOLVER_TOLERANCE and opts["substeps"] < _MAX_SUBSTEPS:
         at = _median_vectors(result)
         first = 2 * opts["substeps"]
-        opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, first=first)
+        opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, slots=slots, first=first)
         result = _sample(*args, opts)
-        err = _solver_error(model, _median_vectors(result), t, stimulus, opts["substeps"], noise)
+        err = error()
     result.settings["solver_error"] = err
     result.problems = result.diagnostics()
     result.ok = not result.problems
@@ -1428,8 +1437,8 @@ def _run(
 WANDER_RHO = 0.8
 WANDER_SIGMA = 2.0
 
-# the solver's error (L2 over the frames, in noise sds of the ΔF/F) a fit accepts: in
-# the linearised model no combination of parameters moves by more posterior sds
+# how far the solver's error may move a free parameter, in its posterior sds
+# (linearised, _solver_error)
 SOLVER_TOLERANCE = 0.25
 _MAX_SUBSTEPS = 64
 
@@ -1452,23 +1461,58 @@ def _solver_error(
     stimulus: Stimulus | None,
     substeps: int,
     noise: np.ndarray,
+    *,
+    slots: Sequence[int] | None = None,
 ) -> float:
-    """Largest error of the ΔF/F solve over the ROIs, in noise sds (L2 over the frames).
+    """How far the ΔF/F solve's error moves the fit, worst over the ROIs.
 
-    The error at ``substeps`` steps per frame is estimated by Richardson
-    extrapolation from the solve at twice as many (RK4 is fourth order, the
-    kinetic SDIRK third): ``‖d_n − d_2n‖ · 2^p/(2^p − 1)``.
+    The error ``δ`` at ``substeps`` steps per frame is estimated by
+    Richardson extrapolation from the solve at twice as many (RK4 is fourth
+    order, the kinetic SDIRK third): ``δ ≈ (d_n − d_2n) · 2^p/(2^p − 1)``.
+    Without ``slots``: ``‖δ‖/σ`` (L2 over the frames, ``σ`` the noise sd of
+    the ΔF/F), a bound on how many posterior sds any parameter can move.
+    With ``slots`` (the free parameters' slots in the packed vector): the
+    linearised shift itself, the largest over the free parameters in their
+    own (white-noise) posterior sds: least squares of ``δ`` on the ΔF/F's
+    sensitivities to them, with a constant and the ΔF/F itself (the
+    observation's offset and scale) fitted out of both (Frisch–Waugh–Lovell).
     """
     p_order = 3 if model.kinetic else 4
     gain = 2.0**p_order / (2.0**p_order - 1.0)
-    out = []
+    solvers = []
     for n in (substeps, 2 * substeps):
         args = model.kernel_args(t, stimulus, substeps=n)
         forward = getattr(specialized(args[4], args[5]), model.forward_kernel)
-        out.append([forward(v, *args)[0] for v in vectors])
+        solvers.append((forward, args))
+    (f_n, a_n), (f_2n, a_2n) = solvers
     worst = 0.0
-    for r, (a, b) in enumerate(zip(*out, strict=True)):
-        e = gain * float(np.sqrt(np.sum((a - b) ** 2))) / float(noise[min(r, noise.size - 1)])
+    for r, v in enumerate(vectors):
+        fine = np.asarray(f_2n(v, *a_2n)[0])
+        delta = gain * (np.asarray(f_n(v, *a_n)[0]) - fine)
+        if slots is not None and np.all(np.isfinite(delta)):
+            cols = []
+            for slot in slots:
+                h = 1e-5 * max(abs(float(v[slot])), 1e-6)
+                up = v.copy()
+                up[slot] += h
+                cols.append((np.asarray(f_2n(up, *a_2n)[0]) - fine) / h)
+            # Frisch–Waugh–Lovell: the free parameters' estimates see the error and
+            # their sensitivities with the observation's offset and scale fitted out
+            nuis = np.column_stack([np.ones_like(fine), fine])
+
+            def resid(x: np.ndarray, basis: np.ndarray = nuis) -> np.ndarray:
+                return x - basis @ np.linalg.lstsq(basis, x, rcond=None)[0]
+
+            if not cols:
+                continue
+            sens = resid(np.column_stack(cols))
+            shift = np.linalg.lstsq(sens, resid(delta), rcond=None)[0]
+            sd = np.sqrt(np.diag(np.linalg.pinv(sens.T @ sens)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.abs(shift) / (sd * float(noise[min(r, noise.size - 1)]))
+            e = float(np.max(np.where(sd > 0, z, 0.0)))
+        else:
+            e = float(np.sqrt(np.sum(delta**2))) / float(noise[min(r, noise.size - 1)])
         worst = max(worst, e if np.isfinite(e) else np.inf)
     return worst
 
@@ -1480,12 +1524,13 @@ def _choose_substeps(
     stimulus: Stimulus | None,
     noise: np.ndarray,
     *,
+    slots: Sequence[int] | None = None,
     first: int = 1,
 ) -> int:
     """Fewest steps per frame (doubling from ``first``) whose solver error is tolerated."""
     n = max(1, int(first))
-    while n < _MAX_SUBSTEPS and _solver_error(model, vectors, t, stimulus, n, noise) > (
-        SOLVER_TOLERANCE
+    while n < _MAX_SUBSTEPS and (
+        _solver_error(model, vectors, t, stimulus, n, noise, slots=slots) > SOLVER_TOLERANCE
     ):
         n *= 2
     return min(n, _MAX_SUBSTEPS)
