@@ -294,7 +294,7 @@ def exact_pymc_model(
     model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, free: list[str]
 ) -> pm.Model:
     """The PyMC model cainfer builds for trace ``y`` taken as exact ΔF/F, white noise."""
-    from cainfer.infer.fit import _pymc_model, _validated
+    from cainfer.infer.fit import _Problem, _pymc_model, _validated
     from cainfer.infer.observation import ObservedData
 
     options = dict(
@@ -305,7 +305,7 @@ def exact_pymc_model(
     )  # fmt: skip
     free_v, fixed, priors = _validated(model, free, None, None, options)
     data = ObservedData("dff_exact", y[None, :])
-    return _pymc_model(model, data, t, None, stim, free_v, fixed, priors, (), 0.5, options)
+    return _pymc_model(_Problem(model, data, t, None, stim, free_v, fixed, priors), options)
 
 
 def _logp_grad_ms(m: pm.Model, mode: str) -> float:

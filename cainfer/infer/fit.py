@@ -1104,7 +1104,7 @@ def fit(
     )  # fmt: skip
     free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
     data, t, _ = _observed(traces, time, roi, several=False, observation=observation)
-    return _run(model, data, t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, options)
+    return _run(_Problem(model, data, t, None, stimulus, free_l, fixed_d, priors_d), options)
 
 
 def fit_rois(
@@ -1174,9 +1174,8 @@ def fit_rois(
     out = {}
     for i, label in enumerate(labels):
         opts = options | {"seed": seed + i}
-        out[label] = _run(
-            model, data.select([i]), t, None, stimulus, free_l, fixed_d, priors_d, (), 0.5, opts
-        )
+        one = _Problem(model, data.select([i]), t, None, stimulus, free_l, fixed_d, priors_d)
+        out[label] = _run(one, opts)
         out[label].settings["roi"] = _jsonable(label)
     return out
 
@@ -1281,13 +1280,34 @@ def fit_hierarchical(
     if len(labels) < 2:
         raise ValueError(f"a hierarchical fit needs at least two ROIs, got {len(labels)}")
     options["centered"] = bool(centered)
-    return _run(
-        model, data, t, labels, stimulus, free_l, fixed_d, priors_d, pooled, pool_sd, options
-    )
+    problem = _Problem(model, data, t, labels, stimulus, free_l, fixed_d, priors_d, pooled,
+                       pool_sd)  # fmt: skip
+    return _run(problem, options)
 
 
 for _f in (fit, fit_rois, fit_hierarchical):
     _f.__doc__ = (_f.__doc__ or "").replace("    {options}\n", _FIT_DOC_OPTIONS.lstrip("\n"))
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """What a fit is of: the cell model, the recording as the fit sees it, the parameters.
+
+    ``labels`` None: one ROI with scalar parameters; else the ROI labels of a
+    hierarchical fit, whose ``pooled`` parameters share a population with
+    spread prior ``pool_sd``.
+    """
+
+    model: CellModel
+    data: ObservedData
+    t: np.ndarray
+    labels: list[Any] | None
+    stimulus: Stimulus | None
+    free: list[str]
+    fixed: dict[str, float]
+    priors: dict[str, Prior]
+    pooled: Sequence[str] = ()
+    pool_sd: float = 0.5
 
 
 def _jsonable(x: Any) -> Any:
@@ -1295,19 +1315,13 @@ def _jsonable(x: Any) -> Any:
 
 
 def _pymc_model(
-    model: CellModel,
-    data: ObservedData,
-    t: np.ndarray,
-    labels: list[Any] | None,
-    stimulus: Stimulus | None,
-    free: list[str],
-    fixed: dict[str, float],
-    priors: dict[str, Prior],
-    pooled: Sequence[str],
-    pool_sd: float,
+    problem: _Problem,
     options: Mapping[str, Any],
 ) -> pm.Model:
     """The PyMC model of ``data`` (roi, time); ``labels`` None: one ROI, scalar parameters."""
+    pr = problem
+    model, data, t, labels, stimulus = pr.model, pr.data, pr.t, pr.labels, pr.stimulus
+    free, fixed, priors, pooled, pool_sd = pr.free, pr.fixed, pr.priors, pr.pooled, pr.pool_sd
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
     op, consts = solve_op(model, t, stimulus, substeps=options["substeps"], free=free)
@@ -1379,16 +1393,7 @@ def _compiling_into_cache(func: Callable[..., Fit]) -> Callable[..., Fit]:
 
 @_compiling_into_cache
 def _run(
-    model: CellModel,
-    data: ObservedData,
-    t: np.ndarray,
-    labels: list[Any] | None,
-    stimulus: Stimulus | None,
-    free: list[str],
-    fixed: dict[str, float],
-    priors: dict[str, Prior],
-    pooled: Sequence[str],
-    pool_sd: float,
+    problem: _Problem,
     options: Mapping[str, Any],
 ) -> Fit:
     """Fit ``data`` (roi, time) with a solver step the noise cannot tell from exact.
@@ -1399,6 +1404,8 @@ def _run(
     chosen there. A given ``substeps`` is checked only, and a failed check
     is one of the fit's problems.
     """
+    pr = problem
+    model, data, t, stimulus, free, fixed = pr.model, pr.data, pr.t, pr.stimulus, pr.free, pr.fixed
     opts = dict(options)
     auto = opts["substeps"] == "auto"
     noise = _dff_noise(data)
@@ -1408,8 +1415,7 @@ def _run(
     if auto:
         start = [model.pack_raw(model.values(fixed))] * n_roi
         opts["substeps"] = _choose_substeps(model, start, t, stimulus, noise, slots=slots)
-    args = (model, data, t, labels, stimulus, free, fixed, priors, pooled, pool_sd)
-    result = _sample(*args, opts)
+    result = _sample(problem, opts)
 
     def error() -> float:
         at = _median_vectors(result)
@@ -1420,15 +1426,15 @@ def _run(
         at = _median_vectors(result)
         first = 2 * opts["substeps"]
         opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, slots=slots, first=first)
-        result = _sample(*args, opts)
+        result = _sample(problem, opts)
         err = error()
     result.settings["solver_error"] = err
     result.problems = result.diagnostics()
     result.ok = not result.problems
     weak = set(result.weakly_determined())
-    for problem in result.problems:
-        category = IdentifiabilityWarning if problem in weak else SamplerWarning
-        warnings.warn(problem, category, stacklevel=3)
+    for msg in result.problems:
+        category = IdentifiabilityWarning if msg in weak else SamplerWarning
+        warnings.warn(msg, category, stacklevel=3)
     return result
 
 
@@ -1555,16 +1561,7 @@ def _median_vectors(result: Fit) -> list[np.ndarray]:
 
 
 def _sample(
-    model: CellModel,
-    data: ObservedData,
-    t: np.ndarray,
-    labels: list[Any] | None,
-    stimulus: Stimulus | None,
-    free: list[str],
-    fixed: dict[str, float],
-    priors: dict[str, Prior],
-    pooled: Sequence[str],
-    pool_sd: float,
+    problem: _Problem,
     options: Mapping[str, Any],
 ) -> Fit:
     """Build the PyMC model for ``data`` (roi, time), sample it with nutpie, add the results.
@@ -1574,10 +1571,12 @@ def _sample(
     """
     import nutpie
 
+    pr = problem
+    model, data, t, labels, stimulus = pr.model, pr.data, pr.t, pr.labels, pr.stimulus
+    free, fixed, pooled, pool_sd = pr.free, pr.fixed, pr.pooled, pr.pool_sd
+
     seed, chains = options["seed"], options["chains"]
-    pm_model = _pymc_model(
-        model, data, t, labels, stimulus, free, fixed, priors, pooled, pool_sd, options
-    )
+    pm_model = _pymc_model(problem, options)
     values = model.values(fixed)
     coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
     n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))

@@ -10,7 +10,7 @@ import xarray as xr
 import cainfer
 from cainfer.extract import extract_ratio
 from cainfer.forward import get_ratiometric
-from cainfer.infer.fit import _bound_fraction, _observed, _pymc_model
+from cainfer.infer.fit import _bound_fraction, _observed, _Problem, _pymc_model
 from cainfer.infer.observation import ObservedData, ratio_expected
 from cainfer.synthetic import simulate_movie
 
@@ -95,8 +95,8 @@ def test_background_scale_is_centred_on_the_multiple_the_extraction_subtracted(f
         sub.attrs["background"] = multiple
         data, t, _ = _observed(sub, None, 0, several=False)
         assert data.background == multiple
-        model = _pymc_model(MODEL, data, t, None, STIM, ["gamma", "c_rest"], {}, {}, (), 0.0,
-                            opts)  # fmt: skip
+        problem = _Problem(MODEL, data, t, None, STIM, ["gamma", "c_rest"], {}, {})
+        model = _pymc_model(problem, opts)
         r = pm.draw(model["background_ratio"], 4000, random_seed=3)
         # prior: normal around the multiple, relative sd 0.2 (4000 draws: ±2 % of it)
         assert np.mean(r) == pytest.approx(multiple, rel=0.02)
