@@ -1434,7 +1434,7 @@ def _run(
     weak = set(result.weakly_determined())
     for msg in result.problems:
         category = IdentifiabilityWarning if msg in weak else SamplerWarning
-        warnings.warn(msg, category, stacklevel=3)
+        warnings.warn(msg, category, stacklevel=4)  # _run, its cache wrapper, fit: the caller
     return result
 
 
