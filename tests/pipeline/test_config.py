@@ -76,6 +76,8 @@ CASES = [
     ('preset = "pumps"', 'preset = "pump"', r"\[model\] preset = 'pump'; allowed"),
     ("", '\n[sampler]\nadaptation = "full"\n', r"\[sampler\] adaptation = 'full'; allowed"),
     ("", "\n[sampler]\ndraws = 0\n", r"\[sampler\] draws = 0 must be ≥ 1"),
+    ("", '\n[sampler]\nsubsteps = "fine"\n', r"\[sampler\] substeps = 'fine'; allowed: \"auto\""),
+    ("", "\n[sampler]\nsubsteps = 0\n", r"\[sampler\] substeps = 0 must be ≥ 1"),
     ('"influx_amplitude"]', '"influx"]', r"unknown parameter\(s\) \['influx'\]"),
     ("free = [", "fixed = { pmca_vmax = 80.0 }\nfree = [", "both free and fixed"),
     ("example.tif", "missing.tif", r"\[inputs\] files: .*missing.tif' matches no file"),
@@ -161,3 +163,9 @@ def test_ratiometric_config(tmp_path):
     ):
         with pytest.raises(ConfigError, match=message):
             load_config(_write(tmp_path, fura.replace(old, new), "bad.toml"))
+
+
+def test_solver_steps_are_auto_unless_given(tmp_path):
+    assert load_config(_write(tmp_path, BASE)).sampler["substeps"] == "auto"
+    cfg = load_config(_write(tmp_path, BASE + "\n[sampler]\nsubsteps = 4\n"))
+    assert cfg.sampler["substeps"] == 4
