@@ -764,10 +764,7 @@ class Fit:
         dff = np.empty((pick.size, n_roi, t.size))
         ca = np.empty_like(dff)
         for r in range(n_roi):
-            for i in range(pick.size):
-                p = base.copy()
-                for k in self.free:
-                    p[slots[k]] = flat[k][i, r if flat[k].shape[1] > 1 else 0]
+            for i, p in enumerate(_packed(base, slots, flat, r, n=pick.size)):
                 dff[i, r], ca[i, r] = forward(p, *args)
         series = [("dff", dff, "1"), ("ca", ca, "µM")]
         if self.settings.get("observation") == "ratio":
@@ -809,16 +806,8 @@ class Fit:
         )
         out = np.empty_like(dff)
         for r in range(dff.shape[1]):
-
-            def par(name: str, r: int = r) -> Any:
-                if name in flat:
-                    d = flat[name]
-                    return d[:, r if d.shape[1] > 1 else 0][:, None]
-                return base[slots[name]]
-
-            f, _ = _bound_fraction(np, dff[:, r], *map(par, _DYE_PARAMETERS))
-            num, den = channel_shapes(r_min, r_max, beta, f)
-            out[:, r] = num / den
+            f, _ = _dye_fraction(dff[:, r], flat, base, slots, r)
+            out[:, r] = _model_ratio(r_min, r_max, beta, f)
         return out
 
     def plot_trace(self, **kwargs: Any) -> Any:
@@ -1416,18 +1405,14 @@ def _run(
         start = [model.pack_raw(model.values(fixed))] * n_roi
         opts["substeps"] = _choose_substeps(model, start, t, stimulus, noise, slots=slots)
     result = _sample(problem, opts)
-
-    def error() -> float:
-        at = _median_vectors(result)
-        return _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
-
-    err = error()
+    at = _median_vectors(result)
+    err = _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
     if auto and err > SOLVER_TOLERANCE and opts["substeps"] < _MAX_SUBSTEPS:
-        at = _median_vectors(result)
         first = 2 * opts["substeps"]
         opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, slots=slots, first=first)
         result = _sample(problem, opts)
-        err = error()
+        at = _median_vectors(result)
+        err = _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
     result.settings["solver_error"] = err
     result.problems = result.diagnostics()
     result.ok = not result.problems
@@ -1460,6 +1445,33 @@ def _dff_noise(data: ObservedData) -> np.ndarray:
     return sd
 
 
+class _Solves:
+    """ΔF/F solves of one model, recording and set of vectors, each done once.
+
+    The step search asks for the solve at ``n`` and ``2n`` steps per frame at
+    each doubling; the ``2n`` of one is the ``n`` of the next.
+    """
+
+    def __init__(self, model: CellModel, t: np.ndarray, stimulus: Stimulus | None) -> None:
+        self.model, self.t, self.stimulus = model, t, stimulus
+        self._solvers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._dff: dict[tuple[int, int], np.ndarray] = {}
+
+    def dff(self, v: np.ndarray, substeps: int, key: int | None = None) -> np.ndarray:
+        """ΔF/F of packed vector ``v`` at ``substeps`` steps; kept under ``key`` if given."""
+        if key is not None and (key, substeps) in self._dff:
+            return self._dff[key, substeps]
+        if substeps not in self._solvers:
+            args = self.model.kernel_args(self.t, self.stimulus, substeps=substeps)
+            forward = getattr(specialized(args[4], args[5]), self.model.forward_kernel)
+            self._solvers[substeps] = (forward, args)
+        forward, args = self._solvers[substeps]
+        out = np.asarray(forward(v, *args)[0])
+        if key is not None:
+            self._dff[key, substeps] = out
+        return out
+
+
 def _solver_error(
     model: CellModel,
     vectors: Sequence[np.ndarray],
@@ -1469,6 +1481,7 @@ def _solver_error(
     noise: np.ndarray,
     *,
     slots: Sequence[int] | None = None,
+    solves: _Solves | None = None,
 ) -> float:
     """How far the ΔF/F solve's error moves the fit, worst over the ROIs.
 
@@ -1482,26 +1495,26 @@ def _solver_error(
     own (white-noise) posterior sds: least squares of ``δ`` on the ΔF/F's
     sensitivities to them, with a constant and the ΔF/F itself (the
     observation's offset and scale) fitted out of both (Frisch–Waugh–Lovell).
+    ``solves`` (of the same model, ``t``, ``stimulus`` and ``vectors``) keeps
+    the solves for the next call.
     """
     p_order = 3 if model.kinetic else 4
     gain = 2.0**p_order / (2.0**p_order - 1.0)
-    solvers = []
-    for n in (substeps, 2 * substeps):
-        args = model.kernel_args(t, stimulus, substeps=n)
-        forward = getattr(specialized(args[4], args[5]), model.forward_kernel)
-        solvers.append((forward, args))
-    (f_n, a_n), (f_2n, a_2n) = solvers
+    solves = solves if solves is not None else _Solves(model, t, stimulus)
     worst = 0.0
     for r, v in enumerate(vectors):
-        fine = np.asarray(f_2n(v, *a_2n)[0])
-        delta = gain * (np.asarray(f_n(v, *a_n)[0]) - fine)
+        sigma = float(noise[min(r, noise.size - 1)])
+        fine = solves.dff(v, 2 * substeps, key=r)
+        delta = gain * (solves.dff(v, substeps, key=r) - fine)
+        if slots is not None and not len(slots):
+            continue
         if slots is not None and np.all(np.isfinite(delta)):
             cols = []
             for slot in slots:
                 h = 1e-5 * max(abs(float(v[slot])), 1e-6)
                 up = v.copy()
                 up[slot] += h
-                cols.append((np.asarray(f_2n(up, *a_2n)[0]) - fine) / h)
+                cols.append((solves.dff(up, 2 * substeps) - fine) / h)
             # Frisch–Waugh–Lovell: the free parameters' estimates see the error and
             # their sensitivities with the observation's offset and scale fitted out
             nuis = np.column_stack([np.ones_like(fine), fine])
@@ -1509,16 +1522,14 @@ def _solver_error(
             def resid(x: np.ndarray, basis: np.ndarray = nuis) -> np.ndarray:
                 return x - basis @ np.linalg.lstsq(basis, x, rcond=None)[0]
 
-            if not cols:
-                continue
             sens = resid(np.column_stack(cols))
             shift = np.linalg.lstsq(sens, resid(delta), rcond=None)[0]
             sd = np.sqrt(np.diag(np.linalg.pinv(sens.T @ sens)))
             with np.errstate(divide="ignore", invalid="ignore"):
-                z = np.abs(shift) / (sd * float(noise[min(r, noise.size - 1)]))
+                z = np.abs(shift) / (sd * sigma)
             e = float(np.max(np.where(sd > 0, z, 0.0)))
         else:
-            e = float(np.sqrt(np.sum(delta**2))) / float(noise[min(r, noise.size - 1)])
+            e = float(np.sqrt(np.sum(delta**2))) / sigma
         worst = max(worst, e if np.isfinite(e) else np.inf)
     return worst
 
@@ -1535,8 +1546,10 @@ def _choose_substeps(
 ) -> int:
     """Fewest steps per frame (doubling from ``first``) whose solver error is tolerated."""
     n = max(1, int(first))
+    solves = _Solves(model, t, stimulus)
     while n < _MAX_SUBSTEPS and (
-        _solver_error(model, vectors, t, stimulus, n, noise, slots=slots) > SOLVER_TOLERANCE
+        _solver_error(model, vectors, t, stimulus, n, noise, slots=slots, solves=solves)
+        > SOLVER_TOLERANCE
     ):
         n *= 2
     return min(n, _MAX_SUBSTEPS)
@@ -1546,18 +1559,55 @@ def _median_vectors(result: Fit) -> list[np.ndarray]:
     """Packed parameter vectors at the posterior median, one per ROI of the fit."""
     model = result.model
     base = model.pack_raw(model.values(result.fixed))
-    slots = model.slots()
     post = result.idata["posterior"]
+    median = {}
+    for k in result.free:
+        a = np.asarray(post[k])
+        median[k] = np.median(a.reshape(a.shape[0] * a.shape[1], -1), axis=0, keepdims=True)
     n_roi = 1 if result.rois is None else len(result.rois)
-    out = []
-    for r in range(n_roi):
-        p = base.copy()
-        for k in result.free:
-            a = np.asarray(post[k])
-            a = a.reshape(a.shape[0] * a.shape[1], -1)
-            p[slots[k]] = float(np.median(a[:, r if a.shape[1] > 1 else 0]))
-        out.append(p)
+    return [_packed(base, model.slots(), median, r, n=1)[0] for r in range(n_roi)]
+
+
+def _roi_draws(draws: np.ndarray, r: int) -> np.ndarray:
+    """One parameter's ``(draw, roi)`` draws (``(draw, 1)`` if shared) for ROI ``r``."""
+    return draws[:, r if draws.shape[1] > 1 else 0]
+
+
+def _packed(
+    base: np.ndarray, slots: Mapping[str, int], draws: Mapping[str, np.ndarray], r: int, *, n: int
+) -> np.ndarray:
+    """``(n, n_par)`` packed parameter vectors of ROI ``r``: ``base`` with each draw put in."""
+    out = np.tile(base, (n, 1))
+    for k, d in draws.items():
+        out[:, slots[k]] = _roi_draws(d, r)
     return out
+
+
+def _dye_fraction(
+    dff: np.ndarray,
+    draws: Mapping[str, np.ndarray],
+    base: np.ndarray,
+    slots: Mapping[str, int],
+    r: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The dye's bound fraction ``(draw, time)`` and resting one ``(draw, 1)`` in ROI ``r``.
+
+    ``dff`` ``(draw, time)`` is the model's ΔF/F under the same draws; a dye
+    parameter that was not free is its fixed value from ``base``.
+    """
+    n = dff.shape[0]
+
+    def par(name: str) -> np.ndarray:
+        col = _roi_draws(draws[name], r) if name in draws else np.full(n, base[slots[name]])
+        return col[:, None]
+
+    return _bound_fraction(np, dff, *map(par, _DYE_PARAMETERS))
+
+
+def _model_ratio(r_min: Any, r_max: Any, beta: Any, f: np.ndarray) -> np.ndarray:
+    """The background-free ratio of a dye with bound fraction ``f`` (Grynkiewicz's shapes)."""
+    num, den = channel_shapes(r_min, r_max, beta, f)
+    return np.asarray(num / den)
 
 
 def _sample(
@@ -1943,10 +1993,7 @@ def _add_predictions(
     dff = np.empty((n, n_roi, t.size))
     ca = np.empty((n, n_roi, t.size))
     for r in range(n_roi):
-        for i in range(n):
-            p = base.copy()
-            for k in free:
-                p[slots[k]] = draws[k][i, r if draws[k].shape[1] > 1 else 0]
+        for i, p in enumerate(_packed(base, slots, draws, r, n=n)):
             dff[i, r], ca[i, r] = forward(p, *args)
     rng = np.random.default_rng(options["seed"] + 1)
     if data.kind == "ratio":
@@ -2032,18 +2079,12 @@ def _add_ratio_predictions(
     n, n_roi = dff.shape[0], dff.shape[1]
     assert data.y2 is not None
 
-    def par(name: str, r: int) -> np.ndarray:
-        if name in draws:
-            d = draws[name]
-            return d[:, r if d.shape[1] > 1 else 0]
-        return np.full(n, base[slots[name]])
-
     shape1 = (n, n_roi, t.size)
     y1p, y2p, ratio_p = np.empty(shape1), np.empty(shape1), np.empty(shape1)
     ratio_obs = np.empty((n_roi, t.size))
     lls = []
     for r in range(n_roi):
-        f, f_rest = _bound_fraction(np, dff[:, r], *(par(k, r)[:, None] for k in _DYE_PARAMETERS))
+        f, f_rest = _dye_fraction(dff[:, r], draws, base, slots, r)
         mu1, mu2, sd1, sd2 = ratio_expected(f, f_rest[:, 0], data, nuis, r, basis)
         rho = nuis["rho"][:, r] if "rho" in nuis else None
         nu = nuis.get("nu")
@@ -2056,8 +2097,7 @@ def _add_ratio_predictions(
             lls.append(ll[:, mask])
             out[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
         r_min, r_max, beta = (nuis[k][:, None] for k in ("R_min", "R_max", "beta"))
-        model_num, model_den = channel_shapes(r_min, r_max, beta, f)
-        ratio_p[:, r] = model_num / model_den
+        ratio_p[:, r] = _model_ratio(r_min, r_max, beta, f)
         b = float(np.median(nuis["background_ratio"][:, r])) if "background_ratio" in nuis else 0.0
         num = data.y[r] - (b * data.neuropil[r] if data.neuropil is not None else 0.0)
         den = data.y2[r] - (b * data.neuropil2[r] if data.neuropil2 is not None else 0.0)
