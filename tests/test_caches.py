@@ -14,11 +14,12 @@ from cainfer.forward import _cache
 PACKAGE = Path(cainfer.__file__).resolve().parent
 
 
-def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run(code: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")} | env
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=full,
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
@@ -66,6 +67,38 @@ def test_locator_claims_only_cainfer_sources(tmp_path):
     mine = locator.from_function(_cache.cache_dir, str(PACKAGE / "forward" / "_cache.py"))
     assert mine is not None
     assert Path(mine.get_cache_path()).is_relative_to(_cache.cache_dir() / "numba")
+
+
+def test_another_copy_of_the_same_source_reuses_the_machine_code(tmp_path):
+    import shutil
+
+    code = """
+        from pathlib import Path
+        from cainfer.forward import _kernels as K
+        K.buffer_capacity(0.1, 60.0, 50.0, 0.25, 1.0)
+        print(Path(K.__file__).parents[2])
+        print(sum(K.buffer_capacity.stats.cache_hits.values()))
+    """
+    for copy in ("a", "b"):
+        shutil.copytree(PACKAGE, tmp_path / copy / "cainfer",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    hits = []
+    for copy in ("a", "b", "a"):
+        env = {"CAINFER_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": str(tmp_path / copy)}
+        r = _run(code, env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        where, hit = r.stdout.split()
+        assert Path(where) == tmp_path / copy  # the copy ran, not the installed package
+        hits.append(int(hit))
+    # a new checkout (another path, new file times) compiles nothing it already has
+    assert hits == [0, 1, 1]
+    # and an edited source is compiled afresh, not served stale
+    src = tmp_path / "b" / "cainfer" / "forward" / "_kernels.py"
+    src.write_text(src.read_text() + "\n# edited\n")
+    env = {"CAINFER_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": str(tmp_path / "b")}
+    r = _run(code, env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.split()[-1]) == 0
 
 
 @pytest.mark.slow

@@ -65,8 +65,12 @@ def _install_numba_locator() -> bool:
         def __init__(self, py_func: Any, py_file: str) -> None:
             self._py_file = py_file
             self._lineno = py_func.__code__.co_firstlineno
-            sub = self.get_suitable_cache_subpath(py_file)
-            self._cache_path = str(cache_dir() / "numba" / sub)
+            # named by the module's place in the package, not by where the package
+            # lies (numba's default hashes the absolute directory): a new checkout, venv
+            # or reinstall of the same source finds the machine code already compiled.
+            # numba checks each entry against a hash of the source file's contents.
+            rel = Path(py_file).resolve().parent.relative_to(_PACKAGE.parent)
+            self._cache_path = str(cache_dir() / "numba" / "_".join(rel.parts))
 
         def get_cache_path(self) -> str:
             return self._cache_path
