@@ -32,7 +32,7 @@ import cainfer
 from cainfer.synthetic import simulate_traces
 
 QUICK = os.environ.get("CAINFER_QUICK") == "1"  # short sampler runs (the test suite)
-DRAWS = 300 if QUICK else 1000
+DRAWS = 150 if QUICK else 1000
 
 model = cainfer.er_model("OGB-1")
 time = np.arange(0, 30, 1 / 20)  # 30 s at 20 frames/s
