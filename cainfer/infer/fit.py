@@ -1500,14 +1500,14 @@ def _solver_error(
     """
     p_order = 3 if model.kinetic else 4
     gain = 2.0**p_order / (2.0**p_order - 1.0)
+    if slots is not None and not len(slots):
+        return 0.0  # nothing free for the error to move
     solves = solves if solves is not None else _Solves(model, t, stimulus)
     worst = 0.0
     for r, v in enumerate(vectors):
         sigma = float(noise[min(r, noise.size - 1)])
         fine = solves.dff(v, 2 * substeps, key=r)
         delta = gain * (solves.dff(v, substeps, key=r) - fine)
-        if slots is not None and not len(slots):
-            continue
         if slots is not None and np.all(np.isfinite(delta)):
             cols = []
             for slot in slots:
