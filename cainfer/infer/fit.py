@@ -757,8 +757,7 @@ class Fit:
         )  # fmt: skip
         base = self.model.pack_raw(self.model.values(self.fixed))
         slots = self.model.slots()
-        args = self.model.kernel_args(t, stim, substeps=int(self.settings.get("substeps", 1)))
-        forward = getattr(specialized(args[4], args[5]), self.model.forward_kernel)
+        forward, args = _forward_solver(self.model, t, stim, int(self.settings.get("substeps", 1)))
         n_roi = 1 if self.rois is None else len(self.rois)
         flat = {k: np.asarray(post[k]).reshape(n_all, -1)[pick] for k in self.free}
         dff = np.empty((pick.size, n_roi, t.size))
@@ -1445,8 +1444,16 @@ def _dff_noise(data: ObservedData) -> np.ndarray:
     return sd
 
 
+def _forward_solver(
+    model: CellModel, t: np.ndarray, stimulus: Stimulus | None, substeps: int
+) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """The model's compiled ΔF/F solve and its arguments: ``forward(p, *args)`` → (ΔF/F, Ca)."""
+    args = model.kernel_args(t, stimulus, substeps=substeps)
+    return getattr(specialized(args[4], args[5]), model.forward_kernel), args  # kinds, offsets
+
+
 class _Solves:
-    """ΔF/F solves of one model, recording and set of vectors, each done once.
+    """ΔF/F solves of one model and recording, each (vector, step count) done once.
 
     The step search asks for the solve at ``n`` and ``2n`` steps per frame at
     each doubling; the ``2n`` of one is the ``n`` of the next.
@@ -1455,21 +1462,19 @@ class _Solves:
     def __init__(self, model: CellModel, t: np.ndarray, stimulus: Stimulus | None) -> None:
         self.model, self.t, self.stimulus = model, t, stimulus
         self._solvers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
-        self._dff: dict[tuple[int, int], np.ndarray] = {}
+        self._dff: dict[tuple[int, bytes], np.ndarray] = {}
 
-    def dff(self, v: np.ndarray, substeps: int, key: int | None = None) -> np.ndarray:
-        """ΔF/F of packed vector ``v`` at ``substeps`` steps; kept under ``key`` if given."""
-        if key is not None and (key, substeps) in self._dff:
-            return self._dff[key, substeps]
-        if substeps not in self._solvers:
-            args = self.model.kernel_args(self.t, self.stimulus, substeps=substeps)
-            forward = getattr(specialized(args[4], args[5]), self.model.forward_kernel)
-            self._solvers[substeps] = (forward, args)
-        forward, args = self._solvers[substeps]
-        out = np.asarray(forward(v, *args)[0])
-        if key is not None:
-            self._dff[key, substeps] = out
-        return out
+    def dff(self, v: np.ndarray, substeps: int) -> np.ndarray:
+        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame."""
+        key = (substeps, np.ascontiguousarray(v, dtype=float).tobytes())
+        if key not in self._dff:
+            if substeps not in self._solvers:
+                self._solvers[substeps] = _forward_solver(
+                    self.model, self.t, self.stimulus, substeps
+                )
+            forward, args = self._solvers[substeps]
+            self._dff[key] = np.asarray(forward(v, *args)[0])
+        return self._dff[key]
 
 
 def _solver_error(
@@ -1495,8 +1500,8 @@ def _solver_error(
     own (white-noise) posterior sds: least squares of ``δ`` on the ΔF/F's
     sensitivities to them, with a constant and the ΔF/F itself (the
     observation's offset and scale) fitted out of both (Frisch–Waugh–Lovell).
-    ``solves`` (of the same model, ``t``, ``stimulus`` and ``vectors``) keeps
-    the solves for the next call.
+    ``solves`` (of the same model, ``t`` and ``stimulus``) keeps the solves
+    for the next call.
     """
     p_order = 3 if model.kinetic else 4
     gain = 2.0**p_order / (2.0**p_order - 1.0)
@@ -1506,8 +1511,8 @@ def _solver_error(
     worst = 0.0
     for r, v in enumerate(vectors):
         sigma = float(noise[min(r, noise.size - 1)])
-        fine = solves.dff(v, 2 * substeps, key=r)
-        delta = gain * (solves.dff(v, substeps, key=r) - fine)
+        fine = solves.dff(v, 2 * substeps)
+        delta = gain * (solves.dff(v, substeps) - fine)
         if slots is not None and np.all(np.isfinite(delta)):
             cols = []
             for slot in slots:
@@ -1979,8 +1984,7 @@ def _add_predictions(
     y = data.y
     n_roi = y.shape[0]
     slots = model.slots()
-    args = model.kernel_args(t, stimulus, substeps=options["substeps"])
-    forward = getattr(specialized(args[4], args[5]), model.forward_kernel)  # kinds, offsets
+    forward, args = _forward_solver(model, t, stimulus, options["substeps"])
     base = model.pack_raw(values)
     obs = _obs_options(options)
     nuis = nuisance_draws(post, data, obs, n)
