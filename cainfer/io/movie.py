@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ class _Source:
     channels_first: bool
     # otherwise: page index of (frame, channel) in the series
     page_index: np.ndarray | None
+    series: int = 0
+    interval_problem: str | None = None
     _tiff: tifffile.TiffFile | None = None
     _fh: Any = None
 
@@ -71,7 +74,7 @@ class _Source:
             keys = self.page_index[start:stop, channel].tolist()
             if self._tiff is None:  # kept open: tifffile caches the page index
                 self._tiff = tifffile.TiffFile(self.path)
-            data = self._tiff.asarray(key=keys, series=0)
+            data = self._tiff.asarray(key=keys, series=self.series)
             return np.asarray(data).reshape(len(keys), *self.frame_shape)
         except MovieError:
             raise
@@ -79,27 +82,64 @@ class _Source:
             raise MovieError(f"{self.path}: cannot read frames {start}-{stop - 1}: {e}") from e
 
 
-def _frame_interval(tf: tifffile.TiffFile) -> float | None:
-    """Seconds between frames from ImageJ or OME metadata, if present."""
+# time units as ImageJ (``tunit``) and OME (``TimeIncrementUnit``) write them, in s
+_TIME_UNITS = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
+    "ms": 1e-3, "msec": 1e-3, "millisecond": 1e-3, "milliseconds": 1e-3,
+    "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "\\u00b5s": 1e-6, "usec": 1e-6, "microsecond": 1e-6,
+    "microseconds": 1e-6, "ns": 1e-9, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
+}  # fmt: skip
+
+
+def _frame_interval(tf: tifffile.TiffFile) -> tuple[float | None, str | None]:
+    """Seconds between frames from ImageJ or OME metadata, if present.
+
+    Returns ``(interval, problem)``: ``problem`` says why metadata that
+    states an interval cannot be used (an unknown time unit, a value that
+    is not a positive number); it matters only when no frame rate is given.
+    """
     if tf.is_imagej and tf.imagej_metadata:
         md = tf.imagej_metadata
+        unit = str(md.get("tunit", "s") or "s").strip()
+        scale = _TIME_UNITS.get(unit.lower())
         if md.get("finterval"):
-            return float(md["finterval"])
-        if md.get("fps"):
-            return 1.0 / float(md["fps"])
+            value, what = md["finterval"], f"finterval = {md['finterval']!r} {unit}"
+        elif md.get("fps"):
+            value, what = md["fps"], f"fps = {md['fps']!r}"
+            unit, scale = "1/fps", 1.0
+        else:
+            value = None
+        if value is not None:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                v = float("nan")
+            if not (np.isfinite(v) and v > 0):
+                return None, f"the ImageJ header's {what} is not a positive number"
+            if scale is None:
+                return None, f"the ImageJ header's time unit tunit = {unit!r} is not known"
+            return (v * scale if unit != "1/fps" else 1.0 / v), None
     if tf.is_ome and tf.ome_metadata:
         m = re.search(r'TimeIncrement="([^"]+)"', tf.ome_metadata)
         if m:
-            unit = re.search(r'TimeIncrementUnit="([^"]+)"', tf.ome_metadata)
-            scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "min": 60.0}.get(
-                unit.group(1) if unit else "s"
-            )
-            if scale is not None:
-                return float(m.group(1)) * scale
-    return None
+            u = re.search(r'TimeIncrementUnit="([^"]+)"', tf.ome_metadata)
+            unit = u.group(1) if u else "s"
+            scale = _TIME_UNITS.get(unit.lower())
+            if scale is None:
+                return None, f"the OME TimeIncrementUnit {unit!r} is not known"
+            try:
+                v = float(m.group(1))
+            except ValueError:
+                v = float("nan")
+            if not (np.isfinite(v) and v > 0):
+                return None, f"the OME TimeIncrement {m.group(1)!r} is not a positive number"
+            return v * scale, None
+    return None, None
 
 
-def _open_source(path: Path) -> _Source:
+def _open_source(path: Path) -> list[_Source]:
+    """The sources of one file: one per image series that holds frames of the recording."""
     if not path.is_file():
         raise MovieError(f"{path}: no such file")
     try:
@@ -111,64 +151,111 @@ def _open_source(path: Path) -> _Source:
     with tf:
         if not tf.series:
             raise MovieError(f"{path}: holds no image series")
-        series = tf.series[0]
-        axes, shape = series.axes, tuple(series.shape)
-        if "S" in axes:
-            raise MovieError(f"{path}: RGB/multi-sample images are not supported (axes {axes})")
-        if axes[-2:] != "YX":
-            raise MovieError(f"{path}: expected the last two axes to be YX, found {axes}")
-        lead = {a: n for a, n in zip(axes[:-2], shape[:-2], strict=True)}
-        n_channels = lead.pop("C", 1)
-        # every remaining non-singleton axis must be time-like, and at most one of them
-        long = [a for a, n in lead.items() if n > 1]
-        if len(long) > 1:
-            raise MovieError(
-                f"{path}: axes {axes} with shape {shape}: more than one non-channel axis "
-                f"({', '.join(long)}) is longer than 1; expected one time axis"
-            )
-        if long and long[0] not in _TIME_AXES:
-            raise MovieError(f"{path}: cannot use axis {long[0]!r} of {axes} as time")
-        n_frames = int(np.prod([n for n in lead.values()], dtype=np.int64)) if lead else 1
-        frame_shape = (int(shape[-2]), int(shape[-1]))
-        dtype = np.dtype(series.dtype)
-        # position of the channel axis among the leading axes, for page order
-        c_first = "C" in axes[:-2] and axes.index("C") < min(
-            [axes.index(a) for a in lead] or [len(axes)]
-        )
         interval = _frame_interval(tf)
-        declared = (tf.imagej_metadata or {}).get("images") if tf.is_imagej else None
-        if declared and int(declared) > n_frames * n_channels:
+        if tf.is_ome and len(tf.series) > 1:
+            shapes = ", ".join(f"{s.axes} {tuple(s.shape)}" for s in tf.series)
             raise MovieError(
-                f"{path}: truncated or corrupt: the ImageJ header declares {declared} images, "
-                f"{n_frames * n_channels} can be read"
+                f"{path}: holds {len(tf.series)} OME images ({shapes}); cainfer reads one "
+                "image per file: save each image (field of view, position) as its own file"
             )
-        page_index = None
-        nbytes = n_frames * n_channels * frame_shape[0] * frame_shape[1] * dtype.itemsize
-        offset = series.dataoffset
-        if offset is not None:
-            size = path.stat().st_size
-            if offset + nbytes > size:
-                raise MovieError(
-                    f"{path}: truncated: {nbytes} bytes of image data expected from offset "
-                    f"{offset}, but the file has {size} bytes"
+        first = _series_source(path, tf, 0, interval)
+        sources = [first]
+        for i in range(1, len(tf.series)):
+            series = tf.series[i]
+            try:
+                src = _series_source(path, tf, i, interval)
+            except MovieError:
+                src = None
+            if src is None or (src.frame_shape, src.dtype, src.n_channels) != (
+                first.frame_shape, first.dtype, first.n_channels
+            ):  # fmt: skip
+                warnings.warn(
+                    f"{path}: image series {i} ({series.axes} {tuple(series.shape)} "
+                    f"{series.dtype}) does not match the recording's frames "
+                    f"({first.frame_shape} {first.dtype}, series 0); it is not read",
+                    stacklevel=3,
                 )
-            dtype = dtype.newbyteorder(tf.byteorder)
-        else:
-            grid = np.arange(n_frames * n_channels)
-            page_index = (
-                grid.reshape(n_channels, n_frames).T
-                if c_first
-                else grid.reshape(n_frames, n_channels)
+                continue
+            sources.append(src)
+    return sources
+
+
+def _series_source(
+    path: Path, tf: tifffile.TiffFile, index: int, interval: tuple[float | None, str | None]
+) -> _Source:
+    """Where the frames of image series ``index`` of an open file are."""
+    series = tf.series[index]
+    axes, shape = series.axes, tuple(series.shape)
+    where = f"{path}" if len(tf.series) == 1 else f"{path} (image series {index})"
+    if "S" in axes:
+        raise MovieError(f"{where}: RGB/multi-sample images are not supported (axes {axes})")
+    if axes[-2:] != "YX":
+        raise MovieError(f"{where}: expected the last two axes to be YX, found {axes}")
+    # the leading axes in order: a file may name an axis twice (two unknown 'Q' axes)
+    lead = list(zip(axes[:-2], shape[:-2], strict=True))
+    chans = [n for a, n in lead if a == "C"]
+    if len(chans) > 1:
+        raise MovieError(f"{where}: axes {axes} name more than one channel axis")
+    n_channels = int(chans[0]) if chans else 1
+    others = [(i, a, n) for i, (a, n) in enumerate(lead) if a != "C"]
+    # every non-channel axis longer than 1 is time, and there may be only one
+    long = [(i, a, n) for i, a, n in others if n > 1]
+    if len(long) > 1:
+        raise MovieError(
+            f"{where}: axes {axes} with shape {shape}: more than one non-channel axis "
+            f"({', '.join(a for _, a, _ in long)}) is longer than 1; expected one time axis "
+            "(save the movie as (time, y, x), or as an ImageJ hyperstack with its axes named)"
+        )
+    if long and long[0][1] not in _TIME_AXES:
+        raise MovieError(f"{where}: cannot use axis {long[0][1]!r} of {axes} as time")
+    n_frames = int(long[0][2]) if long else 1
+    frame_shape = (int(shape[-2]), int(shape[-1]))
+    dtype = np.dtype(series.dtype)
+    # channels outermost: the channel axis comes before the time axis (pages in that order)
+    c_first = bool(chans) and bool(long) and axes.index("C") < long[0][0]
+    declared = (tf.imagej_metadata or {}).get("images") if tf.is_imagej else None
+    if declared and int(declared) > n_frames * n_channels:
+        raise MovieError(
+            f"{where}: truncated or corrupt: the ImageJ header declares {declared} images, "
+            f"{n_frames * n_channels} can be read"
+        )
+    page_index = None
+    nbytes = n_frames * n_channels * frame_shape[0] * frame_shape[1] * dtype.itemsize
+    offset = series.dataoffset
+    if offset is not None:
+        size = path.stat().st_size
+        if offset + nbytes > size:
+            raise MovieError(
+                f"{where}: truncated: {nbytes} bytes of image data expected from offset "
+                f"{offset}, but the file has {size} bytes"
             )
-            n_pages = len(series.pages) if hasattr(series, "pages") else len(tf.pages)
-            if n_pages < n_frames * n_channels:
-                raise MovieError(
-                    f"{path}: truncated or corrupt: {n_pages} image pages found, "
-                    f"{n_frames * n_channels} expected"
-                )
+        dtype = dtype.newbyteorder(tf.byteorder)
+    else:
+        grid = np.arange(n_frames * n_channels)
+        page_index = (
+            grid.reshape(n_channels, n_frames).T if c_first else grid.reshape(n_frames, n_channels)
+        )
+        n_pages = len(series.pages) if hasattr(series, "pages") else len(tf.pages)
+        if n_pages < n_frames * n_channels:
+            raise MovieError(
+                f"{where}: truncated or corrupt: {n_pages} image pages found, "
+                f"{n_frames * n_channels} expected"
+            )
     return _Source(
-        path, n_frames, frame_shape, dtype, interval, n_channels, offset, c_first, page_index
-    )
+        path, n_frames, frame_shape, dtype, interval[0], n_channels, offset, c_first, page_index,
+        series=index, interval_problem=interval[1],
+    )  # fmt: skip
+
+
+def movie_files(
+    path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[Path]:
+    """The files :func:`load_movie` reads for ``path_or_paths``, in reading order.
+
+    A folder contributes its TIFF files (suffixes ``.tif``, ``.tiff``,
+    ``.btf``, ``.tf8``, ``.tf2``, any case) in natural sort order.
+    """
+    return _expand(path_or_paths)
 
 
 def _expand(path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -208,7 +295,7 @@ class Movie:
 
     def __init__(self, sources: Sequence[_Source], frame_rate: float, channel: int) -> None:
         self._sources = list(sources)
-        self.files = tuple(s.path for s in sources)
+        self.files = tuple(dict.fromkeys(s.path for s in sources))  # a file may hold several series
         self.frame_rate = float(frame_rate)
         self.channel = int(channel)
         self.dtype = sources[0].dtype.newbyteorder("=")
@@ -308,7 +395,7 @@ def load_movie(
         files, an unknown channel, or no frame rate.
     """
     paths = _expand(path_or_paths)
-    sources = [_open_source(p) for p in paths]
+    sources = [src for p in paths for src in _open_source(p)]
     first = sources[0]
     for s in sources[1:]:
         if s.frame_shape != first.frame_shape or s.dtype != first.dtype:
@@ -337,6 +424,11 @@ def load_movie(
         raise MovieError(f"{first.path}: a single 2-D image, not a movie (need ≥ 2 frames)")
     if frame_rate is None:
         intervals = {s.frame_interval for s in sources if s.frame_interval}
+        problems = [s for s in sources if s.interval_problem]
+        if problems:
+            raise MovieError(
+                f"{problems[0].path}: {problems[0].interval_problem}; pass frame_rate= (frames/s)"
+            )
         if not intervals:
             raise MovieError(
                 f"{first.path}: no frame rate in the file's metadata; pass frame_rate= (frames/s)"

@@ -92,12 +92,10 @@ def roi_seed(base: int, recording_index: int, roi_index: int) -> int:
 
 
 def _input_files(rec: Recording) -> list[Path]:
-    if rec.path.is_dir():
-        from cainfer.io import natural_key
+    """The files a recording's extraction reads: exactly those :func:`load_movie` opens."""
+    from cainfer.io import movie_files
 
-        files = [p for p in rec.path.iterdir() if p.suffix.lower() in (".tif", ".tiff")]
-        return sorted(files, key=lambda p: natural_key(p.name))
-    return [rec.path]
+    return movie_files(rec.path)
 
 
 def _versions() -> dict[str, str]:

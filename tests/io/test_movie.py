@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from cainfer.io import MovieError, load_movie, natural_key
+from cainfer.io import MovieError, load_movie, movie_files, natural_key
 
 
 @pytest.fixture
@@ -123,3 +123,87 @@ def test_truncated_files_are_reported(tmp_path, frames):
     with pytest.raises(MovieError, match=r"c\.tif"):
         mv = load_movie(tmp_path / "c.tif", frame_rate=1)
         mv.read(0, len(mv))
+
+
+# ---------------------------------------------------------------- every frame, or a refusal
+
+
+def test_singleton_axes_keep_every_frame(tmp_path, frames):
+    # (37, 1, y, x) without axis names: tifffile reports two 'Q' axes
+    tifffile.imwrite(tmp_path / "s.tif", frames[:, None])
+    with tifffile.TiffFile(tmp_path / "s.tif") as tf:
+        assert tf.series[0].axes == "QQYX"
+    mv = load_movie(tmp_path / "s.tif", frame_rate=5)
+    assert len(mv) == 37
+    np.testing.assert_array_equal(mv.read(0, 37), frames)
+    # a singleton axis before the channel axis does not make the channels outermost
+    data = np.stack([frames, frames + 7], axis=1)[None]  # (1, T, C, Y, X) as ZTCYX
+    tifffile.imwrite(tmp_path / "z.tif", data, metadata={"axes": "ZTCYX"}, compression="zlib")
+    mv = load_movie(tmp_path / "z.tif", frame_rate=5, channel=1)
+    np.testing.assert_array_equal(mv.read(0, 37), frames + 7)
+
+
+def test_two_long_unnamed_axes_are_refused_not_cut(tmp_path, frames):
+    data = frames[:36].reshape(6, 6, 24, 20)  # written without axis names: QQYX
+    tifffile.imwrite(tmp_path / "qq.tif", data)
+    with pytest.raises(MovieError, match=r"qq\.tif: axes QQYX .*more than one non-channel axis"):
+        load_movie(tmp_path / "qq.tif", frame_rate=5)
+
+
+def test_every_image_series_of_a_file_is_read(tmp_path, frames):
+    with tifffile.TiffWriter(tmp_path / "ms.tif") as w:
+        w.write(frames[:20])
+        w.write(frames[20:], compression="zlib")  # the second part page by page
+    with tifffile.TiffFile(tmp_path / "ms.tif") as tf:
+        assert len(tf.series) == 2
+    mv = load_movie(tmp_path / "ms.tif", frame_rate=5)
+    assert len(mv) == 37 and mv.files == (tmp_path / "ms.tif",)
+    np.testing.assert_array_equal(mv.read(0, 37), frames)
+    np.testing.assert_array_equal(mv.read(15, 25), frames[15:25])
+    mv.close()
+
+
+def test_a_series_that_is_not_frames_is_named(tmp_path, frames):
+    with tifffile.TiffWriter(tmp_path / "th.tif") as w:
+        w.write(frames)
+        w.write(frames[0, :8, :8])  # a thumbnail
+    with pytest.warns(UserWarning, match=r"th\.tif: image series 1 .*is not read"):
+        mv = load_movie(tmp_path / "th.tif", frame_rate=5)
+    assert len(mv) == 37
+
+
+def test_several_ome_images_are_refused(tmp_path, frames):
+    with tifffile.TiffWriter(tmp_path / "o.ome.tif", ome=True) as w:
+        w.write(frames[:20], metadata={"axes": "TYX"})
+        w.write(frames[20:], metadata={"axes": "TYX"})
+    with pytest.raises(MovieError, match=r"o\.ome\.tif: holds 2 OME images"):
+        load_movie(tmp_path / "o.ome.tif", frame_rate=5)
+
+
+@pytest.mark.parametrize(
+    ("tunit", "finterval", "rate"),
+    [("ms", 33.333, 1 / 0.033333), ("s", 0.05, 20.0), ("sec", 0.05, 20.0), ("min", 0.5, 1 / 30),
+     ("\\u00B5s", 40000.0, 25.0)],  # ImageJ escapes µ in its header
+)  # fmt: skip
+def test_imagej_time_unit_is_applied(tmp_path, frames, tunit, finterval, rate):
+    md = {"axes": "TYX", "finterval": finterval, "tunit": tunit}
+    tifffile.imwrite(tmp_path / "u.tif", frames, imagej=True, metadata=md)
+    assert load_movie(tmp_path / "u.tif").frame_rate == pytest.approx(rate, rel=1e-9)
+
+
+def test_unknown_time_unit_is_refused_unless_a_rate_is_given(tmp_path, frames):
+    md = {"axes": "TYX", "finterval": 2.0, "tunit": "fortnight"}
+    tifffile.imwrite(tmp_path / "u.tif", frames, imagej=True, metadata=md)
+    with pytest.raises(MovieError, match=r"u\.tif: .*tunit = 'fortnight' is not known"):
+        load_movie(tmp_path / "u.tif")
+    assert load_movie(tmp_path / "u.tif", frame_rate=7).frame_rate == 7
+
+
+def test_folder_files_are_the_files_read(tmp_path, frames):
+    for name, part in (("a.tif", frames[:10]), ("b.TIFF", frames[10:20]), ("c.btf", frames[20:])):
+        tifffile.imwrite(tmp_path / name, part, bigtiff=name.endswith(".btf"))
+    (tmp_path / "notes.txt").write_text("x")
+    files = movie_files(tmp_path)
+    assert [f.name for f in files] == ["a.tif", "b.TIFF", "c.btf"]
+    mv = load_movie(tmp_path, frame_rate=5)
+    assert list(mv.files) == files and len(mv) == 37

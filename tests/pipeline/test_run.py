@@ -236,3 +236,28 @@ def test_ratiometric_run(tmp_path):
     fit = load_fit(out / "posteriors" / "fura_example" / "roi_1.nc")
     assert fit.settings["observation"] == "ratio"
     assert (out / "figures" / "fura_example" / "roi_1.png").stat().st_size > 10_000
+
+
+def test_a_new_part_of_a_folder_recording_stops_a_resume(tmp_path, rng):
+    """The fingerprint covers every file the reader opens (here a BigTIFF ``.btf`` part)."""
+    import numpy as np
+    import tifffile
+
+    from cainfer.pipeline.run import _start_provenance
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    frames = rng.integers(0, 1000, (20, 16, 16)).astype(np.uint16)
+    tifffile.imwrite(rec / "part1.tif", frames[:10])
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(
+        f'[inputs]\nfiles = ["{rec}"]\nframe_rate = 10.0\n[model]\npreset = "pumps"\n'
+        'free = ["pmca_vmax"]\n[stimulus]\nevents = [0.5]\n'
+    )
+    cfg = load_config(cfg_path)
+    out = tmp_path / "run"
+    prov = _start_provenance(cfg, out, out / "provenance.json")
+    assert list(prov["inputs"]) == [str(rec / "part1.tif")]
+    tifffile.imwrite(rec / "part2.btf", frames[10:], bigtiff=True)
+    with pytest.raises(RunError, match=r"input files changed.*part2\.btf"):
+        _start_provenance(cfg, out, out / "provenance.json")
