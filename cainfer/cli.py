@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cainfer._files import atomic_path
 
 
 def _parse_params(items: Sequence[str]) -> dict[str, float]:
@@ -56,6 +57,10 @@ def _kinetics_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-off", type=float, help="indicator unbinding rate (1/s) for kinetic binding")
 
 
+# a simulation's length cap (frames): 10 hours at 100 frames/s, a few hundred MB of output
+_MAX_SIM_FRAMES = 3_600_000
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -64,10 +69,19 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from cainfer.forward import Stimulus
 
+    for flag, v in (("--duration", args.duration), ("--frame-rate", args.frame_rate)):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{flag} = {v!r} must be a finite number > 0")
+    n_frames = args.duration * args.frame_rate
+    if n_frames > _MAX_SIM_FRAMES:
+        raise ValueError(
+            f"--duration {args.duration:g} s at --frame-rate {args.frame_rate:g} frames/s is "
+            f"{n_frames:.3g} frames; at most {_MAX_SIM_FRAMES:,} are simulated"
+        )
+    if n_frames < 2:
+        raise ValueError(f"--duration × --frame-rate gives {n_frames:g} frames; need ≥ 2")
     model = _cell_model(args)
-    if args.duration <= 0 or args.frame_rate <= 0:
-        raise ValueError("--duration and --frame-rate must be > 0")
-    time = np.arange(round(args.duration * args.frame_rate)) / args.frame_rate
+    time = np.arange(round(n_frames)) / args.frame_rate
     stim = Stimulus.from_csv(args.stimulus) if args.stimulus else Stimulus()
     ds = model.simulate(_parse_params(args.param), time, stim)
     out = Path(args.out)
@@ -92,10 +106,9 @@ def _simulate(args: argparse.Namespace) -> int:
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     png = out / "simulation.png"
-    tmp_png = out / "simulation.tmp.png"
-    fig.savefig(tmp_png, dpi=120)
+    with atomic_path(png) as tmp_png:
+        fig.savefig(tmp_png, dpi=120)
     plt.close(fig)
-    os.replace(tmp_png, png)
     print(f"wrote {nc}")
     print(f"wrote {png}")
     return 0
@@ -118,6 +131,25 @@ def _frame_bar(label: str, disable: bool) -> Iterator[Callable[[int, int], None]
         yield tick
 
 
+def _check_extract_flags(args: argparse.Namespace) -> None:
+    """The extraction flags, checked before the movie is read (as a config's are)."""
+    checks = (
+        ("--neuropil", args.neuropil, 0.0 <= args.neuropil < 1.0, "lie in [0, 1)"),
+        ("--dark-level", args.dark_level, math.isfinite(args.dark_level) and args.dark_level >= 0,
+         "be a finite number ≥ 0"),
+        ("--baseline-window", args.baseline_window,
+         math.isfinite(args.baseline_window) and args.baseline_window > 0,
+         "be a finite number > 0 (s)"),
+        ("--frame-rate", args.frame_rate,
+         args.frame_rate is None or (math.isfinite(args.frame_rate) and args.frame_rate > 0),
+         "be a finite number > 0 (frames/s)"),
+        ("--channel", args.channel, args.channel is None or args.channel >= 0, "be ≥ 0"),
+    )  # fmt: skip
+    for flag, value, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"{flag} = {value!r} must {rule}")
+
+
 def _extract(args: argparse.Namespace) -> int:
     from cainfer.extract import extract_traces
     from cainfer.io import load_movie
@@ -126,6 +158,9 @@ def _extract(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".nc":
         raise ValueError(f"--out {out}: give a .nc file")
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a directory; give a .nc file")
+    _check_extract_flags(args)
     paths = args.movie[0] if len(args.movie) == 1 else args.movie
     with load_movie(paths, frame_rate=args.frame_rate, channel=args.channel) as movie:
         print(f"{movie.shape[0]} frames of {movie.shape[1]}x{movie.shape[2]} px at "
@@ -145,28 +180,36 @@ def _fit(args: argparse.Namespace) -> int:
     import warnings
 
     import matplotlib
-    import xarray as xr
 
     matplotlib.use("Agg")
     from cainfer.forward import Stimulus
     from cainfer.infer import fit
-    from cainfer.pipeline.run import fit_rows, write_summary
+    from cainfer.pipeline.run import file_label, fit_rows, write_summary
 
     src = Path(args.traces)
-    if not src.is_file():
-        raise ValueError(f"{src}: no such file")
-    with xr.open_dataset(src, engine="h5netcdf") as ds:
-        traces = ds[[v for v in ("F", "F_neu", "F0", "dff") if v in ds]].load()
+    traces = _read_traces(src)
     stim = Stimulus.from_csv(args.stimulus)
     model = _cell_model(args)
     labels = [x.item() for x in traces["roi"].values]
-    rois = [type(labels[0])(r) for r in args.roi] if args.roi else labels
+    try:
+        rois = [type(labels[0])(r) for r in args.roi] if args.roi else labels
+    except ValueError:
+        raise ValueError(f"--roi {args.roi}: not in {src} (ROIs: {labels})") from None
     missing = [r for r in rois if r not in labels]
     if missing:
         raise ValueError(f"--roi {missing}: not in {src} (ROIs: {labels})")
+    dup = sorted({str(r) for r in rois if rois.count(r) > 1})
+    if dup:
+        raise ValueError(f"--roi {', '.join(dup)} given more than once")
+    for flag, v, low in (("--draws", args.draws, 1), ("--tune", args.tune, 0),
+                         ("--chains", args.chains, 1), ("--seed", args.seed, 0)):  # fmt: skip
+        if v < low:
+            raise ValueError(f"{flag} = {v} must be ≥ {low}")
     free = args.free.split(",") if args.free else None
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a directory")
+    names = {roi: file_label(roi) for roi in rois}
     rows = []
     from rich.progress import track
 
@@ -178,14 +221,37 @@ def _fit(args: argparse.Namespace) -> int:
                 observation=args.observation, draws=args.draws, tune=args.tune,
                 chains=args.chains, seed=args.seed + i,
             )  # fmt: skip
-        res.save(out / f"roi_{roi}.nc")
-        res.plot_trace(path=out / f"roi_{roi}.png")
+        res.save(out / f"roi_{names[roi]}.nc")
+        res.plot_trace(path=out / f"roi_{names[roi]}.png")
         rows += fit_rows(res, src.stem, roi)
         if not res.ok:
             print(f"ROI {roi}: " + "; ".join(res.problems), file=sys.stderr)
     write_summary(out / "summary.csv", rows)
     print(f"wrote {len(rois)} posteriors and {out / 'summary.csv'}")
     return 0
+
+
+def _read_traces(src: Path) -> Any:
+    """A traces file of ``cainfer extract`` (or the same layout), loaded and checked."""
+    import xarray as xr
+
+    if not src.is_file():
+        raise ValueError(f"{src}: no such file")
+    try:
+        with xr.open_dataset(src, engine="h5netcdf") as ds:
+            traces = ds[[v for v in ("F", "F_neu", "F0", "dff") if v in ds]].load()
+    except Exception as e:  # h5py/h5netcdf raise OSError, ValueError or their own types
+        raise ValueError(f"{src}: not a NetCDF traces file ({type(e).__name__}: {e})") from None
+    if "dff" not in traces:
+        raise ValueError(
+            f"{src}: no 'dff' variable; a traces file from cainfer extract holds dff (and F, "
+            f"F_neu, F0) over (roi, time); this one holds {sorted(map(str, traces.data_vars))}"
+        )
+    if traces["dff"].dims != ("roi", "time"):
+        raise ValueError(f"{src}: 'dff' has dimensions {traces['dff'].dims}; expected (roi, time)")
+    if traces.sizes["roi"] == 0 or traces.sizes["time"] < 2:
+        raise ValueError(f"{src}: {traces.sizes['roi']} ROIs × {traces.sizes['time']} frames")
+    return traces
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -227,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cainfer.forward import PRESETS, indicator_names
 
     ap = argparse.ArgumentParser(prog="cainfer", description=__doc__)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="simulate a preset cell model to NetCDF and PNG")
     sim.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
@@ -310,8 +377,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"cainfer {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError, RuntimeError) as e:
+        if args.debug:
+            raise
         print(f"cainfer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a case no check foresaw: one line, not a traceback
+        if args.debug:
+            raise
+        print(
+            f"cainfer {args.command}: error: {type(e).__name__}: {e} (an unexpected failure; "
+            "--debug shows where)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -22,6 +22,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
+from cainfer._files import atomic_path
 from cainfer.forward import CellModel, Stimulus
 from cainfer.forward._params import check_positive
 from cainfer.forward.ratiometric import RatioCalibration
@@ -459,17 +460,11 @@ def simulate_movie(
         )
         truth = truth.assign_coords(channel=["numerator", "denominator"])
         truth.attrs["calibration"] = json.dumps(dataclasses.asdict(calibration))
-    tmp = out.truth.with_name(out.truth.name + ".tmp")
-    truth.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, out.truth)
+    with atomic_path(out.truth) as tmp:
+        truth.to_netcdf(tmp, engine="h5netcdf")
     return out
 
 
 def _atomic_tiff(path: Path, data: Any, **kwargs: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, imagej=True, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cainfer._files import atomic_path
+
 
 def _as_1d(name: str, x: object) -> np.ndarray:
     a = np.asarray(x, dtype=float).reshape(-1) if x is not None else np.empty(0)
@@ -109,14 +111,11 @@ class Stimulus:
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write the events as CSV with columns ``time_s,weight`` (atomic)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             wr = csv.writer(fh, lineterminator="\n")
             wr.writerow(["time_s", "weight"])
             for t, w in zip(self.events, self.event_weights, strict=True):
                 wr.writerow([repr(float(t)), repr(float(w))])
-        os.replace(tmp, path)
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str]) -> Stimulus:
@@ -131,14 +130,37 @@ class Stimulus:
         path = Path(path)
         times: list[float] = []
         weights: list[float] = []
-        with open(path, newline="") as fh:
-            rd = csv.DictReader(fh)
-            if rd.fieldnames is None or "time_s" not in rd.fieldnames:
-                raise ValueError(f"{path}: stimulus CSV needs a 'time_s' column (seconds)")
-            for line, row in enumerate(rd, start=2):
-                try:
-                    times.append(float(row["time_s"]))
-                    weights.append(float(row.get("weight") or 1.0))
-                except ValueError as e:
-                    raise ValueError(f"{path}:{line}: not a number ({e})") from None
-        return cls(events=np.array(times), weights=np.array(weights))
+        try:
+            # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                rd = csv.DictReader(fh)
+                names = [n.strip() for n in rd.fieldnames or []]
+                if "time_s" not in names:
+                    raise ValueError(
+                        f"{path}: stimulus CSV needs a 'time_s' column (seconds); its header "
+                        f"is {rd.fieldnames!r}"
+                    )
+                rd.fieldnames = names
+                for line, row in enumerate(rd, start=2):
+                    if not any((v or "").strip() for k, v in row.items() if k is not None):
+                        continue  # a blank line
+                    if None in row:
+                        raise ValueError(
+                            f"{path}:{line}: more values than the header's {len(names)} columns"
+                        )
+                    t, w = row.get("time_s"), row.get("weight")
+                    if t is None or not t.strip():
+                        raise ValueError(f"{path}:{line}: no time_s value on this row")
+                    try:
+                        times.append(float(t))
+                        weights.append(float(w) if w is not None and w.strip() else 1.0)
+                    except ValueError as e:
+                        raise ValueError(f"{path}:{line}: not a number ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the stimulus CSV ({e.strerror or e})") from None
+        try:
+            return cls(events=np.array(times), weights=np.array(weights))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None

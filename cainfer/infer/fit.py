@@ -23,6 +23,7 @@ import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 
+from cainfer._files import atomic_path
 from cainfer.forward import CellModel, Prior, Stimulus
 from cainfer.forward._cache import cache_dir
 from cainfer.forward._specialize import specialized
@@ -841,19 +842,27 @@ class Fit:
         for name in list(tree.children):
             if name.startswith("warmup"):
                 del tree[name]
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             tree.to_netcdf(tmp, engine="h5netcdf")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
 
 def load_fit(path: str | os.PathLike[str]) -> Fit:
-    """Read a fit written by :meth:`Fit.save`."""
-    tree = xr.open_datatree(path, engine="h5netcdf").load()
+    """Read a fit written by :meth:`Fit.save`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: missing, not NetCDF (or truncated), or not a fit.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such fit file")
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as opened:
+            tree = opened.load()
+    except Exception as e:  # h5py/h5netcdf raise OSError, ValueError or their own types
+        raise ValueError(f"{path}: cannot be read as a saved fit ({type(e).__name__}: {e}); "
+                         "a damaged or truncated file: fit again") from None  # fmt: skip
     try:
         model = CellModel.from_dict(json.loads(tree.attrs["cainfer_model"]))
         free = json.loads(tree.attrs["cainfer_free"])
@@ -862,6 +871,8 @@ def load_fit(path: str | os.PathLike[str]) -> Fit:
         rois = json.loads(tree.attrs.get("cainfer_rois", "null"))
     except KeyError as e:
         raise ValueError(f"{path}: not a cainfer fit (missing {e})") from None
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{path}: not a cainfer fit (damaged attributes: {e})") from None
     fit = Fit(tree, model, free, fixed, settings, rois=rois)
     fit.problems = fit.diagnostics()
     fit.ok = not fit.problems

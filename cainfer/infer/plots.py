@@ -10,11 +10,12 @@ calcium) on the data and the stimulus.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+
+from cainfer._files import atomic_path
 
 if TYPE_CHECKING:
     from cainfer.infer.fit import Fit
@@ -24,14 +25,8 @@ def _finish(fig: Any, path: str | os.PathLike[str] | None, show: bool) -> Any:
     import matplotlib.pyplot as plt
 
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     if show:
         plt.show()
     elif path is not None:

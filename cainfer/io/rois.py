@@ -12,6 +12,8 @@ import numpy as np
 import roifile
 import tifffile
 
+from cainfer._files import atomic_path
+
 _IJ = roifile.ROI_TYPE
 
 
@@ -217,8 +219,9 @@ def write_rois(masks: np.ndarray, path: str | os.PathLike[str]) -> Path:
     m = check_masks(masks)
     path = Path(path)
     suffix = path.suffix.lower()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    if suffix not in (".npy", ".tif", ".tiff", ".zip"):
+        raise ValueError(f"{path}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff or .zip")
+    with atomic_path(path) as tmp:
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, m)
@@ -241,13 +244,5 @@ def write_rois(masks: np.ndarray, path: str | os.PathLike[str]) -> Path:
                 roi = roifile.ImagejRoi.frompoints(pts, name=f"roi_{i:04d}")
                 roi.roitype = _IJ.TRACED
                 rois.append(roi)
-            if tmp.exists():
-                tmp.unlink()
             roifile.roiwrite(tmp, rois)
-        else:
-            raise ValueError(f"{path}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff or .zip")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -258,6 +258,9 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     run, inp, ext, rois, stim, mod, smp = (vals[t] for t in
         ("run", "inputs", "extraction", "rois", "stimulus", "model", "sampler"))  # fmt: skip
     name = run["name"] or path.stem
+    _check_name(path, name, given=bool(run["name"]))
+    if run["seed"] < 0:
+        raise _err(path, "run", f"seed = {run['seed']!r} must be ≥ 0")
     out = Path(output) if output is not None else base / run["output"].replace("{name}", name)
 
     files = [inp["files"]] if isinstance(inp["files"], str) else inp["files"]
@@ -275,17 +278,22 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise _err(path, "inputs", f"files: recordings with the same name {dup}; rename them")
-    if inp["frame_rate"] is not None and not inp["frame_rate"] > 0:
-        raise _err(path, "inputs", f"frame_rate = {inp['frame_rate']!r} must be > 0")
+    fr = inp["frame_rate"]
+    if fr is not None and not (math.isfinite(fr) and fr > 0):
+        raise _err(path, "inputs", f"frame_rate = {fr!r} must be a finite number > 0 (frames/s)")
     if inp["channel"] is not None and inp["channel"] < 0:
         raise _err(path, "inputs", f"channel = {inp['channel']!r} must be ≥ 0")
 
     if ext["baseline"] not in BASELINE_METHODS:
         raise _err(path, "extraction", f"baseline = {ext['baseline']!r}; allowed: "
                    f"{', '.join(BASELINE_METHODS)}")  # fmt: skip
-    for key in ("baseline_window", "baseline_sigma", "upsample", "chunk", "reference_frames"):
-        if not ext[key] > 0:
-            raise _err(path, "extraction", f"{key} = {ext[key]!r} must be > 0")
+    for key in ("baseline_window", "baseline_sigma", "upsample", "chunk", "reference_frames",
+                "neuropil_min_pixels"):  # fmt: skip
+        if not (math.isfinite(ext[key]) and ext[key] > 0):
+            raise _err(path, "extraction", f"{key} = {ext[key]!r} must be a finite number > 0")
+    for key in ("neuropil_inner", "dark_level"):
+        if not (math.isfinite(ext[key]) and ext[key] >= 0):
+            raise _err(path, "extraction", f"{key} = {ext[key]!r} must be a finite number ≥ 0")
     if not 0 <= ext["baseline_percentile"] <= 100:
         raise _err(path, "extraction", "baseline_percentile must lie in [0, 100]")
     if not 0 <= ext["neuropil"] < 1:
@@ -300,6 +308,14 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     else:
         if not fit_rois:
             raise _err(path, "rois", "fit: an empty list fits nothing")
+        bad = [v for v in fit_rois if isinstance(v, bool) or not isinstance(v, int | str)]
+        if bad:
+            raise _err(path, "rois", f"fit = {fit_rois!r}: ROI labels are integers or names, "
+                       f"not {bad[0]!r}")  # fmt: skip
+        dup = sorted({str(v) for v in fit_rois if fit_rois.count(v) > 1})
+        if dup:
+            raise _err(path, "rois", f"fit = {fit_rois!r} names ROI(s) {', '.join(dup)} more "
+                       "than once")  # fmt: skip
         fit_rois = tuple(fit_rois)
 
     given = [k for k in ("file", "events", "onsets") if stim[k] is not None]
@@ -330,11 +346,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             raise _err(path, "model", f"indicator_kinetics = \"kinetic\" needs k_off (1/s): "
                        f"the catalogue has no binding rates for {mod['indicator']}")  # fmt: skip
     for key, prior in mod["priors"].items():
-        if not isinstance(prior, dict) or set(prior) - {"kind", "a", "b"} or "kind" not in prior:
-            raise _err(path, "model", f"priors.{key}: expected {{kind, a, b}}")
-        if prior["kind"] not in _PRIOR_KINDS:
-            raise _err(path, "model", f"priors.{key}.kind = {prior['kind']!r}; allowed: "
-                       f"{', '.join(_PRIOR_KINDS)}")  # fmt: skip
+        _check_prior(path, key, prior)
     for key, value in mod["fixed"].items():
         if not isinstance(value, _NUM) or isinstance(value, bool):
             raise _err(path, "model", f"fixed.{key} = {value!r} is not a number")
@@ -427,6 +439,51 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
         if not f.is_file():
             raise _err(path, "stimulus" if f.suffix == ".csv" else "rois", f"no such file: {f}")
     return cfg
+
+
+# what each prior family's a and b are (Prior's docstring)
+_PRIOR_ARGS = {
+    "lognormal": ("a (median)", "b (sigma of the log)"),
+    "normal": ("a (mean)", "b (sd)"),
+    "uniform": ("a (lower)", "b (upper)"),
+    "halfnormal": ("a (sd)",),
+}
+
+
+def _check_prior(path: Path, key: str, prior: Any) -> None:
+    """A ``[model] priors`` entry: a table ``{kind, a, b}`` with finite numbers, checked."""
+    if not isinstance(prior, dict) or set(prior) - {"kind", "a", "b"} or "kind" not in prior:
+        raise _err(path, "model", f"priors.{key}: expected a table {{kind, a, b}}")
+    kind = prior["kind"]
+    if kind not in _PRIOR_KINDS:
+        raise _err(path, "model", f"priors.{key}.kind = {kind!r}; allowed: "
+                   f"{', '.join(_PRIOR_KINDS)}")  # fmt: skip
+    needed = _PRIOR_ARGS[kind]
+    for arg in needed:
+        k = arg[0]
+        v = prior.get(k)
+        if v is None:
+            raise _err(path, "model", f"priors.{key}: a {kind} prior needs {arg}")
+        if isinstance(v, bool) or not isinstance(v, _NUM) or not math.isfinite(v):
+            raise _err(path, "model", f"priors.{key}.{k} = {v!r} must be a finite number")
+    try:
+        Prior(kind, float(prior["a"]), float(prior.get("b", 0.0)), "config")
+    except ValueError as e:
+        raise _err(path, "model", f"priors.{key}: {e}") from None
+
+
+def _check_name(path: Path, name: str, *, given: bool) -> None:
+    """A run name is one folder name: no separators, no ``..``, nothing hidden or special."""
+    what = f"name = {name!r}" if given else f"name {name!r} (the config file's stem)"
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(c in name for c in '/\\:*?"<>|')
+        or any(ord(c) < 32 for c in name)
+    ):
+        raise _err(path, "run", f"{what}: a run name is one folder name, without path "
+                   'separators, a leading dot or any of : * ? " < > |')  # fmt: skip
 
 
 def _typed(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -69,6 +69,29 @@ def _truths(run: Path, prov: dict[str, Any], recordings: set[str]) -> dict[tuple
     return out
 
 
+# the columns every summary.csv row has (pipeline.run.fit_rows)
+_SUMMARY_COLUMNS = ("recording", "roi", "ok")
+
+
+def _read_summary(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's summary.csv, checked; a ValueError names the file and line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rd = csv.DictReader(fh)
+            missing = [c for c in _SUMMARY_COLUMNS if c not in (rd.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{path}: not a run summary (no column {', '.join(missing)})")
+            rows = list(rd)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason})") from None
+    if not rows:
+        raise ValueError(f"{path}: holds no fits; run the pipeline again to complete it")
+    for line, r in enumerate(rows, start=2):
+        if r.get("ok") not in ("true", "false") or not r.get("recording") or not r.get("roi"):
+            raise ValueError(f"{path}:{line}: not a row of a run summary (recording, roi, ok)")
+    return rows
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.html`` into a run directory from the files the run wrote.
 
@@ -89,15 +112,14 @@ def write_report(run_dir: str | Path) -> Path:
         has not finished: run it again to complete it).
     """
     from cainfer.infer import load_fit
-    from cainfer.pipeline.run import atomic_write
+    from cainfer.pipeline.run import _fit_paths, _read_provenance, atomic_write
 
     run = Path(run_dir)
     missing = [n for n in ("summary.csv", "provenance.json") if not (run / n).is_file()]
     if missing:
         raise ValueError(f"{run}: no {' or '.join(missing)}; is this a finished cainfer run?")
-    prov = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
-    with open(run / "summary.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    prov = _read_provenance(run / "provenance.json")
+    rows = _read_summary(run / "summary.csv")
 
     fits: dict[tuple[str, str], list[dict[str, str]]] = {}
     for r in rows:
@@ -119,7 +141,7 @@ def write_report(run_dir: str | Path) -> Path:
     # the model: what was free (with its prior) and what was fixed
     first = next(iter(fits), None)
     if first is not None:
-        fit = load_fit(run / "posteriors" / first[0] / f"roi_{first[1]}.nc")
+        fit = load_fit(_fit_paths(run, first[0], first[1])[0])
         params = fit.model.parameters
         settings = fit.settings
         parts.append("<h2>Model</h2>")
@@ -154,7 +176,7 @@ def write_report(run_dir: str | Path) -> Path:
     if bad:
         items = []
         for rec, roi in bad:
-            f = load_fit(run / "posteriors" / rec / f"roi_{roi}.nc")
+            f = load_fit(_fit_paths(run, rec, roi)[0])
             items.append(f"<li>{html.escape(rec)} ROI {html.escape(roi)}: "
                          + html.escape("; ".join(f.problems)) + "</li>")  # fmt: skip
         parts.append("<ul>" + "".join(items) + "</ul>")

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from cainfer._files import atomic_path, is_temporary, sweep_temporaries
 from cainfer.pipeline.config import Config, ConfigError, Recording, load_config
 
 SUMMARY_COLUMNS = (
@@ -51,27 +52,17 @@ def _now() -> str:
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         if isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def atomic_netcdf(data: Any, path: Path) -> None:
     """Write an xarray Dataset or DataTree to NetCDF (h5netcdf) through a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         data.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: Path, *, block: int = 1 << 22) -> str:
@@ -319,41 +310,72 @@ def run_pipeline(
         raise ConfigError(f"workers = {n_workers!r} must be ≥ 1")
     cores = max(1, n_cpu // n_workers) if scheduler is None else 1
 
-    prov_path = out / "provenance.json"
-    prov = _start_provenance(cfg, out, prov_path)
-    atomic_write(out / "config.toml", cfg.text)
-    for stale in out.rglob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a killed run
+    _check_output(out)
+    with _run_lock(out):
+        prov_path = out / "provenance.json"
+        prov = _start_provenance(cfg, out, prov_path)
+        atomic_write(out / "config.toml", cfg.text)
+        sweep_temporaries(out)  # left by a killed run
 
-    ex = _Executor(n_workers, scheduler)
-    try:
-        traces = _extract_all(cfg, out, ex, progress)
-        _fit_all(cfg, out, traces, ex, progress, cores, prov)
-    finally:
-        ex.close()
+        ex = _Executor(n_workers, scheduler)
+        try:
+            traces = _extract_all(cfg, out, ex, progress)
+            _fit_all(cfg, out, traces, ex, progress, cores, prov)
+        finally:
+            ex.close()
 
-    _write_traces(out, traces)
-    rows = summary_rows(out, cfg, traces)
-    write_summary(out / "summary.csv", rows)
-    prov["finished"] = _now()
-    atomic_write(prov_path, json.dumps(prov, indent=2))
-    from cainfer.pipeline.report import write_report
+        _write_traces(out, traces)
+        rows = summary_rows(out, cfg, traces)
+        write_summary(out / "summary.csv", rows)
+        prov["finished"] = _now()
+        atomic_write(prov_path, json.dumps(prov, indent=2))
+        from cainfer.pipeline.report import write_report
 
-    write_report(out)
+        write_report(out)
     return out
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output path that is a file, or a directory that is not a run's."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file, not a directory; give an output directory")
+    if out.is_dir() and not (out / "provenance.json").is_file():
+        others = [p.name for p in out.iterdir() if p.name != _LOCK_NAME]
+        if others:
+            raise RunError(f"{out} exists and is not a cainfer run directory; give another one")
+
+
+# what a run's provenance.json holds, with the types a resumed run relies on
+_PROVENANCE_TYPES = {"config_sha256": str, "inputs": dict, "roi_seeds": dict, "sessions": list}
+
+
+def _read_provenance(path: Path) -> dict[str, Any]:
+    """A run's provenance record, checked; a RunError names the file if it is damaged."""
+    try:
+        prior = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: cannot be read as a run's provenance ({e}); give another output "
+                       "directory, or remove this one to start afresh") from None  # fmt: skip
+    if not isinstance(prior, dict):
+        raise RunError(f"{path}: not a run's provenance record (a JSON object)")
+    for key, kind in _PROVENANCE_TYPES.items():
+        if key in prior and not isinstance(prior[key], kind):
+            raise RunError(f"{path}: {key} is a {type(prior[key]).__name__}, not a "
+                           f"{kind.__name__}; the file is damaged")  # fmt: skip
+    return prior
 
 
 def _start_provenance(cfg: Config, out: Path, prov_path: Path) -> dict[str, Any]:
     prior: dict[str, Any] = {}
     if prov_path.is_file():
-        prior = json.loads(prov_path.read_text(encoding="utf-8"))
-        if prior.get("config_sha256") != cfg.sha256:
+        prior = _read_provenance(prov_path)
+        if prior.get("config_sha256") != cfg.sha256 and _has_results(out):
             raise RunError(
                 f"{out} holds a run of another config (sha256 {prior.get('config_sha256')}); "
                 "give another output directory or remove it"
             )
-    elif out.exists() and any(out.iterdir()):
-        raise RunError(f"{out} exists and is not a cainfer run directory; give another one")
+        if prior.get("config_sha256") != cfg.sha256:
+            prior = {}  # a run that failed before any result: this config starts afresh
     inputs = {}
     for rec in cfg.recordings:
         for f in _input_files(rec):
@@ -383,6 +405,16 @@ def _start_provenance(cfg: Config, out: Path, prov_path: Path) -> dict[str, Any]
     return prov
 
 
+def _has_results(out: Path) -> bool:
+    """Whether a run directory holds traces or fits (more than its config and provenance)."""
+    return any(
+        p.is_file() and not is_temporary(p.name)
+        for sub in ("traces", "posteriors")
+        if (out / sub).is_dir()
+        for p in (out / sub).rglob("*")
+    )
+
+
 def _extract_all(cfg: Config, out: Path, ex: _Executor, progress: bool) -> dict[str, Any]:
     import xarray as xr
 
@@ -409,7 +441,81 @@ def _selected(cfg: Config, ds: Any, rec: Recording) -> list[Any]:
 
 
 def _fit_paths(out: Path, rec: str, roi: Any) -> tuple[Path, Path]:
-    return (out / "posteriors" / rec / f"roi_{roi}.nc", out / "figures" / rec / f"roi_{roi}.png")
+    name = file_label(roi)
+    return (
+        inside(out, out / "posteriors" / rec / f"roi_{name}.nc"),
+        inside(out, out / "figures" / rec / f"roi_{name}.png"),
+    )
+
+
+def file_label(label: Any) -> str:
+    """An ROI label as part of a file name: refused if it could leave its folder.
+
+    Raises
+    ------
+    RunError
+        For an empty label, ``.``/``..``, path separators or control characters.
+    """
+    text = str(label)
+    if (
+        not text.strip()
+        or text in (".", "..")
+        or any(c in text for c in "/\\")
+        or any(ord(c) < 32 for c in text)
+    ):
+        raise RunError(
+            f"ROI label {label!r} cannot be part of a file name (path separators, '..' or "
+            "control characters); relabel the ROIs"
+        )
+    return text
+
+
+def inside(out: Path, path: Path) -> Path:
+    """``path``, after checking that it lies under the run directory ``out``."""
+    if not path.resolve().is_relative_to(out.resolve()):
+        raise RunError(f"{path} would lie outside the run directory {out}; nothing was written")
+    return path
+
+
+_LOCK_NAME = ".cainfer.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold the run directory for this process: a second run into it is refused.
+
+    An advisory ``flock`` on a file in the directory; the system releases it
+    when the process ends, however it ends, so a killed run does not leave
+    the directory locked.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / _LOCK_NAME
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no lock
+            yield
+            return
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            who = fh.read().strip() or "another process"
+            raise RunError(
+                f"{out} is in use by another cainfer run ({who}); wait for it to finish or "
+                "give another output directory"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        fh.close()
 
 
 def _fit_all(

@@ -108,6 +108,44 @@ CASES = [
     ("", "\n[ratiometric]\nr_min = 0.4\n", "need a dye"),
     ("", _FURA.replace("r_max = 7.5", "r_max = 0.3"), "r_max = 0.3 must exceed r_min"),
     ("", _FURA + "channels = [1, 1]\n", r"channels = \[1, 1\]: two different"),
+    # every value checked before any work starts, with the key named
+    ("seed = 3", "seed = -1", r"\[run\] seed = -1 must be ≥ 0"),
+    ("seed = 3", 'seed = 3\nname = "../../../x"', r"\[run\] name = '../../../x': a run name"),
+    ("seed = 3", 'seed = 3\nname = "a/b"', r"\[run\] name = 'a/b': a run name is one folder"),
+    ("seed = 3", 'seed = 3\nname = ".."', r"\[run\] name = '..'"),
+    ("[inputs]", "[inputs]\nframe_rate = inf", "frame_rate = inf must be a finite"),
+    ("", "\n[extraction]\nneuropil_min_pixels = 0\n", "neuropil_min_pixels = 0 must be a"),
+    ("", "\n[extraction]\nneuropil_inner = -1\n", "neuropil_inner = -1 must be a finite"),
+    ("", "\n[extraction]\nbaseline_window = inf\n", "baseline_window = inf must be a finite"),
+    ("", "\n[extraction]\ndark_level = nan\n", "dark_level = nan must be a finite"),
+    ("[rois]", "[rois]\nfit = [0, 0]", r"\[rois\] fit = \[0, 0\] names ROI\(s\) 0 more than once"),
+    ("[rois]", "[rois]\nfit = [true]", r"\[rois\] fit = \[True\]: ROI labels are integers"),
+    ("[rois]", "[rois]\nfit = [1.5]", r"ROI labels are integers or names, not 1.5"),
+    (
+        "[model]",
+        '[model]\npriors = { pmca_vmax = { kind = "lognormal" } }',
+        r"priors.pmca_vmax: a lognormal prior needs a \(median\)",
+    ),
+    (
+        "[model]",
+        '[model]\npriors = { pmca_vmax = { kind = "normal", a = 80 } }',
+        r"priors.pmca_vmax: a normal prior needs b \(sd\)",
+    ),
+    (
+        "[model]",
+        '[model]\npriors = { pmca_vmax = { kind = "uniform", a = "1", b = 3 } }',
+        r"priors.pmca_vmax.a = '1' must be a finite number",
+    ),
+    (
+        "[model]",
+        '[model]\npriors = { pmca_vmax = { kind = "uniform", a = 5, b = 3 } }',
+        r"priors.pmca_vmax: uniform prior needs lower < upper",
+    ),
+    (
+        "[model]",
+        "[model]\npriors = { pmca_vmax = 3 }",
+        r"priors.pmca_vmax: expected a table",
+    ),
 ]
 
 

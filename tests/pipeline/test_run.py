@@ -99,7 +99,9 @@ def test_run_directory_holds_every_output(serial_run, config):
     assert prov["started"] <= prov["finished"]
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "pmca_vmax" in html and "kappa_s" in html
-    assert not list(out.rglob("*.tmp"))
+    from cainfer._files import is_temporary
+
+    assert not [p for p in out.rglob(".*") if is_temporary(p.name)]
 
 
 @pytest.mark.slow
@@ -126,7 +128,9 @@ def test_killed_run_resumes_to_the_same_outputs(serial_run, config, tmp_path):
     assert (out / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
     prov = json.loads((out / "provenance.json").read_text())
     assert len(prov["sessions"]) == 2
-    assert not list(out.rglob("*.tmp"))
+    from cainfer._files import is_temporary
+
+    assert not [p for p in out.rglob(".*") if is_temporary(p.name)]
 
 
 @pytest.mark.slow
