@@ -205,3 +205,41 @@ def test_a_junk_summary_is_not_reported_as_passing(tmp_path):
         with pytest.raises(ValueError, match=message):
             write_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+# ---------------------------------------------------------------- extraction and fits
+
+
+def test_a_movie_with_nan_pixels_is_named_before_registration(tmp_path):
+    import tifffile
+
+    from cainfer.extract import extract_traces
+
+    frames = np.random.default_rng(0).random((20, 16, 16)).astype(np.float32) * 100
+    frames[7, 3, 3] = np.nan
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, frames)
+    masks = np.zeros((1, 16, 16), bool)
+    masks[0, 5:9, 5:9] = True
+    with pytest.raises(ValueError, match=r"nan\.tif: frame 7 holds NaN or infinite pixels"):
+        extract_traces(path, rois=masks, frame_rate=10.0, neuropil_min_pixels=10)
+
+
+def test_fit_arguments_are_checked_by_name():
+    from cainfer.forward import preset
+    from cainfer.infer.fit import _validated
+
+    model = preset("pumps")
+    opts = {"target_accept": 0.8, "observation": "auto", "likelihood": "normal",
+            "residuals": "ar1", "drift": "smooth", "drift_timescale": 20.0, "draws": 10,
+            "tune": 10, "chains": 1, "substeps": "auto", "coordinates": "per_buffer",
+            "adaptation": "low_rank", "sampler": "nutpie", "backend": "numba"}  # fmt: skip
+    for free, fixed, message in (
+        ("pmca_vmax", None, r"free = 'pmca_vmax': give a list"),
+        ([0, ""], None, "free: parameter names are strings, not 0"),
+        (["pmca_vmax", "pmca_vmax"], None, r"named more than once"),
+        (["pmca_vmax"], {"kappa_s": float("nan")}, "fixed: kappa_s = nan is not a finite"),
+        (["pmca_vmax"], {"kappa_s": "80"}, "fixed: kappa_s = '80' is not a finite"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _validated(model, free, fixed, None, opts)

@@ -74,6 +74,18 @@ def _sample(
     return out
 
 
+def _check_finite(mv: Movie, first: int, data: np.ndarray) -> None:
+    """Registration needs finite pixels: name the file and frame that has others."""
+    if data.dtype.kind != "f" or np.isfinite(data).all():
+        return
+    bad = first + int(np.flatnonzero(~np.isfinite(data).all(axis=(1, 2)))[0])
+    raise ValueError(
+        f"{mv.files[0] if len(mv.files) == 1 else mv.files}: frame {bad} holds NaN or infinite "
+        "pixels; motion correction needs finite pixels (fix the file, or register=False / "
+        "--no-register / [extraction] register = false)"
+    )
+
+
 def extract_traces(
     movie: Movie | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -205,6 +217,7 @@ def extract_traces(
                 raise ValueError(f"shifts has {given.shape[0]} rows for a {T}-frame movie")
             shifts = given.copy()
         elif register:
+            _check_finite(mv, 0, mv.read(0, min(reference_frames, T)))
             ref = make_reference(mv, n_frames=reference_frames, upsample=upsample)
             ref_fft = reference_fft(ref)
 
@@ -213,6 +226,7 @@ def extract_traces(
                 return None
             if given is not None:
                 return shifts[a : a + len(data)]
+            _check_finite(mv, a, data)
             shifts[a : a + len(data)] = register_frames(
                 data, np.empty(0), upsample=upsample, reference_fft=ref_fft
             )

@@ -1016,13 +1016,26 @@ def _validated(
         if int(val) != val or val < (0 if name == "tune" else 1):
             raise ValueError(f"{name} = {val!r} must be a positive integer")
     params = model.parameters
+    if isinstance(free, str):
+        raise ValueError(f"free = {free!r}: give a list of parameter names, e.g. [{free!r}]")
     free = list(default_free(model) if free is None else free)
     fixed = dict(fixed or {})
     priors = dict(priors or {})
     for label, names in (("free", free), ("fixed", list(fixed)), ("priors", list(priors))):
+        odd = [n for n in names if not isinstance(n, str)]
+        if odd:
+            raise ValueError(f"{label}: parameter names are strings, not {odd[0]!r}")
         unknown = sorted(set(names) - set(params))
         if unknown:
             raise ValueError(f"{label}: unknown parameter(s) {unknown}; known: {sorted(params)}")
+    twice = sorted({n for n in free if free.count(n) > 1})
+    if twice:
+        raise ValueError(f"free: parameter(s) {twice} named more than once")
+    bad = {k: v for k, v in fixed.items() if isinstance(v, bool) or not isinstance(v, int | float)
+           or not math.isfinite(v)}  # fmt: skip
+    if bad:
+        name, v = next(iter(bad.items()))
+        raise ValueError(f"fixed: {name} = {v!r} is not a finite number")
     both = sorted(set(free) & set(fixed))
     if both:
         raise ValueError(f"parameter(s) {both} are both free and fixed")

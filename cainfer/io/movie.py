@@ -149,34 +149,46 @@ def _open_source(path: Path) -> list[_Source]:
     except Exception as e:
         raise MovieError(f"{path}: cannot open as TIFF ({e})") from None
     with tf:
-        if not tf.series:
-            raise MovieError(f"{path}: holds no image series")
-        interval = _frame_interval(tf)
-        if tf.is_ome and len(tf.series) > 1:
-            shapes = ", ".join(f"{s.axes} {tuple(s.shape)}" for s in tf.series)
+        try:
+            return _sources_of(path, tf)
+        except MovieError:
+            raise
+        except Exception as e:  # tifffile reads lazily: a damaged file fails here
             raise MovieError(
-                f"{path}: holds {len(tf.series)} OME images ({shapes}); cainfer reads one "
-                "image per file: save each image (field of view, position) as its own file"
+                f"{path}: truncated or corrupt TIFF ({type(e).__name__}: {e})"
+            ) from None
+
+
+def _sources_of(path: Path, tf: tifffile.TiffFile) -> list[_Source]:
+    """The sources of an open file (see :func:`_open_source`)."""
+    if not tf.series:
+        raise MovieError(f"{path}: holds no image series")
+    interval = _frame_interval(tf)
+    if tf.is_ome and len(tf.series) > 1:
+        shapes = ", ".join(f"{s.axes} {tuple(s.shape)}" for s in tf.series)
+        raise MovieError(
+            f"{path}: holds {len(tf.series)} OME images ({shapes}); cainfer reads one "
+            "image per file: save each image (field of view, position) as its own file"
+        )
+    first = _series_source(path, tf, 0, interval)
+    sources = [first]
+    for i in range(1, len(tf.series)):
+        series = tf.series[i]
+        try:
+            src = _series_source(path, tf, i, interval)
+        except MovieError:
+            src = None
+        if src is None or (src.frame_shape, src.dtype, src.n_channels) != (
+            first.frame_shape, first.dtype, first.n_channels
+        ):  # fmt: skip
+            warnings.warn(
+                f"{path}: image series {i} ({series.axes} {tuple(series.shape)} "
+                f"{series.dtype}) does not match the recording's frames "
+                f"({first.frame_shape} {first.dtype}, series 0); it is not read",
+                stacklevel=4,
             )
-        first = _series_source(path, tf, 0, interval)
-        sources = [first]
-        for i in range(1, len(tf.series)):
-            series = tf.series[i]
-            try:
-                src = _series_source(path, tf, i, interval)
-            except MovieError:
-                src = None
-            if src is None or (src.frame_shape, src.dtype, src.n_channels) != (
-                first.frame_shape, first.dtype, first.n_channels
-            ):  # fmt: skip
-                warnings.warn(
-                    f"{path}: image series {i} ({series.axes} {tuple(series.shape)} "
-                    f"{series.dtype}) does not match the recording's frames "
-                    f"({first.frame_shape} {first.dtype}, series 0); it is not read",
-                    stacklevel=3,
-                )
-                continue
-            sources.append(src)
+            continue
+        sources.append(src)
     return sources
 
 

@@ -149,10 +149,12 @@ def read_rois(path: str | os.PathLike[str], *, shape: tuple[int, int] | None = N
             raise ValueError(
                 f"{src}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff, .roi or .zip"
             )
-    except ValueError:
-        raise
+    except ValueError as e:
+        if str(e).startswith(src):
+            raise
+        raise ValueError(f"{src}: cannot read ROIs ({e})") from None
     except Exception as e:
-        raise ValueError(f"{src}: cannot read ROIs ({e})") from e
+        raise ValueError(f"{src}: cannot read ROIs ({type(e).__name__}: {e})") from None
     if shape is not None and masks.shape[1:] != tuple(shape):
         raise ValueError(f"{src}: ROIs are {masks.shape[1:]} pixels but frames are {tuple(shape)}")
     return masks
