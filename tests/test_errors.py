@@ -243,3 +243,23 @@ def test_fit_arguments_are_checked_by_name():
     ):
         with pytest.raises(ValueError, match=message):
             _validated(model, free, fixed, None, opts)
+
+
+@pytest.mark.parametrize(
+    ("traces", "time", "kw", "message"),
+    [
+        (np.where(np.arange(60) == 5, np.inf, 0.0), None, {}, "infinite at frame 5"),
+        (np.zeros(1), np.zeros(1), {}, r"has 1 frame\(s\); a fit needs ≥ 2"),
+        ("abc", None, {}, "traces: not an array of numbers"),
+        (np.zeros(60), None, {"seed": -1}, "seed = -1 must be an integer ≥ 0"),
+        (np.zeros(60), None, {"seed": "a"}, "seed = 'a' must be an integer ≥ 0"),
+        (np.zeros(60), None, {"cores": 0}, r"cores = 0 must be None \(all\) or an integer ≥ 1"),
+    ],
+)
+def test_fit_refuses_bad_arguments_before_any_work(traces, time, kw, message):
+    import cainfer
+    from cainfer.forward import preset
+
+    t = np.arange(60) / 30.0 if time is None else time
+    with pytest.raises(ValueError, match=message):
+        cainfer.fit(traces, preset("pumps"), stimulus=None, time=t, free=["pmca_vmax"], **kw)

@@ -217,7 +217,8 @@ def extract_traces(
                 raise ValueError(f"shifts has {given.shape[0]} rows for a {T}-frame movie")
             shifts = given.copy()
         elif register:
-            _check_finite(mv, 0, mv.read(0, min(reference_frames, T)))
+            if mv.dtype.kind == "f":  # integer pixels are finite: no second read of these
+                _check_finite(mv, 0, mv.read(0, min(reference_frames, T)))
             ref = make_reference(mv, n_frames=reference_frames, upsample=upsample)
             ref_fft = reference_fft(ref)
 

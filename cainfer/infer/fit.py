@@ -235,7 +235,10 @@ def _observed(
                 var = var.assign_coords(roi=all_labels)
             extra[key] = np.asarray(var.sel(roi=labels).transpose("roi", ...).values, float)
     else:
-        y = np.asarray(traces, dtype=float)
+        try:
+            y = np.asarray(traces, dtype=float)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"traces: not an array of numbers ({e})") from None
         if time is None:
             raise ValueError("time (s) is required when traces is a plain array")
         t = np.asarray(time, dtype=float)
@@ -252,9 +255,16 @@ def _observed(
             y = y[labels]
     if t.ndim != 1 or t.size != y.shape[1]:
         raise ValueError(f"trace has {y.shape[1]} frames but time has {t.size} values")
+    if y.shape[1] < 2:
+        raise ValueError(f"the trace has {y.shape[1]} frame(s); a fit needs ≥ 2")
     for label, row in zip(labels, y, strict=True):
+        where = f" of ROI {label!r}" if several else ""
+        if np.isinf(row).any():
+            frame = int(np.flatnonzero(np.isinf(row))[0])
+            raise ValueError(
+                f"the trace{where} is infinite at frame {frame}; mark missing frames with NaN"
+            )
         if not np.isfinite(row).any():
-            where = f" of ROI {label!r}" if several else ""
             raise ValueError(f"the trace{where} is all NaN: nothing to fit")
     if kind != "fluorescence":
         return ObservedData(kind, y), t, labels
@@ -1006,6 +1016,14 @@ def _validated(
             f"observation {options['observation']!r}; allowed: {', '.join(OBSERVATIONS)}"
         )
     check_options(_obs_options(options))
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed = {seed!r} must be an integer ≥ 0")
+    cores = options.get("cores")
+    if cores is not None and (
+        isinstance(cores, bool) or not isinstance(cores, int | np.integer) or cores < 1
+    ):
+        raise ValueError(f"cores = {cores!r} must be None (all) or an integer ≥ 1")
     for name in ("draws", "tune", "chains", "substeps"):
         val = options[name]
         if name == "substeps" and val == "auto":
