@@ -263,3 +263,20 @@ def test_fit_refuses_bad_arguments_before_any_work(traces, time, kw, message):
     t = np.arange(60) / 30.0 if time is None else time
     with pytest.raises(ValueError, match=message):
         cainfer.fit(traces, preset("pumps"), stimulus=None, time=t, free=["pmca_vmax"], **kw)
+
+
+def test_a_damaged_result_is_set_aside_and_redone_on_resume(tmp_path):
+    from cainfer.pipeline.run import _readable
+
+    good = _traces(tmp_path / "good.nc")
+    assert _readable(good, "traces")
+    raw = good.read_bytes()
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.warns(UserWarning, match=r"bad\.nc: the saved traces cannot be read; kept as"):
+        assert not _readable(bad, "traces")
+    assert not bad.exists() and (tmp_path / "bad.nc.damaged").read_bytes() == raw[: len(raw) // 2]
+    # a NetCDF file that is not a fit is not taken for one
+    with pytest.warns(UserWarning, match="the saved fit cannot be read"):
+        assert not _readable(good, "fit")
+    assert not _readable(tmp_path / "missing.nc", "fit")

@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -405,6 +406,31 @@ def _start_provenance(cfg: Config, out: Path, prov_path: Path) -> dict[str, Any]
     return prov
 
 
+def _readable(path: Path, kind: str) -> bool:
+    """Whether a resumed run can use ``path``; a damaged file is set aside and redone.
+
+    A file that cannot be opened (truncated, overwritten) is renamed to
+    ``<name>.damaged``, kept rather than deleted, and named in a warning.
+    """
+    if not path.is_file():
+        return False
+    import xarray as xr
+
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            ok = "cainfer_model" in tree.attrs if kind == "fit" else "dff" in tree.to_dataset()
+    except Exception:  # h5py/h5netcdf raise OSError, ValueError or their own types
+        ok = False
+    if not ok:
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        warnings.warn(
+            f"{path}: the saved {kind} cannot be read; kept as {aside.name} and redone",
+            stacklevel=3,
+        )
+    return ok
+
+
 def _has_results(out: Path) -> bool:
     """Whether a run directory holds traces or fits (more than its config and provenance)."""
     return any(
@@ -419,7 +445,8 @@ def _extract_all(cfg: Config, out: Path, ex: _Executor, progress: bool) -> dict[
     import xarray as xr
 
     paths = {rec.name: out / "traces" / f"{rec.name}.nc" for rec in cfg.recordings}
-    todo = [(cfg, rec, paths[rec.name]) for rec in cfg.recordings if not paths[rec.name].is_file()]
+    todo = [(cfg, rec, paths[rec.name]) for rec in cfg.recordings
+            if not _readable(paths[rec.name], "traces")]  # fmt: skip
     with _progress(len(todo), "extraction", progress) as prog:
         ex.map(extract_task, todo, lambda job, res: _advance(prog))
     traces = {}
@@ -536,7 +563,7 @@ def _fit_all(
             seed = roi_seed(cfg.seed, i, labels.index(roi))
             seeds[f"{rec.name}/{roi}"] = seed
             post, fig = _fit_paths(out, rec.name, roi)
-            if post.is_file() and fig.is_file():
+            if _readable(post, "fit") and fig.is_file():
                 continue
             one = _fit_input(ds, roi)
             jobs.append((cfg, rec, roi, ds["time"].values, one, seed, post, fig, cores))
