@@ -280,3 +280,45 @@ def test_a_damaged_result_is_set_aside_and_redone_on_resume(tmp_path):
     with pytest.warns(UserWarning, match="the saved fit cannot be read"):
         assert not _readable(good, "fit")
     assert not _readable(tmp_path / "missing.nc", "fit")
+
+
+def test_a_run_that_failed_before_any_result_takes_the_corrected_config(tmp_path):
+    from cainfer.pipeline import load_config
+    from cainfer.pipeline.run import _start_provenance
+
+    rec = tmp_path / "rec.tif"
+    import tifffile
+
+    tifffile.imwrite(rec, np.zeros((5, 8, 8), np.uint16), photometric="minisblack")
+    text = f'[inputs]\nfiles = ["{rec}"]\n[stimulus]\nevents = [0.1]\n[run]\nseed = 1\n'
+    (tmp_path / "a.toml").write_text(text)
+    (tmp_path / "b.toml").write_text(text.replace("seed = 1", "seed = 2"))
+    out = tmp_path / "run"
+    _start_provenance(load_config(tmp_path / "a.toml"), out, out / "provenance.json")
+    # nothing extracted or fitted yet: the corrected config takes the directory
+    prov = _start_provenance(load_config(tmp_path / "b.toml"), out, out / "provenance.json")
+    assert prov["config_sha256"] == load_config(tmp_path / "b.toml").sha256
+    (out / "traces").mkdir()
+    (out / "traces" / "rec.nc").write_bytes(b"x")
+    with pytest.raises(RunError, match="holds a run of another config"):
+        _start_provenance(load_config(tmp_path / "a.toml"), out, out / "provenance.json")
+
+
+def test_roi_labels_cannot_lead_out_of_the_run(tmp_path):
+    from cainfer.pipeline.run import _fit_paths
+
+    post, fig = _fit_paths(tmp_path, "rec", 3)
+    assert post == tmp_path / "posteriors" / "rec" / "roi_3.nc"
+    assert fig == tmp_path / "figures" / "rec" / "roi_3.png"
+    for label in ("../../x", "a/b", "..", "", "x\ny"):
+        with pytest.raises(RunError, match="cannot be part of a file name"):
+            _fit_paths(tmp_path, "rec", label)
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    from cainfer.pipeline import ConfigError, load_config
+
+    p = tmp_path / "latin.toml"
+    p.write_bytes('[run]\nname = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.toml: not a UTF-8 text file"):
+        load_config(p)

@@ -444,7 +444,7 @@ def _has_results(out: Path) -> bool:
 def _extract_all(cfg: Config, out: Path, ex: _Executor, progress: bool) -> dict[str, Any]:
     import xarray as xr
 
-    paths = {rec.name: out / "traces" / f"{rec.name}.nc" for rec in cfg.recordings}
+    paths = {rec.name: inside(out, out / "traces" / f"{rec.name}.nc") for rec in cfg.recordings}
     todo = [(cfg, rec, paths[rec.name]) for rec in cfg.recordings
             if not _readable(paths[rec.name], "traces")]  # fmt: skip
     with _progress(len(todo), "extraction", progress) as prog:
