@@ -148,6 +148,15 @@ def _check_extract_flags(args: argparse.Namespace) -> None:
     for flag, value, ok, rule in checks:
         if not ok:
             raise ValueError(f"{flag} = {value!r} must {rule}")
+    if args.rois != "auto":
+        rois = Path(args.rois)
+        if not rois.is_file():
+            raise ValueError(f"--rois {rois}: no such ROI file")
+        if rois.suffix.lower() not in (".npy", ".tif", ".tiff", ".roi", ".zip"):
+            raise ValueError(
+                f"--rois {rois}: unknown ROI format {rois.suffix!r}; use .npy, .tif/.tiff "
+                '(label image), .roi or .zip (ImageJ), or "auto"'
+            )
 
 
 def _extract(args: argparse.Namespace) -> int:
