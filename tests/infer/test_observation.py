@@ -115,6 +115,35 @@ def test_pytensor_and_numpy_likelihoods_agree(rho, nu, rng):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(("rho", "nu"), [(None, None), (0.5, None), (None, 5.0), (-0.4, 3.0)])
+@pytest.mark.parametrize("missing", [False, True])
+def test_the_summed_likelihood_and_its_gradient_are_the_pointwise_ones(rho, nu, missing, rng):
+    """total_loglik (the model's shorter graph when every frame is observed) = Σ pointwise."""
+    n = 60
+    y = rng.normal(size=n)
+    if missing:
+        y[[0, 20, 21]] = np.nan
+    mask = np.isfinite(y)
+    mu = pt.dvector("mu")
+    r = pt.dscalar("r")
+    sig = pt.dscalar("s")
+    x = O.relative_signal(pt, "dff", mu, 1.0, mu, 1.0)
+    sd = O.noise_sd(pt, x, sig, pt.as_tensor(np.float64(0.3)))
+    rho_v = None if rho is None else r
+    nu_v = None if nu is None else pt.as_tensor(np.float64(nu))
+    total = O.total_loglik(y, mu, sd, rho_v, nu_v, mask)
+    ref = pt.sum(O.pointwise_loglik(pt, y, mu, sd, rho_v, nu_v, mask))
+    args = [mu, sig] + ([r] if rho is not None else [])
+    grads = pytensor.function(args, [total, ref, *pt.grad(total, args), *pt.grad(ref, args)],
+                              on_unused_input="ignore")  # fmt: skip
+    vals = [rng.uniform(0.1, 0.5, n), 0.2] + ([rho] if rho is not None else [])
+    out = grads(*vals)
+    k = len(args)
+    assert float(out[0]) == pytest.approx(float(out[1]), rel=1e-12)
+    for a, b in zip(out[2 : 2 + k], out[2 + k :], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_noise_sd_is_a_power_of_the_signal():
     x = O.relative_signal(np, "fluorescence", np.array([100.0, 400.0, 0.0]), 100.0, None, None)
     np.testing.assert_allclose(x, [1.0, 4.0, 1e-3])  # no signal: floored, not zero
