@@ -21,9 +21,9 @@ from cainfer.cli import main
 from cainfer.forward import Stimulus
 from cainfer.io import MovieError, load_movie, read_rois
 from cainfer.pipeline import SCHEMA, ConfigError, load_config
+from tests.pipeline.test_config import BASE as CONFIG_BASE
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "data_examples"
 # derandomize: the same cases on every run and machine (seeded, as every test here)
 SETTINGS = dict(
     deadline=None,
@@ -169,20 +169,8 @@ def test_roi_files_read_or_name_the_file(tmp_path_factory, suffix, payload, cut)
 
 # ---------------------------------------------------------------- configs
 
-BASE = f"""
-[inputs]
-files = ["{EXAMPLES / "example.tif"}"]
-
-[rois]
-source = "{EXAMPLES / "example_rois.tif"}"
-
-[stimulus]
-file = "{EXAMPLES / "example_stimulus.csv"}"
-
-[model]
-preset = "pumps"
-free = ["pmca_vmax", "influx_amplitude"]
-"""
+# the config every generated one starts from: the config tests' valid base
+BASE = CONFIG_BASE
 
 # a value of any TOML type, odd numbers and hostile strings included
 VALUE = st.one_of(
