@@ -92,6 +92,26 @@ _TIME_UNITS = {
 }  # fmt: skip
 
 
+def _seconds(
+    value: Any, unit: str, bad_value: str, bad_unit: str
+) -> tuple[float | None, str | None]:
+    """``value`` in ``unit`` (a key of :data:`_TIME_UNITS`, or ``"1/s"`` for a rate) as s.
+
+    Returns ``(seconds, None)``, or ``(None, problem)`` with ``bad_value`` or
+    ``bad_unit`` as the problem.
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (np.isfinite(v) and v > 0):
+        return None, bad_value
+    if unit == "1/s":
+        return 1.0 / v, None
+    scale = _TIME_UNITS.get(unit.lower())
+    return (None, bad_unit) if scale is None else (v * scale, None)
+
+
 def _frame_interval(tf: tifffile.TiffFile) -> tuple[float | None, str | None]:
     """Seconds between frames from ImageJ or OME metadata, if present.
 
@@ -102,39 +122,28 @@ def _frame_interval(tf: tifffile.TiffFile) -> tuple[float | None, str | None]:
     if tf.is_imagej and tf.imagej_metadata:
         md = tf.imagej_metadata
         unit = str(md.get("tunit", "s") or "s").strip()
-        scale = _TIME_UNITS.get(unit.lower())
         if md.get("finterval"):
-            value, what = md["finterval"], f"finterval = {md['finterval']!r} {unit}"
-        elif md.get("fps"):
-            value, what = md["fps"], f"fps = {md['fps']!r}"
-            unit, scale = "1/fps", 1.0
-        else:
-            value = None
-        if value is not None:
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                v = float("nan")
-            if not (np.isfinite(v) and v > 0):
-                return None, f"the ImageJ header's {what} is not a positive number"
-            if scale is None:
-                return None, f"the ImageJ header's time unit tunit = {unit!r} is not known"
-            return (v * scale if unit != "1/fps" else 1.0 / v), None
+            value = md["finterval"]
+            return _seconds(
+                value, unit,
+                f"the ImageJ header's finterval = {value!r} {unit} is not a positive number",
+                f"the ImageJ header's time unit tunit = {unit!r} is not known",
+            )  # fmt: skip
+        if md.get("fps"):
+            value = md["fps"]
+            return _seconds(
+                value, "1/s", f"the ImageJ header's fps = {value!r} is not a positive number", ""
+            )
     if tf.is_ome and tf.ome_metadata:
         m = re.search(r'TimeIncrement="([^"]+)"', tf.ome_metadata)
         if m:
             u = re.search(r'TimeIncrementUnit="([^"]+)"', tf.ome_metadata)
             unit = u.group(1) if u else "s"
-            scale = _TIME_UNITS.get(unit.lower())
-            if scale is None:
-                return None, f"the OME TimeIncrementUnit {unit!r} is not known"
-            try:
-                v = float(m.group(1))
-            except ValueError:
-                v = float("nan")
-            if not (np.isfinite(v) and v > 0):
-                return None, f"the OME TimeIncrement {m.group(1)!r} is not a positive number"
-            return v * scale, None
+            return _seconds(
+                m.group(1), unit,
+                f"the OME TimeIncrement {m.group(1)!r} is not a positive number",
+                f"the OME TimeIncrementUnit {unit!r} is not known",
+            )  # fmt: skip
     return None, None
 
 
