@@ -31,6 +31,20 @@ def is_temporary(name: str) -> bool:
     return bool(_TEMP.match(name))
 
 
+def not_one_name(text: str) -> bool:
+    """Whether ``text`` cannot serve as one file or folder name inside a folder.
+
+    Empty or blank, ``.`` or ``..``, a path separator or a control character:
+    joined to a folder, such a name would leave it or make nested folders.
+    """
+    return (
+        not text.strip()
+        or text in (".", "..")
+        or any(c in text for c in "/\\")
+        or any(ord(c) < 32 for c in text)
+    )
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cainfer._files import not_one_name
 from cainfer.extract import BASELINE_METHODS
 from cainfer.forward import (
     PRESETS,
@@ -477,13 +478,8 @@ def _check_prior(path: Path, key: str, prior: Any) -> None:
 def _check_name(path: Path, name: str, *, given: bool) -> None:
     """A run name is one folder name: no separators, no ``..``, nothing hidden or special."""
     what = f"name = {name!r}" if given else f"name {name!r} (the config file's stem)"
-    if (
-        not name.strip()
-        or name in (".", "..")
-        or name.startswith(".")
-        or any(c in name for c in '/\\:*?"<>|')
-        or any(ord(c) < 32 for c in name)
-    ):
+    # beyond one name: nothing hidden, nothing another file system would refuse
+    if not_one_name(name) or name.startswith(".") or any(c in name for c in ':*?"<>|'):
         raise _err(path, "run", f"{what}: a run name is one folder name, without path "
                    'separators, a leading dot or any of : * ? " < > |')  # fmt: skip
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from cainfer._files import atomic_path, is_temporary, sweep_temporaries
+from cainfer._files import atomic_path, is_temporary, not_one_name, sweep_temporaries
 from cainfer.pipeline.config import Config, ConfigError, Recording, load_config
 
 SUMMARY_COLUMNS = (
@@ -484,12 +484,7 @@ def file_label(label: Any) -> str:
         For an empty label, ``.``/``..``, path separators or control characters.
     """
     text = str(label)
-    if (
-        not text.strip()
-        or text in (".", "..")
-        or any(c in text for c in "/\\")
-        or any(ord(c) < 32 for c in text)
-    ):
+    if not_one_name(text):
         raise RunError(
             f"ROI label {label!r} cannot be part of a file name (path separators, '..' or "
             "control characters); relabel the ROIs"
