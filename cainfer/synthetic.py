@@ -171,6 +171,7 @@ def simulate_movie(
     chunk: int = 256,
     seed: int = 0,
     calibration: RatioCalibration | None = None,
+    neuropil_dye: bool = False,
 ) -> MoviePaths:
     """Write a synthetic calcium-imaging movie (ImageJ TIFF, uint16) and its ground truth.
 
@@ -250,6 +251,13 @@ def simulate_movie(
         calibrated ratio. The neuropil is a background of its own in each
         channel (the numerator's half as bright). The truth adds ``F`` per
         channel (``F_channels``), the true ``ratio`` and the calibration.
+    neuropil_dye : bool
+        Ratiometric only: the neuropil holds the same dye as the cells (as
+        after bath loading of an AM ester), so its channels move apart with
+        its calcium (for Fura-2, 340 nm up and 380 nm down) instead of
+        brightening together. Its numerator-channel ΔF/F is the one described
+        under ``neuropil_dff``; the denominator's follows from the dye's bound
+        fraction at the cells' mean resting calcium.
 
     Returns
     -------
@@ -261,6 +269,8 @@ def simulate_movie(
         raise ValueError("n_cells ≥ 1, n_frames ≥ 2 and chunk ≥ 1 are required")
     check_positive("frame_rate", frame_rate)
     check_positive("cell_radius", cell_radius)
+    if neuropil_dye and calibration is None:
+        raise ValueError("neuropil_dye needs a ratiometric movie (calibration=)")
     rng = np.random.default_rng(seed)
     time = np.arange(n_frames) / frame_rate
     stimulus.check_within(0.0, float(time[-1]))
@@ -325,6 +335,14 @@ def simulate_movie(
         idx = own.integers(0, n_frames, n_ev)
         np.add.at(impulses, idx, neuropil_dff * own.uniform(0.5, 1.5, n_ev))
         np_dff = np_dff + np.convolve(impulses, kernel)[:n_frames]
+    np_channel_dff = [np_dff] * n_ch
+    if neuropil_dye:
+        # the same bound-fraction map as the cells', at their mean resting calcium
+        f0n = float(np.mean(f0))
+        fn = f0n + np_dff * (1.0 + (rf_num - 1.0) * f0n) / (rf_num - 1.0)
+        fn = np.clip(fn, 0.0, 1.0)
+        np_dff = (rf_num - 1.0) * (fn - f0n) / (1.0 + (rf_num - 1.0) * f0n)
+        np_channel_dff = [np_dff, (rf_den - 1.0) * (fn - f0n) / (1.0 + (rf_den - 1.0) * f0n)]
     if np.any(ratios != 1.0):
         # a cell displaces the neuropil under it: scale it there to the cell's ratio
         occlusion = np.clip(1.0 - np.einsum("c,cyx->yx", 1.0 - ratios, foot), 0.0, 1.0)
@@ -356,7 +374,8 @@ def simulate_movie(
             for k in range(n_ch):
                 act = (cell_brightness * channel_level[k])[:, None] * (1.0 + channel_dff[k][:, a:b])
                 clean[k] = np.einsum("ct,cyx->tyx", act, foot)
-                clean[k] += np_level[k] * np_image[None] * (1.0 + np_dff[a:b])[:, None, None]
+                np_act = 1.0 + np_channel_dff[k][a:b]
+                clean[k] += np_level[k] * np_image[None] * np_act[:, None, None]
             clean *= bleach_curve[None, a:b, None, None]
             for j in range(b - a):
                 for k in range(n_ch):

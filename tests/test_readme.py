@@ -93,7 +93,11 @@ def test_readme_demo_command_runs(tmp_path, capsys):
     assert len(rows) == 4 * 8
     # the fitted ROIs' true parameters inside their 94% HDIs: a calibrated interval
     # misses one value in 17, so of these 8 at most one may miss, and then by less
-    # than half a posterior sd (a bias of the fit would miss by more, or more often).
+    # than one posterior sd (|z| < 2.88: for calibrated fits all 8 pass this with
+    # probability 0.97; a bias of the fit misses by more, or more often, as fitting
+    # extraction's ΔF/F as exact misses all 8 by many sds). This example's photon
+    # noise pulls cell 3's pmca_vmax up by about 2 sd: re-extracted from the same
+    # movie without noise, its linearised shift is +0.03 % against +1.2 % with it.
     # A sampler warning is recorded in the ok column, not asserted: another machine
     # takes another path.
     truth = xr.open_dataset(ROOT / "data_examples" / "example_truth.nc", engine="h5netcdf")
@@ -108,7 +112,7 @@ def test_readme_demo_command_runs(tmp_path, capsys):
         lo, hi, sd = float(r["hdi94_lb"]), float(r["hdi94_ub"]), float(r["sd"])
         if not lo <= value <= hi:
             misses.append((r["roi"], r["parameter"], max(lo - value, value - hi) / sd))
-    assert len(misses) <= 1 and all(m[2] < 0.5 for m in misses), misses
+    assert len(misses) <= 1 and all(m[2] < 1.0 for m in misses), misses
     # the report shows the truth next to each posterior (the example is simulated)
     report = (tmp_path / "demo" / "report.html").read_text()
     assert "<th>truth in 94% HDI</th>" in report

@@ -40,6 +40,7 @@ from cainfer.infer.observation import (
     add_likelihood,
     channel_shapes,
     check_options,
+    denoised_background,
     neuropil_variance,
     noise_scale,
     noise_sd,
@@ -273,6 +274,9 @@ def _observed(
         raise ValueError("F_neu must be finite wherever F is, with the same (roi, time) shape")
     if neu is not None and not np.any(neu):
         neu = None  # extracted without neuropil correction: no neuropil term
+    neu_sd = None
+    if neu is not None:  # the trace the model regresses on, its own noise smoothed away
+        neu, neu_sd = _denoised(neu)
     ratio = NEUROPIL_PRIOR[0] if neu is not None else 0.0
     f0 = []
     for i, (label, row) in enumerate(zip(labels, y, strict=True)):
@@ -287,7 +291,13 @@ def _observed(
             where = f" of ROI {label!r}" if several else ""
             raise ValueError(f"the fluorescence{where} is not positive: no resting level to fit")
         f0.append(centre)
-    return ObservedData(kind, y, neu, np.array(f0)), t, labels
+    return ObservedData(kind, y, neu, np.array(f0), neuropil_sd=neu_sd), t, labels
+
+
+def _denoised(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`denoised_background` of each row ``(roi, time)``, and each row's noise sd."""
+    rows = [denoised_background(row) for row in traces]
+    return np.stack([r[0] for r in rows]), np.array([r[1] for r in rows])
 
 
 def _observed_ratio(
@@ -336,7 +346,14 @@ def _observed_ratio(
     if not np.all(np.isfinite(f0) & (f0 > 0)):
         bad = [lab for lab, v in zip(labels, f0, strict=True) if not (np.isfinite(v) and v > 0)]
         raise ValueError(f"ROI(s) {bad}: the denominator channel has no positive resting level")
-    return ObservedData("ratio", y1, bg1, f0, y2, bg2, cal, background=m), t, labels
+    sd1 = sd2 = None
+    if bg1 is not None and bg2 is not None:  # regressors: their own noise smoothed away
+        (bg1, sd1), (bg2, sd2) = _denoised(bg1), _denoised(bg2)
+    return (
+        ObservedData("ratio", y1, bg1, f0, y2, bg2, cal, m, neuropil_sd=sd1, neuropil2_sd=sd2),
+        t,
+        labels,
+    )
 
 
 def _prior_rv(
@@ -2091,7 +2108,11 @@ def _add_predictions(
         "dff": (obs_dims, obs_pick(dff_obs), {"long_name": "recording read as model ΔF/F"}),
     }
     if data.neuropil is not None:
-        observed["neuropil"] = (obs_dims, obs_pick(data.neuropil), {"units": unit})
+        observed["neuropil"] = (
+            obs_dims,
+            obs_pick(data.neuropil),
+            {"units": unit, "long_name": "neuropil trace as the fit used it (its noise smoothed)"},
+        )
     idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
     idata["log_likelihood"] = xr.Dataset(
         {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},

@@ -63,8 +63,10 @@ rather than separate read, shot and proportional amplitudes: those trade off
 with ``σ`` at rest (tried on three simulated GCaMP6f cells: a mixture of the
 three with weights on the simplex mixed slowly, R-hat > 1.01 and bulk ESS <
 400 for its weights, and moved no physical parameter). For fluorescence the
-neuropil trace's own noise adds ``(r σ_neu)²`` to the variance (``σ_neu``
-from its frame-to-frame differences). Residuals are AR(1) by default: the
+neuropil trace enters smoothed (:func:`denoised_background`: a noisy
+regressor biases its coefficient ``r`` toward 0, and with it every parameter
+``r`` trades off with), and the noise left in it adds ``(r σ_neu)²`` to the
+variance; the same holds for both backgrounds of ``"ratio"``. Residuals are AR(1) by default: the
 standardised residuals ``u_t = ε_t/sd_t`` follow
 ``u_t = ρ u_{t−1} + √(1 − ρ²) η_t`` with ``ρ`` uniform on [−0.5, 0.99] and
 ``η`` standard normal (or Student-t with ``ν`` degrees of freedom,
@@ -128,6 +130,10 @@ class ObservedData:
     background : float
         ``"ratio"``: the multiple of the background annulus the extraction
         subtracted, the prior centre of the background scale ``r``.
+    neuropil_sd, neuropil2_sd : numpy.ndarray or None
+        ``(roi,)`` noise sd left in ``neuropil`` and ``neuropil2`` (counts)
+        when they were smoothed (:func:`denoised_background`); None: the
+        traces are as measured, their noise is estimated from them.
     """
 
     kind: str
@@ -138,6 +144,8 @@ class ObservedData:
     neuropil2: np.ndarray | None = None
     calibration: Any = None
     background: float = 1.0
+    neuropil_sd: np.ndarray | None = None
+    neuropil2_sd: np.ndarray | None = None
 
     @property
     def rest_level(self) -> np.ndarray:
@@ -155,9 +163,12 @@ class ObservedData:
     @property
     def neuropil_noise(self) -> np.ndarray:
         """``(roi,)`` noise sd of the neuropil trace (counts; 0 without one)."""
-        if self.neuropil is None:
-            return np.zeros(self.y.shape[0])
-        return np.array([noise_scale(row) for row in self.neuropil])
+        return _trace_noise(self.neuropil, self.neuropil_sd, self.y.shape[0])
+
+    @property
+    def neuropil2_noise(self) -> np.ndarray:
+        """``(roi,)`` noise sd of a ratiometric fit's denominator background (counts)."""
+        return _trace_noise(self.neuropil2, self.neuropil2_sd, self.y.shape[0])
 
     def select(self, rows: Sequence[int]) -> ObservedData:
         """The same data restricted to some ROIs (by position)."""
@@ -174,7 +185,18 @@ class ObservedData:
             sel(self.y2),
             sel(self.neuropil2),
             self.calibration,
+            self.background,
+            sel(self.neuropil_sd),
+            sel(self.neuropil2_sd),
         )
+
+
+def _trace_noise(trace: np.ndarray | None, sd: np.ndarray | None, n_roi: int) -> np.ndarray:
+    if trace is None:
+        return np.zeros(n_roi)
+    if sd is not None:
+        return np.asarray(sd, dtype=float)
+    return np.array([noise_scale(row) for row in trace])
 
 
 def noise_scale(y: np.ndarray) -> float:
@@ -182,6 +204,69 @@ def noise_scale(y: np.ndarray) -> float:
     d = np.diff(y[np.isfinite(y)])
     mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826 / math.sqrt(2) if d.size else 0.0
     return max(mad, 1e-3 * max(float(np.nanstd(y)), 1e-6), 1e-6)
+
+
+# Gaussian filter widths (sd, frames) among which denoised_background chooses; 0: none
+SMOOTHING_WIDTHS = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+
+
+def denoised_background(trace: np.ndarray) -> tuple[np.ndarray, float]:
+    """A background trace with its own noise smoothed away, and the noise sd left in it.
+
+    The neuropil term ``r·F_neu`` (and the ratiometric ``r·B_λ``) regresses
+    the ROI on a trace that was itself measured with photon noise. A noisy
+    regressor biases its coefficient toward 0 (regression dilution, the
+    errors-in-variables problem: Fuller 1987, *Measurement Error Models*,
+    ch. 1), and adding the regressor's noise to the variance does not undo
+    that. Where ``r`` trades off with the cell's own parameters (a
+    background holding the same dye, its channels moving as the cell's do) a
+    few per cent of dilution moves the cell's parameters by two posterior
+    sds. So the trace enters the model smoothed: a Gaussian filter whose
+    width (among :data:`SMOOTHING_WIDTHS`) minimises Stein's unbiased
+    estimate of the mean squared error against the noise-free trace (Stein
+    1981, doi:10.1214/aos/1176345632),
+    ``SURE(s) = ‖B − S_s B‖² − Tσ² + 2σ² tr(S_s)``, with ``σ`` the
+    trace's white-noise sd from its frame-to-frame differences. A slow
+    neuropil gets a wide filter; one with fast transients a narrow one or
+    none. NaN frames are filled by the same filter (normalised convolution).
+
+    Parameters
+    ----------
+    trace : numpy.ndarray
+        ``(time,)`` background counts; NaN where missing.
+
+    Returns
+    -------
+    smoothed : numpy.ndarray
+        ``(time,)`` the trace the model uses (counts).
+    sd : float
+        The noise sd that remains in it at each frame (counts):
+        ``σ·√(Σ w²)`` for filter weights ``w``.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    b = np.asarray(trace, dtype=float)
+    ok = np.isfinite(b)
+    sigma = noise_scale(b)
+    if ok.sum() < 3:
+        return b.copy(), sigma
+    filled = np.where(ok, b, 0.0)
+    weight = ok.astype(float)
+    best = (float(np.sum(ok)) * sigma**2, b.copy(), sigma)  # no smoothing: SURE = Tσ²
+    for s in SMOOTHING_WIDTHS[1:]:
+        if 4.0 * s >= b.size:
+            break
+        den = gaussian_filter1d(weight, s, mode="constant")
+        sm = gaussian_filter1d(filled, s, mode="constant") / np.maximum(den, 1e-12)
+        impulse = np.zeros(2 * int(4.0 * s + 0.5) + 1)
+        impulse[impulse.size // 2] = 1.0
+        w = gaussian_filter1d(impulse, s, mode="constant")
+        diag = w[w.size // 2] / np.maximum(den[ok], 1e-12)  # S_tt of the normalised filter
+        sure = float(np.sum((b[ok] - sm[ok]) ** 2)) - ok.sum() * sigma**2
+        sure += 2.0 * sigma**2 * float(np.sum(diag))
+        if sure < best[0]:
+            best = (sure, np.where(den > 1e-12, sm, np.nan), sigma * math.sqrt(float(w @ w)))
+    return best[1], best[2]
 
 
 def slow_basis(time: np.ndarray, timescale: float) -> np.ndarray:
@@ -543,11 +628,12 @@ def _add_ratio_likelihood(
         slow = SLOW_AMPLITUDE["ratio"] * pt.dot(pick(z, r), basis) if z is not None else 0.0
         d = pick(f0, r) / channel_shapes(r_min, r_max, beta, f_rest)[1] * pt.exp(slow)
         shapes = channel_shapes(r_min, r_max, beta, f)
-        channels = ((data.y, data.neuropil, data.rest_level, sigma),
-                    (data.y2, data.neuropil2, data.rest_level2, sigma2))  # fmt: skip
-        for shape, (y, bg, level, sig) in zip(shapes, channels, strict=True):
+        channels = ((data.y, data.neuropil, data.neuropil_noise, data.rest_level, sigma),
+                    (data.y2, data.neuropil2, data.neuropil2_noise, data.rest_level2,
+                     sigma2))  # fmt: skip
+        for shape, (y, bg, bg_sd, level, sig) in zip(shapes, channels, strict=True):
             mu, sd = _channel_mean_sd(
-                pt, d * shape, float(level[r]), None if bg is None else bg[r],
+                pt, d * shape, float(level[r]), None if bg is None else bg[r], float(bg_sd[r]),
                 None if ratio is None else pick(ratio, r), pick(sig, r), pick(power, r),
             )  # fmt: skip
             mask = np.isfinite(y[r])
@@ -614,13 +700,20 @@ def channel_shapes(r_min: Any, r_max: Any, beta: Any, f: Any) -> tuple[Any, Any]
 
 
 def _channel_mean_sd(
-    xp: Any, mu: Any, level: float, bg: np.ndarray | None, ratio: Any, sigma: Any, power: Any
+    xp: Any,
+    mu: Any,
+    level: float,
+    bg: np.ndarray | None,
+    bg_sd: float,
+    ratio: Any,
+    sigma: Any,
+    power: Any,
 ) -> tuple[Any, Any]:
     """One channel's expected counts (background added) and noise sd (its noise included)."""
     extra: Any = 0.0
     if ratio is not None and bg is not None:
         mu = mu + ratio * bg
-        extra = (ratio * noise_scale(bg)) ** 2
+        extra = (ratio * bg_sd) ** 2
     return mu, noise_sd(xp, xp.maximum(mu / level, 1e-3), sigma, power, extra)
 
 
@@ -645,15 +738,17 @@ def ratio_expected(
         * np.exp(slow)
     )
     ratio = nuis["background_ratio"][:, r, None] if "background_ratio" in nuis else None
-    channels = ((data.neuropil, data.rest_level, "sigma"),
-                (data.neuropil2, data.rest_level2, "sigma_den"))  # fmt: skip
+    channels = ((data.neuropil, data.neuropil_noise, data.rest_level, "sigma"),
+                (data.neuropil2, data.neuropil2_noise, data.rest_level2, "sigma_den"))  # fmt: skip
     out = []
-    for shape, (bg, level, sig) in zip(
+    for shape, (bg, bg_sd, level, sig) in zip(
         channel_shapes(r_min, r_max, beta, f), channels, strict=True
     ):
         sigma, power = nuis[sig][:, r, None], nuis["noise_exponent"][:, r, None]
         row = None if bg is None else bg[r]
-        out.append(_channel_mean_sd(np, d * shape, float(level[r]), row, ratio, sigma, power))
+        mean_sd = _channel_mean_sd(np, d * shape, float(level[r]), row, float(bg_sd[r]), ratio,
+                                   sigma, power)  # fmt: skip
+        out.append(mean_sd)
     (mu1, sd1), (mu2, sd2) = out
     return mu1, mu2, sd1, sd2
 

@@ -79,3 +79,26 @@ def test_simulated_ratio_movie_needs_the_numerator_indicator(tmp_path):
             n_frames=30, calibration=CAL,
         )  # fmt: skip
     assert not list(tmp_path.iterdir())
+
+
+def test_a_background_that_holds_the_dye_moves_as_the_dye_does(tmp_path):
+    """neuropil_dye: the annulus brightens at 340 nm and dims at 380 nm with activity."""
+    model = cainfer.single_compartment(DYE.indicator(CAL, channel=0))
+    stim = cainfer.Stimulus(events=[1.0, 1.05, 1.1, 3.0, 3.05, 3.1])
+    corr = {}
+    for dye in (False, True):
+        files = simulate_movie(
+            tmp_path / f"dye{dye}.tif", model, stimulus=stim, n_cells=2, shape=(48, 48),
+            n_frames=150, params={"influx_amplitude": 40.0}, seed=5, calibration=CAL,
+            noise=False, bleach=0.0, motion_sd=0.0, motion_max=0.0, neuropil_dff=1.0,
+            neuropil_dye=dye,
+        )  # fmt: skip
+        ds = extract_ratio(files.movie, rois=files.rois, calibration=CAL, dark_level=100.0)
+        bg = ds["F_bg"].values[0]
+        corr[dye] = np.corrcoef(bg[0], bg[1])[0, 1]
+        rel = np.abs(ds["ratio"].values[0] / xr.open_dataset(files.truth)["ratio"].values[0] - 1)
+        assert np.median(rel) < 0.02  # the annulus is subtracted either way
+    assert corr[False] > 0.9 and corr[True] < -0.9, corr
+    with pytest.raises(ValueError, match="neuropil_dye needs a ratiometric movie"):
+        simulate_movie(tmp_path / "x.tif", model, stimulus=stim, n_cells=1, n_frames=30,
+                       neuropil_dye=True)  # fmt: skip
