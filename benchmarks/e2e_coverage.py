@@ -51,6 +51,25 @@ INDICATORS = ("OGB-1", "GCaMP6f")
 EVENTS = [2.0, 5.0, 5.05, 9.0, 12.0, 12.05, 16.0, 19.0, 19.05, 19.1, 24.0]
 ER_ONSETS = [2.0, 10.0, 18.0]  # trains of 5 events at 20 Hz, as the bundled ER example
 OFFSET = 100.0  # the simulated camera's dark level (counts)
+# what Fit.problems says, by kind: (words in the message, the tally's name)
+PROBLEM_KINDS = (
+    ("divergent", "divergences"),
+    ("R-hat", "R-hat > 1.01"),
+    ("bulk ESS", "bulk ESS < 400"),
+    ("residuals wander", "residuals wander"),
+    ("solver", "solver error"),
+    ("prior sds", "far from the prior"),
+)
+
+
+def problem_kinds(problems: list[str]) -> list[str]:
+    """Short names of the kinds of problem a fit reported ("ridge" for the rest)."""
+    kinds = []
+    for text in problems:
+        kind = next((name for words, name in PROBLEM_KINDS if words in text), "ridge")
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
 
 
 def movie_job(args: tuple[int, int, str, int, int, str, str]) -> list[dict]:
@@ -116,6 +135,7 @@ def movie_job(args: tuple[int, int, str, int, int, str, str]) -> list[dict]:
                     "z_prior": abs(float(np.median(x)) - truth)
                     / float(np.asarray(res.idata["prior"][name]).std()),
                     "ok": res.ok,
+                    "problems": problem_kinds(res.problems),
                     "seconds": seconds,
                 }
             )
@@ -174,6 +194,13 @@ def main() -> None:
         if r["z"] > 4:
             print(f"far off: movie {r['movie']} cell {r['cell']} {r['parameter']} "
                   f"|z| = {r['z']:.1f}, diagnostics passed: {r['ok']}")  # fmt: skip
+    tally: dict[str, int] = {}
+    for r in rows[:: len(free)]:
+        for kind in r["problems"]:
+            tally[kind] = tally.get(kind, 0) + 1
+    if tally:
+        kinds = ", ".join(f"{k} {v}" for k, v in tally.items())
+        print(f"fits reporting each kind of problem: {kinds}")
     ok = np.mean([r["ok"] for r in rows[:: len(free)]])
     secs = np.median([r["seconds"] for r in rows[:: len(free)]])
     print(f"fits with every diagnostic passed: {ok:.0%}; median seconds per fit: {secs:.1f}")

@@ -341,14 +341,14 @@ def _observed_ratio(
     if not (math.isfinite(m) and m >= 0):
         raise ValueError(f"the traces' attrs['background'] = {m!r} must be a multiple ≥ 0")
     m = m if m > 0 else 1.0  # nothing subtracted: no background term (bg1 is None)
+    sd1 = sd2 = None
+    if bg1 is not None and bg2 is not None:  # regressors: their own noise smoothed away
+        (bg1, sd1), (bg2, sd2) = _denoised(bg1), _denoised(bg2)
     rest = y2 - (m * bg2 if bg2 is not None else 0.0)
     f0 = np.array([float(np.nanmedian(row)) for row in rest])
     if not np.all(np.isfinite(f0) & (f0 > 0)):
         bad = [lab for lab, v in zip(labels, f0, strict=True) if not (np.isfinite(v) and v > 0)]
         raise ValueError(f"ROI(s) {bad}: the denominator channel has no positive resting level")
-    sd1 = sd2 = None
-    if bg1 is not None and bg2 is not None:  # regressors: their own noise smoothed away
-        (bg1, sd1), (bg2, sd2) = _denoised(bg1), _denoised(bg2)
     return (
         ObservedData("ratio", y1, bg1, f0, y2, bg2, cal, m, neuropil_sd=sd1, neuropil2_sd=sd2),
         t,

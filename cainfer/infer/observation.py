@@ -79,6 +79,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -147,25 +148,25 @@ class ObservedData:
     neuropil_sd: np.ndarray | None = None
     neuropil2_sd: np.ndarray | None = None
 
-    @property
+    @cached_property
     def rest_level(self) -> np.ndarray:
         """``(roi,)`` resting level of the expected signal (counts, or 1 for ΔF/F)."""
         if self.kind in ("fluorescence", "ratio"):
             return np.array([float(np.nanmedian(row)) for row in self.y])
         return np.ones(self.y.shape[0])
 
-    @property
+    @cached_property
     def rest_level2(self) -> np.ndarray:
         """``(roi,)`` resting level of a ratiometric fit's denominator channel (counts)."""
         assert self.y2 is not None
         return np.array([float(np.nanmedian(row)) for row in self.y2])
 
-    @property
+    @cached_property
     def neuropil_noise(self) -> np.ndarray:
         """``(roi,)`` noise sd of the neuropil trace (counts; 0 without one)."""
         return _trace_noise(self.neuropil, self.neuropil_sd, self.y.shape[0])
 
-    @property
+    @cached_property
     def neuropil2_noise(self) -> np.ndarray:
         """``(roi,)`` noise sd of a ratiometric fit's denominator background (counts)."""
         return _trace_noise(self.neuropil2, self.neuropil2_sd, self.y.shape[0])
@@ -211,24 +212,36 @@ SMOOTHING_WIDTHS = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.
 
 
 def denoised_background(trace: np.ndarray) -> tuple[np.ndarray, float]:
-    """A background trace with its own noise smoothed away, and the noise sd left in it.
+    """A background trace with as much of its own noise smoothed away as helps the fit.
 
     The neuropil term ``r·F_neu`` (and the ratiometric ``r·B_λ``) regresses
     the ROI on a trace that was itself measured with photon noise. A noisy
     regressor biases its coefficient toward 0 (regression dilution, the
     errors-in-variables problem: Fuller 1987, *Measurement Error Models*,
-    ch. 1), and adding the regressor's noise to the variance does not undo
-    that. Where ``r`` trades off with the cell's own parameters (a
-    background holding the same dye, its channels moving as the cell's do) a
-    few per cent of dilution moves the cell's parameters by two posterior
-    sds. So the trace enters the model smoothed: a Gaussian filter whose
-    width (among :data:`SMOOTHING_WIDTHS`) minimises Stein's unbiased
-    estimate of the mean squared error against the noise-free trace (Stein
-    1981, doi:10.1214/aos/1176345632),
-    ``SURE(s) = ‖B − S_s B‖² − Tσ² + 2σ² tr(S_s)``, with ``σ`` the
-    trace's white-noise sd from its frame-to-frame differences. A slow
-    neuropil gets a wide filter; one with fast transients a narrow one or
-    none. NaN frames are filled by the same filter (normalised convolution).
+    ch. 1) by the fraction ``σ²/(V + σ²)`` of its variance that is noise,
+    and adding the regressor's noise to the variance does not undo that.
+    Where ``r`` trades off with the cell's own parameters (a background
+    holding the same dye, its channels moving as the cell's do) a few per
+    cent of dilution moves the cell's parameters by two posterior sds.
+    Smoothing removes noise but blurs the background's own fast changes
+    (a transient's onset), and what it blurs is left in the ROI's residuals
+    as structure the noise model does not expect. So the width of a
+    Gaussian filter (among :data:`SMOOTHING_WIDTHS`; 0: none) is the one
+    that minimises the energy of the two errors the fit cannot account for,
+    both in units of ``r²``:
+
+    - the blur ``‖(I − S)B‖²``, estimated without bias as
+      ``‖(I − S)y‖² − σ² tr((I − S)ᵀ(I − S))`` (the reasoning of Stein's
+      unbiased risk estimate: Stein 1981, doi:10.1214/aos/1176345632);
+    - the dilution left, ``T·(σ²Σw²)²/V``: the coefficient falls short by
+      ``σ²Σw²/V`` of the trace's variance ``V``, leaving that fraction of
+      the background in the residuals;
+
+    with ``σ`` the trace's white-noise sd from its frame-to-frame
+    differences, ``w`` the filter's weights and ``T`` the number of frames.
+    A background that varies far more than its noise is left as it is (the
+    dilution is negligible); a flat, noisy one is smoothed. NaN frames are
+    filled by the same filter (normalised convolution).
 
     Parameters
     ----------
@@ -243,29 +256,35 @@ def denoised_background(trace: np.ndarray) -> tuple[np.ndarray, float]:
         The noise sd that remains in it at each frame (counts):
         ``σ·√(Σ w²)`` for filter weights ``w``.
     """
-    from scipy.ndimage import gaussian_filter1d
+    from scipy.ndimage import convolve1d, gaussian_filter1d
 
     b = np.asarray(trace, dtype=float)
     ok = np.isfinite(b)
     sigma = noise_scale(b)
-    if ok.sum() < 3:
+    n = float(np.sum(ok))
+    if n < 3:
         return b.copy(), sigma
     filled = np.where(ok, b, 0.0)
     weight = ok.astype(float)
-    best = (float(np.sum(ok)) * sigma**2, b.copy(), sigma)  # no smoothing: SURE = Tσ²
+    var = max(float(np.var(b[ok])) - sigma**2, 1e-6 * sigma**2)  # V: the trace less its noise
+    best = (n * sigma**4 / var, b.copy(), sigma)  # no smoothing: all of the dilution
     for s in SMOOTHING_WIDTHS[1:]:
         if 4.0 * s >= b.size:
             break
-        den = gaussian_filter1d(weight, s, mode="constant")
-        sm = gaussian_filter1d(filled, s, mode="constant") / np.maximum(den, 1e-12)
-        impulse = np.zeros(2 * int(4.0 * s + 0.5) + 1)
+        covered = gaussian_filter1d(weight, s, mode="constant")
+        den = np.maximum(covered, 1e-12)
+        sm = gaussian_filter1d(filled, s, mode="constant") / den
+        impulse = np.zeros(2 * int(4.0 * s + 0.5) + 1)  # the filter's own truncation
         impulse[impulse.size // 2] = 1.0
         w = gaussian_filter1d(impulse, s, mode="constant")
-        diag = w[w.size // 2] / np.maximum(den[ok], 1e-12)  # S_tt of the normalised filter
-        sure = float(np.sum((b[ok] - sm[ok]) ** 2)) - ok.sum() * sigma**2
-        sure += 2.0 * sigma**2 * float(np.sum(diag))
-        if sure < best[0]:
-            best = (sure, np.where(den > 1e-12, sm, np.nan), sigma * math.sqrt(float(w @ w)))
+        ww = float(w @ w)
+        trace_s = float(np.sum(w[w.size // 2] / den[ok]))  # tr(S) of the normalised filter
+        trace_sts = float(np.sum((convolve1d(weight, w**2, mode="constant") / den**2)[ok]))
+        blur = float(np.sum((b[ok] - sm[ok]) ** 2))
+        blur -= sigma**2 * (n - 2.0 * trace_s + trace_sts)
+        loss = blur + n * (sigma**2 * ww) ** 2 / var
+        if loss < best[0]:
+            best = (loss, np.where(covered > 1e-12, sm, np.nan), sigma * math.sqrt(ww))
     return best[1], best[2]
 
 

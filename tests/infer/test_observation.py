@@ -186,14 +186,30 @@ def _slow_trace(n):
 
 
 def test_a_denoised_background_sheds_its_noise_and_says_what_is_left(rng):
+    """Swings about 4× the noise: the raw trace would dilute r by σ²/V ≈ 6 %."""
     true = _slow_trace(3000)
     b = true + rng.normal(0.0, 1.0, true.size)
     smooth, sd = O.denoised_background(b)
     err = (smooth - true)[100:-100]
-    assert np.abs(err.mean()) < 0.05
-    assert err.std() < 0.4  # the noise was 1.0
+    assert np.abs(err.mean()) < 0.08
+    assert err.std() < 0.7  # the noise was 1.0 (40 seeds: 0.63 at most)
+    assert sd**2 / true.var() < 0.03  # the dilution left: half the raw trace's or less
     # what is left is the filtered noise; the filter's bias on this slow trace is far smaller
     assert sd == pytest.approx(err.std(), rel=0.25)
+
+
+def test_a_background_with_sharp_transients_far_above_its_noise_is_left_as_it_is(rng):
+    """A neuropil with transients of its own: dilution ~0.1 %, and blurring their onsets
+    would leave structure in the ROI's residuals."""
+    n = 900
+    impulses = np.zeros(n)
+    impulses[rng.integers(0, n, 6)] = rng.uniform(15.0, 45.0, 6)
+    transients = np.convolve(impulses, np.exp(-np.arange(150) / 30.0))[:n]
+    true = 100.0 + 3.0 * _slow_trace(n) + transients
+    b = true + rng.normal(0.0, 1.4, n)
+    smooth, sd = O.denoised_background(b)
+    np.testing.assert_array_equal(smooth, b)
+    assert sd == pytest.approx(O.noise_scale(b))
 
 
 def test_a_noise_free_background_is_left_as_it_is(rng):
@@ -217,8 +233,9 @@ def test_a_denoised_regressor_undoes_regression_dilution(rng):
     """y = r·B_true + noise, regressed on the measured B: dilution by var(B_true)/var(B).
 
     Here var(B_true) ≈ var(noise of B), so the raw regressor halves r; the
-    denoised one recovers it, up to the few per cent by which the filter damps
-    the trace's own swings (measured over five seeds: 0.82–0.84 for 0.8).
+    denoised one recovers most of it: smoothed as far as the remaining dilution
+    and the filter's damping of the trace's own swings balance (measured over
+    40 seeds: 0.73–0.83 for 0.8).
     """
     true = _slow_trace(6000) - 100.0
     true *= 1.0 / true.std()
@@ -230,7 +247,7 @@ def test_a_denoised_regressor_undoes_regression_dilution(rng):
         return float(x @ (y - y.mean()) / (x @ x))
 
     assert slope(b) == pytest.approx(0.4, abs=0.05)
-    assert 0.75 < slope(O.denoised_background(b)[0]) < 0.9
+    assert 0.7 < slope(O.denoised_background(b)[0]) < 0.9
 
 
 # ---------------------------------------------------------------- fits

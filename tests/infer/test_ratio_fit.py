@@ -78,12 +78,13 @@ def test_ratiometric_traces_are_read_as_two_channels(fura_traces):
     assert data.kind == "ratio" and labels == [1] and t.size == 300
     np.testing.assert_array_equal(data.y2[0], ds["F"].values[1, 1])
     assert data.calibration == CAL and data.neuropil is not None
-    # the backgrounds enter smoothed (a noisy regressor dilutes its scale), with the
-    # noise left in them stated: below the raw trace's, and the trace kept within it
+    # these backgrounds vary little beside their noise: they enter smoothed (a noisy
+    # regressor dilutes its scale), with the noise left in them stated, below the raw
+    # trace's, and the trace kept within it
     for k, (bg, sd) in enumerate(((data.neuropil, data.neuropil_sd),
                                   (data.neuropil2, data.neuropil2_sd))):  # fmt: skip
         raw = ds["F_bg"].values[1, k]
-        assert sd[0] < 0.6 * noise_scale(raw)
+        assert sd[0] < 0.9 * noise_scale(raw)
         assert np.std(bg[0] - raw) < 1.5 * noise_scale(raw)
     bare = ds.copy()
     bare.attrs["calibration"] = "null"
