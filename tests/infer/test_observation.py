@@ -199,7 +199,7 @@ def test_a_denoised_background_sheds_its_noise_and_says_what_is_left(rng):
 
 
 def test_a_background_with_sharp_transients_far_above_its_noise_is_left_as_it_is(rng):
-    """A neuropil with transients of its own: dilution ~0.1 %, and blurring their onsets
+    """A neuropil with transients of its own: dilution about 1 %, and blurring their onsets
     would leave structure in the ROI's residuals."""
     n = 900
     impulses = np.zeros(n)
