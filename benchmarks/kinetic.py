@@ -171,7 +171,7 @@ def main() -> None:
     print(f"one log-density gradient: kinetic {g_kin:.3f} ms, equilibrium {g_eq:.3f} ms "
           f"(ratio {g_kin / g_eq:.1f})")  # fmt: skip
     h = float(np.diff(t).min())
-    op = A.kinetic_schedule(t, np.asarray(EVENTS), h)[0]
+    op = A.kinetic_schedule(t, np.asarray(EVENTS), np.full(t.size, h))[0]
     print(f"kinetic solve: {int((op == 0).sum())} steps for {t.size} frames "
           f"({(op == 0).sum() / (t.size - 1):.2f} per frame interval)")  # fmt: skip
 

@@ -513,7 +513,7 @@ def dff_forward(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-    h_max: float,
+    h_max: np.ndarray,
     pm_slot: int,
     er_slot: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -648,7 +648,7 @@ def dff_vjp(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-    h_max: float,
+    h_max: np.ndarray,
     pm_slot: int,
     er_slot: int,
     g_dff: np.ndarray,
@@ -698,15 +698,15 @@ _NEWTON_MAX = 40
 
 @njit(cache=True, fastmath=False)
 def kinetic_schedule(
-    time: np.ndarray, ev_t: np.ndarray, h_max: float
+    time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The kinetic solve's schedule: steps of ``h_max``, graded down after each event."""
-    return K.graded_schedule(time, ev_t, h_max, h_max * _FIRST_STEP, _GROWTH)
+    """The kinetic solve's schedule: steps of ``h_max`` (per output), graded down after events."""
+    return K.graded_schedule(time, ev_t, h_max, _FIRST_STEP, _GROWTH)
 
 
 @njit(cache=True, fastmath=False)
 def solver_schedule(
-    time: np.ndarray, ev_t: np.ndarray, h_max: float, kinetic: bool
+    time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray, kinetic: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The schedule of the ΔF/F kernels: RK4's (equilibrium) or the kinetic solve's."""
     if kinetic:
@@ -1207,7 +1207,7 @@ def kinetic_dff_forward(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-    h_max: float,
+    h_max: np.ndarray,
     pm_slot: int,
     er_slot: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1231,7 +1231,7 @@ def kinetic_dff_vjp(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
-    h_max: float,
+    h_max: np.ndarray,
     pm_slot: int,
     er_slot: int,
     g_dff: np.ndarray,

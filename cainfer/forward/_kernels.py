@@ -393,15 +393,16 @@ def _n_steps(span: float, h_max: float) -> int:
 
 @njit(cache=True, fastmath=False)
 def schedule(
-    time: np.ndarray, ev_t: np.ndarray, h_max: float
+    time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The solver's sequence of operations for output ``time`` and sorted events ``ev_t``.
 
     Between consecutive stops (output times and event times) the solve takes
-    equal RK4 steps no longer than ``h_max``; an event at an output time is
-    applied before that output (right-continuous state). The sequence depends
-    only on the time grid, so it is built once and replayed for every
-    parameter vector, forward and backward.
+    equal RK4 steps no longer than ``h_max[i]`` (s) up to output ``i``
+    (``h_max`` has one entry per output; the first is unused); an event at an
+    output time is applied before that output (right-continuous state). The
+    sequence depends only on the time grid, so it is built once and replayed
+    for every parameter vector, forward and backward.
 
     Returns
     -------
@@ -418,12 +419,12 @@ def schedule(
     for i in range(time.size):
         while k < ev_t.size and ev_t[k] <= time[i]:
             if ev_t[k] > t:
-                n_tape += _n_steps(ev_t[k] - t, h_max)
+                n_tape += _n_steps(ev_t[k] - t, h_max[i])
             t = max(t, ev_t[k])
             n_tape += 1
             k += 1
         if time[i] > t:
-            n_tape += _n_steps(time[i] - t, h_max)
+            n_tape += _n_steps(time[i] - t, h_max[i])
         t = time[i]
         n_tape += 1
     op = np.empty(n_tape, np.int64)
@@ -439,7 +440,7 @@ def schedule(
             seg_end = ev_t[k] if has_event else time[i]
             span = seg_end - t
             if span > 0.0:
-                steps = _n_steps(span, h_max)
+                steps = _n_steps(span, h_max[i])
                 h = span / steps
                 for j in range(steps):
                     op[m], tt[m], hh[m] = S_STEP, t + j * h, h
@@ -459,8 +460,8 @@ def schedule(
 def _graded(
     time: np.ndarray,
     ev_t: np.ndarray,
-    h_max: float,
-    h_first: float,
+    h_max: np.ndarray,
+    first: float,
     growth: float,
     op: np.ndarray,
     arg: np.ndarray,
@@ -478,7 +479,7 @@ def _graded(
             has_event = k < ev_t.size and ev_t[k] <= time[i]
             seg_end = ev_t[k] if has_event else time[i]
             while seg_end - t > 1e-12 * max(1.0, abs(seg_end)):
-                cap = min(h_max, h_first + growth * (t - t_ev))
+                cap = min(h_max[i], first * h_max[i] + growth * (t - t_ev))
                 h = min(cap, seg_end - t)
                 if seg_end - t - h < 0.25 * cap:  # no sliver of a step before a stop
                     h = seg_end - t
@@ -502,24 +503,25 @@ def _graded(
 
 @njit(cache=True, fastmath=False)
 def graded_schedule(
-    time: np.ndarray, ev_t: np.ndarray, h_max: float, h_first: float, growth: float
+    time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray, first: float, growth: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A :func:`schedule` whose steps are short just after each event.
 
-    A step starting at time t is at most ``min(h_max, h_first + growth·(t − t_event))``
-    with ``t_event`` the last event before it: the fast transient right after a
+    A step up to output ``i`` starting at time t is at most
+    ``min(h, first·h + growth·(t − t_event))`` with ``h = h_max[i]`` and
+    ``t_event`` the last event before it: the fast transient right after a
     jump (a kinetic indicator binding the new calcium) gets steps of
-    ``h_first`` that grow geometrically (by ``1 + growth``) back to ``h_max``.
+    ``first·h`` that grow geometrically (by ``1 + growth``) back to ``h``.
     Same entries and meaning as :func:`schedule`.
     """
     dummy_i = np.empty(0, np.int64)
     dummy_f = np.empty(0)
-    n_tape = _graded(time, ev_t, h_max, h_first, growth, dummy_i, dummy_i, dummy_f, dummy_f, False)
+    n_tape = _graded(time, ev_t, h_max, first, growth, dummy_i, dummy_i, dummy_f, dummy_f, False)
     op = np.empty(n_tape, np.int64)
     arg = np.zeros(n_tape, np.int64)
     tt = np.zeros(n_tape)
     hh = np.zeros(n_tape)
-    _graded(time, ev_t, h_max, h_first, growth, op, arg, tt, hh, True)
+    _graded(time, ev_t, h_max, first, growth, op, arg, tt, hh, True)
     return op, arg, tt, hh
 
 
@@ -642,7 +644,7 @@ def solve(
     µM to total cytosolic Ca at ``ev_t[k]`` (sorted), exactly; an output at an
     event's time sees the event.
     """
-    op, arg, tt, hh = schedule(time, ev_t, h_max)
+    op, arg, tt, hh = schedule(time, ev_t, np.full(time.size, h_max))
     c, cer, b, _, _ = run(
         op, arg, tt, hh, time.size, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, kinetic,
         c0, cer0, b0,

@@ -536,7 +536,7 @@ class CellModel:
                 raise ValueError(f"substeps = {substeps!r} must be 'auto' or an integer ≥ 1")
             else:
                 n_sub = int(substeps)
-            sched = A.kinetic_schedule(t, ev_t, frame / n_sub)
+            sched = A.kinetic_schedule(t, ev_t, np.full(t.size, frame / n_sub))
             c, cer, b, _ = A.kinetic_run(
                 *sched, t.size, ev_w, ev_slot, p, self._kinds, self._offsets, wt, wv,
                 self.has_er, c0, cer0, b0,
@@ -643,15 +643,28 @@ class CellModel:
         return "kinetic_dff_forward" if self.kinetic else "dff_forward"
 
     def kernel_args(
-        self, time: np.ndarray, stimulus: Stimulus | None, *, substeps: int
+        self, time: np.ndarray, stimulus: Stimulus | None, *, substeps: int | np.ndarray
     ) -> tuple[Any, ...]:
         """Arguments after the parameter vector of the compiled ΔF/F kernels.
 
         For :func:`cainfer.forward._adjoint.dff_forward` and ``dff_vjp``:
         ``(time, event times, event weights, event slot, kinds, offsets,
-        waveform times, waveform values, has_er, step, leak slots...)``.
+        waveform times, waveform values, has_er, steps, leak slots...)``.
+        ``substeps``: solver steps per frame, one count for every frame
+        interval or an integer array with one per interval (``len(time) − 1``);
+        ``steps`` is the longest step allowed up to each output (s).
         """
         t = _check_time(time)
+        n_sub = np.asarray(substeps)
+        if n_sub.ndim == 0:
+            n_sub = np.full(max(t.size - 1, 0), n_sub)
+        if n_sub.shape != (max(t.size - 1, 0),) or not np.all(
+            (n_sub >= 1) & (n_sub == np.round(n_sub))
+        ):
+            raise ValueError(
+                f"substeps must be an integer ≥ 1 or one per frame interval ({t.size - 1}); "
+                f"got shape {n_sub.shape}"
+            )
         stim = stimulus if stimulus is not None else Stimulus()
         stim.check_within(float(t[0]), float(t[-1]))
         ev_slot = self._slot_of(EventInflux)
@@ -661,6 +674,9 @@ class CellModel:
             raise ValueError("stimulus has a waveform but the model has no WaveformInflux term")
         wt, wv = _waveform(stim)
         frame = float(np.min(np.diff(t))) if t.size > 1 else 1.0
+        steps = np.empty(t.size)
+        steps[1:] = frame / n_sub
+        steps[:1] = steps[1] if t.size > 1 else frame  # no steps before the first output
         return (
             t,
             np.ascontiguousarray(stim.events),
@@ -671,7 +687,7 @@ class CellModel:
             wt,
             wv,
             self.has_er,
-            frame / substeps,
+            steps,
             self._leak_slot(PlasmaLeak),
             self._leak_slot(ERLeak),
         )

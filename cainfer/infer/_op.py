@@ -181,7 +181,7 @@ def solve_op(
     time: np.ndarray,
     stimulus: Any,
     *,
-    substeps: int = 1,
+    substeps: int | np.ndarray = 1,
     free: Sequence[str] | None = None,
 ) -> tuple[SolveOp, list[Variable]]:
     """The Op for a cell model, time grid and stimulus, and its constant inputs.
@@ -194,8 +194,8 @@ def solve_op(
         Output times (s).
     stimulus : Stimulus or None
         The stimulus.
-    substeps : int
-        RK4 steps per frame interval.
+    substeps : int or numpy.ndarray
+        Solver steps per frame interval: one count for all, or one per interval.
     free : sequence of str, optional
         Parameters whose gradient is used (default: all). When no Hill
         coefficient is among them, the gradient skips their derivatives.

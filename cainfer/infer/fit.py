@@ -560,7 +560,7 @@ class Fit:
         if err is not None and float(err) > SOLVER_TOLERANCE:
             n = int(self.settings.get("substeps", 1))
             problems.append(
-                f"the ODE solver's error ({n} step(s) per frame) moves a free parameter by "
+                f"the ODE solver's error (up to {n} step(s) per frame) moves a free parameter by "
                 f"about {float(err):.2g} posterior sd at the posterior median: refit with "
                 f"substeps={2 * n} or more"
             )
@@ -1445,11 +1445,11 @@ def _run(
 ) -> Fit:
     """Fit ``data`` (roi, time) with a solver step the noise cannot tell from exact.
 
-    ``substeps="auto"``: the steps per frame are chosen at the parameters'
-    starting values (:func:`_choose_substeps`) and checked at the posterior
-    median; where the check fails the fit is run once more with the steps
-    chosen there. A given ``substeps`` is checked only, and a failed check
-    is one of the fit's problems.
+    ``substeps="auto"``: the steps of each frame interval are chosen at the
+    parameters' starting values and around them (:func:`_choose_substeps`)
+    and checked at the posterior median; where the check fails the fit is
+    run once more with the steps refined there. A given ``substeps`` is
+    checked only, and a failed check is one of the fit's problems.
     """
     pr = problem
     model, data, t, stimulus, free, fixed = pr.model, pr.data, pr.t, pr.stimulus, pr.free, pr.fixed
@@ -1460,13 +1460,16 @@ def _run(
     all_slots = model.slots()
     slots = [all_slots[name] for name in free]
     if auto:
-        start = [model.pack_raw(model.values(fixed))] * n_roi
-        opts["substeps"] = _choose_substeps(model, start, t, stimulus, noise, slots=slots)
+        start = model.pack_raw(model.values(fixed))
+        around = _spread_vectors(start, slots)
+        opts["substeps"] = _choose_substeps(
+            model, [start] * n_roi, t, stimulus, noise, slots=slots, also=around
+        )
     result = _sample(problem, opts)
     at = _median_vectors(result)
     err = _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
-    if auto and err > SOLVER_TOLERANCE and opts["substeps"] < _MAX_SUBSTEPS:
-        first = 2 * opts["substeps"]
+    if auto and err > SOLVER_TOLERANCE and np.min(opts["substeps"]) < _MAX_SUBSTEPS:
+        first = opts["substeps"]
         opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, slots=slots, first=first)
         result = _sample(problem, opts)
         at = _median_vectors(result)
@@ -1504,7 +1507,7 @@ def _dff_noise(data: ObservedData) -> np.ndarray:
 
 
 def _forward_solver(
-    model: CellModel, t: np.ndarray, stimulus: Stimulus | None, substeps: int
+    model: CellModel, t: np.ndarray, stimulus: Stimulus | None, substeps: int | np.ndarray
 ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """The model's compiled ΔF/F solve and its arguments: ``forward(p, *args)`` → (ΔF/F, Ca)."""
     args = model.kernel_args(t, stimulus, substeps=substeps)
@@ -1512,26 +1515,28 @@ def _forward_solver(
 
 
 class _Solves:
-    """ΔF/F solves of one model and recording, each (vector, step count) done once.
+    """ΔF/F solves of one model and recording, each (vector, step counts) done once.
 
     The step search asks for the solve at ``n`` and ``2n`` steps per frame at
-    each doubling; the ``2n`` of one is the ``n`` of the next.
+    each refinement; the ``2n`` of one is often the ``n`` of the next.
     """
 
     def __init__(self, model: CellModel, t: np.ndarray, stimulus: Stimulus | None) -> None:
         self.model, self.t, self.stimulus = model, t, stimulus
-        self._solvers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
-        self._dff: dict[tuple[int, bytes], np.ndarray] = {}
+        self._solvers: dict[bytes, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._dff: dict[tuple[bytes, bytes], np.ndarray] = {}
 
-    def dff(self, v: np.ndarray, substeps: int) -> np.ndarray:
-        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame."""
-        key = (substeps, np.ascontiguousarray(v, dtype=float).tobytes())
+    def dff(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
+        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame (or interval)."""
+        n = np.broadcast_to(np.asarray(substeps, dtype=np.int64), (max(self.t.size - 1, 0),))
+        steps = n.tobytes()
+        key = (steps, np.ascontiguousarray(v, dtype=float).tobytes())
         if key not in self._dff:
-            if substeps not in self._solvers:
-                self._solvers[substeps] = _forward_solver(
-                    self.model, self.t, self.stimulus, substeps
+            if steps not in self._solvers:
+                self._solvers[steps] = _forward_solver(
+                    self.model, self.t, self.stimulus, np.ascontiguousarray(n)
                 )
-            forward, args = self._solvers[substeps]
+            forward, args = self._solvers[steps]
             self._dff[key] = np.asarray(forward(v, *args)[0])
         return self._dff[key]
 
@@ -1541,7 +1546,7 @@ def _solver_error(
     vectors: Sequence[np.ndarray],
     t: np.ndarray,
     stimulus: Stimulus | None,
-    substeps: int,
+    substeps: int | np.ndarray,
     noise: np.ndarray,
     *,
     slots: Sequence[int] | None = None,
@@ -1549,9 +1554,10 @@ def _solver_error(
 ) -> float:
     """How far the ΔF/F solve's error moves the fit, worst over the ROIs.
 
-    The error ``δ`` at ``substeps`` steps per frame is estimated by
-    Richardson extrapolation from the solve at twice as many (RK4 is fourth
-    order, the kinetic SDIRK third): ``δ ≈ (d_n − d_2n) · 2^p/(2^p − 1)``.
+    The error ``δ`` at ``substeps`` steps per frame (one count, or one per
+    frame interval) is estimated by Richardson extrapolation from the solve
+    at twice as many (RK4 is fourth order, the kinetic SDIRK third):
+    ``δ ≈ (d_n − d_2n) · 2^p/(2^p − 1)``.
     Without ``slots``: ``‖δ‖/σ`` (L2 over the frames, ``σ`` the noise sd of
     the ΔF/F), a bound on how many posterior sds any parameter can move.
     With ``slots`` (the free parameters' slots in the packed vector): the
@@ -1570,7 +1576,7 @@ def _solver_error(
     worst = 0.0
     for r, v in enumerate(vectors):
         sigma = float(noise[min(r, noise.size - 1)])
-        fine = solves.dff(v, 2 * substeps)
+        fine = solves.dff(v, 2 * np.asarray(substeps))
         delta = gain * (solves.dff(v, substeps) - fine)
         if slots is not None and np.all(np.isfinite(delta)):
             cols = []
@@ -1578,7 +1584,7 @@ def _solver_error(
                 h = 1e-5 * max(abs(float(v[slot])), 1e-6)
                 up = v.copy()
                 up[slot] += h
-                cols.append((solves.dff(up, 2 * substeps) - fine) / h)
+                cols.append((solves.dff(up, 2 * np.asarray(substeps)) - fine) / h)
             # Frisch–Waugh–Lovell: the free parameters' estimates see the error and
             # their sensitivities with the observation's offset and scale fitted out
             nuis = np.column_stack([np.ones_like(fine), fine])
@@ -1606,17 +1612,87 @@ def _choose_substeps(
     noise: np.ndarray,
     *,
     slots: Sequence[int] | None = None,
-    first: int = 1,
-) -> int:
-    """Fewest steps per frame (doubling from ``first``) whose solver error is tolerated."""
-    n = max(1, int(first))
+    first: int | np.ndarray = 1,
+    also: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """Solver steps per frame interval: few where the solve is easy, more where it is not.
+
+    From ``first`` steps in every interval (or the counts given, one per
+    interval), the intervals where the solve's error grows most are doubled,
+    with ``_REFINE_MARGIN`` intervals either side, until the error moves no
+    free parameter by more than ``SOLVER_TOLERANCE`` posterior sd
+    (:func:`_solver_error`) at any of ``vectors`` (one per ROI, each with its
+    noise) or of ``also`` (more vectors held to the first ROI's noise: where
+    the fast phases would be if the parameters were elsewhere). The error
+    ``δ`` of each interval's end is Richardson's (as in
+    :func:`_solver_error`); its growth over the interval, ``δ_i − δ_{i−1}``,
+    is where the solve loses accuracy: the fast phases after events or
+    during release, rarely the slow decays between them. The intervals
+    doubled are the fewest that hold ``_REFINE_SHARE`` of the summed squared
+    growth (in noise sds). Counts stop at ``_MAX_SUBSTEPS``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(t) − 1,)`` integer steps per frame interval.
+    """
+    from scipy.ndimage import binary_dilation
+
+    n_int = max(t.size - 1, 0)
+    n = np.maximum(np.broadcast_to(np.asarray(first, dtype=np.int64), (n_int,)).copy(), 1)
+    n = np.minimum(n, _MAX_SUBSTEPS)
     solves = _Solves(model, t, stimulus)
-    while n < _MAX_SUBSTEPS and (
-        _solver_error(model, vectors, t, stimulus, n, noise, slots=slots, solves=solves)
-        > SOLVER_TOLERANCE
-    ):
-        n *= 2
-    return min(n, _MAX_SUBSTEPS)
+    points = [(v, float(noise[min(r, noise.size - 1)])) for r, v in enumerate(vectors)]
+    # a vector the solve cannot follow even at the finest step is no place the fit goes
+    points += [
+        (v, float(noise[0]))
+        for v in also
+        if np.all(np.isfinite(solves.dff(v, np.full(n_int, _MAX_SUBSTEPS))))
+    ]
+    p_order = 3 if model.kinetic else 4
+    gain = 2.0**p_order / (2.0**p_order - 1.0)
+    while n_int and np.any(n < _MAX_SUBSTEPS):
+        err = max(
+            _solver_error(model, [v], t, stimulus, n, np.array([sd]), slots=slots, solves=solves)
+            for v, sd in points
+        )
+        if err <= SOLVER_TOLERANCE:
+            break
+        growth = np.zeros(n_int)
+        for v, sd in points:
+            delta = gain * (solves.dff(v, n) - solves.dff(v, 2 * n)) / sd
+            growth += np.where(np.isfinite(delta[1:]), np.diff(delta), np.inf) ** 2
+        growth[n >= _MAX_SUBSTEPS] = 0.0
+        total = float(growth.sum())
+        if not np.isfinite(total) or total <= 0.0:
+            pick = n < _MAX_SUBSTEPS  # no place stands out (or the solve failed): all
+        else:
+            order = np.argsort(growth)[::-1]
+            k = int(np.searchsorted(np.cumsum(growth[order]), _REFINE_SHARE * total)) + 1
+            pick = np.zeros(n_int, dtype=bool)
+            pick[order[:k]] = True
+            pick = binary_dilation(pick, iterations=_REFINE_MARGIN)
+        n[pick] = np.minimum(2 * n[pick], _MAX_SUBSTEPS)
+    return n
+
+
+def _spread_vectors(v: np.ndarray, slots: Sequence[int]) -> list[np.ndarray]:
+    """``v`` with each free parameter in turn ×/÷ ``e^_SPREAD``: where else the fit may go."""
+    out = []
+    for slot in slots:
+        for f in (math.exp(_SPREAD), math.exp(-_SPREAD)):
+            w = v.copy()
+            w[slot] *= f
+            out.append(w)
+    return out
+
+
+# the step search doubles the intervals holding this share of the error's squared growth,
+# and this many intervals either side; it also checks the start with each free parameter
+# moved by this log factor (a posterior mode is seldom further from the prior's centre)
+_REFINE_SHARE = 0.95
+_REFINE_MARGIN = 2
+_SPREAD = 0.5
 
 
 def _median_vectors(result: Fit) -> list[np.ndarray]:
@@ -1681,7 +1757,7 @@ def _sample(
     """Build the PyMC model for ``data`` (roi, time), sample it with nutpie, add the results.
 
     ``labels`` None: one ROI with scalar parameters; else one value per ROI.
-    ``options["substeps"]`` is an integer here.
+    ``options["substeps"]`` is an integer or an integer array, one per frame interval.
     """
     import nutpie
 
@@ -1776,6 +1852,10 @@ def _sample(
         "compile_seconds": t1 - t0,
         "sampling_seconds": t2 - t1,
     }
+    # the solver's steps: the most any frame interval took, and their mean
+    n_sub = np.asarray(options["substeps"])
+    settings["substeps"] = int(n_sub.max()) if n_sub.size else 1
+    settings["substeps_mean"] = float(n_sub.mean()) if n_sub.size else 1.0
     fixed_values = {k: v for k, v in values.items() if k not in free}
     return Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))
 

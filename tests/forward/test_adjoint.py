@@ -92,3 +92,41 @@ def test_vjp_bad_input():
         model.dff_vjp(None, TIME, STIM, np.ones(3))
     with pytest.raises(ValueError, match="substeps = 0 must be an integer"):
         model.dff_vjp(None, TIME, STIM, np.ones(TIME.size), substeps=0)
+
+
+def test_steps_chosen_per_frame_interval_solve_and_differentiate_like_uniform_ones():
+    from cainfer.forward import _adjoint as A
+    from cainfer.forward import _kernels as K
+
+    model = preset("er", "OGB-1")
+    p = model.pack_raw(model.values())
+    # one count for every interval is the uniform solve
+    uniform = model.kernel_args(TIME, STIM, substeps=3)
+    per = model.kernel_args(TIME, STIM, substeps=np.full(TIME.size - 1, 3))
+    np.testing.assert_array_equal(uniform[9], per[9])
+    # counts that vary: interval i (ending at output i + 1) takes n[i] steps, and
+    # an event inside it splits it into two parts of at most the same step each
+    n = np.random.default_rng(3).integers(1, 5, TIME.size - 1)
+    args = model.kernel_args(TIME, STIM, substeps=n)
+    op, _, _, _ = K.schedule(args[0], args[1], args[9])
+    outs = np.flatnonzero(op == K.S_OUT)
+    steps = np.diff(np.cumsum(op == K.S_STEP)[outs])
+    jumps = np.diff(np.cumsum(op == K.S_JUMP)[outs])
+    np.testing.assert_array_equal(steps[jumps == 0], n[jumps == 0])
+    assert np.all((steps[jumps > 0] >= n[jumps > 0]) & (steps[jumps > 0] <= n[jumps > 0] + 1))
+    # between the solves with 1 and 4 steps everywhere, and its adjoint exact
+    dff, _ = A.dff_forward(p, *args)
+    lo = A.dff_forward(p, *model.kernel_args(TIME, STIM, substeps=1))[0]
+    hi = A.dff_forward(p, *model.kernel_args(TIME, STIM, substeps=4))[0]
+    assert np.abs(dff - hi).max() < np.abs(lo - hi).max()
+    g = np.random.default_rng(7).normal(size=TIME.size)
+    pbar = A.dff_vjp(p, *args, g, np.zeros_like(g))
+    for slot in (model.slots()["serca_vmax"], model.slots()["influx_amplitude"]):
+        step = 1e-6 * p[slot]
+        up, dn = p.copy(), p.copy()
+        up[slot] += step
+        dn[slot] -= step
+        fd = (g @ A.dff_forward(up, *args)[0] - g @ A.dff_forward(dn, *args)[0]) / (2 * step)
+        assert pbar[slot] == pytest.approx(fd, rel=1e-5)
+    with pytest.raises(ValueError, match="one per frame interval"):
+        model.kernel_args(TIME, STIM, substeps=np.ones(5, int))

@@ -103,7 +103,8 @@ def test_fast_binding_gives_the_equilibrium_model_without_more_steps():
 def test_graded_schedule_shortens_steps_after_events_only():
     t = np.arange(31) / 30.0
     ev = np.array([0.5 + 1 / 60])
-    op, _, tt, hh = K.graded_schedule(t, ev, 1 / 30, 1 / 30 / 256, 0.5)
+    frame = np.full(t.size, 1 / 30)
+    op, _, tt, hh = K.graded_schedule(t, ev, frame, 1 / 256, 0.5)
     steps = op == K.S_STEP
     # the steps tile [t0, t_end] and stop at every output and the event
     assert hh[steps].sum() == pytest.approx(1.0, abs=1e-12)
@@ -113,11 +114,11 @@ def test_graded_schedule_shortens_steps_after_events_only():
     assert hh[steps & (tt < ev[0] - 1e-9)].max() == pytest.approx(1 / 30)
     # back to the frame step within ~log(256)/log(1.5) ≈ 14 steps of the event
     assert np.sum(after & (hh < 1 / 30 * 0.99)) <= 16
-    uniform = K.schedule(t, ev, 1 / 30)
+    uniform = K.schedule(t, ev, frame)
     assert op.size > uniform[0].size
     # without events it is the uniform schedule
-    same = K.graded_schedule(t, np.empty(0), 1 / 30, 1 / 30 / 256, 0.5)
-    np.testing.assert_array_equal(same[0], K.schedule(t, np.empty(0), 1 / 30)[0])
-    kin = A.kinetic_schedule(t, ev, 1 / 30)
-    graded = K.graded_schedule(t, ev, 1 / 30, 1 / 30 * A._FIRST_STEP, A._GROWTH)
+    same = K.graded_schedule(t, np.empty(0), frame, 1 / 256, 0.5)
+    np.testing.assert_array_equal(same[0], K.schedule(t, np.empty(0), frame)[0])
+    kin = A.kinetic_schedule(t, ev, frame)
+    graded = K.graded_schedule(t, ev, frame, A._FIRST_STEP, A._GROWTH)
     np.testing.assert_array_equal(kin[3], graded[3])

@@ -433,7 +433,12 @@ SLOW_STIM = cainfer.Stimulus(events=[3.1, 11.3, 11.4, 20.2, 31.7, 31.8, 31.9, 42
 
 
 def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
-    from cainfer.infer.fit import SOLVER_TOLERANCE, _choose_substeps, _solver_error
+    from cainfer.infer.fit import (
+        SOLVER_TOLERANCE,
+        _choose_substeps,
+        _forward_solver,
+        _solver_error,
+    )
 
     model = cainfer.single_compartment("GCaMP6f")
     vec = [model.pack_raw(model.values())]
@@ -450,11 +455,24 @@ def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
         assert _solver_error(model, vec, SLOW_TIME, SLOW_STIM, n, noise) == pytest.approx(
             true_error(n), rel=0.15
         )
+    # uniform steps: 4 per frame are needed (the error at 2 is above the tolerance)
+    assert true_error(4) <= SOLVER_TOLERANCE < true_error(2)
     n = _choose_substeps(model, vec, SLOW_TIME, SLOW_STIM, noise)
-    assert true_error(n) <= SOLVER_TOLERANCE < true_error(n // 2)
+    assert n.shape == (SLOW_TIME.size - 1,)
+    forward, args = _forward_solver(model, SLOW_TIME, SLOW_STIM, n)
+    chosen = float(np.linalg.norm(forward(vec[0], *args)[0] - ref)) / noise[0]
+    assert chosen <= SOLVER_TOLERANCE
+    # more steps only in the intervals from 1 s before to 3 s after an event (calcium
+    # falls within a frame; the margin is two intervals either side): fewer steps in all
+    # than 4 per frame
+    ends = SLOW_TIME[1:]
+    since = ends[:, None] - SLOW_STIM.events[None, :]
+    near = np.any((since > -1.0) & (since <= 3.0), axis=1)
+    assert np.all(n[~near] == 1) and n.max() >= 2
+    assert n.sum() < 0.6 * 4 * n.size
     # a noisier recording tolerates a coarser solve; at 30 frames/s one step is enough
-    assert _choose_substeps(model, vec, SLOW_TIME, SLOW_STIM, 20 * noise) < n
-    assert _choose_substeps(model, vec, TIME, STIM, noise) == 1
+    assert _choose_substeps(model, vec, SLOW_TIME, SLOW_STIM, 20 * noise).sum() < n.sum()
+    assert np.all(_choose_substeps(model, vec, TIME, STIM, noise) == 1)
     # how far the error moves the free parameters, in their posterior sds: never more
     # than the bound ‖δ‖/σ, and what least squares on their sensitivities (offset and
     # scale fitted out) gives for the error against a fine solve
