@@ -699,7 +699,7 @@ def _r_min_along_the_rest_ridge(data: ObservedData, f_rest: Any, bg_ratio: Any) 
     shift = k * (log_x0 - m)
     if bg_ratio is not None:
         assert data.neuropil is not None and data.neuropil2 is not None
-        n1, n2 = float(np.nanmedian(data.y[0])), float(np.nanmedian(data.y2[0]))
+        n1, n2 = float(data.rest_level[0]), float(data.rest_level2[0])
         b1, b2 = float(np.nanmedian(data.neuropil[0])), float(np.nanmedian(data.neuropil2[0]))
         # d log(recorded resting ratio)/dr at the prior centre of r
         g = b2 / (n2 - m_bg * b2) - b1 / (n1 - m_bg * b1)
