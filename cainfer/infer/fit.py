@@ -1837,8 +1837,6 @@ def _sample(
             "tune",
             "chains",
             "seed",
-            "substeps",
-            "observation",
             "likelihood",
             "residuals",
             "drift",
