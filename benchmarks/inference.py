@@ -17,9 +17,10 @@ and numpyro are installed (``pip install jax numpyro``), on nutpie's JAX
 backend, and the scan model also with numpyro. Then one log-density gradient
 is timed for cainfer and scan, compiled to numba and to JAX.
 
-Run: ``python benchmarks/inference.py [--quick] [--only-cainfer]``
-(``--quick``: 2 chains x 300 + 300, a smoke run; ``--only-cainfer``: no
-baselines).
+Run: ``python benchmarks/inference.py [--quick] [--only-cainfer]
+[--observation-terms]`` (``--quick``: 2 chains x 300 + 300, a smoke run;
+``--only-cainfer``: no baselines; ``--observation-terms``: only B1's ΔF/F
+input, the default observation with its terms left out in turn).
 """
 
 from __future__ import annotations
@@ -162,7 +163,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only-cainfer", action="store_true", help="skip the baselines")
+    ap.add_argument(
+        "--observation-terms",
+        action="store_true",
+        help="only cainfer, ΔF/F input: the default observation with its terms left out in turn",
+    )
     args = ap.parse_args()
+    if args.observation_terms:
+        observation_terms(*((2, 300, 300) if args.quick else (4, 1000, 1000)))
+        return
     chains, tune, draws = (2, 300, 300) if args.quick else (4, 1000, 1000)
     model, t, stim, y = problem()
     rows: list = []
@@ -275,6 +284,45 @@ def main() -> None:
     _print_gradient_cost(model, t, stim, y, have_jax)
 
 
+def observation_terms(chains: int, tune: int, draws: int) -> None:
+    """B1's ΔF/F input with the default observation's terms left out in turn.
+
+    Prints, per variant, the cost of one log-density gradient, the leapfrog
+    steps per draw and the minimum bulk ESS per second of sampling: which of
+    the terms (free scale, offset and noise exponent; AR(1) residuals; the slow
+    drift) the sampling time goes to.
+    """
+    model, t, stim, y = problem()
+    variants = [
+        ("exact ΔF/F, white", dict(observation="dff_exact", residuals="white", drift="none")),
+        ("exact ΔF/F, AR(1)", dict(observation="dff_exact", residuals="ar1", drift="none")),
+        (
+            "scale, offset, exponent; white",
+            dict(observation="dff", residuals="white", drift="none"),
+        ),
+        ("scale, offset, exponent; AR(1)", dict(observation="dff", residuals="ar1", drift="none")),
+        (
+            "scale, offset, exponent; white; drift",
+            dict(observation="dff", residuals="white", drift="smooth"),
+        ),
+        ("default (all of them)", dict(observation="dff", residuals="ar1", drift="smooth")),
+    ]
+    print(f"B1, ΔF/F input, {chains} chains x ({tune} tune + {draws} draws)")
+    print(
+        f"{'observation':40s} {'grad ms':>8s} {'sample s':>9s} {'steps/draw':>10s} {'minESS/s':>9s}"
+    )
+    for name, opts in variants:
+        m = exact_pymc_model(model, t, stim, y, FREE, **opts)
+        ms = _logp_grad_ms(m, "NUMBA")
+        res = fit(y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune,
+                  chains=chains, seed=1, **opts)  # fmt: skip
+        s = az.summary(res.idata, var_names=[*FREE, "sigma"], round_to="none")
+        sample_s = res.settings["sampling_seconds"]
+        steps = float(np.asarray(res.idata["sample_stats"]["n_steps"]).mean())
+        ess = float(s["ess_bulk"].astype(float).min())
+        print(f"{name:40s} {ms:8.3f} {sample_s:9.1f} {steps:10.2f} {ess / sample_s:9.1f}")
+
+
 def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
     print(f"\nB1, {chains} chains x ({tune} tune + {draws} draws)")
     print(
@@ -291,20 +339,27 @@ def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
 
 
 def exact_pymc_model(
-    model: CellModel, t: np.ndarray, stim: Stimulus, y: np.ndarray, free: list[str]
+    model: CellModel,
+    t: np.ndarray,
+    stim: Stimulus,
+    y: np.ndarray,
+    free: list[str],
+    observation: str = "dff_exact",
+    residuals: str = "white",
+    drift: str = "none",
 ) -> pm.Model:
-    """The PyMC model cainfer builds for trace ``y`` taken as exact ΔF/F, white noise."""
+    """The PyMC model cainfer builds for trace ``y`` (by default exact ΔF/F, white noise)."""
     from cainfer.infer.fit import _Problem, _pymc_model, _validated
     from cainfer.infer.observation import ObservedData
 
     options = dict(
-        observation="dff_exact", likelihood="normal", residuals="white", drift="none",
+        observation=observation, likelihood="normal", residuals=residuals, drift=drift,
         drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
         substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
         sampler="nutpie", backend="numba",
     )  # fmt: skip
     free_v, fixed, priors = _validated(model, free, None, None, options)
-    data = ObservedData("dff_exact", y[None, :])
+    data = ObservedData(observation, y[None, :])
     return _pymc_model(_Problem(model, data, t, None, stim, free_v, fixed, priors), options)
 
 
