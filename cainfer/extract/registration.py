@@ -8,6 +8,8 @@ References
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
@@ -54,8 +56,15 @@ def register_frames(
     upsample: int = 20,
     reference_fft: np.ndarray | None = None,
     batch: int = 16,
+    max_shift: float | None = None,
 ) -> np.ndarray:
     """Displacement (dy, dx) in pixels of each frame's content relative to the reference.
+
+    The correlation peak is searched within ``max_shift`` of no motion. A frame
+    whose best match lies beyond it (a cell brightening many-fold can match a
+    neighbouring cell of the reference better than itself) takes the best
+    peak within the bound instead, refined to sub-pixel by a parabola through
+    the peak and its neighbours, and a warning gives the number of such frames.
 
     Parameters
     ----------
@@ -69,6 +78,10 @@ def register_frames(
         ``scipy.fft.fft2(reference)``, to avoid recomputing it per chunk.
     batch : int
         Frames transformed at a time (bounds the memory of the transforms).
+    max_shift : float, optional
+        Largest displacement searched along each axis (pixels), > 0; default
+        a tenth of the frame's larger side (Suite2p's ``maxregshift``,
+        Pachitariu et al. 2017, doi:10.1101/061507).
 
     Returns
     -------
@@ -82,6 +95,13 @@ def register_frames(
         else reference_fft
     )
     out = np.empty((len(frames), 2))
+    shape = np.shape(ref_f)
+    bound = 0.1 * max(shape) if max_shift is None else max_shift
+    if isinstance(bound, bool) or not (
+        isinstance(bound, int | float) and np.isfinite(bound) and bound > 0
+    ):
+        raise ValueError(f"max_shift = {max_shift!r} must be a positive number of pixels")
+    beyond = 0
     # one BLAS thread: skimage's upsampled DFT is a matrix product whose rounding
     # depends on the thread count, and a 1/upsample-pixel tie can flip with it; the
     # same movie must register identically in any process (a Dask worker included)
@@ -99,8 +119,43 @@ def register_frames(
                 # skimage returns the correction; we report the displacement. Plain
                 # cross-correlation (normalization=None) is several times more precise
                 # than phase correlation on shot-noise-limited frames.
+                if np.abs(shift).max() > bound:
+                    shift = _bounded_peak(ref_f, mov_f[j], bound)
+                    beyond += 1
                 out[a + j] = -shift
+    if beyond:
+        warnings.warn(
+            f"registration: {beyond} frame(s) matched the reference best "
+            f"beyond max_shift = {bound:g} px; their shifts were searched within it",
+            stacklevel=2,
+        )
     return out
+
+
+def _bounded_peak(ref_f: np.ndarray, mov_f: np.ndarray, bound: float) -> np.ndarray:
+    """The correction (as skimage returns it) at the cross-correlation peak within ``bound``.
+
+    The same cross-correlation skimage's ``phase_cross_correlation`` takes with
+    ``normalization=None``; skimage has no bound on the search, so the peak
+    within it is taken here and refined by a parabola through its neighbours
+    along each axis.
+    """
+    cc = np.abs(fft.ifft2(ref_f * np.conj(mov_f)))
+    lags = [np.fft.fftfreq(n, 1.0 / n) for n in cc.shape]  # 0, 1, …, −1 per axis
+    inside = (np.abs(lags[0])[:, None] <= bound) & (np.abs(lags[1])[None, :] <= bound)
+    peak = np.unravel_index(np.argmax(np.where(inside, cc, -np.inf)), cc.shape)
+    shift = np.empty(2)
+    for ax in range(2):
+        n = cc.shape[ax]
+        idx = list(peak)
+        vals = []
+        for step in (-1, 0, 1):
+            idx[ax] = (peak[ax] + step) % n
+            vals.append(cc[tuple(idx)])
+        den = vals[0] - 2.0 * vals[1] + vals[2]
+        delta = 0.5 * (vals[0] - vals[2]) / den if den < 0 else 0.0
+        shift[ax] = lags[ax][peak[ax]] + delta
+    return shift
 
 
 def reference_fft(reference: np.ndarray) -> np.ndarray:

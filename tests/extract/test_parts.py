@@ -39,6 +39,34 @@ def test_registration_recovers_a_known_shift(rng):
     assert np.abs(back - ref)[10:-10, 10:-10].max() < 0.02
 
 
+def test_a_cell_brightening_many_fold_does_not_pull_the_registration_onto_its_neighbour():
+    """A frame whose one cell is 20x brighter matches the reference best with that cell
+    laid over the other one (the unbounded correlation peak, 30 px away); the search
+    within a tenth of the frame finds the true shift."""
+    from scipy import ndimage
+    from skimage.registration import phase_cross_correlation
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:64, 0:64]
+
+    def blob(cy: float, cx: float) -> np.ndarray:
+        return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.5**2))
+
+    texture = 10 * ndimage.gaussian_filter(rng.normal(size=(64, 64)), 1.5)
+    ref = 100 + texture + 50 * blob(20, 20) + 80 * blob(40, 44)
+    true = (0.6, -0.4)
+    frame = ndimage.shift(ref + 1000 * blob(20, 20), true, order=3) + rng.normal(0, 1, ref.shape)
+    unbounded, _, _ = phase_cross_correlation(ref, frame, upsample_factor=20, normalization=None)
+    assert np.abs(unbounded).max() > 6.4  # the case this guards against does occur
+    with pytest.warns(UserWarning, match=r"1 frame\(s\) matched .* beyond max_shift = 6.4 px"):
+        disp = register_frames(frame[None], ref)
+    # the bounded peak is refined by a parabola (coarser than skimage's upsampled DFT)
+    np.testing.assert_allclose(disp[0], true, atol=0.25)
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="max_shift"):
+            register_frames(frame[None], ref, max_shift=bad)
+
+
 def test_neuropil_annulus_excludes_rois_and_reaches_min_pixels():
     m = np.zeros((2, 60, 60), bool)
     m[0, 20:26, 20:26] = True
