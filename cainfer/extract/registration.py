@@ -89,6 +89,32 @@ def register_frames(
         ``(n, 2)``: the frame shows the reference moved by this much; undo it
         with :func:`shift_frame` (which moves content back by the displacement).
     """
+    out, beyond, bound = _register(
+        frames, reference, upsample=upsample, reference_fft=reference_fft, batch=batch,
+        max_shift=max_shift,
+    )  # fmt: skip
+    if beyond:
+        warnings.warn(_beyond_message(beyond, bound), stacklevel=2)
+    return out
+
+
+def _beyond_message(beyond: int, bound: float) -> str:
+    return (
+        f"registration: {beyond} frame(s) matched the reference best beyond "
+        f"max_shift = {bound:g} px; their shifts were searched within it"
+    )
+
+
+def _register(
+    frames: np.ndarray,
+    reference: np.ndarray,
+    *,
+    upsample: int = 20,
+    reference_fft: np.ndarray | None = None,
+    batch: int = 16,
+    max_shift: float | None = None,
+) -> tuple[np.ndarray, int, float]:
+    """:func:`register_frames` without its warning: shifts, frames beyond the bound, bound."""
     ref_f = (
         fft.fft2(np.asarray(reference, dtype=np.float32))
         if reference_fft is None
@@ -123,13 +149,7 @@ def register_frames(
                     shift = _bounded_peak(ref_f, mov_f[j], bound)
                     beyond += 1
                 out[a + j] = -shift
-    if beyond:
-        warnings.warn(
-            f"registration: {beyond} frame(s) matched the reference best "
-            f"beyond max_shift = {bound:g} px; their shifts were searched within it",
-            stacklevel=2,
-        )
-    return out
+    return out, beyond, bound
 
 
 def _bounded_peak(ref_f: np.ndarray, mov_f: np.ndarray, bound: float) -> np.ndarray:

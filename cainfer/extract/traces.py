@@ -17,9 +17,10 @@ from cainfer.extract.baseline import baseline as compute_baseline
 from cainfer.extract.detect import detect_rois
 from cainfer.extract.neuropil import neuropil_masks
 from cainfer.extract.registration import (
+    _beyond_message,
+    _register,
     make_reference,
     reference_fft,
-    register_frames,
     shift_frame,
 )
 from cainfer.extract.summary import MeanAccumulator, SummaryAccumulator
@@ -188,7 +189,9 @@ def extract_traces(
     -----
     ExtractionWarning
         When F0 ≤ 0 for some ROI: those frames get ΔF/F NaN (not inf) and the
-        ROI's ``f0_valid`` is False.
+        ROI's ``f0_valid`` is False. Once, with the number of frames, when
+        frames matched the reference best beyond the registration's search
+        bound (a tenth of the frame's larger side) and were registered within it.
     """
     if baseline not in BASELINE_METHODS:
         raise ValueError(f"baseline {baseline!r}; allowed: {', '.join(BASELINE_METHODS)}")
@@ -228,12 +231,17 @@ def extract_traces(
             if given is not None:
                 return shifts[a : a + len(data)]
             _check_finite(mv, a, data)
-            shifts[a : a + len(data)] = register_frames(
+            # the frames beyond the search bound are counted over the whole movie and
+            # reported once (below), not once per chunk
+            shifts[a : a + len(data)], n, bound = _register(
                 data, np.empty(0), upsample=upsample, reference_fft=ref_fft
             )
+            beyond[0] += n
+            beyond[1] = bound
             return shifts[a : a + len(data)]
 
         auto = isinstance(rois, str) and rois == "auto"
+        beyond: list[float] = [0, 0.0]  # frames registered within the bound, the bound (px)
         total = T * (2 if auto else 1)
         done = 0
 
@@ -288,6 +296,13 @@ def extract_traces(
             values = _sample(data, d, ys, xs)
             out[:, a : a + len(data)] = W @ values.T
             tick(len(data))
+        if beyond[0]:
+            where = mv.files[0] if len(mv.files) == 1 else mv.files
+            warnings.warn(
+                f"{where}: {_beyond_message(int(beyond[0]), beyond[1])}",
+                ExtractionWarning,
+                stacklevel=2,
+            )
         F = out[:n] - dark_level
         F_neu = out[n:] - dark_level if use_np else np.zeros_like(F)
         r = float(neuropil) if neuropil else 0.0
