@@ -144,6 +144,9 @@ def _check_extract_flags(args: argparse.Namespace) -> None:
          args.frame_rate is None or (math.isfinite(args.frame_rate) and args.frame_rate > 0),
          "be a finite number > 0 (frames/s)"),
         ("--channel", args.channel, args.channel is None or args.channel >= 0, "be ≥ 0"),
+        ("--max-shift", args.max_shift,
+         args.max_shift is None or (math.isfinite(args.max_shift) and args.max_shift > 0),
+         "be a finite number > 0 (pixels)"),
     )  # fmt: skip
     for flag, value, ok, rule in checks:
         if not ok:
@@ -176,7 +179,7 @@ def _extract(args: argparse.Namespace) -> int:
               f"{movie.frame_rate:g} frames/s", file=sys.stderr)  # fmt: skip
         with _frame_bar("extraction", args.no_progress) as tick:
             ds = extract_traces(
-                movie, rois=args.rois, register=not args.no_register,
+                movie, rois=args.rois, register=not args.no_register, max_shift=args.max_shift,
                 neuropil=args.neuropil or None, dark_level=args.dark_level, baseline=args.baseline,
                 baseline_window=args.baseline_window, progress=tick,
             )  # fmt: skip
@@ -327,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--frame-rate", type=float, help="frames/s (default: from the metadata)")
     ext.add_argument("--channel", type=int, help="channel of multi-channel files (0-based)")
     ext.add_argument("--no-register", action="store_true", help="skip motion correction")
+    ext.add_argument("--max-shift", type=float, help="largest registration shift searched "
+                     "(pixels; default a tenth of the frame's larger side)")  # fmt: skip
     ext.add_argument("--neuropil", type=float, default=0.7, help="ratio r (0: none; 0.7)")
     ext.add_argument(
         "--dark-level", type=float, default=0.0, help="counts with no light (camera offset; 0)"

@@ -50,6 +50,7 @@ def test_simulate_refuses_impossible_lengths(tmp_path, capsys, flag, value, mess
         ("--neuropil", "1.5", "--neuropil = 1.5 must lie in [0, 1)"),
         ("--baseline-window", "0", "--baseline-window = 0.0 must be a finite number > 0"),
         ("--dark-level", "-5", "--dark-level = -5.0 must be a finite number ≥ 0"),
+        ("--max-shift", "0", "--max-shift = 0.0 must be a finite number > 0"),
         ("--frame-rate", "inf", "--frame-rate = inf must be a finite number > 0"),
         ("--rois", "/no/such/rois.tif", "--rois /no/such/rois.tif: no such ROI file"),
         ("--rois", str(EXAMPLES / "example_stimulus.csv"), "unknown ROI format '.csv'"),

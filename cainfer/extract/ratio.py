@@ -104,7 +104,7 @@ def extract_ratio(
     if background is not None and not (np.isfinite(background) and background >= 0):
         raise ValueError(f"background = {background!r} must be None or a multiple ≥ 0")
     allowed = {"neuropil_inner", "neuropil_min_pixels", "min_area", "max_area", "upsample",
-               "reference_frames"}  # fmt: skip
+               "reference_frames", "max_shift"}  # fmt: skip
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; allowed: {', '.join(sorted(allowed))}")

@@ -19,7 +19,12 @@ from cainfer.io import Movie
 
 
 def make_reference(
-    movie: Movie, *, n_frames: int = 50, upsample: int = 20, iterations: int = 2
+    movie: Movie,
+    *,
+    n_frames: int = 50,
+    upsample: int = 20,
+    iterations: int = 2,
+    max_shift: float | None = None,
 ) -> np.ndarray:
     """Reference image from the first frames, refined by registering them to it.
 
@@ -33,6 +38,8 @@ def make_reference(
         Sub-pixel precision of the refinement (1/upsample pixel).
     iterations : int
         Register-and-average rounds after the plain mean.
+    max_shift : float, optional
+        Largest displacement searched (pixels); see :func:`register_frames`.
 
     Returns
     -------
@@ -44,7 +51,7 @@ def make_reference(
     first = movie.read(0, min(n_frames, len(movie))).astype(np.float64)
     ref = first.mean(axis=0)
     for _ in range(iterations):
-        disp = register_frames(first, ref, upsample=upsample)
+        disp = register_frames(first, ref, upsample=upsample, max_shift=max_shift)
         ref = np.mean([shift_frame(f, d) for f, d in zip(first, disp, strict=True)], axis=0)
     return ref
 
@@ -121,12 +128,8 @@ def _register(
         else reference_fft
     )
     out = np.empty((len(frames), 2))
-    shape = np.shape(ref_f)
-    bound = 0.1 * max(shape) if max_shift is None else max_shift
-    if isinstance(bound, bool) or not (
-        isinstance(bound, int | float) and np.isfinite(bound) and bound > 0
-    ):
-        raise ValueError(f"max_shift = {max_shift!r} must be a positive number of pixels")
+    check_max_shift(max_shift)
+    bound = 0.1 * max(np.shape(ref_f)) if max_shift is None else float(max_shift)
     beyond = 0
     # one BLAS thread: skimage's upsampled DFT is a matrix product whose rounding
     # depends on the thread count, and a 1/upsample-pixel tie can flip with it; the
@@ -152,13 +155,34 @@ def _register(
     return out, beyond, bound
 
 
+def check_max_shift(max_shift: object) -> None:
+    """Refuse a ``max_shift`` that is not None or a finite number of pixels > 0.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and what is allowed.
+    """
+    if max_shift is None:
+        return
+    if isinstance(max_shift, bool) or not (
+        isinstance(max_shift, int | float | np.integer | np.floating)
+        and np.isfinite(max_shift)
+        and max_shift > 0
+    ):
+        raise ValueError(
+            f"max_shift = {max_shift!r} must be None (a tenth of the frame's larger side) "
+            "or a finite number of pixels > 0"
+        )
+
+
 def _bounded_peak(ref_f: np.ndarray, mov_f: np.ndarray, bound: float) -> np.ndarray:
     """The correction (as skimage returns it) at the cross-correlation peak within ``bound``.
 
     The same cross-correlation skimage's ``phase_cross_correlation`` takes with
     ``normalization=None``; skimage has no bound on the search, so the peak
     within it is taken here and refined by a parabola through its neighbours
-    along each axis.
+    along each axis (within half a pixel, and within the bound).
     """
     cc = np.abs(fft.ifft2(ref_f * np.conj(mov_f)))
     lags = [np.fft.fftfreq(n, 1.0 / n) for n in cc.shape]  # 0, 1, …, −1 per axis
@@ -174,7 +198,9 @@ def _bounded_peak(ref_f: np.ndarray, mov_f: np.ndarray, bound: float) -> np.ndar
             vals.append(cc[tuple(idx)])
         den = vals[0] - 2.0 * vals[1] + vals[2]
         delta = 0.5 * (vals[0] - vals[2]) / den if den < 0 else 0.0
-        shift[ax] = lags[ax][peak[ax]] + delta
+        # a peak on the bound is no local maximum: its parabola's vertex can lie far
+        # outside; the refinement stays within half a pixel and the shift within the bound
+        shift[ax] = np.clip(lags[ax][peak[ax]] + np.clip(delta, -0.5, 0.5), -bound, bound)
     return shift
 
 

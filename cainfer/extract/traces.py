@@ -19,6 +19,7 @@ from cainfer.extract.neuropil import neuropil_masks
 from cainfer.extract.registration import (
     _beyond_message,
     _register,
+    check_max_shift,
     make_reference,
     reference_fft,
     shift_frame,
@@ -104,6 +105,7 @@ def extract_traces(
     max_area: int = 400,
     reference_frames: int = 50,
     upsample: int = 20,
+    max_shift: float | None = None,
     chunk: int = 128,
     frame_rate: float | None = None,
     shifts: np.ndarray | None = None,
@@ -162,6 +164,12 @@ def extract_traces(
         Leading frames averaged into the registration reference.
     upsample : int
         Registration precision, 1/upsample pixel.
+    max_shift : float, optional
+        Largest displacement the registration searches along each axis
+        (pixels, > 0); default a tenth of the frame's larger side (Suite2p's
+        ``maxregshift``). Raise it for small frames that move a lot; a frame
+        whose best match lies beyond it is registered within it, with a
+        warning (see :func:`~cainfer.extract.register_frames`).
     chunk : int
         Frames read at a time.
     frame_rate : float, optional
@@ -191,7 +199,7 @@ def extract_traces(
         When F0 ≤ 0 for some ROI: those frames get ΔF/F NaN (not inf) and the
         ROI's ``f0_valid`` is False. Once, with the number of frames, when
         frames matched the reference best beyond the registration's search
-        bound (a tenth of the frame's larger side) and were registered within it.
+        bound (``max_shift``) and were registered within it.
     """
     if baseline not in BASELINE_METHODS:
         raise ValueError(f"baseline {baseline!r}; allowed: {', '.join(BASELINE_METHODS)}")
@@ -201,6 +209,7 @@ def extract_traces(
         raise ValueError(f"dark_level = {dark_level!r} must be a finite number of counts")
     if chunk < 1 or upsample < 1 or reference_frames < 1:
         raise ValueError("chunk, upsample and reference_frames must be ≥ 1")
+    check_max_shift(max_shift)
     given = None
     if shifts is not None:
         if not register:
@@ -222,7 +231,9 @@ def extract_traces(
         elif register:
             if mv.dtype.kind == "f":  # integer pixels are finite: no second read of these
                 _check_finite(mv, 0, mv.read(0, min(reference_frames, T)))
-            ref = make_reference(mv, n_frames=reference_frames, upsample=upsample)
+            ref = make_reference(
+                mv, n_frames=reference_frames, upsample=upsample, max_shift=max_shift
+            )
             ref_fft = reference_fft(ref)
 
         def estimate(a: int, data: np.ndarray) -> np.ndarray | None:
@@ -234,7 +245,7 @@ def extract_traces(
             # the frames beyond the search bound are counted over the whole movie and
             # reported once (below), not once per chunk
             shifts[a : a + len(data)], n, bound = _register(
-                data, np.empty(0), upsample=upsample, reference_fft=ref_fft
+                data, np.empty(0), upsample=upsample, reference_fft=ref_fft, max_shift=max_shift
             )
             beyond[0] += n
             beyond[1] = bound
@@ -373,6 +384,7 @@ def extract_traces(
                     else "shifts given",
                     "reference_frames": reference_frames,
                     "upsample": upsample,
+                    "max_shift_px": float(0.1 * max(h, w) if max_shift is None else max_shift),
                     "interpolation": "cubic spline (traces), bilinear (mean image)",
                 }
                 if register

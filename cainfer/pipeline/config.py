@@ -65,6 +65,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "max_area": ((int,), 400, "largest detected ROI (pixels)"),
         "reference_frames": ((int,), 50, "frames averaged into the registration reference"),
         "upsample": ((int,), 20, "registration precision, 1/upsample pixel"),
+        "max_shift": (
+            _NUM,
+            None,
+            "largest registration shift searched (pixels; default: a tenth of the frame's "
+            "larger side)",
+        ),
         "chunk": ((int,), 128, "frames read at a time"),
     },
     "rois": {
@@ -301,6 +307,9 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
         raise _err(path, "extraction", "baseline_percentile must lie in [0, 100]")
     if not 0 <= ext["neuropil"] < 1:
         raise _err(path, "extraction", f"neuropil = {ext['neuropil']!r} must lie in [0, 1)")
+    ms = ext["max_shift"]
+    if ms is not None and not (math.isfinite(ms) and ms > 0):
+        raise _err(path, "extraction", f"max_shift = {ms!r} must be a finite number of pixels > 0")
     if not 0 < ext["min_area"] <= ext["max_area"]:
         raise _err(path, "extraction", "need 0 < min_area ≤ max_area")
 

@@ -116,7 +116,7 @@ def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
         r = cfg.ratiometric
         ext = cfg.extraction
         keys = ("neuropil_inner", "neuropil_min_pixels", "min_area", "max_area", "upsample",
-                "reference_frames")  # fmt: skip
+                "reference_frames", "max_shift")  # fmt: skip
         ds = extract_ratio(
             rec.path, rois=cfg.roi_source_for(rec), channels=tuple(r["channels"]),
             register=ext["register"], register_channel=r["register_channel"],

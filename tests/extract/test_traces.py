@@ -117,3 +117,32 @@ def test_bad_options(movie_with_truth):
     empty[3] = False
     with pytest.raises(ValueError, match=r"ROI\(s\) \[3\] are empty"):
         extract_traces(paths.movie, rois=empty)
+
+
+def test_max_shift_widens_the_registration_search_for_small_frames_that_move_far(tmp_path):
+    """A 40-px frame allows 4 px by default; frames moved 6 px are registered within
+    that bound (wrongly, with a warning) unless ``max_shift`` is raised."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:40, 0:40]
+    cell = np.exp(-((yy - 20) ** 2 + (xx - 18) ** 2) / (2 * 3.0**2))
+    texture = 20 * ndimage.gaussian_filter(rng.normal(size=(40, 40)), 1.5)
+    still = 200 + texture + 300 * cell
+    true = np.zeros((60, 2))
+    true[40:] = (6.0, -5.5)  # the stage drifts away for the last 20 frames
+    frames = np.stack([ndimage.shift(still, s, order=3, mode="nearest") for s in true])
+    frames += rng.normal(0, 2, frames.shape)
+    tifffile.imwrite(tmp_path / "m.tif", frames.astype(np.float32))
+    kw = dict(rois=(cell > 0.5)[None], neuropil=None, frame_rate=10.0, reference_frames=20)
+    with pytest.warns(ExtractionWarning, match=r"m.tif: .*20 frame\(s\) .* max_shift = 4 px"):
+        bounded = extract_traces(tmp_path / "m.tif", **kw)
+    assert np.abs(bounded.shifts.values[40:] - true[40:]).max() > 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wide = extract_traces(tmp_path / "m.tif", max_shift=8, **kw)
+    np.testing.assert_allclose(wide.shifts.values, true, atol=0.1)
+    assert '"max_shift_px": 8.0' in wide.attrs["registration"]
+    for bad in (0, -2.0, float("inf"), True):
+        with pytest.raises(ValueError, match="max_shift"):
+            extract_traces(tmp_path / "no_such.tif", max_shift=bad, **kw)

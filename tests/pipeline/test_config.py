@@ -118,6 +118,8 @@ CASES = [
     ("", "\n[extraction]\nneuropil_inner = -1\n", "neuropil_inner = -1 must be a finite"),
     ("", "\n[extraction]\nbaseline_window = inf\n", "baseline_window = inf must be a finite"),
     ("", "\n[extraction]\ndark_level = nan\n", "dark_level = nan must be a finite"),
+    ("", "\n[extraction]\nmax_shift = 0\n", r"\[extraction\] max_shift = 0 must be a finite"),
+    ("", "\n[extraction]\nmax_shift = inf\n", "max_shift = inf must be a finite"),
     ("[rois]", "[rois]\nfit = [0, 0]", r"\[rois\] fit = \[0, 0\] names ROI\(s\) 0 more than once"),
     ("[rois]", "[rois]\nfit = [true]", r"\[rois\] fit = \[True\]: ROI labels are integers"),
     ("[rois]", "[rois]\nfit = [1.5]", r"ROI labels are integers or names, not 1.5"),

@@ -30,6 +30,7 @@ files = ["{EXAMPLES / "example.tif"}"]
 [extraction]
 dark_level = 100.0
 baseline_window = 20.0
+max_shift = 12.0
 
 [rois]
 source = "{EXAMPLES / "example_rois.tif"}"
@@ -88,6 +89,7 @@ def test_run_directory_holds_every_output(serial_run, config):
     assert (out / "figures" / "example" / "roi_1.png").stat().st_size > 10_000
     tree = xr.open_datatree(out / "traces.nc", engine="h5netcdf")
     assert tree["example"]["dff"].shape == (8, 900)
+    assert json.loads(tree["example"].attrs["registration"])["max_shift_px"] == 12.0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["config"] == config.read_text()
     assert prov["config_sha256"] == load_config(config).sha256
@@ -225,6 +227,7 @@ def test_ratiometric_run(tmp_path):
     text = text.replace("../data_examples", str(EXAMPLES))
     text = text.replace("[rois]\n", "[rois]\nfit = [1]\n").replace("draws = 500", "draws = 150")
     text = text.replace("tune = 500", "tune = 150")
+    text = text.replace("dark_level = 100.0\n", "dark_level = 100.0\nmax_shift = 6.5\n")
     path = tmp_path / "fura.toml"
     path.write_text(text)
     out = run_pipeline(path, output=tmp_path / "run", workers=1, progress=False)
@@ -237,6 +240,8 @@ def test_ratiometric_run(tmp_path):
     tree = xr.open_datatree(out / "traces.nc", engine="h5netcdf")
     assert tree["fura_example"]["F"].shape == (3, 2, 450)
     assert tree["fura_example"]["ratio"].shape == (3, 450)
+    numerator = json.loads(tree["fura_example"].attrs["numerator"])
+    assert json.loads(numerator["registration"])["max_shift_px"] == 6.5
     fit = load_fit(out / "posteriors" / "fura_example" / "roi_1.nc")
     assert fit.settings["observation"] == "ratio"
     assert (out / "figures" / "fura_example" / "roi_1.png").stat().st_size > 10_000
