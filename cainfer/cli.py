@@ -133,24 +133,12 @@ def _frame_bar(label: str, disable: bool) -> Iterator[Callable[[int, int], None]
 
 def _check_extract_flags(args: argparse.Namespace) -> None:
     """The extraction flags, checked before the movie is read (as a config's are)."""
-    checks = (
-        ("--neuropil", args.neuropil, 0.0 <= args.neuropil < 1.0, "lie in [0, 1)"),
-        ("--dark-level", args.dark_level, math.isfinite(args.dark_level) and args.dark_level >= 0,
-         "be a finite number ≥ 0"),
-        ("--baseline-window", args.baseline_window,
-         math.isfinite(args.baseline_window) and args.baseline_window > 0,
-         "be a finite number > 0 (s)"),
-        ("--frame-rate", args.frame_rate,
-         args.frame_rate is None or (math.isfinite(args.frame_rate) and args.frame_rate > 0),
-         "be a finite number > 0 (frames/s)"),
-        ("--channel", args.channel, args.channel is None or args.channel >= 0, "be ≥ 0"),
-        ("--max-shift", args.max_shift,
-         args.max_shift is None or (math.isfinite(args.max_shift) and args.max_shift > 0),
-         "be a finite number > 0 (pixels)"),
-    )  # fmt: skip
-    for flag, value, ok, rule in checks:
-        if not ok:
-            raise ValueError(f"{flag} = {value!r} must {rule}")
+    from cainfer.extract.options import option_problem
+
+    for key in ("neuropil", "dark_level", "baseline_window", "frame_rate", "channel", "max_shift"):
+        value = getattr(args, key)
+        if (problem := option_problem(key, value)) is not None:
+            raise ValueError(f"--{key.replace('_', '-')} = {value!r} {problem}")
     if args.rois != "auto":
         rois = Path(args.rois)
         if not rois.is_file():

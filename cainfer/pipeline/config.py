@@ -21,6 +21,7 @@ import numpy as np
 
 from cainfer._files import not_one_name
 from cainfer.extract import BASELINE_METHODS
+from cainfer.extract.options import RULES, option_problem
 from cainfer.forward import (
     PRESETS,
     CellModel,
@@ -287,29 +288,16 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise _err(path, "inputs", f"files: recordings with the same name {dup}; rename them")
-    fr = inp["frame_rate"]
-    if fr is not None and not (math.isfinite(fr) and fr > 0):
-        raise _err(path, "inputs", f"frame_rate = {fr!r} must be a finite number > 0 (frames/s)")
-    if inp["channel"] is not None and inp["channel"] < 0:
-        raise _err(path, "inputs", f"channel = {inp['channel']!r} must be ≥ 0")
+    for key in ("frame_rate", "channel"):
+        if (problem := option_problem(key, inp[key])) is not None:
+            raise _err(path, "inputs", f"{key} = {inp[key]!r} {problem}")
 
     if ext["baseline"] not in BASELINE_METHODS:
         raise _err(path, "extraction", f"baseline = {ext['baseline']!r}; allowed: "
                    f"{', '.join(BASELINE_METHODS)}")  # fmt: skip
-    for key in ("baseline_window", "baseline_sigma", "upsample", "chunk", "reference_frames",
-                "neuropil_min_pixels"):  # fmt: skip
-        if not (math.isfinite(ext[key]) and ext[key] > 0):
-            raise _err(path, "extraction", f"{key} = {ext[key]!r} must be a finite number > 0")
-    for key in ("neuropil_inner", "dark_level"):
-        if not (math.isfinite(ext[key]) and ext[key] >= 0):
-            raise _err(path, "extraction", f"{key} = {ext[key]!r} must be a finite number ≥ 0")
-    if not 0 <= ext["baseline_percentile"] <= 100:
-        raise _err(path, "extraction", "baseline_percentile must lie in [0, 100]")
-    if not 0 <= ext["neuropil"] < 1:
-        raise _err(path, "extraction", f"neuropil = {ext['neuropil']!r} must lie in [0, 1)")
-    ms = ext["max_shift"]
-    if ms is not None and not (math.isfinite(ms) and ms > 0):
-        raise _err(path, "extraction", f"max_shift = {ms!r} must be a finite number of pixels > 0")
+    for key, value in ext.items():
+        if key in RULES and (problem := option_problem(key, value)) is not None:
+            raise _err(path, "extraction", f"{key} = {value!r} {problem}")
     if not 0 < ext["min_area"] <= ext["max_area"]:
         raise _err(path, "extraction", "need 0 < min_area ≤ max_area")
 

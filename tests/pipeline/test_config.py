@@ -209,3 +209,23 @@ def test_solver_steps_are_auto_unless_given(tmp_path):
     assert load_config(_write(tmp_path, BASE)).sampler["substeps"] == "auto"
     cfg = load_config(_write(tmp_path, BASE + "\n[sampler]\nsubsteps = 4\n"))
     assert cfg.sampler["substeps"] == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("neuropil", 1.5), ("dark_level", -5.0), ("baseline_window", 0.0), ("max_shift", 0.0)],
+)
+def test_config_and_command_line_refuse_an_extraction_value_alike(tmp_path, capsys, key, value):
+    from cainfer.cli import main
+
+    path = _write(tmp_path, BASE + f"\n[extraction]\n{key} = {value!r}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    config_rule = str(err.value).split(f"{key} = {value!r} ", 1)[1]
+    flag = "--" + key.replace("_", "-")
+    argv = ["extract", str(EXAMPLES / "example.tif"), flag, str(value), "--out",
+            str(tmp_path / "t.nc"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    cli_rule = capsys.readouterr().err.strip().split(f"{flag} = {value!r} ", 1)[1]
+    assert config_rule == cli_rule and config_rule.startswith("must ")
+    assert not (tmp_path / "t.nc").exists()
