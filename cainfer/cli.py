@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cainfer._checks import repeated
 from cainfer._files import atomic_path
 
 
@@ -198,7 +199,7 @@ def _fit(args: argparse.Namespace) -> int:
     missing = [r for r in rois if r not in labels]
     if missing:
         raise ValueError(f"--roi {missing}: not in {src} (ROIs: {labels})")
-    dup = sorted({str(r) for r in rois if rois.count(r) > 1})
+    dup = repeated(rois)
     if dup:
         raise ValueError(f"--roi {', '.join(dup)} given more than once")
     for flag, v, low in (("--draws", args.draws, 1), ("--tune", args.tune, 0),

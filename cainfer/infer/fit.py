@@ -23,6 +23,7 @@ import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 
+from cainfer._checks import repeated
 from cainfer._files import atomic_path
 from cainfer.forward import CellModel, Prior, Stimulus
 from cainfer.forward._cache import cache_dir
@@ -1063,7 +1064,7 @@ def _validated(
         unknown = sorted(set(names) - set(params))
         if unknown:
             raise ValueError(f"{label}: unknown parameter(s) {unknown}; known: {sorted(params)}")
-    twice = sorted({n for n in free if free.count(n) > 1})
+    twice = repeated(free)
     if twice:
         raise ValueError(f"free: parameter(s) {twice} named more than once")
     bad = {k: v for k, v in fixed.items() if isinstance(v, bool) or not isinstance(v, int | float)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cainfer._checks import repeated
 from cainfer._files import not_one_name
 from cainfer.extract import BASELINE_METHODS
 from cainfer.extract.options import RULES, option_problem
@@ -285,7 +286,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             p = Path(m)
             recordings.append(Recording(p.stem if p.is_file() else p.name, p))
     names = [r.name for r in recordings]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = repeated(names)
     if dup:
         raise _err(path, "inputs", f"files: recordings with the same name {dup}; rename them")
     for key in ("frame_rate", "channel"):
@@ -312,7 +313,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
         if bad:
             raise _err(path, "rois", f"fit = {fit_rois!r}: ROI labels are integers or names, "
                        f"not {bad[0]!r}")  # fmt: skip
-        dup = sorted({str(v) for v in fit_rois if fit_rois.count(v) > 1})
+        dup = repeated(fit_rois)
         if dup:
             raise _err(path, "rois", f"fit = {fit_rois!r} names ROI(s) {', '.join(dup)} more "
                        "than once")  # fmt: skip
