@@ -15,8 +15,10 @@ for calibrated fits it is normal around 0 with sd 1/√n), and the mean
 |median − truth| in prior sds; then the 94%
 coverage among the fits that passed every diagnostic alone (``passed``).
 When the fit observes raw fluorescence it also infers each cell's neuropil
-ratio; ``neuropil_ratio*`` scores it against the ratio the extracted traces
-imply (:func:`effective_neuropil_ratios`), not the simulation's own.
+ratio and resting fluorescence: ``neuropil_ratio*`` scores the first against
+the ratio the extracted traces imply (:func:`effective_neuropil_ratios`), not
+the simulation's own; ``F0*`` the second against the cell's own resting light
+(:func:`resting_levels`).
 
 Targets: 94% HDIs cover 88–98 %, 50% HDIs 40–60 %, mean |median − truth|/sd < 0.5.
 With the posterior's sd the last cannot hold together with the first two: for
@@ -76,6 +78,7 @@ def problem_kinds(problems: list[str]) -> list[str]:
 
 
 NEUROPIL = "neuropil_ratio*"  # scored against the effective ratio (see below)
+RESTING = "F0*"  # scored against the cell's own resting fluorescence (see below)
 
 
 def effective_neuropil_ratios(truth_file: Path, traces) -> np.ndarray:
@@ -85,9 +88,9 @@ def effective_neuropil_ratios(truth_file: Path, traces) -> np.ndarray:
     extracted annulus trace ``F_neu``. The simulation's ``neuropil_ratio`` is
     the fraction of the neuropil under the cell that its body lets through;
     the fit's ratio multiplies the annulus around the mask, whose neuropil is
-    brighter or dimmer than under the cell (its brightness varies in space). What the fit can recover is
-    how the neuropil in F follows ``F_neu``: this slope (an intercept absorbs
-    the constant part, which the fit's F0 takes).
+    brighter or dimmer than under the cell (its brightness varies in space).
+    What the fit can recover is how the neuropil in F follows ``F_neu``: this
+    slope (an intercept absorbs the constant part, which the fit's F0 takes).
     """
     import xarray as xr
 
@@ -99,6 +102,20 @@ def effective_neuropil_ratios(truth_file: Path, traces) -> np.ndarray:
         design = np.stack([x, np.ones_like(x)], axis=1)
         out.append(float(np.linalg.lstsq(design, under[cell], rcond=None)[0][0]))
     return np.array(out)
+
+
+def resting_levels(truth_file: Path) -> np.ndarray:
+    """Per cell, the resting fluorescence the fit's ``F0`` stands for (counts).
+
+    The cell's own light in its mask with the indicator at rest, ``F/(1 + ΔF/F)``
+    of the truth file, bleaching over the recording; the fit's slow baseline
+    has geometric mean 1, so its ``F0`` is this level's geometric mean.
+    """
+    import xarray as xr
+
+    with xr.open_dataset(truth_file, engine="h5netcdf") as tr:
+        rest = tr["F"].values / (1.0 + tr["dff"].values)
+    return np.exp(np.log(rest).mean(axis=1))
 
 
 def movie_job(args: tuple[int, int, str, int, int, str, str]) -> list[dict]:
@@ -134,6 +151,7 @@ def movie_job(args: tuple[int, int, str, int, int, str, str]) -> list[dict]:
     )  # fmt: skip
     traces = cainfer.extract_traces(files.movie, rois=files.rois, dark_level=OFFSET)
     r_eff = effective_neuropil_ratios(files.truth, traces)
+    f0_rest = resting_levels(files.truth)
     rows = []
     for cell in range(n_cells):
         t0 = time.perf_counter()
@@ -151,8 +169,9 @@ def movie_job(args: tuple[int, int, str, int, int, str, str]) -> list[dict]:
         scored = {name: cells[cell][name] for name in free}
         if "neuropil_ratio" in post:  # the fluorescence observation's
             scored[NEUROPIL] = r_eff[cell]
+            scored[RESTING] = f0_rest[cell]
         for name, truth in scored.items():
-            var = "neuropil_ratio" if name == NEUROPIL else name
+            var = name.rstrip("*")
             x = np.asarray(post[var]).ravel()
             rows.append(
                 {
@@ -205,7 +224,8 @@ def main() -> None:
     )
     print(f"{'parameter':18s} {'indicator':9s} {'n':>4s} {'94% HDI':>8s} {'50% HDI':>8s} "
           f"{'mean |z|':>9s} {'mean z':>7s} {'|err|/prior sd':>15s}")  # fmt: skip
-    names = [*free, *([NEUROPIL] if any(r["parameter"] == NEUROPIL for r in rows) else [])]
+    observed = [n for n in (NEUROPIL, RESTING) if any(r["parameter"] == n for r in rows)]
+    names = [*free, *observed]
     groups = [(p, ind) for p in names for ind in (*INDICATORS, "all")]
     for name, ind in groups:
         sel = [r for r in rows if r["parameter"] == name and ind in ("all", r["indicator"])]
