@@ -142,19 +142,15 @@ def movie_job(args: tuple[int, int, str, int, int, str, str]) -> list[dict]:
     path = Path(workdir) / f"movie_{index}.tif"
     ratios = rng.uniform(0.5, 1.0, n_cells)
     bleach = float(rng.uniform(0.1, 0.4))
-    files = simulate_movie(
-        path, model, stimulus=stim, n_cells=n_cells, shape=(96, 96), n_frames=n_frames,
+    movie = dict(
+        stimulus=stim, n_cells=n_cells, shape=(96, 96), n_frames=n_frames,
         frame_rate=frame_rate, cell_params=cells, neuropil_ratio=ratios,
         neuropil_events=0.2, bleach=bleach, offset=OFFSET, seed=2000 + index,
     )  # fmt: skip
+    files = simulate_movie(path, model, **movie)
     traces = cainfer.extract_traces(files.movie, rois=files.rois, dark_level=OFFSET)
     # the same movie without noise, for what the fit's observation terms should find
-    clean_files = simulate_movie(
-        path.with_name(f"clean_{index}.tif"), model, stimulus=stim, n_cells=n_cells,
-        shape=(96, 96), n_frames=n_frames, frame_rate=frame_rate, cell_params=cells,
-        neuropil_ratio=ratios, neuropil_events=0.2, bleach=bleach, offset=OFFSET,
-        seed=2000 + index, noise=False,
-    )  # fmt: skip
+    clean_files = simulate_movie(path.with_name(f"clean_{index}.tif"), model, noise=False, **movie)
     clean = cainfer.extract_traces(
         clean_files.movie, rois=files.rois, dark_level=OFFSET, shifts=traces["shifts"].values
     )

@@ -15,6 +15,7 @@ from scipy import fft, ndimage
 from skimage.registration import phase_cross_correlation
 from threadpoolctl import threadpool_limits
 
+from cainfer.extract.options import option_problem
 from cainfer.io import Movie
 
 
@@ -128,8 +129,7 @@ def _register(
         else reference_fft
     )
     out = np.empty((len(frames), 2))
-    check_max_shift(max_shift)
-    bound = 0.1 * max(np.shape(ref_f)) if max_shift is None else float(max_shift)
+    bound = search_bound(np.shape(ref_f), max_shift)
     beyond = 0
     # one BLAS thread: skimage's upsampled DFT is a matrix product whose rounding
     # depends on the thread count, and a 1/upsample-pixel tie can flip with it; the
@@ -155,25 +155,29 @@ def _register(
     return out, beyond, bound
 
 
-def check_max_shift(max_shift: object) -> None:
-    """Refuse a ``max_shift`` that is not None or a finite number of pixels > 0.
+def search_bound(shape: tuple[int, ...], max_shift: object) -> float:
+    """The registration's search bound (pixels) for frames of ``shape``, checked.
+
+    ``max_shift``, or a tenth of the frame's larger side when it is None.
 
     Raises
     ------
     ValueError
-        Naming the value and what is allowed.
+        When ``max_shift`` is neither None nor a finite number of pixels > 0
+        (the rule the config and the command line check, :mod:`cainfer.extract.options`).
     """
     if max_shift is None:
-        return
-    if isinstance(max_shift, bool) or not (
-        isinstance(max_shift, int | float | np.integer | np.floating)
-        and np.isfinite(max_shift)
-        and max_shift > 0
+        return 0.1 * max(shape)
+    problem: str | None = "must be a number"
+    if isinstance(max_shift, int | float | np.integer | np.floating) and not isinstance(
+        max_shift, bool
     ):
-        raise ValueError(
-            f"max_shift = {max_shift!r} must be None (a tenth of the frame's larger side) "
-            "or a finite number of pixels > 0"
-        )
+        value = float(max_shift)
+        if (problem := option_problem("max_shift", value)) is None:
+            return value
+    raise ValueError(
+        f"max_shift = {max_shift!r} {problem} (or None: a tenth of the frame's larger side)"
+    )
 
 
 def _bounded_peak(ref_f: np.ndarray, mov_f: np.ndarray, bound: float) -> np.ndarray:

@@ -19,9 +19,9 @@ from cainfer.extract.neuropil import neuropil_masks
 from cainfer.extract.registration import (
     _beyond_message,
     _register,
-    check_max_shift,
     make_reference,
     reference_fft,
+    search_bound,
     shift_frame,
 )
 from cainfer.extract.summary import MeanAccumulator, SummaryAccumulator
@@ -209,7 +209,7 @@ def extract_traces(
         raise ValueError(f"dark_level = {dark_level!r} must be a finite number of counts")
     if chunk < 1 or upsample < 1 or reference_frames < 1:
         raise ValueError("chunk, upsample and reference_frames must be ≥ 1")
-    check_max_shift(max_shift)
+    search_bound((1,), max_shift)  # checked before the movie is read
     given = None
     if shifts is not None:
         if not register:
@@ -236,6 +236,9 @@ def extract_traces(
             )
             ref_fft = reference_fft(ref)
 
+        bound = search_bound(shape, max_shift)
+        n_beyond = 0  # frames registered within the bound
+
         def estimate(a: int, data: np.ndarray) -> np.ndarray | None:
             if shifts is None:
                 return None
@@ -244,15 +247,14 @@ def extract_traces(
             _check_finite(mv, a, data)
             # the frames beyond the search bound are counted over the whole movie and
             # reported once (below), not once per chunk
-            shifts[a : a + len(data)], n, bound = _register(
-                data, np.empty(0), upsample=upsample, reference_fft=ref_fft, max_shift=max_shift
+            nonlocal n_beyond
+            shifts[a : a + len(data)], n, _ = _register(
+                data, np.empty(0), upsample=upsample, reference_fft=ref_fft, max_shift=bound
             )
-            beyond[0] += n
-            beyond[1] = bound
+            n_beyond += n
             return shifts[a : a + len(data)]
 
         auto = isinstance(rois, str) and rois == "auto"
-        beyond: list[float] = [0, 0.0]  # frames registered within the bound, the bound (px)
         total = T * (2 if auto else 1)
         done = 0
 
@@ -307,10 +309,10 @@ def extract_traces(
             values = _sample(data, d, ys, xs)
             out[:, a : a + len(data)] = W @ values.T
             tick(len(data))
-        if beyond[0]:
+        if n_beyond:
             where = mv.files[0] if len(mv.files) == 1 else mv.files
             warnings.warn(
-                f"{where}: {_beyond_message(int(beyond[0]), beyond[1])}",
+                f"{where}: {_beyond_message(n_beyond, bound)}",
                 ExtractionWarning,
                 stacklevel=2,
             )
@@ -384,7 +386,7 @@ def extract_traces(
                     else "shifts given",
                     "reference_frames": reference_frames,
                     "upsample": upsample,
-                    "max_shift_px": float(0.1 * max(h, w) if max_shift is None else max_shift),
+                    "max_shift_px": bound,
                     "interpolation": "cubic spline (traces), bilinear (mean image)",
                 }
                 if register
