@@ -817,6 +817,8 @@ def _solve3(
     c01 = m12 * m20 - m10 * m22
     c02 = m10 * m21 - m11 * m20
     det = m00 * c00 + m01 * c01 + m02 * c02
+    if det == 0.0:  # singular in floating point: no solution (NaN, not a ZeroDivisionError)
+        return math.nan, math.nan, math.nan
     x0 = (r0 * c00 + m01 * (r2 * m12 - r1 * m22) + m02 * (r1 * m21 - r2 * m11)) / det
     x1 = (m00 * (r1 * m22 - r2 * m12) + r0 * c01 + m02 * (r2 * m10 - r1 * m20)) / det
     x2 = (m00 * (r2 * m11 - r1 * m21) + m01 * (r1 * m20 - r2 * m10) + r0 * c02) / det
@@ -841,7 +843,16 @@ def _stage(
     has_er: bool,
     scratch: np.ndarray,
 ) -> tuple[float, float, float, float, float, float]:
-    """Solve Y = z + hγ·f(t, Y) by Newton from the guess g: (Y, f(t, Y))."""
+    """Solve Y = z + hγ·f(t, Y) by Newton from the guess g: (Y, f(t, Y)).
+
+    The iterates are kept where the state is physical: a step that would take
+    c or c_ER below 0, or the bound indicator outside [0, B_T], is shortened to
+    go half-way to that bound instead (a stiff binding step from a poor guess otherwise
+    overshoots, and the Newton matrix I − hγJ, dominated by the binding term's
+    rank-one Jacobian, loses the identity to rounding). A solve that does not
+    reach a finite state gives NaN, which the fit reads as a rejected point.
+    """
+    bt = p[K.G_BT]
     yc, ye, yb = gc, ge, gb
     fc, fe, fb = K.rhs(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, True)
     j = _kinetic_jac(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, scratch)
@@ -854,6 +865,21 @@ def _stage(
             -hg * j[6], -hg * j[7], 1.0 - hg * j[8],
             zc + hg * fc - yc, ze + hg * fe - ye, zb + hg * fb - yb,
         )  # fmt: skip
+        if not (math.isfinite(dc) and math.isfinite(de) and math.isfinite(dbb)):
+            return math.nan, math.nan, math.nan, math.nan, math.nan, math.nan
+        # the longest part of the step that goes at most half-way to a bound (the same
+        # fraction of every component, so that the step keeps the linear invariants,
+        # such as total calcium while only binding moves)
+        lam = 1.0
+        if yc + dc < 0.0:
+            lam = min(lam, 0.5 * yc / -dc)
+        if ye + de < 0.0:
+            lam = min(lam, 0.5 * ye / -de)
+        if yb + dbb < 0.0:
+            lam = min(lam, 0.5 * yb / -dbb)
+        elif yb + dbb > bt:
+            lam = min(lam, 0.5 * (bt - yb) / dbb)
+        dc, de, dbb = lam * dc, lam * de, lam * dbb
         yc += dc
         ye += de
         yb += dbb

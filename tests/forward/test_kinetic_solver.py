@@ -122,3 +122,25 @@ def test_graded_schedule_shortens_steps_after_events_only():
     kin = A.kinetic_schedule(t, ev, frame)
     graded = K.graded_schedule(t, ev, frame, A._FIRST_STEP, A._GROWTH)
     np.testing.assert_array_equal(kin[3], graded[3])
+
+
+def test_a_saturating_burst_with_fast_binding_stays_within_the_indicator():
+    # a burst that drives GCaMP6f far into saturation with fast binding: a stage's Newton
+    # solve from the state before the step overshoots (once to a singular Newton matrix,
+    # a ZeroDivisionError inside a fit; once to more bound indicator than there is, ΔF/F
+    # above the indicator's maximum); kept in the physical range it matches Radau
+    model = _kinetic("single_compartment", "GCaMP6f", 52.0)
+    t = np.arange(90) / 30.0
+    burst = Stimulus(events=0.2 + 0.04 * np.arange(40))
+    params = {"kappa_s": 0.4, "gamma": 63.0, "influx_amplitude": 28.0}
+    ind = model.indicator
+    f_rest = 1.0 / (1.0 + (ind.kd / model.values(params)["c_rest"]) ** ind.hill)
+    ceiling = ind.dff_max * (1.0 - f_rest) / (1.0 + ind.dff_max * f_rest)
+    dff = model.simulate(params, t, burst).dff.values
+    assert np.all(np.isfinite(dff))
+    assert dff.max() <= ceiling * (1.0 + 1e-9)
+    assert dff.max() > 0.99 * ceiling  # the burst does saturate it
+    ref = reference_simulate(model, params, t, burst, method="Radau")["dff"]
+    np.testing.assert_allclose(dff, ref, rtol=0, atol=1e-3 * ceiling)
+    grad = model.dff_vjp(params, t, burst, np.ones(t.size))[1]
+    assert all(np.isfinite(v) for v in grad.values())
