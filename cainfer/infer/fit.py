@@ -589,6 +589,18 @@ class Fit:
             return float(np.median(a[:, min(r, a.shape[1] - 1)]))
 
         labels = self.rois if self.rois is not None else [None]
+        ind = self.model.indicator
+        hint = ""
+        if not self.model.kinetic and ind.hill > 1.0:
+            # calmodulin-based indicators (cooperative, Hill > 1) bind over tens to hundreds
+            # of ms; in equilibrium every event's rise is a step, which slowly wandering
+            # residuals fit better than the cell (seen on real GCaMP6f recordings: the
+            # residuals took the transients, the cell's ΔF/F shrank to a fifth)
+            hint = (
+                f"; {ind.name} is bound in equilibrium in this model, so each event's rise "
+                "is a step where the indicator's own is tens to hundreds of ms: refit with "
+                "indicator_kinetics='kinetic'"
+            )
         out = []
         for r, label in enumerate(labels):
             rho_r = median("rho", r)
@@ -599,7 +611,7 @@ class Fit:
                     f"{who}the residuals wander slowly (AR(1) rho {rho_r:.2f}, their sd "
                     f"{ratio:.1f}× the frame-to-frame noise): the model leaves structure in the "
                     "trace unexplained and the intervals count it as noise; check the stimulus "
-                    "times, the model (binding kinetics, missing fluxes) and the baseline"
+                    f"times, the model (binding kinetics, missing fluxes) and the baseline{hint}"
                 )
         return out
 

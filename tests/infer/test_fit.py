@@ -543,3 +543,15 @@ def test_residuals_that_wander_are_named_as_a_misfit(recovery):
     assert not res.ok
     (problem,) = [p for p in res.problems if "wander" in p]
     assert "× the frame-to-frame noise" in problem
+    assert "indicator_kinetics" not in problem  # OGB-1 binds within a frame
+    # a GCaMP bound in equilibrium is named as the likely misfit, a kinetic one is not
+    gcamp = dataclasses.replace(res, model=cainfer.single_compartment("GCaMP6f"))
+    (problem,) = [p for p in gcamp.diagnostics() if "wander" in p]
+    assert "GCaMP6f is bound in equilibrium" in problem
+    assert "indicator_kinetics='kinetic'" in problem
+    ind = cainfer.get_indicator("GCaMP6f").with_(k_off=2.0, k_on=2.0 / 0.29**2.7)
+    kinetic = dataclasses.replace(
+        res, model=cainfer.single_compartment(ind, indicator_kinetics="kinetic")
+    )
+    (problem,) = [p for p in kinetic.diagnostics() if "wander" in p]
+    assert "indicator_kinetics" not in problem
