@@ -25,9 +25,11 @@ Printed per cell:
 
 - variance explained in part B (and any further sweeps) by the prediction of
   part A's fit (:meth:`cainfer.Fit.predict`, posterior median, times A's
-  posterior-median ΔF/F scale), against a linear kernel (one weight per frame
-  lag over 3 s plus a constant) fitted by least squares on part A: the fit
-  "beats" the kernel when it explains more of the held-out variance;
+  posterior-median ΔF/F scale; for the second half of a sweep the cell model
+  runs from the sweep's start, through part A's spikes, as a cell does),
+  against a linear kernel (one weight per frame lag over 3 s plus a constant)
+  fitted by least squares on part A: the fit "beats" the kernel when it
+  explains more of the held-out variance;
 - the decay time ``τ = (1 + κ_S + κ_B)/γ`` (s; κ_B the indicator's buffering
   capacity at rest) and the free-calcium jump per spike
   ``Δc = A/(1 + κ_S + κ_B)`` (µM) of each part, with 94% HDIs; the parts
@@ -183,9 +185,14 @@ def cell(path: Path, args: argparse.Namespace) -> dict | None:
     xa = kernel_design(a[0], a[3], lags)
     w = np.linalg.lstsq(xa, a[1], rcond=None)[0]
     ve_fit, ve_kernel = [], []
+    halves = len(parts) == 2 and a[3] is b[3]  # the two halves of one sweep
     for t, y, s, s_all in parts[1:]:
-        pred = fit_a.predict(t, cainfer.Stimulus(events=s), draws=200, clip=True)
-        ve_fit.append(variance_explained(y, scale * pred["dff_median"].values))
+        # the second half of a sweep continues the first: the cell model starts from rest
+        # at the sweep's start and runs through part A's spikes (as the kernel looks back)
+        tt = np.concatenate([a[0], t]) if halves else t
+        ss = s_all[(s_all >= tt[0]) & (s_all <= tt[-1])] if halves else s
+        pred = fit_a.predict(tt, cainfer.Stimulus(events=ss), draws=200, clip=True)
+        ve_fit.append(variance_explained(y, scale * pred["dff_median"].values[-t.size :]))
         ve_kernel.append(variance_explained(y, kernel_design(t, s_all, lags) @ w))
     da, db = derived(fit_a, model), derived(fit_b, model)
     row: dict = {
