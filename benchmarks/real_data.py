@@ -34,7 +34,10 @@ Printed per cell:
   capacity at rest) and the free-calcium jump per spike
   ``Δc = A/(1 + κ_S + κ_B)`` (µM) of each part, with 94% HDIs; the parts
   "agree" when both quantities' HDIs overlap, and a part is "sharp" when its
-  τ HDI lies within ×1.5 of its median.
+  τ HDI lies within ×1.5 of its median;
+- the number of separate modes of comparable mass each part's chains were
+  started in (:func:`cainfer.fit` gives each such mode chains of its own), so
+  that a sharp HDI is one mode the data prefer, not one a chain happened on.
 
 Targets: the fit beats the kernel on ≥ 90 % of cells; the two parts agree
 while both are sharp on ≥ 80 %.
@@ -203,6 +206,8 @@ def cell(path: Path, args: argparse.Namespace) -> dict | None:
         "ve_kernel": float(np.mean(ve_kernel)),
         "seconds": seconds,
         "problems": len(fit_a.problems) + len(fit_b.problems),
+        # separate modes of comparable mass the chains were started in (1: one mode found)
+        "modes": tuple(max(1, len(f.settings.get("start_modes") or [])) for f in (fit_a, fit_b)),
         "k_off": "",
     }
     if model.kinetic:
@@ -254,7 +259,8 @@ def main() -> None:
             f"tau A {_fmt(*row['tau'][:2])} B {_fmt(*row['tau'][2:])} s  "
             f"jump A {_fmt(*row['jump'][:2])} B {_fmt(*row['jump'][2:])} µM  "
             f"agree {agree} sharp {'yes' if row['sharp'] else 'no'}  "
-            f"fit problems {row['problems']}{row['k_off']}  {row['seconds']:.0f} s",
+            f"fit problems {row['problems']} modes {row['modes'][0]}+{row['modes'][1]}"
+            f"{row['k_off']}  {row['seconds']:.0f} s",
             flush=True,
         )
     if not rows:
@@ -269,6 +275,8 @@ def main() -> None:
     print(f"fit beats the linear kernel on held-out data: {beats}/{n} ({100 * beats / n:.0f} %)")
     print(f"τ and Δc 94% HDIs overlap between the parts: {agree}/{n} ({100 * agree / n:.0f} %)")
     print(f"both parts sharp (τ HDI within ×{SHARP} of its median): {sharp}/{n}")
+    split = sum(max(r["modes"]) > 1 for r in rows)
+    print(f"a part whose chains were started in separate modes: {split}/{n}")
     print(f"agree and sharp: {both}/{n} ({100 * both / n:.0f} %)  (targets: ≥ 90 %, ≥ 80 %)")
 
 

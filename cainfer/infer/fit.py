@@ -551,7 +551,9 @@ class Fit:
             )
         s = self.summary(round_to="none")
         bad_r = [n for n, r in zip(s.index, s["r_hat"], strict=True) if float(r) > 1.01]
-        if bad_r:
+        apart = self._separate_modes(bad_r)
+        problems += apart
+        if bad_r and not apart:
             problems.append(f"R-hat > 1.01 for {bad_r}: run longer (more tune and draws)")
         low = [n for n, e in zip(s.index, s["ess_bulk"], strict=True) if float(e) < 400]
         if low:
@@ -566,6 +568,34 @@ class Fit:
                 f"substeps={2 * n} or more"
             )
         return problems + self.weakly_determined()
+
+    def _separate_modes(self, bad_r: Sequence[str]) -> list[str]:
+        """The modes the chains were started in (``settings["start_modes"]``), if they stayed apart.
+
+        Empty when the mode search found one mode or the chains mixed
+        (``bad_r``, the variables with R-hat > 1.01, holds no free parameter).
+        """
+        modes = self.settings.get("start_modes") or []
+        apart = [n for n in self.free if n in bad_r]
+        if len(modes) < 2 or not apart:
+            return []
+        post = self.idata["posterior"]
+        chains = []
+        for name in apart:
+            med = np.median(np.asarray(post[name]), axis=1)  # per chain (and ROI)
+            if med.ndim == 1:
+                chains.append(f"{name} " + " | ".join(f"{m:.3g}" for m in med))
+            else:
+                chains.append(name)
+        mass = ", ".join(f"{100 * math.exp(float(m['log_mass'])):.0f} %" for m in modes[1:])
+        return [
+            f"the posterior has {len(modes)} separate modes (the others' mass, Laplace "
+            f"estimate: {mass} of the best's); the chains started one in each and stayed "
+            f"apart, per-chain medians: {'; '.join(chains)}. The data allow each: "
+            "the pooled draws span them, weighted by chain, not by mass. Telling them apart "
+            "needs more information (a tighter prior, a recording that saturates the "
+            "indicator, or a second recording fitted together)"
+        ]
 
     def _unexplained_residuals(self) -> list[str]:
         """ROIs whose residuals wander slowly: structure the model leaves unexplained.
@@ -1788,6 +1818,7 @@ def _sample(
     coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
     n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
     t0 = time_module.perf_counter()
+    modes: list[dict[str, float]] = []  # separate modes the chains were started in
     if options["sampler"] == "numpyro" or options["backend"] == "jax":
         import cainfer.infer._jax  # noqa: F401  (registers the JAX versions of the Ops)
     if options["sampler"] == "numpyro":
@@ -1814,7 +1845,12 @@ def _sample(
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model
             noise = np.array([noise_scale(row) for row in data.y])
             plan = _start_plan(pm_model, noise, seed, _N_DESIGN)
-            compiled = _mode_starts(compiled, seed, plan=plan)
+            found: dict[str, Any] = {}
+            compiled = _mode_starts(
+                compiled, seed, plan=plan, chains=chains, report=found,
+                chain_seeds=functools.partial(_chain_seeds, compiled, chains, seed),
+            )  # fmt: skip
+            modes = found.get("modes", [])
         t1 = time_module.perf_counter()
         idata = nutpie.sample(
             compiled,
@@ -1866,6 +1902,7 @@ def _sample(
         "centered": options.get("centered") if pooled else None,
         "compile_seconds": t1 - t0,
         "sampling_seconds": t2 - t1,
+        "start_modes": modes,
     }
     # the solver's steps: the most any frame interval took, and their mean
     n_sub = np.asarray(options["substeps"])
@@ -1875,6 +1912,32 @@ def _sample(
     return Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))
 
 
+def _chain_seeds(compiled: Any, chains: int, seed: int, at: np.ndarray) -> list[int]:
+    """The seeds nutpie passes to ``compiled``'s start function for ``chains`` and ``seed``.
+
+    A one-draw run (trees of depth 1) started at ``at`` (a point of finite
+    log density, so that nutpie asks for no other start) records them.
+    nutpie derives each chain's seed from ``seed`` and the chain's index
+    alone, so the run that follows gets the same ones.
+    """
+    import nutpie
+
+    seen: list[int] = []
+
+    def record(chain_seed: Any) -> np.ndarray:
+        seen.append(int(chain_seed))
+        return np.array(at, dtype=float)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # arviz: "chain dimension longer than draw"
+        nutpie.sample(
+            dataclasses.replace(compiled, initial_point_func=record),
+            draws=1, tune=1, chains=chains, cores=1, seed=seed, maxdepth=1,
+            progress_bar=False, save_warmup=False,
+        )  # fmt: skip
+    return seen
+
+
 # prior draws of the cell's parameters ranked before the search for modes
 _N_DESIGN = 256
 
@@ -1882,6 +1945,12 @@ _N_DESIGN = 256
 # moved to the best: e^-50 of the peak density holds no posterior mass in a few dims
 _MODE_GAP = 50.0
 
+
+# a start whose mode is a separate one (the log density dips this much below the lower
+# of the two on the straight line between them) with at most this much less posterior
+# mass (Laplace, log) than the best mode gets chains of its own
+_MODE_DIP = 3.0
+_MODE_MASS_GAP = 3.0
 
 # names of the observation model's free variables (the rest of a model's are the cell's)
 _OBSERVATION_RVS = frozenset({*OBSERVATION_REPORTED, "sigma", "drift_z"})
@@ -1965,6 +2034,10 @@ def _mode_starts(
     n_probe: int = 4,
     spread: float = 0.5,
     plan: _StartPlan | None = None,
+    *,
+    chains: int = 1,
+    chain_seeds: Callable[[np.ndarray], Sequence[int]] | None = None,
+    report: dict[str, Any] | None = None,
 ) -> Any:
     """``compiled`` with chains started near posterior modes instead of at jittered prior points.
 
@@ -1991,6 +2064,22 @@ def _mode_starts(
     sizes near 0.001. Starting from the jittered prior points instead let one
     chain of the bundled ER example wander into a poor mode during warmup
     (R-hat 1.88); half a local sd stays in the mode's basin.
+
+    Separate modes of comparable mass. A probe's mode is separate from the
+    best when the log density dips more than ``_MODE_DIP`` below the lower of
+    the two on the straight line between them (never, within one log-concave
+    mode), and comparable when its Laplace mass (log density plus the log
+    local sds) is within ``_MODE_MASS_GAP`` of the best's. With ``chains`` ≥ 2
+    and such modes, up to ``chains`` modes get chains in turn (the best
+    first): ``chain_seeds(x)`` gives the seeds nutpie will pass (from a run
+    started at ``x``), and a chain's rank among them picks its mode, so that
+    the draws of a seed do not depend on the order the chains start in.
+    Every chain going to the best mode would report a posterior with two
+    modes of comparable mass as one, sharply. NUTS does not cross between
+    such modes: the chains disagree (R-hat) and :meth:`Fit.diagnostics`
+    names the modes. ``report``, when
+    given, gets ``"modes"``: each chosen mode's log density and log Laplace
+    mass relative to the best.
     """
     from scipy import optimize
 
@@ -2056,15 +2145,57 @@ def _mode_starts(
             if plan is not None:
                 origins.append(plan.centre)
         probes = [climb(x0) for x0 in origins]
-    best_x, best_lp = max(probes, key=lambda p: p[1])
+        best_x, best_lp = max(probes, key=lambda p: p[1])
+
+    def log_mass(x: np.ndarray, lp: float) -> float:
+        sd = local_sd(x)
+        return lp + float(np.sum(np.log(sd[sd > 0])))
+
+    def separate(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> bool:
+        floor = min(a[1], b[1]) - _MODE_DIP
+        with np.errstate(all="ignore"):
+            for f in np.linspace(0.0, 1.0, 11)[1:-1]:
+                lp = float(logp_grad(a[0] + f * (b[0] - a[0]))[0])
+                if not lp >= floor:  # NaN or -inf: no way through either
+                    return True
+        return False
+
+    modes: list[tuple[np.ndarray, float]] = [(best_x, best_lp)]
+    masses: list[float] = []
+    if chains >= 2 and np.isfinite(best_lp):
+        with lock:
+            for x, lp in sorted(probes, key=lambda p: -p[1]):
+                if len(modes) >= chains or not lp >= best_lp - _MODE_GAP:
+                    break
+                if not all(separate((x, lp), m) for m in modes):
+                    continue
+                if not masses:
+                    masses.append(log_mass(best_x, best_lp))
+                mass = log_mass(x, lp)
+                if mass >= masses[0] - _MODE_MASS_GAP:
+                    modes.append((x, lp))
+                    masses.append(mass)
+    rank: dict[int, int] = {}
+    if len(modes) > 1:
+        seeds = sorted({int(s) for s in chain_seeds(best_x)}) if chain_seeds is not None else []
+        rank = {s: i for i, s in enumerate(seeds)}
+    if report is not None:
+        report["modes"] = [
+            {"log_density": float(lp), "log_mass": float(m - masses[0])}
+            for (_, lp), m in zip(modes, masses, strict=False)
+        ] if len(modes) > 1 else []  # fmt: skip
 
     def init(chain_seed: Any) -> np.ndarray:
         x0 = np.asarray(start(chain_seed), dtype=float)
         if not np.isfinite(best_lp):
             return x0  # nothing better found: PyMC's own start
         with lock:
-            x, lp = climb(x0)
-            mode = x if lp >= best_lp - _MODE_GAP else best_x.copy()
+            if len(modes) > 1:  # each mode its chains, by the chain's rank
+                k = rank.get(int(chain_seed), abs(int(chain_seed)))
+                mode = modes[k % len(modes)][0].copy()
+            else:
+                x, lp = climb(x0)
+                mode = x if lp >= best_lp - _MODE_GAP else best_x.copy()
             sd = local_sd(mode)
             # the chain's own seed (an unsigned 64-bit integer from nutpie) picks the direction
             rng = np.random.default_rng([abs(int(seed)), abs(int(chain_seed))])

@@ -1,5 +1,6 @@
 import dataclasses
 import importlib
+import math
 
 import numpy as np
 import pytest
@@ -283,6 +284,72 @@ def test_the_mode_search_starts_from_the_best_prior_draws():
     assert np.all(np.abs(starts - 6.0) < 0.3), starts  # half a local sd (0.1) around 6
 
 
+def _pair(height: float, ridge: bool = False):
+    """Two Gaussian modes at (0.5, 2) and (2, 0.5) (sd 0.2), the second ``height`` lower.
+
+    ``ridge``: instead one mode, a ridge along the first coordinate so flat
+    (sd 10⁴ along it, 0.3 across; centred at (0.5, 2)) that climbs stop where
+    they reach it.
+    """
+
+    def logp(x):
+        if ridge:
+            d = np.array([(x[0] - 0.5) / 1e4, (x[1] - 2.0) / 0.3])
+            return float(-0.5 * d @ d), -np.array([d[0] / 1e4, d[1] / 0.3])
+        parts, grads = [], []
+        for centre, h in (((0.5, 2.0), 0.0), ((2.0, 0.5), height)):
+            d = (x - np.asarray(centre)) / 0.2
+            parts.append(h - 0.5 * float(d @ d))
+            grads.append(-d / 0.2)
+        m = max(parts)
+        w = np.exp(np.array(parts) - m)
+        lp = m + math.log(w.sum())
+        return lp, (w[0] * grads[0] + w[1] * grads[1]) / w.sum()
+
+    return logp
+
+
+def test_the_mode_search_gives_chains_to_each_separate_mode_of_comparable_mass():
+    """Probes that end in two separate modes of equal mass start chains in both.
+
+    Chains go to the modes by their seeds' rank. A second mode e^-8 lower, a
+    single chain, or a flat ridge where the climbs stop at different points
+    (one mode) keep every chain in the best mode, as before.
+    """
+    fit_module = importlib.import_module("cainfer.infer.fit")
+    rng = np.random.default_rng(1)
+    design = np.concatenate([rng.normal(c, 0.2, (8, 2)) for c in ((0.5, 2.0), (2.0, 0.5))])
+    plan = fit_module._StartPlan(np.array([0.6, 1.8]), np.zeros(0, int), np.zeros(0), design)
+    seeds = [17, 5, 11, 3]
+    found: dict = {}
+    compiled = _Compiled(_pair(0.0), lambda s: np.array([0.4, 1.9]))
+    init = fit_module._mode_starts(
+        compiled, 0, 16, plan=plan, chains=4, chain_seeds=lambda at: seeds, report=found
+    ).initial_point_func  # 16 probes: every design point climbs
+    assert len(found["modes"]) == 2 and abs(found["modes"][1]["log_mass"]) < 0.1, found
+    starts = {s: init(s) for s in seeds}
+    first = tuple(np.round(starts[3]))  # the lowest seed: the best mode (either, here)
+    assert first in ((0.0, 2.0), (1.0, 2.0), (2.0, 0.0), (2.0, 1.0)), starts
+    for s, same in ((3, True), (5, False), (11, True), (17, False)):
+        near_first = np.linalg.norm(starts[s] - starts[3]) < 1.2  # the modes are 2.1 apart
+        assert near_first == same, (s, starts)
+        assert min(np.linalg.norm(starts[s] - m) for m in ((0.5, 2.0), (2.0, 0.5))) < 0.6
+    np.testing.assert_array_equal(init(5), starts[5])
+    # without chains to spare, or with a mode of little mass: the best mode alone
+    fit_module._mode_starts(compiled, 0, 16, plan=plan, chains=1, report=found)
+    assert found["modes"] == []
+    low = _Compiled(_pair(-8.0), compiled.initial_point_func)
+    low_init = fit_module._mode_starts(low, 0, 16, plan=plan, chains=4, report=found)
+    assert found["modes"] == []
+    assert np.linalg.norm(low_init.initial_point_func(5) - (0.5, 2.0)) < 0.6
+    # a flat ridge: climbs that end at different points of it are one mode
+    wide = np.random.default_rng(2).normal([0.5, 2.0], [40.0, 0.2], (32, 2))
+    ridge_plan = fit_module._StartPlan(plan.centre, plan.held, plan.held_at, wide)
+    ridge = _Compiled(_pair(0.0, ridge=True), compiled.initial_point_func)
+    fit_module._mode_starts(ridge, seed=0, plan=ridge_plan, chains=4, report=found)
+    assert found["modes"] == []
+
+
 def test_the_start_plan_holds_the_noise_and_draws_the_cell_from_its_prior():
     import pymc as pm
 
@@ -320,6 +387,22 @@ def test_diagnostics_report_divergences_and_disagreeing_chains(recovery):
     problems = dataclasses.replace(result, idata=idata).diagnostics()
     assert any(p.startswith("3 divergent transitions") for p in problems), problems
     assert any("R-hat > 1.01 for ['gamma']" in p for p in problems), problems
+    assert not any("separate modes" in p for p in problems), problems
+    # chains the mode search started in two separate modes, which they did not leave
+    settings = result.settings | {
+        "start_modes": [{"log_density": -10.0, "log_mass": 0.0},
+                        {"log_density": -10.5, "log_mass": math.log(0.4)}]
+    }  # fmt: skip
+    problems = dataclasses.replace(result, idata=idata, settings=settings).diagnostics()
+    medians = np.median(np.asarray(idata["posterior"]["gamma"]), axis=1)
+    apart = [p for p in problems if "separate modes" in p]
+    assert len(apart) == 1 and "40 % of the best's" in apart[0], problems
+    assert f"gamma {medians[0]:.3g} | {medians[1]:.3g}" in apart[0], apart
+    assert "k_off" not in apart[0]  # no kinetic indicator here
+    assert not any(p.startswith("R-hat") for p in problems), problems  # "run longer" won't help
+    # the same start, chains that mixed: nothing to report
+    mixed = dataclasses.replace(result, settings=settings).diagnostics()
+    assert not any("separate modes" in p for p in mixed), mixed
 
 
 def test_a_short_run_warns_about_its_ess():
