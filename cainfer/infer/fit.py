@@ -590,8 +590,8 @@ class Fit:
         mass = ", ".join(f"{100 * math.exp(float(m['log_mass'])):.0f} %" for m in modes[1:])
         return [
             f"the posterior has {len(modes)} separate modes (the others' mass, Laplace "
-            f"estimate: {mass} of the best's); the chains started one in each and stayed "
-            f"apart, per-chain medians: {'; '.join(chains)}. The data allow each: "
+            f"estimate: {mass} of the highest one's); the chains started in them in turn "
+            f"and stayed apart, per-chain medians: {'; '.join(chains)}. The data allow each: "
             "the pooled draws span them, weighted by chain, not by mass. Telling them apart "
             "needs more information (a tighter prior, a recording that saturates the "
             "indicator, or a second recording fitted together)"
