@@ -2077,9 +2077,8 @@ def _mode_starts(
     Every chain going to the best mode would report a posterior with two
     modes of comparable mass as one, sharply. NUTS does not cross between
     such modes: the chains disagree (R-hat) and :meth:`Fit.diagnostics`
-    names the modes. ``report``, when
-    given, gets ``"modes"``: each chosen mode's log density and log Laplace
-    mass relative to the best.
+    names the modes. ``report``, when given, gets ``"modes"``: each chosen
+    mode's log density and log Laplace mass relative to the best.
     """
     from scipy import optimize
 
@@ -2147,9 +2146,10 @@ def _mode_starts(
         probes = [climb(x0) for x0 in origins]
         best_x, best_lp = max(probes, key=lambda p: p[1])
 
-    def log_mass(x: np.ndarray, lp: float) -> float:
+    def log_mass(x: np.ndarray, lp: float) -> tuple[float, np.ndarray]:
+        """Laplace log mass of the mode ``x`` and its local sds (reused for its chains)."""
         sd = local_sd(x)
-        return lp + float(np.sum(np.log(sd[sd > 0])))
+        return lp + float(np.sum(np.log(sd[sd > 0]))), sd
 
     def separate(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> bool:
         floor = min(a[1], b[1]) - _MODE_DIP
@@ -2162,6 +2162,7 @@ def _mode_starts(
 
     modes: list[tuple[np.ndarray, float]] = [(best_x, best_lp)]
     masses: list[float] = []
+    sds: list[np.ndarray] = []  # each mode's local sds, once masses are needed
     if chains >= 2 and np.isfinite(best_lp):
         with lock:
             for x, lp in sorted(probes, key=lambda p: -p[1]):
@@ -2170,11 +2171,14 @@ def _mode_starts(
                 if not all(separate((x, lp), m) for m in modes):
                     continue
                 if not masses:
-                    masses.append(log_mass(best_x, best_lp))
-                mass = log_mass(x, lp)
+                    mass, sd = log_mass(best_x, best_lp)
+                    masses.append(mass)
+                    sds.append(sd)
+                mass, sd = log_mass(x, lp)
                 if mass >= masses[0] - _MODE_MASS_GAP:
                     modes.append((x, lp))
                     masses.append(mass)
+                    sds.append(sd)
     rank: dict[int, int] = {}
     if len(modes) > 1:
         seeds = sorted({int(s) for s in chain_seeds(best_x)}) if chain_seeds is not None else []
@@ -2182,7 +2186,7 @@ def _mode_starts(
     if report is not None:
         report["modes"] = [
             {"log_density": float(lp), "log_mass": float(m - masses[0])}
-            for (_, lp), m in zip(modes, masses, strict=False)
+            for (_, lp), m in zip(modes, masses, strict=True)
         ] if len(modes) > 1 else []  # fmt: skip
 
     def init(chain_seed: Any) -> np.ndarray:
@@ -2191,12 +2195,12 @@ def _mode_starts(
             return x0  # nothing better found: PyMC's own start
         with lock:
             if len(modes) > 1:  # each mode its chains, by the chain's rank
-                k = rank.get(int(chain_seed), abs(int(chain_seed)))
-                mode = modes[k % len(modes)][0].copy()
+                k = rank.get(int(chain_seed), abs(int(chain_seed))) % len(modes)
+                mode, sd = modes[k][0].copy(), sds[k]
             else:
                 x, lp = climb(x0)
                 mode = x if lp >= best_lp - _MODE_GAP else best_x.copy()
-            sd = local_sd(mode)
+                sd = local_sd(mode)
             # the chain's own seed (an unsigned 64-bit integer from nutpie) picks the direction
             rng = np.random.default_rng([abs(int(seed)), abs(int(chain_seed))])
             for scale in (spread, spread / 4):  # a smaller step if the first leaves the support
