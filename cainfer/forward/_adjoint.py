@@ -549,9 +549,9 @@ def dff_forward_tape(
     """
     p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
     cer0 = p[K.G_CER_REST] if has_er else 0.0
-    n_out = 0
-    for m in range(op.size):
-        n_out += op[m] == K.S_OUT
+    # counted as an array sum: a counter started at the literal 0 would make numba
+    # compile the solver once more for that intermediate literal type
+    n_out = np.sum(op == K.S_OUT)
     c, _, _, cc, ee = K.run(
         op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, False,
         p[K.G_C_REST], cer0, 0.0,
@@ -1149,9 +1149,9 @@ def kinetic_dff_forward_tape(
     kd, n, rf, bt = p[K.G_KD], p[K.G_HILL], p[K.G_RF], p[K.G_BT]
     cer0 = p[K.G_CER_REST] if has_er else 0.0
     h0 = K.hill_frac(p[K.G_C_REST], kd, n)
-    n_out = 0
-    for m in range(op.size):
-        n_out += op[m] == K.S_OUT
+    # counted as an array sum: a counter started at the literal 0 would make numba
+    # compile the solver once more for that intermediate literal type
+    n_out = np.sum(op == K.S_OUT)
     c, _, b, rec = kinetic_run(
         op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er,
         p[K.G_C_REST], cer0, bt * h0,

@@ -27,9 +27,8 @@ from cainfer._checks import repeated
 from cainfer._files import atomic_path
 from cainfer.forward import CellModel, Prior, Stimulus
 from cainfer.forward._cache import cache_dir
-from cainfer.forward._specialize import specialized
 from cainfer.infer._compile import compile_numba
-from cainfer.infer._op import solve_op
+from cainfer.infer._op import forward_solver, solve_op
 from cainfer.infer.observation import (
     NEUROPIL_PRIOR,
     OBSERVATIONS,
@@ -828,14 +827,16 @@ class Fit:
         )  # fmt: skip
         base = self.model.pack_raw(self.model.values(self.fixed))
         slots = self.model.slots()
-        forward, args = _forward_solver(self.model, t, stim, int(self.settings.get("substeps", 1)))
+        forward = forward_solver(
+            self.model, t, stim, substeps=int(self.settings.get("substeps", 1))
+        )
         n_roi = 1 if self.rois is None else len(self.rois)
         flat = {k: np.asarray(post[k]).reshape(n_all, -1)[pick] for k in self.free}
         dff = np.empty((pick.size, n_roi, t.size))
         ca = np.empty_like(dff)
         for r in range(n_roi):
             for i, p in enumerate(_packed(base, slots, flat, r, n=pick.size)):
-                dff[i, r], ca[i, r] = forward(p, *args)
+                dff[i, r], ca[i, r] = forward(p)
         series = [("dff", dff, "1"), ("ca", ca, "µM")]
         if self.settings.get("observation") == "ratio":
             series.append(("ratio", self._predicted_ratio(dff, flat, pick, base, slots), "1"))
@@ -1549,14 +1550,6 @@ def _dff_noise(data: ObservedData) -> np.ndarray:
     return sd
 
 
-def _forward_solver(
-    model: CellModel, t: np.ndarray, stimulus: Stimulus | None, substeps: int | np.ndarray
-) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    """The model's compiled ΔF/F solve and its arguments: ``forward(p, *args)`` → (ΔF/F, Ca)."""
-    args = model.kernel_args(t, stimulus, substeps=substeps)
-    return getattr(specialized(args[4], args[5]), model.forward_kernel), args  # kinds, offsets
-
-
 class _Solves:
     """ΔF/F solves of one model and recording, each (vector, step counts) done once.
 
@@ -1567,7 +1560,7 @@ class _Solves:
     def __init__(self, model: CellModel, t: np.ndarray, stimulus: Stimulus | None) -> None:
         self.model, self.t, self.stimulus = model, t, stimulus
         self._order = 3 if model.kinetic else 4
-        self._solvers: dict[bytes, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+        self._solvers: dict[bytes, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {}
         self._dff: dict[tuple[bytes, bytes], np.ndarray] = {}
 
     def dff(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
@@ -1577,11 +1570,10 @@ class _Solves:
         key = (steps, np.ascontiguousarray(v, dtype=float).tobytes())
         if key not in self._dff:
             if steps not in self._solvers:
-                self._solvers[steps] = _forward_solver(
-                    self.model, self.t, self.stimulus, np.ascontiguousarray(n)
+                self._solvers[steps] = forward_solver(
+                    self.model, self.t, self.stimulus, substeps=np.ascontiguousarray(n)
                 )
-            forward, args = self._solvers[steps]
-            self._dff[key] = np.asarray(forward(v, *args)[0])
+            self._dff[key] = np.asarray(self._solvers[steps](v)[0])
         return self._dff[key]
 
     def error(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
@@ -2273,7 +2265,7 @@ def _add_predictions(
     y = data.y
     n_roi = y.shape[0]
     slots = model.slots()
-    forward, args = _forward_solver(model, t, stimulus, options["substeps"])
+    forward = forward_solver(model, t, stimulus, substeps=options["substeps"])
     base = model.pack_raw(values)
     obs = _obs_options(options)
     nuis = nuisance_draws(post, data, obs, n)
@@ -2287,7 +2279,7 @@ def _add_predictions(
     ca = np.empty((n, n_roi, t.size))
     for r in range(n_roi):
         for i, p in enumerate(_packed(base, slots, draws, r, n=n)):
-            dff[i, r], ca[i, r] = forward(p, *args)
+            dff[i, r], ca[i, r] = forward(p)
     rng = np.random.default_rng(options["seed"] + 1)
     if data.kind == "ratio":
         _add_ratio_predictions(idata, dff, ca, draws, base, slots, t, data, nuis, basis, rng,

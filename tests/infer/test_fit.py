@@ -516,10 +516,10 @@ SLOW_STIM = cainfer.Stimulus(events=[3.1, 11.3, 11.4, 20.2, 31.7, 31.8, 31.9, 42
 
 
 def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
+    from cainfer.infer._op import forward_solver
     from cainfer.infer.fit import (
         SOLVER_TOLERANCE,
         _choose_substeps,
-        _forward_solver,
         _solver_error,
     )
 
@@ -542,8 +542,8 @@ def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
     assert true_error(4) <= SOLVER_TOLERANCE < true_error(2)
     n = _choose_substeps(model, vec, SLOW_TIME, SLOW_STIM, noise)
     assert n.shape == (SLOW_TIME.size - 1,)
-    forward, args = _forward_solver(model, SLOW_TIME, SLOW_STIM, n)
-    chosen = float(np.linalg.norm(forward(vec[0], *args)[0] - ref)) / noise[0]
+    forward = forward_solver(model, SLOW_TIME, SLOW_STIM, substeps=n)
+    chosen = float(np.linalg.norm(forward(vec[0])[0] - ref)) / noise[0]
     assert chosen <= SOLVER_TOLERANCE
     # more steps only in the intervals from 1 s before to 3 s after an event (calcium
     # falls within a frame; the margin is two intervals either side): fewer steps in all

@@ -94,3 +94,39 @@ def test_kinetic_op_matches_the_model(name, mode):
     scale = max(abs(v) for v in expected.values())
     for k, v in expected.items():
         assert grad[slots[k]] == pytest.approx(v, rel=1e-8, abs=1e-10 * scale), k
+
+
+@pytest.mark.parametrize("kinetic", [False, True])
+def test_the_python_solve_runs_the_graphs_compiled_solver(kinetic):
+    # the predictive and the step search solve through the same compiled wrapper as the
+    # sampler's graph: their values agree with simulate, and the solver kernel holds one
+    # compiled signature after both (two would mean a first fit compiles it twice)
+    from cainfer.infer._op import forward_solver
+
+    if kinetic:
+        ind = get_indicator("GCaMP6f")
+        ind = ind.with_(k_off=20.0, k_on=20.0 / ind.kd**ind.hill)
+        model = preset("pumps", ind, indicator_kinetics="kinetic")
+    else:
+        model = preset("er")
+    params = {"influx_amplitude": 20.0}
+    op, consts = solve_op(model, TIME, STIM, substeps=2)
+    x = pt.dvector("p")
+    dff, ca, *_ = op(x, *consts)
+    f = pytensor.function([x], [dff, ca], mode="NUMBA")
+    p = model.pack_raw(params)
+    graph_dff, graph_ca = f(p)
+    got_dff, got_ca = forward_solver(model, TIME, STIM, substeps=2)(p)
+    sim = model.simulate(params, TIME, STIM, substeps=2)
+    np.testing.assert_allclose(got_dff, graph_dff, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got_ca, graph_ca, rtol=1e-12)
+    # simulate solves the kinetic indicator by RK4 (the fit's solver is implicit):
+    # the two agree to their own errors only
+    tol = 1e-3 if kinetic else 1e-9
+    np.testing.assert_allclose(got_dff, sim.dff, rtol=tol, atol=tol * 1e-3)
+    assert len(op.forward_tape.signatures) == 1
+    # a plain Python call with a read-only or integer vector is converted, not recompiled
+    frozen = p.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_allclose(forward_solver(model, TIME, STIM, substeps=2)(frozen)[0], got_dff)
+    assert len(op.forward_tape.signatures) == 1
