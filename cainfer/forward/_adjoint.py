@@ -36,30 +36,6 @@ def _hill_d(c: float, k: float, n: float, need_n: bool = True) -> tuple[float, f
     return h, dh_dx * n * x / c, -dh_dx * n * x / k, dn
 
 
-@njit(cache=True, fastmath=False)
-def term_vjp(
-    kind: int,
-    o: int,
-    t: float,
-    c: float,
-    cer: float,
-    p: np.ndarray,
-    wt: np.ndarray,
-    wv: np.ndarray,
-    gpm: float,
-    gx: float,
-    pbar: np.ndarray,
-) -> tuple[float, float]:
-    """Cotangents of one term's (plasma-membrane, ER) fluxes pulled back to c, c_ER and p.
-
-    Adds to ``pbar`` and returns the contributions to (c̄, c̄_ER).
-    """
-    if kind == K.K_WAVEFORM:
-        pbar[o] += gpm * K.waveform_at(t, wt, wv)
-        return 0.0, 0.0
-    return local_vjp(kind, o, c, cer, p, gpm, gx, pbar)
-
-
 @njit(cache=True, fastmath=False, inline="always")
 def _pump_vjp(
     o: int, c: float, n: float, p: np.ndarray, g: float, pbar: np.ndarray, need_n: bool
@@ -196,7 +172,10 @@ def local_vjp(
     pbar: np.ndarray,
     need_n: bool = True,
 ) -> tuple[float, float]:
-    """:func:`term_vjp` for every term but the waveform (inlined into the loop over terms)."""
+    """One term's cotangents pulled back to (c̄, c̄_ER), its parameters' added to ``pbar``.
+
+    Every term but the waveform, which :func:`flux_vjp` handles (inlined into its loop).
+    """
     if kind == K.K_LINEAR:
         return vjp_linear(o, c, cer, p, gpm, gx, pbar, need_n)
     if kind == K.K_PMCA:
@@ -493,12 +472,16 @@ def balance_vjp(
             gpm, gx = 0.0, -lbar / (cer - c)
             pbar[K.G_C_REST] += -lbar * s_other / (cer - c) ** 2
             pbar[K.G_CER_REST] += lbar * s_other / (cer - c) ** 2
-        for i in range(kinds.size):
-            if offsets[i] == slot:
-                continue  # the leak itself
-            a, e = term_vjp(kinds[i], offsets[i], -np.inf, c, cer, p, empty, empty, gpm, gx, pbar)
-            pbar[K.G_C_REST] += a
-            pbar[K.G_CER_REST] += e
+        # every term through the (specialised, unrolled) loop, then the leak's own share
+        # taken back out: the leak is what the balance sets, not part of it. (The loop
+        # over kinds would compile every kind's adjoint again, seconds of a first fit.)
+        a, e = flux_vjp(-np.inf, c, cer, p, kinds, offsets, empty, empty, gpm, gx, pbar, True)
+        pbar[slot] = 0.0
+        if which == 1:  # vjp_er_leak's pull on (c, c_ER); the plasma-membrane leak has none
+            a += gx * p[slot]
+            e -= gx * p[slot]
+        pbar[K.G_C_REST] += a
+        pbar[K.G_CER_REST] += e
 
 
 @njit(cache=True, fastmath=False)
