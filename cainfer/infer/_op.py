@@ -8,7 +8,7 @@ code; the Python ``perform`` serves the other backends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -148,7 +148,7 @@ class SolveVJPOp(_SolveBase):
 # One compiled wrapper per model structure, shared by the sampler's graph and the
 # Python-side solves (predictive, step search). Its flags and slots are closure
 # constants, so numba compiles the solver with them as literals (the kinetic solve
-# is about 15-40 % faster so), and its constant arrays arrive read-only, as a
+# measured about 15 % faster so), and its constant arrays arrive read-only, as a
 # graph's constants do: the solver's types are then the same for every caller, and
 # a first fit compiles it once instead of once per caller.
 _WRAPPERS: dict[tuple[Any, ...], Any] = {}
@@ -235,7 +235,7 @@ def _solve_parts(
 
 def forward_solver(
     model: Any, time: np.ndarray, stimulus: Any, *, substeps: int | np.ndarray = 1
-) -> Any:
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The compiled ΔF/F solve of a model on a time grid: ``forward(p_raw)`` → (ΔF/F, Ca).
 
     It runs the same compiled code as the sampler's log density (one compile
