@@ -633,15 +633,6 @@ class CellModel:
         pbar = cast(Any, vjp)(p_raw, *args, g, np.zeros_like(g))
         return dff, self.unpack_gradient(pbar)
 
-    @property
-    def forward_kernel(self) -> str:
-        """Name of the compiled ΔF/F forward kernel in :mod:`cainfer.forward._adjoint`.
-
-        ``"dff_forward"`` (RK4, equilibrium indicator) or ``"kinetic_dff_forward"``
-        (implicit SDIRK3, kinetic indicator); both take :meth:`kernel_args`.
-        """
-        return "kinetic_dff_forward" if self.kinetic else "dff_forward"
-
     def kernel_args(
         self, time: np.ndarray, stimulus: Stimulus | None, *, substeps: int | np.ndarray
     ) -> tuple[Any, ...]:
