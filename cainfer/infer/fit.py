@@ -52,6 +52,7 @@ from cainfer.infer.observation import (
     slow_basis,
 )
 from cainfer.infer.observation import REPORTED as OBSERVATION_REPORTED
+from cainfer.infer.observation import SHEARED as OBSERVATION_SHEARED
 from cainfer.infer.observation import expected as _expected
 from cainfer.infer.observation import to_model_dff as _to_model_dff
 
@@ -1864,12 +1865,10 @@ def _sample(
         with pm_model, warnings.catch_warnings():
             # the likelihood is a Potential: the prior group holds the parameters only
             warnings.filterwarnings("ignore", message="The effect of Potentials")
-            prior = pm.sample_prior_predictive(
-                draws=min(500, options["draws"] * chains), random_seed=seed
-            )
+            prior = _prior_draws(pm_model, min(500, options["draws"] * chains), seed)
     finally:
         forward_log.setLevel(level)
-    idata["prior"] = prior["prior"].ds if hasattr(prior["prior"], "ds") else prior["prior"]
+    idata["prior"] = prior
     _add_predictions(idata, model, values, free, t, stimulus, data, options, labels)
     settings = {
         key: options[key]
@@ -1944,8 +1943,36 @@ _MODE_GAP = 50.0
 _MODE_DIP = 3.0
 _MODE_MASS_GAP = 3.0
 
+
+def _prior_draws(pm_model: pm.Model, draws: int, seed: int) -> Any:
+    """The prior group: draws of every parameter from its prior.
+
+    A sheared variable (``OBSERVATION_SHEARED``: its sampled stand-in is
+    centred on a function of the cell model's ΔF/F) is not drawn through the
+    model, which would solve the cell for every draw; its reported variable's
+    prior is the stated log-normal whatever the cell's parameters, and is
+    drawn as that.
+    """
+    import pymc as pm
+
+    names = {v.name for v in (*pm_model.free_RVs, *pm_model.deterministics)}
+    sheared = {k: v for k, v in OBSERVATION_SHEARED.items() if k in names}
+    skip = set(sheared) | {reported for reported, _ in sheared.values()}
+    prior = pm.sample_prior_predictive(
+        draws=draws, random_seed=seed, var_names=sorted(names - skip)
+    )["prior"]
+    prior = prior.to_dataset() if hasattr(prior, "to_dataset") else prior
+    rng = np.random.default_rng([abs(int(seed)), 0x5EA4])
+    for stand_in, (reported, log_sd) in sheared.items():
+        shape = tuple(int(n) for n in pm_model[stand_in].shape.eval())
+        dims = ["chain", "draw", *(["roi"] if shape else [])]
+        value = np.exp(rng.normal(0.0, log_sd, size=(1, draws, *shape)))
+        prior[reported] = (dims, value)
+    return prior
+
+
 # names of the observation model's free variables (the rest of a model's are the cell's)
-_OBSERVATION_RVS = frozenset({*OBSERVATION_REPORTED, "sigma", "drift_z"})
+_OBSERVATION_RVS = frozenset({*OBSERVATION_REPORTED, *OBSERVATION_SHEARED, "sigma", "drift_z"})
 
 
 @dataclass(frozen=True)

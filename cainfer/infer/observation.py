@@ -574,10 +574,10 @@ def add_likelihood(
             m, s = NEUROPIL_PRIOR
             ratio = pm.Normal("neuropil_ratio", mu=m, sigma=s, dims=dims)
     elif kind == "dff":
-        scale = pm.LogNormal("dff_scale", mu=0.0, sigma=SCALE_LOG_SD, dims=dims)
+        scale, scale_logp = _scale_along_the_amplitude_ridge(dff_model, data, several=several)
         offset = pm.Normal("dff_offset", mu=0.0, sigma=OFFSET_SD, dims=dims)
     levels = data.rest_level
-    total = 0.0
+    total = scale_logp if kind == "dff" else 0.0
     for r in range(n_roi):
         d = dff_model[r]
         slow = amp * pt.dot(pick(z, r), basis) if basis is not None else 0.0
@@ -596,6 +596,52 @@ def add_likelihood(
         mask = np.isfinite(data.y[r])
         total = total + total_loglik(data.y[r], mu, sd, pick(rho, r), nu, mask)
     pm.Potential("loglik", total)
+
+
+def _scale_along_the_amplitude_ridge(
+    dff_model: Sequence[Any], data: ObservedData, *, several: bool
+) -> tuple[Any, Any]:
+    """``dff_scale`` (prior ``LogNormal(0, SCALE_LOG_SD)``) in coordinates the data pin.
+
+    A ΔF/F input fixes the size of its transients, ``a · sd_t(d)`` (``a`` the
+    scale, ``d`` the cell model's ΔF/F), far better than either factor: ``a``
+    trades off with everything that sets the model's amplitude (the influx
+    amplitude, κ_S, the indicator's kinetics), along a curved ridge a linear
+    mass matrix does not follow. With ``log a = σ·ζ``, ``ζ ~ N(0, 1)``, the
+    sampled variable is ``z = ζ + (g(θ) − g_ref)/σ``, ``g = log sd_t(d)`` and
+    ``g_ref`` the log sd of the recording: given the cell's parameters θ,
+    ``z ~ N((g(θ) − g_ref)/σ, 1)``. A shear with unit Jacobian, so the joint
+    prior is exactly the stated one (``a`` stays ``LogNormal(0, σ)``
+    independent of θ); only the sampler's coordinates change, as for
+    :func:`_r_min_along_the_rest_ridge`.
+
+    Returns the scale and the log density of ``z`` given θ, which the caller
+    adds to the likelihood's potential: ``z`` itself is declared flat, so
+    that every use of the model's ΔF/F lies in one term and its gradient
+    costs one adjoint solve (as an ordinary prior, PyMC builds that term
+    apart from the likelihood, and the gradient then runs the adjoint twice:
+    1.5× the cost per gradient on B1).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    sd = SCALE_LOG_SD
+    g_ref = np.array([math.log(max(float(np.nanstd(row)), 1e-9)) for row in data.y])
+    # log sd of the model's ΔF/F over the frames; the floor keeps a flat trace finite
+    g = pt.stack([0.5 * pt.log(pt.var(d) + 1e-12) for d in dff_model])
+    if several:
+        z = pm.Flat("dff_scale_z", dims="roi")
+        scale = pm.Deterministic("dff_scale", pt.exp(sd * z - g + g_ref), dims="roi")
+        zeta = z - (g - g_ref) / sd
+    else:
+        z = pm.Flat("dff_scale_z")
+        scale = pm.Deterministic("dff_scale", pt.exp(sd * z - g[0] + g_ref[0]))
+        zeta = z - (g[0] - g_ref[0]) / sd
+    return scale, pt.sum(-0.5 * zeta**2 - 0.5 * math.log(2.0 * math.pi))
+
+
+# sampled stand-ins of reported variables: name -> (reported name, its log-normal prior's sd)
+SHEARED = {"dff_scale_z": ("dff_scale", SCALE_LOG_SD)}
 
 
 def _add_ratio_likelihood(

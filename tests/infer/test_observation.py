@@ -317,6 +317,9 @@ def test_a_wrong_dff_scale_and_offset_are_inferred_not_read_as_physics():
     assert res.settings["observation"] == "dff"
     for name, value in (*TRUTH.items(), ("dff_scale", 0.8), ("dff_offset", 0.05)):
         assert _covers(res, name, value), (name, res.summary().loc[name])
+    # the prior group holds the scale's stated prior (it is sampled in sheared coordinates)
+    prior_scale = np.log(np.asarray(res.idata["prior"]["dff_scale"]).ravel())
+    assert abs(prior_scale.std() - O.SCALE_LOG_SD) < 0.05 and abs(prior_scale.mean()) < 0.05
     exact = cainfer.fit(da, MODEL, observation="dff_exact", residuals="white", **kw)
     # taken as exact, the same trace puts the influx amplitude confidently wrong
     assert not _covers(exact, "influx_amplitude", 15.0), exact.summary()
@@ -345,3 +348,65 @@ def test_bad_observation_options(kwargs, match):
     da = xr.DataArray(np.zeros(TIME.size), dims="time", coords={"time": TIME})
     with pytest.raises(ValueError, match=match):
         cainfer.fit(da, MODEL, stimulus=STIM, **kwargs)
+
+
+def _toy_dff_model(several: bool) -> tuple[object, object]:
+    """A ΔF/F input whose model trace is θ·template (θ ~ LogNormal(0, 0.5) per ROI)."""
+    import pymc as pm
+
+    t = np.linspace(0.0, 10.0, 200)
+    y = np.vstack([0.7 * TEMPLATE, 1.3 * TEMPLATE]) + 0.01 * np.cos(7 * t)
+    n = 2 if several else 1
+    data = O.ObservedData(kind="dff", y=y[:n])
+    opts = O.Options(likelihood="normal", residuals="white", drift="none", drift_timescale=20.0)
+    with pm.Model(coords={"roi": list(range(n))} if several else {}) as m:
+        theta = pm.LogNormal("theta", 0.0, 0.5, shape=(n,))
+        O.add_likelihood([theta[r] * TEMPLATE for r in range(n)], data, t, opts, several=several)
+    return m, data
+
+
+TEMPLATE = np.exp(-((np.linspace(0.0, 10.0, 200) - 3.0) ** 2)) + 0.5 * np.exp(
+    -((np.linspace(0.0, 10.0, 200) - 7.0) ** 2) / 0.5
+)
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_the_scale_is_sampled_along_its_ridge_under_the_same_prior(several, monkeypatch):
+    """The sheared ``dff_scale`` differs from sampling it as itself by a change of coordinates.
+
+    ``z = log(a)/σ + (log sd_t(d) − log sd_t(y))/σ``: at any θ and ``a`` the
+    log density (prior and likelihood) in (θ, z) is the one in (θ, log a) plus
+    the constant ``log σ`` per ROI (``dz/dlog a = 1/σ``).
+    """
+    import pymc as pm
+
+    sheared, data = _toy_dff_model(several)
+
+    def plain(dff_model, data, *, several):
+        dims = "roi" if several else None
+        return pm.LogNormal("dff_scale", mu=0.0, sigma=O.SCALE_LOG_SD, dims=dims), 0.0
+
+    monkeypatch.setattr(O, "_scale_along_the_amplitude_ridge", plain)
+    plain_model, _ = _toy_dff_model(several)
+    n = data.y.shape[0]
+
+    def logp(m):
+        fn = pytensor.function(m.value_vars, m.logp(jacobian=True))
+        return lambda point: float(fn(*(point[v.name] for v in m.value_vars)))
+
+    lp_s, lp_p = logp(sheared), logp(plain_model)
+    sd_y = np.array([float(np.std(row)) for row in data.y])
+    shape = (lambda v: v) if several else (lambda v: v[0])
+    rng = np.random.default_rng(3)
+    diffs = []
+    for _ in range(6):
+        log_theta = rng.normal(0.0, 0.5, n)
+        log_a = rng.normal(0.0, 0.3, n)
+        z = (log_a + log_theta + np.log(np.std(TEMPLATE)) - np.log(sd_y)) / O.SCALE_LOG_SD
+        ps, pp = sheared.initial_point(), plain_model.initial_point()
+        common = {"theta_log__": log_theta, "dff_offset": shape(rng.normal(0.0, 0.1, n)),
+                  "sigma_log__": shape(rng.normal(-3.0, 0.5, n))}  # fmt: skip
+        ps.update(common, dff_scale_z=shape(z))
+        pp.update(common, dff_scale_log__=shape(log_a))
+        diffs.append(lp_s(ps) - lp_p(pp))
+    np.testing.assert_allclose(diffs, n * np.log(O.SCALE_LOG_SD), atol=1e-7)
