@@ -625,18 +625,16 @@ def _scale_along_the_amplitude_ridge(
     import pymc as pm
     import pytensor.tensor as pt
 
+    _, per_roi = _roi_helpers(several)
+    dims = "roi" if several else None
     sd = SCALE_LOG_SD
-    g_ref = np.array([math.log(max(float(np.nanstd(row)), 1e-9)) for row in data.y])
+    g_ref = per_roi(np.array([math.log(max(float(np.nanstd(row)), 1e-9)) for row in data.y]))
     # log sd of the model's ΔF/F over the frames; the floor keeps a flat trace finite
     g = pt.stack([0.5 * pt.log(pt.var(d) + 1e-12) for d in dff_model])
-    if several:
-        z = pm.Flat("dff_scale_z", dims="roi")
-        scale = pm.Deterministic("dff_scale", pt.exp(sd * z - g + g_ref), dims="roi")
-        zeta = z - (g - g_ref) / sd
-    else:
-        z = pm.Flat("dff_scale_z")
-        scale = pm.Deterministic("dff_scale", pt.exp(sd * z - g[0] + g_ref[0]))
-        zeta = z - (g[0] - g_ref[0]) / sd
+    g = g if several else g[0]
+    z = pm.Flat("dff_scale_z", dims=dims)
+    scale = pm.Deterministic("dff_scale", pt.exp(sd * z - g + g_ref), dims=dims)
+    zeta = z - (g - g_ref) / sd
     return scale, pt.sum(-0.5 * zeta**2 - 0.5 * math.log(2.0 * math.pi))
 
 

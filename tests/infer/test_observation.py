@@ -350,11 +350,15 @@ def test_bad_observation_options(kwargs, match):
         cainfer.fit(da, MODEL, stimulus=STIM, **kwargs)
 
 
+TOY_TIME = np.linspace(0.0, 10.0, 200)
+TEMPLATE = np.exp(-((TOY_TIME - 3.0) ** 2)) + 0.5 * np.exp(-((TOY_TIME - 7.0) ** 2) / 0.5)
+
+
 def _toy_dff_model(several: bool) -> tuple[object, object]:
     """A ΔF/F input whose model trace is θ·template (θ ~ LogNormal(0, 0.5) per ROI)."""
     import pymc as pm
 
-    t = np.linspace(0.0, 10.0, 200)
+    t = TOY_TIME
     y = np.vstack([0.7 * TEMPLATE, 1.3 * TEMPLATE]) + 0.01 * np.cos(7 * t)
     n = 2 if several else 1
     data = O.ObservedData(kind="dff", y=y[:n])
@@ -363,11 +367,6 @@ def _toy_dff_model(several: bool) -> tuple[object, object]:
         theta = pm.LogNormal("theta", 0.0, 0.5, shape=(n,))
         O.add_likelihood([theta[r] * TEMPLATE for r in range(n)], data, t, opts, several=several)
     return m, data
-
-
-TEMPLATE = np.exp(-((np.linspace(0.0, 10.0, 200) - 3.0) ** 2)) + 0.5 * np.exp(
-    -((np.linspace(0.0, 10.0, 200) - 7.0) ** 2) / 0.5
-)
 
 
 @pytest.mark.parametrize("several", [False, True])
