@@ -30,7 +30,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, float]:
 
 
 def _cell_model(args: argparse.Namespace) -> Any:
-    """The preset model of ``--preset``, ``--indicator``, ``--indicator-kinetics``, ``--k-off``."""
+    """The preset model of the ``--preset`` and indicator options (kinetics, rates)."""
     from cainfer.forward import get_indicator, preset
 
     ind = get_indicator(args.indicator)
@@ -45,6 +45,12 @@ def _cell_model(args: argparse.Namespace) -> Any:
             f"--indicator-kinetics kinetic needs --k-off (1/s): the catalogue has no binding "
             f"rates for {ind.name}"
         )
+    if args.switch_ratio is not None:
+        if not (math.isfinite(args.switch_ratio) and args.switch_ratio >= 0):
+            raise ValueError(f"--switch-ratio = {args.switch_ratio!r} must be a number ≥ 0")
+        if args.indicator_kinetics != "kinetic":
+            raise ValueError("--switch-ratio needs --indicator-kinetics kinetic")
+        ind = ind.with_(switch_ratio=args.switch_ratio)
     return preset(args.preset, ind, indicator_kinetics=args.indicator_kinetics)
 
 
@@ -56,6 +62,12 @@ def _kinetics_arguments(p: argparse.ArgumentParser) -> None:
         help="indicator binding in equilibrium with Ca (default) or with its kinetics",
     )
     p.add_argument("--k-off", type=float, help="indicator unbinding rate (1/s) for kinetic binding")
+    p.add_argument(
+        "--switch-ratio",
+        type=float,
+        help="kinetic binding in two steps: rapid binding to a dim state, then a switch to the "
+        "bright one at k_off/φ (φ ≥ 0; 0, the default: one step)",
+    )
 
 
 # a simulation's length cap (frames): 10 hours at 100 frames/s, a few hundred MB of output

@@ -34,10 +34,10 @@ def reference_simulate(
 
     Independent of the compiled solver in how it is built: the state is total
     cytosolic and total ER calcium (so an event is a plain addition) and, for
-    a kinetic indicator, the bound indicator; free calcium comes from
-    ``scipy.optimize.brentq`` at every evaluation (or from subtracting the
-    bound indicator), the step size is adaptive, and the integration restarts
-    at each event.
+    a kinetic indicator, its bright bound state; free calcium comes from
+    ``scipy.optimize.brentq`` at every evaluation (or, for one-step binding,
+    from subtracting the bound indicator), the step size is adaptive, and the
+    integration restarts at each event.
 
     Parameters
     ----------
@@ -57,8 +57,9 @@ def reference_simulate(
     Returns
     -------
     dict
-        ``ca`` and ``ca_er`` (free, µM), ``ca_total`` (µM), ``dye_bound`` (µM,
-        kinetic indicator only) and ``dff`` at ``time``.
+        ``ca`` and ``ca_er`` (free, µM), ``ca_total`` (µM), ``dye_bound`` (µM
+        of calcium on the indicator, kinetic indicator only) and ``dff`` at
+        ``time``.
     """
     v = model.values(params)
     p, rest = model._balance(v)
@@ -79,21 +80,37 @@ def reference_simulate(
         return float(brentq(lambda c: total(c) - tot, 0.0, hi, xtol=1e-16, rtol=1e-15))
 
     k_off = v.get("k_off", 0.0)
-    k_on = k_off / kd**n
+    phi = v.get("switch_ratio", 0.0)
+
+    def dim(c: float, b: float) -> float:
+        """Calcium on the dim bound state (sequential scheme, switch ratio φ)."""
+        x = (max(c, 0.0) / kd) ** n
+        return (bt - b) * phi * x / (1.0 + phi + phi * x)
 
     def cyto_free(y: np.ndarray) -> float:
-        if model.kinetic:  # total = c·(1 + κ_S) + bound indicator
-            return max(float(y[0] - y[2]), 0.0) / (1.0 + kappa)
+        if model.kinetic:  # total = c·(1 + κ_S) + bright + dim bound indicator
+            rapid = float(y[0] - y[2])
+            if phi == 0.0 or rapid <= 0.0:
+                return max(rapid, 0.0) / (1.0 + kappa)
+            return float(
+                brentq(
+                    lambda c: c * (1.0 + kappa) + dim(c, y[2]) - rapid,
+                    0.0, rapid / (1.0 + kappa), xtol=1e-16, rtol=1e-15,
+                )
+            )  # fmt: skip
         return free(y[0])
 
     def f(tt: float, y: np.ndarray) -> list[float]:
         c = cyto_free(y)
         cer = y[1] / er_cap if model.has_er else 0.0
         jpm, jx = K.net_flux(tt, c, cer, p, model._kinds, model._offsets, wt, wv)
-        db = k_on * c**n * (bt - y[2]) - k_off * y[2] if model.kinetic else 0.0
+        db = 0.0
+        if model.kinetic:  # k_on·c^n = k_off·x: bright state formed from the apo and dim ones
+            x = (c / kd) ** n
+            db = k_off * (x / (1.0 + phi + phi * x) * (bt - y[2]) - y[2])
         return [jpm + jx, -jx, db]
 
-    b_rest = bt * rest.c**n / (rest.c**n + kd**n)
+    b_rest = bt * rest.c**n / (rest.c**n + kd**n) / (1.0 + phi)
     y = np.array([total(rest.c), (rest.c_er * er_cap) if model.has_er else 0.0, b_rest])
     slot = model._slot_of(EventInflux)
     amp = p[slot] if slot >= 0 else 0.0
@@ -124,13 +141,14 @@ def reference_simulate(
     ca = np.array([cyto_free(y) for y in out.T])
     xn = (ca / kd) ** n
     x0 = (rest.c / kd) ** n
-    occupancy = out_b / bt if model.kinetic else xn / (1.0 + xn)
+    occupancy = (1.0 + phi) * out_b / bt if model.kinetic else xn / (1.0 + xn)
+    on_dye = out_b + np.array([dim(c, b) for c, b in zip(ca, out_b, strict=True)])
     F = 1.0 + (v["rf"] - 1.0) * occupancy
     F0 = 1.0 + (v["rf"] - 1.0) * x0 / (1.0 + x0)
     return {
         "ca": ca,
         "ca_total": out_tot,
         "ca_er": out_er / er_cap if model.has_er else np.full(t.size, np.nan),
-        "dye_bound": out_b if model.kinetic else np.full(t.size, np.nan),
+        "dye_bound": on_dye if model.kinetic else np.full(t.size, np.nan),
         "dff": F / F0 - 1.0,
     }

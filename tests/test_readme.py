@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -72,6 +73,11 @@ def test_cli_simulates_a_kinetic_indicator(tmp_path):
     assert main(args) == 0
     ds = xr.open_dataset(tmp_path / "simulation.nc", engine="h5netcdf")
     assert float(ds.dye_bound.max()) > float(ds.dye_bound[0]) > 0
+    # the two-step scheme: the same indicator, its bright state formed at k_off/φ
+    assert main([*args[:-1], str(tmp_path / "two"), "--switch-ratio", "5"]) == 0
+    two = xr.open_dataset(tmp_path / "two" / "simulation.nc", engine="h5netcdf")
+    assert json.loads(two.attrs["parameters"])["switch_ratio"] == 5.0
+    assert float(two.dff.max()) < float(ds.dff.max())
 
 
 @pytest.mark.slow
@@ -129,6 +135,11 @@ def test_readme_demo_command_runs(tmp_path, capsys):
         (["simulate", "--stimulus", "/no/such.csv"], "No such file"),
         (["simulate", "--indicator-kinetics", "kinetic"], "needs --k-off"),
         (["simulate", "--k-off", "-1"], "must be a positive rate"),
+        (["simulate", "--switch-ratio", "2"], "needs --indicator-kinetics kinetic"),
+        (
+            ["simulate", "--indicator-kinetics", "kinetic", "--k-off", "2", "--switch-ratio", "-1"],
+            "must be a number ≥ 0",
+        ),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(argv, message, tmp_path):

@@ -717,35 +717,57 @@ def kinetic_pull(
 ) -> tuple[float, float, float]:
     """Pull (vc, ve, vb), a cotangent of (dc/dt, dc_ER/dt, db/dt), back to (c, c_ER, b).
 
-    The kinetic right-hand side: ``dc/dt = (J − db/dt)/(1 + κ_S)``,
-    ``db/dt = k_off·(x·(B_T − b) − b)`` with ``x = (c/K_d)^n``. Adds to ``pbar``.
+    The kinetic right-hand side (:func:`K.rhs`): ``dc/dt = N/A`` with
+    ``N = J − (1 − q)·g``, ``A = 1 + κ_S + (B_T − b)·q_c`` and
+    ``g = db/dt = k_off·(r·(B_T − b) − b)``, where ``x = (c/K_d)^n``,
+    ``D = 1 + φ + φx``, ``r = x/D``, ``q = φx/D`` and ``q_c = dq/dc`` (φ = 0:
+    ``q = q_c = 0``, one-step binding). Adds to ``pbar``.
     """
-    kappa = p[K.G_KAPPA_S]
-    a = 1.0 + kappa
-    kd, n, bt, koff = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF]
+    a = 1.0 + p[K.G_KAPPA_S]
+    kd, n, bt, koff, phi = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF], p[K.G_PHI]
     jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
     x = K.hill_ratio(c, kd, n)
+    d = 1.0 + phi + phi * x
+    r = x / d
+    q = phi * r
+    x_c = n * x / c if c > 0.0 else 0.0
+    qc = phi * (1.0 + phi) * x_c / (d * d)
     free_b = bt - b
-    db = koff * (x * free_b - b)
-    g_db = vb - vc / a
-    gpm = vc / a
-    gx = vc / a
-    pbar[K.G_KAPPA_S] += -vc * (jpm + jx - db) / (a * a)
+    big_a = a + free_b * qc
+    g = koff * (r * free_b - b)
+    w = vc / big_a  # cotangent of N
+    dc = (jpm + jx - (1.0 - q) * g) / big_a
+    a_bar = -w * dc
+    g_bar = vb - w * (1.0 - q)
+    q_bar = w * g
+    qc_bar = a_bar * free_b
+    r_bar = g_bar * koff * free_b
+    gpm = w
+    gx = w
+    pbar[K.G_KAPPA_S] += a_bar
     if has_er:
         cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER])
         gx -= ve / cap
         pbar[K.G_V_ER] += ve * jx / (cap * p[K.G_V_ER])
         pbar[K.G_KAPPA_ER] += ve * jx / (cap * (1.0 + p[K.G_KAPPA_ER]))
-    # partials of db/dt
-    pbar[K.G_KOFF] += g_db * (x * free_b - b)
-    pbar[K.G_BT] += g_db * koff * x
+    pbar[K.G_KOFF] += g_bar * (r * free_b - b)
+    pbar[K.G_BT] += g_bar * koff * r + a_bar * qc
+    bbar = -g_bar * koff * (r + 1.0) - a_bar * qc
+    d2 = d * d
+    # through x = (c/K_d)^n: r, q and q_c (q_c also holds n/c explicitly)
+    x_bar = r_bar * (1.0 + phi) / d2 + q_bar * phi * (1.0 + phi) / d2
+    if phi > 0.0 and c > 0.0:
+        x_bar += qc_bar * phi * (1.0 + phi) * (n / c) * (d - 2.0 * phi * x) / (d2 * d)
+    pbar[K.G_PHI] += -r_bar * x * (1.0 + x) / d2 + q_bar * x / d2
+    if c > 0.0:
+        dqc_phi = (1.0 + 2.0 * phi) / d2 - 2.0 * phi * (1.0 + phi) * (1.0 + x) / (d2 * d)
+        pbar[K.G_PHI] += qc_bar * x_c * dqc_phi
     cbar = 0.0
     if c > 0.0:
-        cbar = g_db * koff * free_b * n * x / c
-        pbar[K.G_KD] += -g_db * koff * free_b * n * x / kd
+        cbar = x_bar * x_c - qc_bar * qc / c
+        pbar[K.G_KD] += -x_bar * n * x / kd
         if need_n:
-            pbar[K.G_HILL] += g_db * koff * free_b * x * math.log(c / kd)
-    bbar = -g_db * koff * (x + 1.0)
+            pbar[K.G_HILL] += x_bar * x * math.log(c / kd) + (qc_bar * qc / n)
     fc, fe = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)
     return cbar + fc, fe, bbar
 
@@ -771,19 +793,41 @@ def _kinetic_jac(
     ``scratch``); the binding term's are written out.
     """
     a = 1.0 + p[K.G_KAPPA_S]
-    kd, n, bt, koff = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF]
+    kd, n, bt, koff, phi = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF], p[K.G_PHI]
     x = K.hill_ratio(c, kd, n)
-    db_c = koff * (bt - b) * n * x / c if c > 0.0 else 0.0
-    db_b = -koff * (x + 1.0)
+    d = 1.0 + phi + phi * x
+    r = x / d
+    q = phi * r
+    x_c = n * x / c if c > 0.0 else 0.0
+    free_b = bt - b
+    db_c = koff * free_b * (1.0 + phi) * x_c / (d * d)
+    db_b = -koff * (r + 1.0)
     pm_c, pm_e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, 1.0, 0.0, scratch, False)
-    x_c, x_e = 0.0, 0.0
+    x_c_er, x_e = 0.0, 0.0
     cap = 1.0
     if has_er:
-        x_c, x_e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, 0.0, 1.0, scratch, False)
+        x_c_er, x_e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, 0.0, 1.0, scratch, False)
         cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER])
+    if phi == 0.0:  # one-step binding: A = 1 + κ_S
+        return (
+            (pm_c + x_c_er - db_c) / a, (pm_e + x_e) / a, -db_b / a,
+            -x_c_er / cap, -x_e / cap, 0.0,
+            db_c, 0.0, db_b,
+        )  # fmt: skip
+    # sequential scheme: dc/dt = N/A, N = J − (1 − q)·g, A = 1 + κ_S + (B_T − b)·q_c
+    qc = phi * (1.0 + phi) * x_c / (d * d)
+    qcc = 0.0
+    if c > 0.0:
+        qcc = phi * (1.0 + phi) * (n / c) * (d - 2.0 * phi * x) / (d * d * d) * x_c - qc / c
+    big_a = a + free_b * qc
+    jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    g = koff * (r * free_b - b)
+    dc = (jpm + jx - (1.0 - q) * g) / big_a
+    n_c = pm_c + x_c_er + qc * g - (1.0 - q) * db_c
+    n_b = -(1.0 - q) * db_b
     return (
-        (pm_c + x_c - db_c) / a, (pm_e + x_e) / a, -db_b / a,
-        -x_c / cap, -x_e / cap, 0.0,
+        (n_c - dc * free_b * qcc) / big_a, (pm_e + x_e) / big_a, (n_b + dc * qc) / big_a,
+        -x_c_er / cap, -x_e / cap, 0.0,
         db_c, 0.0, db_b,
     )  # fmt: skip
 
@@ -1038,7 +1082,6 @@ def kinetic_run(
     b_out = np.empty(n_out)
     rec = np.zeros((op.size, 9))
     scratch = np.zeros(p.size)
-    a = 1.0 + p[K.G_KAPPA_S]
     amp = p[ev_slot] if ev_slot >= 0 else 0.0
     c, cer, b = c0, cer0, b0
     for m in range(op.size):
@@ -1051,7 +1094,7 @@ def kinetic_run(
                 rec[m, 3 + q] = s[q]
             c, cer, b = s[6], s[7], s[8]
         elif op[m] == K.S_JUMP:
-            c += amp * ev_w[arg[m]] / a
+            c = K.kinetic_jump(c, b, amp * ev_w[arg[m]], p)
         else:
             c_out[arg[m]] = c
             er_out[arg[m]] = cer
@@ -1096,12 +1139,70 @@ def kinetic_backward(
                 (rec[m, 6], rec[m, 7], rec[m, 8]), after, lc, le, lb,
                 p, kinds, offsets, wt, wv, has_er, pbar, need_n, scratch,
             )  # fmt: skip
-        else:  # c+ = c- + amp·w/(1 + κ_S)
+        else:
             w = ev_w[arg[m]]
-            pbar[K.G_KAPPA_S] += -lc * amp * w / (a * a)
-            if ev_slot >= 0:
-                pbar[ev_slot] += lc * w / a
+            if p[K.G_PHI] == 0.0:  # c+ = c- + amp·w/(1 + κ_S)
+                pbar[K.G_KAPPA_S] += -lc * amp * w / (a * a)
+                if ev_slot >= 0:
+                    pbar[ev_slot] += lc * w / a
+            else:
+                c_after = rec[m + 1, 0] if m + 1 < n else K.kinetic_jump(
+                    rec[m, 0], rec[m, 2], amp * w, p
+                )  # fmt: skip
+                lc, lb = _jump_vjp(rec[m, 0], c_after, rec[m, 2], w, ev_slot, p, lc, lb, pbar)
     return pbar, lc, le, lb
+
+
+@njit(cache=True, fastmath=False)
+def _dim_parts(c: float, p: np.ndarray) -> tuple[float, float, float, float, float]:
+    """The dim bound fraction q (:func:`K.dim_bound_fraction`), dq/dc and dq/d(K_d, n, φ)."""
+    kd, n, phi = p[K.G_KD], p[K.G_HILL], p[K.G_PHI]
+    x = K.hill_ratio(c, kd, n)
+    d = 1.0 + phi + phi * x
+    q_x = phi * (1.0 + phi) / (d * d)
+    if c <= 0.0:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    return (
+        phi * x / d,
+        q_x * n * x / c,
+        -q_x * n * x / kd,
+        q_x * x * math.log(c / kd),
+        x / (d * d),
+    )
+
+
+@njit(cache=True, fastmath=False)
+def _jump_vjp(
+    c_before: float,
+    c_after: float,
+    b: float,
+    w: float,
+    ev_slot: int,
+    p: np.ndarray,
+    lc: float,
+    lb: float,
+    pbar: np.ndarray,
+) -> tuple[float, float]:
+    """Pull (c̄+, b̄) back through a jump of the sequential scheme: (c̄−, b̄), adding to ``pbar``.
+
+    The jump solves ``G = (1 + κ_S)(c+ − c−) + (B_T − b)(q(c+) − q(c−)) − Δ = 0``
+    (``Δ = amp·w``); by the implicit-function theorem each input z pulls
+    ``−c̄+·G_z/G_{c+}``.
+    """
+    a = 1.0 + p[K.G_KAPPA_S]
+    free_b = p[K.G_BT] - b
+    q1, q1_c, q1_k, q1_n, q1_p = _dim_parts(c_after, p)
+    q0, q0_c, q0_k, q0_n, q0_p = _dim_parts(c_before, p)
+    mu = lc / (a + free_b * q1_c)
+    dq = q1 - q0
+    pbar[K.G_KAPPA_S] += -mu * (c_after - c_before)
+    pbar[K.G_BT] += -mu * dq
+    pbar[K.G_KD] += -mu * free_b * (q1_k - q0_k)
+    pbar[K.G_HILL] += -mu * free_b * (q1_n - q0_n)
+    pbar[K.G_PHI] += -mu * free_b * (q1_p - q0_p)
+    if ev_slot >= 0:
+        pbar[ev_slot] += mu * w
+    return mu * (a + free_b * q0_c), lb + mu * dq
 
 
 @njit(cache=True, fastmath=False)
@@ -1123,13 +1224,15 @@ def kinetic_dff_forward_tape(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ΔF/F and free Ca at the outputs with a kinetic indicator, and the solve's record.
 
-    ΔF/F follows the bound indicator: ``F/F_min = 1 + (R_f − 1)·b/B_T``,
+    ΔF/F follows the bright bound indicator: ``F/F_min = 1 + (R_f − 1)·(1 + φ)·b/B_T``
+    (φ the switch ratio; the bright state holds at most ``B_T/(1 + φ)``),
     relative to rest (indicator in equilibrium with the resting calcium).
     Returns ΔF/F, free Ca, the bound indicator at the outputs and the flat
     record for :func:`kinetic_dff_vjp_tape`.
     """
     p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
     kd, n, rf, bt = p[K.G_KD], p[K.G_HILL], p[K.G_RF], p[K.G_BT]
+    span = 1.0 + p[K.G_PHI]
     cer0 = p[K.G_CER_REST] if has_er else 0.0
     h0 = K.hill_frac(p[K.G_C_REST], kd, n)
     # counted as an array sum: a counter started at the literal 0 would make numba
@@ -1137,12 +1240,12 @@ def kinetic_dff_forward_tape(
     n_out = np.sum(op == K.S_OUT)
     c, _, b, rec = kinetic_run(
         op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er,
-        p[K.G_C_REST], cer0, bt * h0,
+        p[K.G_C_REST], cer0, bt * h0 / span,
     )  # fmt: skip
     f0 = 1.0 + (rf - 1.0) * h0
     dff = np.empty(c.size)
     for i in range(c.size):
-        dff[i] = (1.0 + (rf - 1.0) * b[i] / bt) / f0 - 1.0
+        dff[i] = (1.0 + (rf - 1.0) * span * b[i] / bt) / f0 - 1.0
     return dff, c, b, rec.reshape(-1)
 
 
@@ -1173,28 +1276,31 @@ def kinetic_dff_vjp_tape(
     p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
     c_rest = p[K.G_C_REST]
     kd, n, rf, bt = p[K.G_KD], p[K.G_HILL], p[K.G_RF], p[K.G_BT]
+    span = 1.0 + p[K.G_PHI]
     h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
     f0 = 1.0 + (rf - 1.0) * h0
     gb = np.empty(b.size)
     s_f = 0.0  # Σ g·F/F_min (for F0)
-    s_occ = 0.0  # Σ g·b/B_T
+    s_occ = 0.0  # Σ g·(1 + φ)·b/B_T
     for i in range(b.size):
         g = g_dff[i]
-        occ = b[i] / bt
-        gb[i] = g * (rf - 1.0) / (bt * f0)
+        occ = span * b[i] / bt
+        gb[i] = g * (rf - 1.0) * span / (bt * f0)
         s_f += g * (1.0 + (rf - 1.0) * occ)
         s_occ += g * occ
     pbar, c0bar, cer0bar, b0bar = kinetic_backward(
         op, arg, tt, hh, rec.reshape((op.size, 9)), ev_w, ev_slot, p, kinds, offsets, wt, wv,
         has_er, g_c, gb, need_n,
     )  # fmt: skip
-    # ΔF/F = (1 + (R_f − 1)·b/B_T)/F0 − 1, F0 = 1 + (R_f − 1)·h0
+    # ΔF/F = (1 + (R_f − 1)·(1 + φ)·b/B_T)/F0 − 1, F0 = 1 + (R_f − 1)·h0
     h0bar = -s_f * (rf - 1.0) / (f0 * f0)
     pbar[K.G_RF] += s_occ / f0 - s_f * h0 / (f0 * f0)
     pbar[K.G_BT] += -(rf - 1.0) * s_occ / (bt * f0)
-    # initial state: c0 = c_rest, b0 = B_T·h0
-    h0bar += b0bar * bt
-    pbar[K.G_BT] += b0bar * h0
+    pbar[K.G_PHI] += (rf - 1.0) * s_occ / (span * f0)
+    # initial state: c0 = c_rest, b0 = B_T·h0/(1 + φ)
+    h0bar += b0bar * bt / span
+    pbar[K.G_BT] += b0bar * h0 / span
+    pbar[K.G_PHI] += -b0bar * bt * h0 / (span * span)
     pbar[K.G_C_REST] += c0bar + h0bar * dh0_c
     pbar[K.G_KD] += h0bar * dh0_k
     pbar[K.G_HILL] += h0bar * dh0_n

@@ -35,7 +35,8 @@ G_CER_REST = 6  # resting free ER Ca (µM)
 G_KAPPA_ER = 7  # ER buffer capacity (dimensionless)
 G_V_ER = 8  # ER/cytosol volume ratio
 G_KOFF = 9  # indicator unbinding rate (1/s); used when the dye is kinetic
-N_GLOBAL = 10
+G_PHI = 10  # kinetic indicator's switch ratio φ (0: one-step binding); see dye_binding
+N_GLOBAL = 11
 
 # Flux kinds.
 K_LINEAR = 0
@@ -279,8 +280,64 @@ def net_flux(
 
 @njit(cache=True, fastmath=False, inline="always")
 def dye_binding(c: float, b: float, p: np.ndarray) -> float:
-    """Net indicator binding rate (µM/s): k_on·c^n·(B_T − b) − k_off·b, k_on = k_off/K_d^n."""
-    return p[G_KOFF] * (hill_ratio(c, p[G_KD], p[G_HILL]) * (p[G_BT] - b) - b)
+    """Net rate (µM/s) at which the indicator enters its bright bound state b.
+
+    ``k_off·(x/D·(B_T − b) − b)`` with ``x = (c/K_d)^n`` and ``D = 1 + φ + φx``.
+    With φ = 0 (one-step binding) this is ``k_on·c^n·(B_T − b) − k_off·b``,
+    ``k_on = k_off/K_d^n``. With φ > 0 calcium binds first, rapidly, to a dim
+    state, from which the indicator switches to the bright one at
+    ``k_off/φ`` and back at ``k_off`` (see :func:`dim_bound_fraction`).
+    """
+    x = hill_ratio(c, p[G_KD], p[G_HILL])
+    phi = p[G_PHI]
+    return p[G_KOFF] * (x / (1.0 + phi + phi * x) * (p[G_BT] - b) - b)
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def dim_bound_fraction(c: float, p: np.ndarray) -> tuple[float, float]:
+    """Fraction q of the indicator not in its bright state that holds calcium, and dq/dc.
+
+    The sequential scheme of a kinetic indicator with switch ratio φ > 0:
+    calcium binds rapidly (Hill coefficient n) to a dim state, which switches
+    slowly to the bright, fluorescent one (for GCaMPs, Ca²⁺-calmodulin
+    binding its target peptide, the rate-limiting step of the response:
+    Helassa N, Podor B, Fine A, Török K (2016), Design and mechanistic
+    insight into ultrafast calcium indicators for monitoring intracellular
+    calcium dynamics, Sci Rep 6:38276, doi:10.1038/srep38276). Of the
+    indicator not bright, ``B_T − b``, the fraction ``q = φx/(1 + φ + φx)``
+    is dim and bound (``x = (c/K_d)^n``), a rapid buffer; φ is the bright
+    state's back-to-forward rate ratio, chosen so that at equilibrium the
+    bright fraction is ``x/((1 + φ)(1 + x))``: the catalogue's K_d and Hill
+    coefficient for the fluorescence, whatever φ. φ = 0: one-step binding.
+    """
+    phi = p[G_PHI]
+    if phi == 0.0:
+        return 0.0, 0.0
+    kd, n = p[G_KD], p[G_HILL]
+    x = hill_ratio(c, kd, n)
+    d = 1.0 + phi + phi * x
+    if c > 0.0:
+        x_c = n * x / c
+    else:
+        x_c = 1.0 / kd if n == 1.0 else 0.0
+    return phi * x / d, phi * (1.0 + phi) * x_c / (d * d)
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def kinetic_jump(c: float, b: float, delta: float, p: np.ndarray) -> float:
+    """Free Ca (µM) after ``delta`` µM of calcium enters at once, the bright state b held.
+
+    The rapid buffers take it: the endogenous one and, in the sequential
+    scheme (φ > 0), the dim bound indicator, a Hill buffer of total
+    ``B_T − b`` and ``K_d·((1 + φ)/φ)^(1/n)``.
+    """
+    kappa, phi = p[G_KAPPA_S], p[G_PHI]
+    if phi == 0.0:
+        return c + delta / (1.0 + kappa)
+    n = p[G_HILL]
+    kd_dim = p[G_KD] * ((1.0 + phi) / phi) ** (1.0 / n)
+    free_b = p[G_BT] - b
+    return free_from_total(total_ca(c, kappa, free_b, kd_dim, n) + delta, kappa, free_b, kd_dim, n)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -308,15 +365,18 @@ def rhs(
     """Time derivatives (dc/dt, dc_ER/dt, db/dt) in µM/s.
 
     With ``kinetic`` False the indicator is in equilibrium with c (rapid
-    buffering, ``dc/dt = J/β(c)``) and b is unused; otherwise the bound
-    indicator b follows its binding kinetics and only the endogenous buffer is
-    rapid: ``dc/dt = (J − db/dt)/(1 + κ_S)``.
+    buffering, ``dc/dt = J/β(c)``) and b is unused; otherwise the bright bound
+    indicator b follows its binding kinetics and the endogenous buffer (and,
+    with φ > 0, the dim bound indicator) is rapid:
+    ``dc/dt = (J − (1 − q)·db/dt)/(1 + κ_S + (B_T − b)·dq/dc)``, q from
+    :func:`dim_bound_fraction` (0 for one-step binding).
     """
     jpm, jx = net_flux(t, c, cer, p, kinds, offsets, wt, wv)
     db = 0.0
     if kinetic:
         db = dye_binding(c, b, p)
-        dc = (jpm + jx - db) / (1.0 + p[G_KAPPA_S])
+        q, q_c = dim_bound_fraction(c, p)
+        dc = (jpm + jx - (1.0 - q) * db) / (1.0 + p[G_KAPPA_S] + (p[G_BT] - b) * q_c)
     else:
         dc = (jpm + jx) / buffer_capacity(c, p[G_KAPPA_S], p[G_BT], p[G_KD], p[G_HILL])
     dcer = 0.0
@@ -608,7 +668,7 @@ def _run_body(
             )
         elif op[m] == S_JUMP:
             if kinetic:
-                c += amp * ev_w[arg[m]] / (1.0 + kappa)
+                c = kinetic_jump(c, b, amp * ev_w[arg[m]], p)
             else:
                 c = free_from_total(
                     total_ca(c, kappa, bt, kd, hill) + amp * ev_w[arg[m]], kappa, bt, kd, hill
@@ -680,7 +740,7 @@ def jacobian_bound(
                 b = 0.0
                 if ib == 0:
                     x = hill_ratio(c, p[G_KD], p[G_HILL])
-                    b = p[G_BT] * x / (1.0 + x)
+                    b = p[G_BT] * x / ((1.0 + p[G_PHI]) * (1.0 + x))
                 y = np.array([c, cer, b])
                 for j in range(3):
                     if (j == 1 and not has_er) or (j == 2 and not kinetic):

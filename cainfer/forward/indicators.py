@@ -49,7 +49,15 @@ class Indicator:
         ``k_off/k_on = K_d^n`` within 1%. Used by models built with
         ``indicator_kinetics="kinetic"``; the equilibrium model ignores it.
     k_off : float or None
-        Dissociation rate (1/s).
+        Dissociation rate (1/s): with ``switch_ratio`` > 0, the bright
+        state's rate back to the dim one.
+    switch_ratio : float
+        φ ≥ 0 (dimensionless), kinetic models only. 0: one-step binding.
+        Above 0: the sequential scheme, in which calcium binds rapidly to a
+        dim state that switches to the bright one at ``k_off/φ`` (1/s) and
+        back at ``k_off``: the rise is limited by ``k_off·(1 + 1/φ)``, the
+        decay by ``k_off``, while the equilibrium fluorescence keeps ``kd``
+        and ``hill`` (see :func:`cainfer.forward._kernels.dim_bound_fraction`).
     source : str
         Where the constants come from.
     kinetics_source : str
@@ -64,6 +72,7 @@ class Indicator:
     b_total: float = 50.0
     k_on: float | None = None
     k_off: float | None = None
+    switch_ratio: float = 0.0
     source: str = "user-defined"
     kinetics_source: str = "user-defined"
 
@@ -76,6 +85,7 @@ class Indicator:
                 f"indicator {self.name!r} rf = {self.rf!r} must be a finite number > 0 other "
                 "than 1 (above 1 for an indicator that brightens on binding)"
             )
+        check_positive(f"indicator {self.name!r} switch_ratio", self.switch_ratio, allow_zero=True)
         if (self.k_on is None) != (self.k_off is None):
             raise ValueError(f"indicator {self.name!r}: give both k_on and k_off, or neither")
         if self.k_on is not None and self.k_off is not None:

@@ -130,7 +130,11 @@ class CellModel:
         approximation). ``"kinetic"``: bound indicator follows
         ``db/dt = k_on·c^n·(B_T − b) − k_off·b`` (needs the indicator's
         k_on/k_off; adds parameter ``k_off``), which captures the slow rise
-        and decay of genetically encoded indicators.
+        and decay of genetically encoded indicators. With the indicator's
+        ``switch_ratio`` φ > 0 the binding has two steps: calcium binds
+        rapidly to a dim state, which turns bright at ``k_off/φ`` and back at
+        ``k_off`` (adds parameter ``switch_ratio``), so that the rise and the
+        decay have rates of their own.
     er : ERCompartment, optional
         The ER. Created with defaults when any flux needs it; an error when
         given without any ER flux.
@@ -253,6 +257,20 @@ class CellModel:
                     description=f"{ind.name} unbinding rate (k_on = k_off/K_d^n)",
                 )
             )
+            if ind.switch_ratio > 0.0:
+                glob.append(
+                    Parameter(
+                        "switch_ratio",
+                        "1",
+                        ind.switch_ratio,
+                        Prior("lognormal", ind.switch_ratio, 1.0, ind.kinetics_source),
+                        upper=1e4,
+                        description=(
+                            f"{ind.name} switch ratio φ: bright state formed at k_off/φ "
+                            "from the rapidly bound dim one"
+                        ),
+                    )
+                )
         if self.er is not None:
             glob.extend(self.er.parameters())
         params: dict[str, Parameter] = {}
@@ -274,6 +292,7 @@ class CellModel:
             "er_kappa": K.G_KAPPA_ER,
             "er_volume": K.G_V_ER,
             "k_off": K.G_KOFF,
+            "switch_ratio": K.G_PHI,
         }
         offsets = []
         o = K.N_GLOBAL
@@ -527,7 +546,8 @@ class CellModel:
             self.kinetic,
         )
         x0 = K.hill_ratio(c0, v["kd"], v["hill"])
-        b0 = v["b_total"] * x0 / (1.0 + x0)  # indicator starts in equilibrium
+        # the indicator starts in equilibrium (its bright state: x0/((1 + φ)(1 + x0)) of B_T)
+        b0 = v["b_total"] * x0 / ((1.0 + p[K.G_PHI]) * (1.0 + x0))
 
         if implicit:
             if substeps == "auto":
@@ -759,8 +779,11 @@ class CellModel:
     ) -> xr.Dataset:
         kappa, bt, kd, n, rf = v["kappa_s"], v["b_total"], v["kd"], v["hill"], v["rf"]
         xn = (np.maximum(c, 0.0) / kd) ** n
-        bound = b if self.kinetic else bt * xn / (1.0 + xn)
-        occupancy = bound / bt if (self.kinetic and bt > 0) else xn / (1.0 + xn)
+        phi = v.get("switch_ratio", self.indicator.switch_ratio) if self.kinetic else 0.0
+        # the kinetic indicator's calcium: its bright state b and (φ > 0) its dim bound state
+        dim = (bt - b) * phi * xn / (1.0 + phi + phi * xn) if self.kinetic else 0.0
+        bound = b + dim if self.kinetic else bt * xn / (1.0 + xn)
+        occupancy = (1.0 + phi) * b / bt if (self.kinetic and bt > 0) else xn / (1.0 + xn)
         total = c * (1.0 + kappa) + bound
         F = 1.0 + (rf - 1.0) * occupancy
         x0 = (rest.c / kd) ** n
@@ -772,7 +795,9 @@ class CellModel:
             "dff": ("time", F / F0 - 1.0, {"units": "1", "long_name": "ΔF/F"}),
         }
         if self.kinetic:
-            data["dye_bound"] = ("time", b, {"units": "µM", "long_name": "calcium-bound indicator"})
+            data["dye_bound"] = (
+                "time", bound, {"units": "µM", "long_name": "calcium-bound indicator"}
+            )  # fmt: skip
         if self.has_er:
             data["ca_er"] = ("time", cer, {"units": "µM", "long_name": "free ER calcium"})
         return xr.Dataset(
@@ -803,6 +828,7 @@ class CellModel:
                 "b_total": ind.b_total,
                 "k_on": ind.k_on,
                 "k_off": ind.k_off,
+                "switch_ratio": ind.switch_ratio,
                 "source": ind.source,
                 "kinetics_source": ind.kinetics_source,
             },

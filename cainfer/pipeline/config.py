@@ -91,6 +91,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "indicator": ((str,), "OGB-1", "indicator name from the catalogue"),
         "indicator_kinetics": ((str,), "equilibrium", '"equilibrium" or "kinetic" binding'),
         "k_off": (_NUM, None, "indicator unbinding rate (1/s): prior centre of a kinetic fit"),
+        "switch_ratio": (_NUM, 0.0, "kinetic binding's switch ratio φ (0: one step)"),
         "free": ((list,), None, "free parameters (default: the model's usual set)"),
         "fixed": ((dict,), {}, "parameter = value for parameters held fixed"),
         "priors": ((dict,), {}, "parameter = {kind, a, b}: prior of a free parameter"),
@@ -181,6 +182,8 @@ class Config:
                 k_on=float(k_off) / ind.kd**ind.hill,
                 kinetics_source=f"config {self.path.name}: [model] k_off",
             )
+        if self.model["switch_ratio"]:
+            ind = ind.with_(switch_ratio=float(self.model["switch_ratio"]))
         return preset(
             self.model["preset"], ind, indicator_kinetics=self.model["indicator_kinetics"]
         )
@@ -341,6 +344,11 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     k_off = mod["k_off"]
     if k_off is not None and not (math.isfinite(k_off) and k_off > 0):
         raise _err(path, "model", f"k_off = {k_off!r} must be a positive rate (1/s)")
+    phi = mod["switch_ratio"]
+    if not (math.isfinite(phi) and phi >= 0):
+        raise _err(path, "model", f"switch_ratio = {phi!r} must be a number ≥ 0")
+    if phi and mod["indicator_kinetics"] != "kinetic":
+        raise _err(path, "model", 'switch_ratio needs indicator_kinetics = "kinetic"')
     if mod["indicator_kinetics"] == "kinetic" and k_off is None:
         known = get_indicator(mod["indicator"]).k_off
         if known is None:

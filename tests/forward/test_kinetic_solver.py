@@ -12,9 +12,9 @@ TIME = np.arange(240) / 30.0
 STIM = Stimulus(events=[1.0, 1.05, 4.017, 6.5], weights=[1.0, 1.0, 2.0, 1.0])
 
 
-def _kinetic(model_name, name, k_off):
+def _kinetic(model_name, name, k_off, phi=0.0):
     ind = get_indicator(name)
-    ind = ind.with_(k_off=k_off, k_on=k_off / ind.kd**ind.hill)
+    ind = ind.with_(k_off=k_off, k_on=k_off / ind.kd**ind.hill, switch_ratio=phi)
     return preset(model_name, ind, indicator_kinetics="kinetic")
 
 
@@ -23,17 +23,26 @@ def _dff(model, params, substeps):
 
 
 @pytest.mark.parametrize(
-    ("model_name", "name", "k_off"),
-    [("single_compartment", "OGB-1", 100.0), ("pumps", "GCaMP6f", 20.0), ("er", "GCaMP6s", 1.0)],
+    ("model_name", "name", "k_off", "phi"),
+    [
+        ("single_compartment", "OGB-1", 100.0, 0.0),
+        ("pumps", "GCaMP6f", 20.0, 0.0),
+        ("er", "GCaMP6s", 1.0, 0.0),
+        # the sequential scheme: its jumps solve for the dim bound state too
+        ("single_compartment", "OGB-1", 100.0, 0.5),
+        ("pumps", "GCaMP6f", 20.0, 4.0),
+        ("er", "GCaMP6s", 1.0, 2.0),
+    ],
 )
-def test_kinetic_gradient_matches_finite_differences(model_name, name, k_off):
-    model = _kinetic(model_name, name, k_off)
+def test_kinetic_gradient_matches_finite_differences(model_name, name, k_off, phi):
+    model = _kinetic(model_name, name, k_off, phi)
     params = {"influx_amplitude": 5.0}
     g = np.random.default_rng(3).normal(size=TIME.size)
     dff, grad = model.dff_vjp(params, TIME, STIM, g, substeps=2)
     assert dff.max() > 0.3
     v = model.values(params)
     assert set(grad) == set(v) and "k_off" in grad
+    assert ("switch_ratio" in grad) == (phi > 0)
     for key, value in v.items():
         step = 1e-6 * abs(value) if value else 1e-7
         up, dn = dict(v), dict(v)
@@ -47,16 +56,18 @@ def test_kinetic_gradient_matches_finite_differences(model_name, name, k_off):
 
 
 @pytest.mark.parametrize(
-    ("model_name", "name", "k_off", "substeps"),
+    ("model_name", "name", "k_off", "substeps", "phi"),
     [
-        ("pumps", "GCaMP6s", 1.0, 1),
-        ("pumps", "GCaMP6f", 20.0, 1),
-        ("single_compartment", "OGB-1", 100.0, 2),
-        ("er", "jGCaMP7f", 10.0, 1),
+        ("pumps", "GCaMP6s", 1.0, 1, 0.0),
+        ("pumps", "GCaMP6f", 20.0, 1, 0.0),
+        ("single_compartment", "OGB-1", 100.0, 2, 0.0),
+        ("er", "jGCaMP7f", 10.0, 1, 0.0),
+        ("pumps", "GCaMP6s", 1.0, 1, 5.0),
+        ("er", "jGCaMP7f", 10.0, 1, 1.0),
     ],
 )
-def test_kinetic_solve_matches_radau(model_name, name, k_off, substeps):
-    model = _kinetic(model_name, name, k_off)
+def test_kinetic_solve_matches_radau(model_name, name, k_off, substeps, phi):
+    model = _kinetic(model_name, name, k_off, phi)
     params = {"influx_amplitude": 5.0}
     ref = reference_simulate(model, params, TIME, STIM, method="Radau")
     dff = _dff(model, params, substeps)

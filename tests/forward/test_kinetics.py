@@ -91,3 +91,98 @@ def test_solver_choice_is_validated():
         preset("pumps").simulate(None, FRAMES, BETWEEN, solver="sdirk")
     with pytest.raises(ValueError, match="allowed: 'auto', 'rk4', 'sdirk'"):
         kinetic.simulate(None, FRAMES, BETWEEN, solver="euler")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------- the sequential (two-step) scheme
+
+
+def _sequential(name, k_off, phi):
+    return _with_kinetics(name, k_off).with_(switch_ratio=phi)
+
+
+@pytest.mark.parametrize("solver", ["rk4", "sdirk"])
+@pytest.mark.parametrize(
+    ("model_name", "name", "k_off", "phi"),
+    [("pumps", "GCaMP6s", 1.0, 3.0), ("single_compartment", "GCaMP6f", 3.0, 0.5)],
+)
+def test_sequential_scheme_matches_solve_ivp(model_name, name, k_off, phi, solver):
+    # the reference integrates total calcium and the bright state, and finds free Ca with
+    # the dim bound state by brentq: a different formulation of the same scheme
+    model = preset(model_name, _sequential(name, k_off, phi), indicator_kinetics="kinetic")
+    assert model.parameters["switch_ratio"].default == phi
+    params = {"influx_amplitude": 20.0}
+    ds = model.simulate(params, FRAMES, BETWEEN, solver=solver)
+    ref = reference_simulate(model, params, FRAMES, BETWEEN, method="Radau")
+    assert ds.dff.max() > 0.3
+    np.testing.assert_allclose(ds.dff, ref["dff"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ds.dye_bound, ref["dye_bound"], rtol=3e-5)
+    np.testing.assert_allclose(ds.ca, ref["ca"], rtol=3e-5, atol=1e-9)
+
+
+def test_switch_ratio_zero_is_one_step_binding():
+    one = preset("pumps", _with_kinetics("GCaMP6f", 3.0), indicator_kinetics="kinetic")
+    assert "switch_ratio" not in one.parameters
+    near = preset("pumps", _sequential("GCaMP6f", 3.0, 1e-9), indicator_kinetics="kinetic")
+    a = one.simulate({"influx_amplitude": 20.0}, FRAMES, BETWEEN)
+    b = near.simulate({"influx_amplitude": 20.0}, FRAMES, BETWEEN)
+    # the scheme is smooth in φ: its ΔF/F moves by O(φ), here 1e-9
+    np.testing.assert_allclose(b.dff, a.dff, rtol=0, atol=1e-7)
+
+
+def test_sequential_scheme_with_fast_rates_is_the_equilibrium_model():
+    # the bright state at equilibrium is x/((1 + φ)(1 + x)) of B_T and the indicator's
+    # calcium B_T·x/(1 + x): the equilibrium model's fluorescence and buffering, whatever φ
+    ind = _sequential("GCaMP6f", 4000.0, 2.0)
+    kin = preset("single_compartment", ind, indicator_kinetics="kinetic")
+    eq = preset("single_compartment", ind)
+    a = kin.simulate(None, FRAMES, BETWEEN).dff.values
+    b = eq.simulate(None, FRAMES, BETWEEN).dff.values
+    assert np.abs(a - b).max() < 2e-3 * np.abs(b).max()
+
+
+def test_a_slow_switch_delays_the_rise_but_not_the_decay():
+    # same k_off (the bright state's decay), a slower switch into it (k_off/φ)
+    stim = Stimulus(events=[1.0])
+    t = np.arange(600) / 60.0
+    runs = {}
+    for phi in (0.0, 10.0):
+        ind = _sequential("GCaMP6s", 0.5, phi) if phi else _with_kinetics("GCaMP6s", 0.5)
+        model = preset("single_compartment", ind, indicator_kinetics="kinetic")
+        runs[phi] = model.simulate({"gamma": 2000.0, "influx_amplitude": 10.0}, t, stim)
+    one, two = runs[0.0].dff.values, runs[10.0].dff.values
+    assert t[np.argmax(two)] > t[np.argmax(one)] + 0.1
+    # late, free calcium is back at rest and both decay at k_off(1 + x_rest·…) ≈ k_off:
+    # the log-slope over 6-9 s agrees within 5 %
+    late = (t >= 6.0) & (t <= 9.0)
+    slopes = [np.polyfit(t[late], np.log(d[late]), 1)[0] for d in (one, two)]
+    assert slopes[0] == pytest.approx(slopes[1], rel=0.05)
+    assert slopes[0] == pytest.approx(-0.5, rel=0.1)
+
+
+@pytest.mark.parametrize("phi", [0.0, 2.0])
+def test_sequential_conservation_of_total_calcium(phi):
+    ind = _sequential("GCaMP6s", 5.0, phi)
+    model = preset("pumps", ind, indicator_kinetics="kinetic")
+    t = np.linspace(0.0, 3.0, 3001)
+    stim = Stimulus(events=[0.5005])
+    ds = model.simulate({"influx_amplitude": 10.0}, t, stim)
+    jpm = sum(
+        a for a, _ in model.term_fluxes(ds.ca.values, None, {"influx_amplitude": 10.0}).values()
+    )
+    k = int(np.searchsorted(t, 0.5005))
+    gap = (0.5005 - t[k - 1]) * jpm[k - 1] + (t[k] - 0.5005) * jpm[k]
+    integral = simpson(jpm[:k], x=t[:k]) + gap + simpson(jpm[k:], x=t[k:])
+    change = float(ds.ca_total[-1] - ds.ca_total[0])
+    assert change == pytest.approx(integral + 10.0, abs=2e-4 * 10.0)
+
+
+def test_switch_ratio_is_validated_and_saved():
+    with pytest.raises(ValueError, match=r"switch_ratio = -1\.0 must be a finite number"):
+        _sequential("GCaMP6f", 3.0, -1.0)
+    model = preset("pumps", _sequential("GCaMP6f", 3.0, 2.5), indicator_kinetics="kinetic")
+    assert model.parameters["switch_ratio"].prior.kind == "lognormal"
+    again = CellModel.from_dict(model.to_dict())
+    assert again.indicator.switch_ratio == 2.5
+    assert again.parameters["switch_ratio"].default == 2.5
+    # the equilibrium model has no use for it
+    assert "switch_ratio" not in preset("pumps", _sequential("GCaMP6f", 3.0, 2.5)).parameters

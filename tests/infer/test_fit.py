@@ -198,6 +198,32 @@ def test_kinetic_indicator_is_fitted_with_its_binding_rate():
 
 
 @pytest.mark.slow
+def test_two_step_binding_is_fitted_with_its_switch_ratio():
+    """The two-step scheme (rapid binding, slow switch to the bright state): φ is recovered.
+
+    Data from ``simulate(solver="rk4")``, the fit on the implicit solve, as above.
+    """
+    ind = cainfer.get_indicator("GCaMP6s")
+    ind = ind.with_(
+        k_off=1.0, k_on=1.0 / ind.kd**ind.hill, switch_ratio=2.0, kinetics_source="test value"
+    )
+    model = cainfer.single_compartment(ind, indicator_kinetics="kinetic")
+    truth = {"gamma": 300.0, "influx_amplitude": 15.0, "k_off": 1.5, "switch_ratio": 4.0}
+    clean = model.simulate(truth, TIME, STIM, solver="rk4").dff.values
+    y = clean + np.random.default_rng(4).normal(0.0, 0.03, TIME.size)
+    result = fit(
+        y, model, stimulus=STIM, time=TIME, free=list(truth), draws=400, tune=400, chains=2,
+        seed=1, observation="dff_exact", residuals="white", drift="none",
+    )  # fmt: skip
+    s = result.summary(round_to="none")
+    for name, value in truth.items():
+        assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s.loc[name])
+    # the switch is determined, not left to its prior (log-sd 1 around 2)
+    assert s.loc["switch_ratio", "sd"] < 0.3 * truth["switch_ratio"]
+    assert result.model.parameters["switch_ratio"].prior.source == "test value"
+
+
+@pytest.mark.slow
 def test_chains_start_at_the_mode_not_in_a_local_one():
     """ER release has local modes (trains that never trigger release) that trap chains.
 

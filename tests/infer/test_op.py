@@ -72,11 +72,11 @@ def test_gradient_without_hill_coefficients_matches_on_the_free_slots():
 
 
 @pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
-@pytest.mark.parametrize("name", ["pumps", "er"])
-def test_kinetic_op_matches_the_model(name, mode):
+@pytest.mark.parametrize(("name", "phi"), [("pumps", 0.0), ("er", 0.0), ("pumps", 3.0)])
+def test_kinetic_op_matches_the_model(name, phi, mode):
     # the Op runs the kernels specialised to the model's terms; dff_vjp the generic ones
     ind = get_indicator("GCaMP6f")
-    ind = ind.with_(k_off=20.0, k_on=20.0 / ind.kd**ind.hill)
+    ind = ind.with_(k_off=20.0, k_on=20.0 / ind.kd**ind.hill, switch_ratio=phi)
     model = preset(name, ind, indicator_kinetics="kinetic")
     params = {"influx_amplitude": 5.0, "k_off": 15.0}
     op, consts = solve_op(model, TIME, STIM, substeps=1)

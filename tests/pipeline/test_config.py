@@ -102,6 +102,8 @@ CASES = [
     ("[model]", '[model]\nindicator_kinetics = "slow"', "indicator_kinetics = 'slow'; allowed"),
     ("[model]", '[model]\nindicator_kinetics = "kinetic"', "needs k_off"),
     ("[model]", "[model]\nk_off = -2.0", "k_off = -2.0 must be a positive rate"),
+    ("[model]", "[model]\nswitch_ratio = -1.0", "switch_ratio = -1.0 must be a number ≥ 0"),
+    ("[model]", "[model]\nswitch_ratio = 2.0", "switch_ratio needs indicator_kinetics"),
     ("seed = 3", "seed = 3 =", "not valid TOML"),
     ("", '\n[ratiometric]\ndye = "Fura-9"\n', r"\[ratiometric\] dye: unknown ratiometric dye"),
     ("", '\n[ratiometric]\ndye = "Fura-2"\nr_min = 0.4\n', "r_max, beta required with a dye"),
@@ -183,7 +185,11 @@ def test_kinetic_indicator_from_the_config(tmp_path):
     assert model.parameters["k_off"].default == 3.0
     assert model.indicator.k_on == pytest.approx(3.0 / model.indicator.kd**model.indicator.hill)
     assert path.name in model.parameters["k_off"].prior.source
+    assert "switch_ratio" not in model.parameters
     assert not load_config(_write(tmp_path, BASE)).cell_model().kinetic
+    text = text.replace("k_off = 3.0", "k_off = 3.0\nswitch_ratio = 2.0")
+    two = load_config(_write(tmp_path, text))
+    assert two.cell_model().parameters["switch_ratio"].default == 2.0
 
 
 def test_ratiometric_config(tmp_path):
