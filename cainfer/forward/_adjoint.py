@@ -727,6 +727,27 @@ def kinetic_pull(
     kd, n, bt, koff, phi = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF], p[K.G_PHI]
     jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
     x = K.hill_ratio(c, kd, n)
+    if phi == 0.0:  # one-step binding (φ is then no parameter: its cotangent is not needed)
+        free_b = bt - b
+        db = koff * (x * free_b - b)
+        g_db = vb - vc / a
+        gx = vc / a
+        pbar[K.G_KAPPA_S] += -vc * (jpm + jx - db) / (a * a)
+        if has_er:
+            cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER])
+            gx -= ve / cap
+            pbar[K.G_V_ER] += ve * jx / (cap * p[K.G_V_ER])
+            pbar[K.G_KAPPA_ER] += ve * jx / (cap * (1.0 + p[K.G_KAPPA_ER]))
+        pbar[K.G_KOFF] += g_db * (x * free_b - b)
+        pbar[K.G_BT] += g_db * koff * x
+        cbar = 0.0
+        if c > 0.0:
+            cbar = g_db * koff * free_b * n * x / c
+            pbar[K.G_KD] += -g_db * koff * free_b * n * x / kd
+            if need_n:
+                pbar[K.G_HILL] += g_db * koff * free_b * x * math.log(c / kd)
+        fc, fe = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, vc / a, gx, pbar, need_n)
+        return cbar + fc, fe, -g_db * koff * (x + 1.0)
     d = 1.0 + phi + phi * x
     r = x / d
     q = phi * r
