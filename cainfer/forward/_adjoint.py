@@ -727,27 +727,6 @@ def kinetic_pull(
     kd, n, bt, koff, phi = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF], p[K.G_PHI]
     jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
     x = K.hill_ratio(c, kd, n)
-    if phi == 0.0:  # one-step binding (φ is then no parameter: its cotangent is not needed)
-        free_b = bt - b
-        db = koff * (x * free_b - b)
-        g_db = vb - vc / a
-        gx = vc / a
-        pbar[K.G_KAPPA_S] += -vc * (jpm + jx - db) / (a * a)
-        if has_er:
-            cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER])
-            gx -= ve / cap
-            pbar[K.G_V_ER] += ve * jx / (cap * p[K.G_V_ER])
-            pbar[K.G_KAPPA_ER] += ve * jx / (cap * (1.0 + p[K.G_KAPPA_ER]))
-        pbar[K.G_KOFF] += g_db * (x * free_b - b)
-        pbar[K.G_BT] += g_db * koff * x
-        cbar = 0.0
-        if c > 0.0:
-            cbar = g_db * koff * free_b * n * x / c
-            pbar[K.G_KD] += -g_db * koff * free_b * n * x / kd
-            if need_n:
-                pbar[K.G_HILL] += g_db * koff * free_b * x * math.log(c / kd)
-        fc, fe = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, vc / a, gx, pbar, need_n)
-        return cbar + fc, fe, -g_db * koff * (x + 1.0)
     d = 1.0 + phi + phi * x
     r = x / d
     q = phi * r
@@ -1145,7 +1124,6 @@ def kinetic_backward(
     """Pull output cotangents (on c and b) back through a :func:`kinetic_run`: (p̄, c̄0, ē0, b̄0)."""
     pbar = np.zeros(p.size)
     scratch = np.zeros(p.size)
-    a = 1.0 + p[K.G_KAPPA_S]
     amp = p[ev_slot] if ev_slot >= 0 else 0.0
     lc, le, lb = 0.0, 0.0, 0.0
     n = op.size
@@ -1160,36 +1138,26 @@ def kinetic_backward(
                 (rec[m, 6], rec[m, 7], rec[m, 8]), after, lc, le, lb,
                 p, kinds, offsets, wt, wv, has_er, pbar, need_n, scratch,
             )  # fmt: skip
-        else:
+        else:  # a jump: c+ from the next entry (a schedule never ends on one)
             w = ev_w[arg[m]]
-            if p[K.G_PHI] == 0.0:  # c+ = c- + amp·w/(1 + κ_S)
-                pbar[K.G_KAPPA_S] += -lc * amp * w / (a * a)
-                if ev_slot >= 0:
-                    pbar[ev_slot] += lc * w / a
-            else:
-                c_after = rec[m + 1, 0] if m + 1 < n else K.kinetic_jump(
-                    rec[m, 0], rec[m, 2], amp * w, p
-                )  # fmt: skip
-                lc, lb = _jump_vjp(rec[m, 0], c_after, rec[m, 2], w, ev_slot, p, lc, lb, pbar)
+            c_after = rec[m + 1, 0] if m + 1 < n else K.kinetic_jump(
+                rec[m, 0], rec[m, 2], amp * w, p
+            )  # fmt: skip
+            lc, lb = _jump_vjp(rec[m, 0], c_after, rec[m, 2], w, ev_slot, p, lc, lb, pbar)
     return pbar, lc, le, lb
 
 
 @njit(cache=True, fastmath=False)
 def _dim_parts(c: float, p: np.ndarray) -> tuple[float, float, float, float, float]:
     """The dim bound fraction q (:func:`K.dim_bound_fraction`), dq/dc and dq/d(K_d, n, φ)."""
+    q, q_c = K.dim_bound_fraction(c, p)
+    if c <= 0.0:
+        return q, q_c, 0.0, 0.0, 0.0
     kd, n, phi = p[K.G_KD], p[K.G_HILL], p[K.G_PHI]
     x = K.hill_ratio(c, kd, n)
     d = 1.0 + phi + phi * x
     q_x = phi * (1.0 + phi) / (d * d)
-    if c <= 0.0:
-        return 0.0, 0.0, 0.0, 0.0, 0.0
-    return (
-        phi * x / d,
-        q_x * n * x / c,
-        -q_x * n * x / kd,
-        q_x * x * math.log(c / kd),
-        x / (d * d),
-    )
+    return q, q_c, -q_x * n * x / kd, q_x * x * math.log(c / kd), x / (d * d)
 
 
 @njit(cache=True, fastmath=False)
@@ -1204,11 +1172,11 @@ def _jump_vjp(
     lb: float,
     pbar: np.ndarray,
 ) -> tuple[float, float]:
-    """Pull (c̄+, b̄) back through a jump of the sequential scheme: (c̄−, b̄), adding to ``pbar``.
+    """Pull (c̄+, b̄) back through a calcium jump: (c̄−, b̄), adding to ``pbar``.
 
     The jump solves ``G = (1 + κ_S)(c+ − c−) + (B_T − b)(q(c+) − q(c−)) − Δ = 0``
-    (``Δ = amp·w``); by the implicit-function theorem each input z pulls
-    ``−c̄+·G_z/G_{c+}``.
+    (``Δ = amp·w``; one-step binding, q = 0: ``c+ = c− + Δ/(1 + κ_S)``); by the
+    implicit-function theorem each input z pulls ``−c̄+·G_z/G_{c+}``.
     """
     a = 1.0 + p[K.G_KAPPA_S]
     free_b = p[K.G_BT] - b
