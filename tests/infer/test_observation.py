@@ -409,3 +409,27 @@ def test_the_scale_is_sampled_along_its_ridge_under_the_same_prior(several, monk
         pp.update(common, dff_scale_log__=shape(log_a))
         diffs.append(lp_s(ps) - lp_p(pp))
     np.testing.assert_allclose(diffs, n * np.log(O.SCALE_LOG_SD), atol=1e-7)
+
+
+@pytest.mark.parametrize("minutes", [0.5, 2.0, 10.0])
+def test_slow_basis_rows_are_orthogonal_and_keep_the_prior(minutes):
+    """The rotated rows have the prior covariance of the weighted cosines and trend."""
+    t = np.arange(int(minutes * 60 * 30)) / 30.0
+    ell = 20.0
+    basis = O.slow_basis(t, ell)
+    # reference: the unrotated rows, built from the formula in the module docstring
+    span = t[-1] - t[0]
+    k = np.arange(1, basis.shape[0])
+    w = np.exp(-((np.pi * k * ell / span) ** 2) / 4)
+    w = np.concatenate([[w[0]], w])
+    x = 2.0 * (t - t[0]) / span - 1.0
+    phi = np.vstack([np.sqrt(3) * x, np.sqrt(2) * np.cos(np.pi * k[:, None] * (t - t[0]) / span)])
+    ref = (w / np.sqrt(np.sum(w**2)))[:, None] * phi
+    scale = np.abs(ref.T @ ref).max()
+    np.testing.assert_allclose(basis.T @ basis, ref.T @ ref, atol=1e-10 * scale)
+    gram = basis @ basis.T
+    off = gram - np.diag(np.diag(gram))
+    assert np.abs(off).max() < 1e-10 * np.diag(gram).max()
+    # the unrotated trend and first cosine overlap almost entirely
+    g = ref[:2] @ ref[:2].T
+    assert abs(g[0, 1]) / np.sqrt(g[0, 0] * g[1, 1]) > 0.95
