@@ -309,7 +309,8 @@ def observation_terms(chains: int, tune: int, draws: int) -> None:
     ]
     print(f"B1, ΔF/F input, {chains} chains x ({tune} tune + {draws} draws)")
     print(
-        f"{'observation':40s} {'grad ms':>8s} {'sample s':>9s} {'steps/draw':>10s} {'minESS/s':>9s}"
+        f"{'observation':40s} {'grad ms':>8s} {'sample s':>9s} {'steps/draw':>10s} "
+        f"{'step size':>9s} {'% depth ≤2/3/≥4':>16s} {'minESS/s':>9s}"
     )
     for name, opts in variants:
         m = exact_pymc_model(model, t, stim, y, FREE, **opts)
@@ -318,9 +319,18 @@ def observation_terms(chains: int, tune: int, draws: int) -> None:
                   chains=chains, seed=1, **opts)  # fmt: skip
         s = az.summary(res.idata, var_names=[*FREE, "sigma"], round_to="none")
         sample_s = res.settings["sampling_seconds"]
-        steps = float(np.asarray(res.idata["sample_stats"]["n_steps"]).mean())
+        stats = res.idata["sample_stats"]
+        steps = float(np.asarray(stats["n_steps"]).mean())
+        eps = float(np.asarray(stats["step_size"]).mean())
+        # share of draws whose trajectory doubled 2, 3 and 4+ times (3, 7 and 15+ leapfrog steps)
+        depth = np.asarray(stats["depth"]).ravel()
+        share = [np.mean(depth <= 2), np.mean(depth == 3), np.mean(depth >= 4)]
+        shares = "/".join(f"{100 * x:.0f}" for x in share)
         ess = float(s["ess_bulk"].astype(float).min())
-        print(f"{name:40s} {ms:8.3f} {sample_s:9.1f} {steps:10.2f} {ess / sample_s:9.1f}")
+        print(
+            f"{name:40s} {ms:8.3f} {sample_s:9.1f} {steps:10.2f} {eps:9.3f} {shares:>16s} "
+            f"{ess / sample_s:9.1f}"
+        )
 
 
 def _print_table(rows: list, chains: int, tune: int, draws: int) -> None:
