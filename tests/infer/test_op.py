@@ -111,6 +111,8 @@ def test_the_python_solve_runs_the_graphs_compiled_solver(kinetic):
         model = preset("er")
     params = {"influx_amplitude": 20.0}
     op, consts = solve_op(model, TIME, STIM, substeps=2)
+    # other tests may have compiled the same kernel for their own argument types
+    before = set(op.forward_tape.signatures)
     x = pt.dvector("p")
     dff, ca, *_ = op(x, *consts)
     f = pytensor.function([x], [dff, ca], mode="NUMBA")
@@ -124,9 +126,9 @@ def test_the_python_solve_runs_the_graphs_compiled_solver(kinetic):
     # the two agree to their own errors only
     tol = 1e-3 if kinetic else 1e-9
     np.testing.assert_allclose(got_dff, sim.dff, rtol=tol, atol=tol * 1e-3)
-    assert len(op.forward_tape.signatures) == 1
+    assert len(set(op.forward_tape.signatures) - before) <= 1
     # a plain Python call with a read-only or integer vector is converted, not recompiled
     frozen = p.copy()
     frozen.flags.writeable = False
     np.testing.assert_allclose(forward_solver(model, TIME, STIM, substeps=2)(frozen)[0], got_dff)
-    assert len(op.forward_tape.signatures) == 1
+    assert len(set(op.forward_tape.signatures) - before) <= 1
