@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 PriorKind = Literal["lognormal", "normal", "uniform", "halfnormal"]
+Role = Literal["capacity", "affinity", "hill", "other"]
+ROLES: tuple[str, ...] = ("capacity", "affinity", "hill", "other")
 _PRIOR_KINDS: tuple[str, ...] = ("lognormal", "normal", "uniform", "halfnormal")
 
 
@@ -86,6 +88,12 @@ class Parameter:
     open_lower : bool
         If True the lower bound itself is not allowed (for example a
         concentration that must be strictly positive).
+    role : {"capacity", "affinity", "hill", "other"}
+        What the parameter is to its term, which decides the coordinates it is
+        sampled in (:func:`cainfer.fit`): ``"capacity"`` scales the term's rate
+        (V_max, γ, an influx amplitude, a release rate), ``"affinity"`` is a
+        half-activation concentration (µM), ``"hill"`` a Hill coefficient
+        (fixed by default), ``"other"`` anything else.
     """
 
     name: str
@@ -96,22 +104,22 @@ class Parameter:
     upper: float = math.inf
     description: str = ""
     open_lower: bool = True
+    role: Role = "other"
 
     def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(
+                f"parameter {self.name!r}: role {self.role!r}; allowed: {', '.join(ROLES)}"
+            )
         self.check(self.default, where="default")
 
     def renamed(self, name: str) -> Parameter:
         """Return a copy under another name."""
-        return Parameter(
-            name,
-            self.unit,
-            self.default,
-            self.prior,
-            self.lower,
-            self.upper,
-            self.description,
-            self.open_lower,
-        )
+        return replace(self, name=name)
+
+    def with_default(self, value: float, *, where: str = "") -> Parameter:
+        """Return a copy with another default, checked against the allowed range."""
+        return replace(self, default=self.check(value, where=where))
 
     def allowed(self) -> str:
         """Human-readable allowed range."""

@@ -27,7 +27,7 @@ References
 from __future__ import annotations
 
 from abc import ABC
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior
@@ -55,10 +55,31 @@ class Flux(ABC):
     kind: ClassVar[int]
     compartment: ClassVar[Literal["pm", "er"]]
     needs_er: ClassVar[bool] = False
+    #: The term's capacity is sampled per unit of the cytosol's buffer capacity
+    #: (``coordinates="per_buffer"``): true of the plasma-membrane terms whose
+    #: effect on free calcium is their rate over β.
+    per_buffer: ClassVar[bool] = False
+    #: The rate is ``V·c^n/(K^n + c^n)`` of cytosolic calcium, so ``V`` and ``K``
+    #: trade off along the slope at rest and ``V`` is sampled as that slope.
+    cytosolic_hill: ClassVar[bool] = False
     default_name: ClassVar[str]
     declared: ClassVar[tuple[Parameter, ...]] = ()
     #: Number of values fixed by flux balance at rest (not free parameters).
     n_derived: ClassVar[int] = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        roles = [p.role for p in cls.declared]
+        if cls.per_buffer and roles.count("capacity") != 1:
+            raise TypeError(f"{cls.__name__}: per_buffer needs one parameter of role 'capacity'")
+        if cls.cytosolic_hill and not (
+            roles.count("capacity") == 1 and roles.count("affinity") == 1
+            and roles.count("hill") <= 1
+        ):  # fmt: skip
+            raise TypeError(
+                f"{cls.__name__}: cytosolic_hill needs one 'capacity', one 'affinity' and at "
+                "most one 'hill' parameter"
+            )
 
     def __init__(self, name: str | None = None, **defaults: float) -> None:
         self.name = self.default_name if name is None else str(name)
@@ -72,10 +93,7 @@ class Flux(ABC):
         for p in self.declared:
             q = p.renamed(self.full_name(p.name))
             if p.name in defaults:
-                v = q.check(defaults[p.name], where=f"default of {type(self).__name__}")
-                q = Parameter(
-                    q.name, q.unit, v, q.prior, q.lower, q.upper, q.description, q.open_lower
-                )
+                q = q.with_default(defaults[p.name], where=f"default of {type(self).__name__}")
             params.append(q)
         self.parameters: tuple[Parameter, ...] = tuple(params)
 
@@ -95,7 +113,12 @@ class Flux(ABC):
 
 def _vmax(default: float, median: float, source: str, what: str) -> Parameter:
     return Parameter(
-        "vmax", "µM/s", default, Prior("lognormal", median, 1.0, source), description=what
+        "vmax",
+        "µM/s",
+        default,
+        Prior("lognormal", median, 1.0, source),
+        description=what,
+        role="capacity",
     )
 
 
@@ -107,6 +130,7 @@ class LinearExtrusion(Flux):
     """
 
     kind = K.K_LINEAR
+    per_buffer = True
     compartment = "pm"
     default_name = ""
     declared = (
@@ -117,6 +141,7 @@ class LinearExtrusion(Flux):
             Prior("lognormal", 300.0, 1.0, _HELMCHEN),
             upper=1e6,
             description="extrusion rate constant",
+            role="capacity",
         ),
     )
 
@@ -125,6 +150,8 @@ class PMCA(Flux):
     """Plasma-membrane Ca-ATPase ``J = −V·c^h/(K^h + c^h)``: high affinity, low capacity [1]_."""
 
     kind = K.K_PMCA
+    per_buffer = True
+    cytosolic_hill = True
     compartment = "pm"
     default_name = "pmca"
     declared = (
@@ -136,6 +163,7 @@ class PMCA(Flux):
             Prior("lognormal", 0.3, 0.3, _BRINI),
             upper=100.0,
             description="half-activation concentration",
+            role="affinity",
         ),
         Parameter(
             "hill",
@@ -144,6 +172,7 @@ class PMCA(Flux):
             Prior("uniform", 1.0, 1.6, _BRINI),
             upper=8.0,
             description="Hill coefficient",
+            role="hill",
         ),
     )
 
@@ -152,6 +181,8 @@ class NCX(Flux):
     """Na/Ca exchanger (forward) ``J = −V·c/(K + c)``: low affinity, high capacity [1]_ [2]_."""
 
     kind = K.K_NCX
+    per_buffer = True
+    cytosolic_hill = True
     compartment = "pm"
     default_name = "ncx"
     declared = (
@@ -163,6 +194,7 @@ class NCX(Flux):
             Prior("lognormal", 2.8, 0.3, _SHANNON),
             upper=1000.0,
             description="half-activation concentration (2-3.6 µM)",
+            role="affinity",
         ),
     )
 
@@ -184,6 +216,7 @@ class SERCA(Flux):
     """Sarco/endoplasmic-reticulum Ca-ATPase, cytosol → ER, ``V·c^h/(K^h + c^h)`` [2]_."""
 
     kind = K.K_SERCA
+    cytosolic_hill = True
     compartment = "er"
     needs_er = True
     default_name = "serca"
@@ -196,6 +229,7 @@ class SERCA(Flux):
             Prior("lognormal", 0.25, 0.3, _SHANNON),
             upper=100.0,
             description="half-activation concentration",
+            role="affinity",
         ),
         Parameter(
             "hill",
@@ -204,6 +238,7 @@ class SERCA(Flux):
             Prior("uniform", 1.5, 2.1, _SHANNON),
             upper=8.0,
             description="Hill coefficient",
+            role="hill",
         ),
     )
 
@@ -242,6 +277,7 @@ class ERRelease(Flux):
             Prior("lognormal", 10.0, 1.0, _KEENER),
             upper=1e6,
             description="maximal release rate constant",
+            role="capacity",
         ),
         Parameter(
             "k_act",
@@ -250,6 +286,7 @@ class ERRelease(Flux):
             Prior("lognormal", 0.5, 0.5, _KEENER),
             upper=100.0,
             description="cytosolic Ca for half activation (threshold)",
+            role="affinity",
         ),
         Parameter(
             "hill_act",
@@ -258,6 +295,7 @@ class ERRelease(Flux):
             Prior("uniform", 2.0, 6.0, _KEENER),
             upper=10.0,
             description="activation Hill coefficient",
+            role="hill",
         ),
         Parameter(
             "k_load",
@@ -266,6 +304,7 @@ class ERRelease(Flux):
             Prior("lognormal", 100.0, 0.5, _KEENER),
             upper=1e5,
             description="ER Ca for half gating by store load",
+            role="affinity",
         ),
         Parameter(
             "hill_load",
@@ -274,6 +313,7 @@ class ERRelease(Flux):
             Prior("uniform", 1.0, 4.0, _KEENER),
             upper=10.0,
             description="load-gating Hill coefficient",
+            role="hill",
         ),
     )
 
@@ -282,6 +322,7 @@ class SOCE(Flux):
     """Store-operated entry ``J = V·(1 − c_ER^h/(K^h + c_ER^h))``, on as the ER empties [5]_."""
 
     kind = K.K_SOCE
+    per_buffer = True
     compartment = "pm"
     needs_er = True
     default_name = "soce"
@@ -294,6 +335,7 @@ class SOCE(Flux):
             Prior("lognormal", 100.0, 0.5, _PAREKH),
             upper=1e5,
             description="ER Ca for half inactivation",
+            role="affinity",
         ),
         Parameter(
             "hill",
@@ -302,6 +344,7 @@ class SOCE(Flux):
             Prior("uniform", 1.0, 6.0, _PAREKH),
             upper=10.0,
             description="Hill coefficient",
+            role="hill",
         ),
     )
 
@@ -314,6 +357,7 @@ class EventInflux(Flux):
     """
 
     kind = K.K_EVENTS
+    per_buffer = True
     compartment = "pm"
     default_name = "influx"
     declared = (
@@ -324,6 +368,7 @@ class EventInflux(Flux):
             Prior("lognormal", 10.0, 1.0, _HELMCHEN),
             upper=1e5,
             description="total Ca added per event (per action potential)",
+            role="capacity",
         ),
     )
 
@@ -332,6 +377,7 @@ class WaveformInflux(Flux):
     """Stimulus-evoked influx ``J = amplitude·w(t)`` for a stimulus waveform w."""
 
     kind = K.K_WAVEFORM
+    per_buffer = True
     compartment = "pm"
     default_name = "waveform"
     declared = (
@@ -342,5 +388,6 @@ class WaveformInflux(Flux):
             Prior("lognormal", 50.0, 1.5, _HELMCHEN),
             upper=1e7,
             description="influx at waveform value 1",
+            role="capacity",
         ),
     )

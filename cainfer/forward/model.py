@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import xarray as xr
@@ -115,6 +115,27 @@ class RestingState:
     derived: dict[str, float]
 
 
+class KernelArgs(NamedTuple):
+    """What the compiled ΔF/F kernels take after the parameter vector, by name.
+
+    :func:`cainfer.forward._adjoint.dff_forward` and ``dff_vjp`` (and their
+    kinetic counterparts) take these in this order: ``f(p, *args)``.
+    """
+
+    time: np.ndarray  #: output times (s)
+    event_times: np.ndarray  #: stimulus events (s)
+    event_weights: np.ndarray  #: each event's weight (1)
+    event_slot: int  #: slot of the event influx's amplitude (−1: none)
+    kinds: np.ndarray  #: each flux term's kind code
+    offsets: np.ndarray  #: each term's first slot in the parameter vector
+    waveform_time: np.ndarray  #: stimulus waveform times (s)
+    waveform_values: np.ndarray  #: its values (1)
+    has_er: bool  #: the model has an ER compartment
+    steps: np.ndarray  #: longest solver step allowed up to each output (s)
+    pm_leak_slot: int  #: slot of the plasma-membrane leak's rate (−1: none)
+    er_leak_slot: int  #: slot of the ER leak's rate (−1: none)
+
+
 class CellModel:
     """A cell: endogenous buffer, indicator, optional ER and a set of fluxes.
 
@@ -215,6 +236,7 @@ class CellModel:
                 Prior("lognormal", ind.kd, 0.2, ind.source),
                 upper=1e4,
                 description=f"{ind.name} dissociation constant",
+                role="affinity",
             ),
             Parameter(
                 "hill",
@@ -223,6 +245,7 @@ class CellModel:
                 Prior("normal", ind.hill, 0.1 * ind.hill, ind.source),
                 upper=10.0,
                 description=f"{ind.name} Hill coefficient",
+                role="hill",
             ),
             Parameter(
                 "rf",
@@ -655,12 +678,9 @@ class CellModel:
 
     def kernel_args(
         self, time: np.ndarray, stimulus: Stimulus | None, *, substeps: int | np.ndarray
-    ) -> tuple[Any, ...]:
+    ) -> KernelArgs:
         """Arguments after the parameter vector of the compiled ΔF/F kernels.
 
-        For :func:`cainfer.forward._adjoint.dff_forward` and ``dff_vjp``:
-        ``(time, event times, event weights, event slot, kinds, offsets,
-        waveform times, waveform values, has_er, steps, leak slots...)``.
         ``substeps``: solver steps per frame, one count for every frame
         interval or an integer array with one per interval (``len(time) − 1``);
         ``steps`` is the longest step allowed up to each output (s).
@@ -688,19 +708,19 @@ class CellModel:
         steps = np.empty(t.size)
         steps[1:] = frame / n_sub
         steps[:1] = steps[1] if t.size > 1 else frame  # no steps before the first output
-        return (
-            t,
-            np.ascontiguousarray(stim.events),
-            np.ascontiguousarray(stim.event_weights),
-            ev_slot,
-            self._kinds,
-            self._offsets,
-            wt,
-            wv,
-            self.has_er,
-            steps,
-            self._leak_slot(PlasmaLeak),
-            self._leak_slot(ERLeak),
+        return KernelArgs(
+            time=t,
+            event_times=np.ascontiguousarray(stim.events),
+            event_weights=np.ascontiguousarray(stim.event_weights),
+            event_slot=ev_slot,
+            kinds=self._kinds,
+            offsets=self._offsets,
+            waveform_time=wt,
+            waveform_values=wv,
+            has_er=self.has_er,
+            steps=steps,
+            pm_leak_slot=self._leak_slot(PlasmaLeak),
+            er_leak_slot=self._leak_slot(ERLeak),
         )
 
     def _leak_slot(self, cls: type[Flux]) -> int:

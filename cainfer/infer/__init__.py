@@ -2,7 +2,9 @@
 
 from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
 from cainfer.infer.fit import (
+    FIT_DEFAULTS,
     Fit,
+    FitOptions,
     FitWarning,
     IdentifiabilityWarning,
     SamplerWarning,
@@ -15,7 +17,9 @@ from cainfer.infer.fit import (
 )
 
 __all__ = [
+    "FIT_DEFAULTS",
     "Fit",
+    "FitOptions",
     "FitWarning",
     "IdentifiabilityWarning",
     "SamplerWarning",

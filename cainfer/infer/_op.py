@@ -208,24 +208,23 @@ def _solve_parts(
     free: Sequence[str] | None,
 ) -> tuple[SolveOp, list[np.ndarray]]:
     """The Op and its constant inputs as read-only arrays (see :func:`solve_op`)."""
-    (t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot) = (
-        model.kernel_args(time, stimulus, substeps=substeps)
-    )
-    sop, sarg, tt, hh = A.solver_schedule(t, ev_t, h_max, model.kinetic)
-    hill = {name for name in model.parameters if "hill" in name.split("_")}
+    ka = model.kernel_args(time, stimulus, substeps=substeps)
+    sop, sarg, tt, hh = A.solver_schedule(ka.time, ka.event_times, ka.steps, model.kinetic)
+    hill = {name for name, q in model.parameters.items() if q.role == "hill"}
     need_n = free is None or bool(hill & set(free))
-    op = SolveOp(ev_slot, has_er, pm_slot, er_slot, need_n, kinds, offsets, model.kinetic)
+    op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.kinds,
+                 ka.offsets, model.kinetic)  # fmt: skip
     consts = []
     for x, dtype in (
         (sop, np.int64),
         (sarg, np.int64),
         (tt, np.float64),
         (hh, np.float64),
-        (ev_w, np.float64),
-        (kinds, np.int64),
-        (offsets, np.int64),
-        (wt, np.float64),
-        (wv, np.float64),
+        (ka.event_weights, np.float64),
+        (ka.kinds, np.int64),
+        (ka.offsets, np.int64),
+        (ka.waveform_time, np.float64),
+        (ka.waveform_values, np.float64),
     ):
         a = np.array(x, dtype=dtype, order="C")  # a copy of its own, then frozen
         a.flags.writeable = False

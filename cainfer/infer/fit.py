@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, Unpack, cast
 
 import arviz as az
 import numpy as np
@@ -58,6 +58,62 @@ from cainfer.infer.observation import to_model_dff as _to_model_dff
 
 Likelihood = Literal["normal", "student_t"]
 _LIKELIHOODS = ("normal", "student_t")
+
+
+class FitOptions(TypedDict, total=False):
+    """The options :func:`fit`, :func:`fit_rois` and :func:`fit_hierarchical` share.
+
+    Each is a keyword of those functions; their docstrings say what it does.
+    ``FIT_DEFAULTS`` holds the defaults.
+    """
+
+    observation: Observation
+    likelihood: Likelihood
+    residuals: Residuals
+    drift: Drift
+    drift_timescale: float
+    draws: int
+    tune: int
+    chains: int
+    cores: int | None
+    seed: int
+    substeps: int | Literal["auto"]
+    adaptation: Literal["diag", "low_rank"]
+    coordinates: Literal["per_buffer", "natural"]
+    target_accept: float
+    sampler: Literal["nutpie", "numpyro"]
+    backend: Literal["numba", "jax"]
+
+
+FIT_DEFAULTS: FitOptions = {
+    "observation": "auto",
+    "likelihood": "normal",
+    "residuals": "ar1",
+    "drift": "smooth",
+    "drift_timescale": 20.0,
+    "draws": 1000,
+    "tune": 1000,
+    "chains": 4,
+    "cores": None,
+    "seed": 0,
+    "substeps": "auto",
+    "adaptation": "low_rank",
+    "coordinates": "per_buffer",
+    "target_accept": 0.8,
+    "sampler": "nutpie",
+    "backend": "numba",
+}
+
+
+def _fit_options(where: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults updated with ``given``; a name that is no option raises TypeError."""
+    unknown = sorted(set(given) - set(FIT_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"{where}() got unexpected keyword argument(s) {unknown}; its options: "
+            f"{', '.join(FIT_DEFAULTS)}"
+        )
+    return {**FIT_DEFAULTS, **given}
 
 
 class FitWarning(UserWarning):
@@ -139,11 +195,7 @@ def default_free(model: CellModel) -> list[str]:
     """
     names = ["kappa_s"]
     for f in model.fluxes:
-        names += [
-            q.name
-            for b, q in zip(f.declared, f.parameters, strict=True)
-            if not b.name.startswith("hill")
-        ]
+        names += [q.name for q in f.parameters if q.role != "hill"]
     return names
 
 
@@ -373,8 +425,6 @@ def _prior_rv(
 
 # bare names of plasma-membrane capacities and influx amplitudes: scaling all of them
 # and the buffer capacity together leaves free calcium nearly unchanged
-_PER_BUFFER = {"vmax", "gamma", "amplitude"}
-_PM_CLASSES = ("LinearExtrusion", "PMCA", "NCX", "SOCE", "EventInflux", "WaveformInflux")
 
 
 def _free_rvs(
@@ -398,13 +448,8 @@ def _free_rvs(
     ``centered`` is False).
     """
     params = model.parameters
-    scaled = {
-        q.name
-        for f in model.fluxes
-        if type(f).__name__ in _PM_CLASSES
-        for b, q in zip(f.declared, f.parameters, strict=True)
-        if b.name in _PER_BUFFER
-    }
+    scaled = {q.name for f in model.fluxes if f.per_buffer for q in f.parameters
+              if q.role == "capacity"}  # fmt: skip
     out: dict[str, Any] = {}
 
     def rv(name: str) -> Any:
@@ -424,9 +469,11 @@ def _free_rvs(
     # V_max is sampled as that slope (given K and the Hill coefficient)
     slope_of: dict[str, tuple[str, str]] = {}
     for f in model.fluxes:
-        names = {b.name: q.name for b, q in zip(f.declared, f.parameters, strict=True)}
-        if {"vmax", "k"} <= names.keys() and names["vmax"] in free and names["k"] in free:
-            slope_of[names["vmax"]] = (names["k"], names.get("hill", ""))
+        if not f.cytosolic_hill:
+            continue
+        role = {q.role: q.name for q in f.parameters}
+        if role["capacity"] in free and role["affinity"] in free:
+            slope_of[role["capacity"]] = (role["affinity"], role.get("hill", ""))
     use_beta = coordinates == "per_buffer" and "kappa_s" in free
     if coordinates != "per_buffer":
         slope_of = {}
@@ -1135,22 +1182,7 @@ def fit(
     free: Sequence[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     priors: Mapping[str, Prior] | None = None,
-    observation: Observation = "auto",
-    likelihood: Likelihood = "normal",
-    residuals: Residuals = "ar1",
-    drift: Drift = "smooth",
-    drift_timescale: float = 20.0,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
-    cores: int | None = None,
-    seed: int = 0,
-    substeps: int | Literal["auto"] = "auto",
-    adaptation: Literal["diag", "low_rank"] = "low_rank",
-    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
-    target_accept: float = 0.8,
-    sampler: Literal["nutpie", "numpyro"] = "nutpie",
-    backend: Literal["numba", "jax"] = "numba",
+    **options: Unpack[FitOptions],
 ) -> Fit:
     """Posterior of a cell model's parameters given one ΔF/F trace.
 
@@ -1187,16 +1219,10 @@ def fit(
         When divergences, R-hat > 1.01 or bulk ESS < 400 are found (and
         ``Fit.ok`` is False).
     """
-    options = dict(
-        observation=observation, likelihood=likelihood, residuals=residuals, drift=drift,
-        drift_timescale=drift_timescale, draws=draws, tune=tune, chains=chains,
-        cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
-        coordinates=coordinates, target_accept=target_accept, sampler=sampler,
-        backend=backend,
-    )  # fmt: skip
-    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
-    data, t, _ = _observed(traces, time, roi, several=False, observation=observation)
-    return _run(_Problem(model, data, t, None, stimulus, free_l, fixed_d, priors_d), options)
+    opts = _fit_options("fit", options)
+    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, opts)
+    data, t, _ = _observed(traces, time, roi, several=False, observation=opts["observation"])
+    return _run(_Problem(model, data, t, None, stimulus, free_l, fixed_d, priors_d), opts)
 
 
 def fit_rois(
@@ -1209,22 +1235,7 @@ def fit_rois(
     free: Sequence[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     priors: Mapping[str, Prior] | None = None,
-    observation: Observation = "auto",
-    likelihood: Likelihood = "normal",
-    residuals: Residuals = "ar1",
-    drift: Drift = "smooth",
-    drift_timescale: float = 20.0,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
-    cores: int | None = None,
-    seed: int = 0,
-    substeps: int | Literal["auto"] = "auto",
-    adaptation: Literal["diag", "low_rank"] = "low_rank",
-    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
-    target_accept: float = 0.8,
-    sampler: Literal["nutpie", "numpyro"] = "nutpie",
-    backend: Literal["numba", "jax"] = "numba",
+    **options: Unpack[FitOptions],
 ) -> dict[Any, Fit]:
     """Independent fits of the same cell model to several ROIs, one posterior each.
 
@@ -1254,20 +1265,13 @@ def fit_rois(
     ValueError
         As :func:`fit`; an all-NaN ROI is named.
     """
-    options = dict(
-        observation=observation, likelihood=likelihood, residuals=residuals, drift=drift,
-        drift_timescale=drift_timescale, draws=draws, tune=tune, chains=chains,
-        cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
-        coordinates=coordinates, target_accept=target_accept, sampler=sampler,
-        backend=backend,
-    )  # fmt: skip
-    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
-    data, t, labels = _observed(traces, time, rois, several=True, observation=observation)
+    opts = _fit_options("fit_rois", options)
+    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, opts)
+    data, t, labels = _observed(traces, time, rois, several=True, observation=opts["observation"])
     out = {}
     for i, label in enumerate(labels):
-        opts = options | {"seed": seed + i}
         one = _Problem(model, data.select([i]), t, None, stimulus, free_l, fixed_d, priors_d)
-        out[label] = _run(one, opts)
+        out[label] = _run(one, opts | {"seed": opts["seed"] + i})
         out[label].settings["roi"] = _jsonable(label)
     return out
 
@@ -1285,22 +1289,7 @@ def fit_hierarchical(
     free: Sequence[str] | None = None,
     fixed: Mapping[str, float] | None = None,
     priors: Mapping[str, Prior] | None = None,
-    observation: Observation = "auto",
-    likelihood: Likelihood = "normal",
-    residuals: Residuals = "ar1",
-    drift: Drift = "smooth",
-    drift_timescale: float = 20.0,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
-    cores: int | None = None,
-    seed: int = 0,
-    substeps: int | Literal["auto"] = "auto",
-    adaptation: Literal["diag", "low_rank"] = "low_rank",
-    coordinates: Literal["per_buffer", "natural"] = "per_buffer",
-    target_accept: float = 0.8,
-    sampler: Literal["nutpie", "numpyro"] = "nutpie",
-    backend: Literal["numba", "jax"] = "numba",
+    **options: Unpack[FitOptions],
 ) -> Fit:
     """One joint fit of several ROIs that partially pools chosen parameters across cells.
 
@@ -1350,14 +1339,8 @@ def fit_hierarchical(
         As :func:`fit`; also for a pooled parameter that is not free or has
         no log-normal prior, fewer than two ROIs, or ``pool_sd`` ≤ 0.
     """
-    options = dict(
-        observation=observation, likelihood=likelihood, residuals=residuals, drift=drift,
-        drift_timescale=drift_timescale, draws=draws, tune=tune, chains=chains,
-        cores=cores, seed=seed, substeps=substeps, adaptation=adaptation,
-        coordinates=coordinates, target_accept=target_accept, sampler=sampler,
-        backend=backend,
-    )  # fmt: skip
-    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, options)
+    opts = _fit_options("fit_hierarchical", options)
+    free_l, fixed_d, priors_d = _validated(model, free, fixed, priors, opts)
     pooled = list(pooled)
     not_free = [p for p in pooled if p not in free_l]
     if not_free:
@@ -1368,13 +1351,13 @@ def fit_hierarchical(
         raise ValueError(f"pooled parameter(s) {not_log} need a log-normal prior")
     if not (math.isfinite(pool_sd) and pool_sd > 0):
         raise ValueError(f"pool_sd = {pool_sd!r} must be a positive number")
-    data, t, labels = _observed(traces, time, rois, several=True, observation=observation)
+    data, t, labels = _observed(traces, time, rois, several=True, observation=opts["observation"])
     if len(labels) < 2:
         raise ValueError(f"a hierarchical fit needs at least two ROIs, got {len(labels)}")
-    options["centered"] = bool(centered)
+    opts["centered"] = bool(centered)
     problem = _Problem(model, data, t, labels, stimulus, free_l, fixed_d, priors_d, pooled,
                        pool_sd)  # fmt: skip
-    return _run(problem, options)
+    return _run(problem, opts)
 
 
 for _f in (fit, fit_rois, fit_hierarchical):

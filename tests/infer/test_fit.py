@@ -1,6 +1,7 @@
 import dataclasses
 import importlib
 import math
+import re
 
 import numpy as np
 import pytest
@@ -667,3 +668,72 @@ def test_residuals_that_wander_are_named_as_a_misfit(recovery):
     )
     (problem,) = [p for p in kinetic.diagnostics() if "wander" in p]
     assert "indicator_kinetics" not in problem
+
+
+def test_coordinates_follow_the_declared_roles():
+    """Each term's capacity is sampled in the coordinates its declaration asks for.
+
+    PMCA and NCX (plasma membrane, a Hill function of cytosolic calcium): along
+    the slope at rest, per unit of buffering; SERCA (ER): along the slope only;
+    SOCE (plasma membrane, driven by the ER's calcium): per unit of buffering
+    only; the release rate (ER, gated): as declared.
+    """
+    import pymc as pm
+
+    from cainfer.infer.fit import _free_rvs, default_free
+
+    model = cainfer.er_model("OGB-1")
+    free = default_free(model)
+    assert {"soce_vmax", "soce_k", "serca_k", "release_k_act"} <= set(free)
+    assert not any(n.endswith(("hill", "hill_act", "hill_load")) for n in free)
+    with pm.Model() as m:
+        _free_rvs(model, free, {}, model.values(), "per_buffer")
+    names = {v.name for v in m.free_RVs}
+    assert {"pmca_vmax_rest_slope_per_buffer_log", "ncx_vmax_rest_slope_per_buffer_log",
+            "serca_vmax_rest_slope_log", "soce_vmax_per_buffer_log",
+            "influx_amplitude_per_buffer_log", "release_rate"} <= names  # fmt: skip
+
+
+def test_a_term_declares_the_roles_its_coordinates_need():
+    from cainfer.forward import PMCA, Parameter, Prior
+    from cainfer.forward.fluxes import Flux
+
+    with pytest.raises(ValueError, match="role 'speed'; allowed: capacity, affinity, hill"):
+        Parameter("v", "µM/s", 1.0, Prior("lognormal", 1.0, 1.0), role="speed")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="per_buffer needs one parameter of role 'capacity'"):
+
+        class NoCapacity(Flux):
+            kind = 0
+            compartment = "pm"
+            default_name = "x"
+            per_buffer = True
+            declared = (Parameter("k", "µM", 1.0, Prior("lognormal", 1.0, 1.0), role="affinity"),)
+
+    with pytest.raises(TypeError, match="cytosolic_hill needs one 'capacity', one 'affinity'"):
+
+        class NoAffinity(PMCA):
+            declared = PMCA.declared[:1]
+
+    # a renamed or re-defaulted parameter keeps its role
+    p = PMCA(name="pump2", vmax=50.0)
+    assert [q.role for q in p.parameters] == ["capacity", "affinity", "hill"]
+    assert p.parameters[0].default == 50.0 and p.parameters[0].name == "pump2_vmax"
+
+
+@pytest.mark.parametrize("name", ["fit", "fit_rois", "fit_hierarchical"])
+def test_the_fits_share_one_set_of_options(name):
+    """Every option has a default and a paragraph in each docstring; a misspelt one is named."""
+    import typing
+
+    from cainfer.infer import FIT_DEFAULTS, FitOptions
+
+    assert set(typing.get_type_hints(FitOptions)) == set(FIT_DEFAULTS)
+    func = getattr(cainfer, name)
+    documented = {n.strip() for head in re.findall(r"\n    ([a-z_, ]+) :", func.__doc__)
+                  for n in head.split(",")}  # fmt: skip
+    assert set(FIT_DEFAULTS) <= documented, set(FIT_DEFAULTS) - documented
+    extra = {"pooled": ["influx_amplitude"]} if name == "fit_hierarchical" else {}
+    y = np.zeros((2, TIME.size))
+    with pytest.raises(TypeError, match=rf"{name}\(\) got unexpected keyword argument\(s\) "
+                       r"\['drfit'\]; its options: observation, likelihood"):  # fmt: skip
+        func(y, cainfer.single_compartment(), stimulus=STIM, time=TIME, drfit="none", **extra)
