@@ -56,8 +56,9 @@ class Flux(ABC):
     compartment: ClassVar[Literal["pm", "er"]]
     needs_er: ClassVar[bool] = False
     #: The term's capacity is sampled per unit of the cytosol's buffer capacity
-    #: (``coordinates="per_buffer"``): true of the plasma-membrane terms whose
-    #: effect on free calcium is their rate over β.
+    #: (``coordinates="per_buffer"``): true of the plasma-membrane terms and
+    #: influxes, whose effect on free calcium is their rate over β, so that
+    #: scaling all of them and β together leaves free calcium nearly unchanged.
     per_buffer: ClassVar[bool] = False
     #: The rate is ``V·c^n/(K^n + c^n)`` of cytosolic calcium, so ``V`` and ``K``
     #: trade off along the slope at rest and ``V`` is sampled as that slope.

@@ -423,10 +423,6 @@ def _prior_rv(
     return pm.TruncatedNormal(name, mu=prior.a, sigma=prior.b, lower=lo, upper=hi, dims=dims)
 
 
-# bare names of plasma-membrane capacities and influx amplitudes: scaling all of them
-# and the buffer capacity together leaves free calcium nearly unchanged
-
-
 def _free_rvs(
     model: CellModel,
     free: list[str],
