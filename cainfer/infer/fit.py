@@ -1052,12 +1052,14 @@ _FIT_DOC_OPTIONS = """
         directions (influx amplitude, κ_S and pump capacity trade off).
     coordinates : {"per_buffer", "natural"}
         ``"per_buffer"`` (when κ_S is free): plasma-membrane capacities and
-        influx amplitudes with log-normal priors are sampled divided by the
-        resting buffer capacity β0 = 1 + κ_S + κ_B, the combinations that free
-        calcium actually constrains; a saturable pump whose V_max and K are
-        both free has V_max sampled as its slope at rest, ``V_max·dh/dc`` at
-        c_rest (h the Hill occupancy), which the decay rate constrains. The
-        prior is the same, only the sampler's coordinates change.
+        influx amplitudes (terms with ``per_buffer``) with log-normal priors
+        are sampled divided by the resting buffer capacity β0 = 1 + κ_S + κ_B,
+        the combinations that free calcium actually constrains; a pump whose
+        rate is a Hill function of cytosolic calcium (``cytosolic_hill``: PMCA,
+        NCX, SERCA) and whose V_max and K are both free has V_max sampled as
+        its slope at rest, ``V_max·dh/dc`` at c_rest (h the Hill occupancy),
+        which the decay rate constrains. The prior is the same, only the
+        sampler's coordinates change.
         ``"natural"``: every parameter as it is.
     target_accept : float
         Mean acceptance probability the step size is tuned to, in (0, 1);
