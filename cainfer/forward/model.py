@@ -115,6 +115,46 @@ class RestingState:
     derived: dict[str, float]
 
 
+# the terms the compiled solver has kernels for, by kind code
+_COMPILED: dict[int, type[Flux]] = {
+    c.kind: c
+    for c in (LinearExtrusion, PMCA, NCX, PlasmaLeak, SERCA, ERLeak, ERRelease, SOCE, EventInflux,
+              WaveformInflux)
+}  # fmt: skip
+
+
+def _check_compiled(f: Flux) -> None:
+    """Refuse a term the compiled solver would not run as declared.
+
+    The kernels dispatch on a term's kind code and read its parameters by
+    position: a term of an unknown kind would add no flux at all, and one
+    that declares other parameters than its kind's would be read wrongly.
+    """
+    cls = type(f)
+    base = _COMPILED.get(getattr(cls, "kind", None))  # type: ignore[arg-type]
+    if base is None or not isinstance(f, base):
+        raise ValueError(
+            f"flux term {cls.__name__}: the compiled solver has no kernel for it (kind "
+            f"{getattr(cls, 'kind', None)!r}); terms it can solve: "
+            f"{', '.join(c.__name__ for c in _COMPILED.values())}. A subclass of one of "
+            "these may change its name and defaults, not its parameters or physics"
+        )
+    mine = [p.name for p in cls.declared]
+    theirs = [p.name for p in base.declared]
+    same = (mine, cls.n_derived, cls.compartment, cls.needs_er) == (
+        theirs,
+        base.n_derived,
+        base.compartment,
+        base.needs_er,
+    )
+    if not same:
+        raise ValueError(
+            f"flux term {cls.__name__}: declares parameters {mine} (compartment "
+            f"{cls.compartment!r}), but runs on the {base.__name__} kernel, which reads "
+            f"{theirs} (compartment {base.compartment!r})"
+        )
+
+
 class KernelArgs(NamedTuple):
     """What the compiled ΔF/F kernels take after the parameter vector, by name.
 
@@ -201,6 +241,7 @@ class CellModel:
         for f in self.fluxes:
             if not isinstance(f, Flux):
                 raise ValueError(f"fluxes must be Flux instances, got {f!r}")
+            _check_compiled(f)
         for cls in (PlasmaLeak, ERLeak, EventInflux, WaveformInflux):
             if sum(isinstance(f, cls) for f in self.fluxes) > 1:
                 raise ValueError(f"at most one {cls.__name__} term is allowed")

@@ -278,3 +278,47 @@ def test_model_description_round_trip(model):
         CellModel.from_dict(
             spec | {"fluxes": [{"class": "Teleporter", "name": "x", "defaults": {}}]}
         )
+
+
+def test_a_term_the_solver_cannot_run_is_refused():
+    """A term of unknown kind used to add no flux at all, silently; now it is named."""
+    from cainfer.forward import Flux, Parameter, Prior
+    from cainfer.forward import _kernels as K
+
+    class MyTerm(Flux):
+        kind = 42
+        compartment = "pm"
+        default_name = "mine"
+        declared = (Parameter("rate", "1/s", 5.0, Prior("lognormal", 5.0, 1.0)),)
+
+    with pytest.raises(ValueError, match=r"flux term MyTerm: the compiled solver has no kernel"):
+        CellModel([PMCA(), MyTerm(), EventInflux(), PlasmaLeak()])
+
+    class FakeLeak(Flux):  # a leak's kind without being the leak the balance looks for
+        kind = K.K_PM_LEAK
+        compartment = "pm"
+        default_name = "leak"
+        n_derived = 1
+
+    with pytest.raises(ValueError, match="FakeLeak: the compiled solver has no kernel"):
+        CellModel([PMCA(), EventInflux(), FakeLeak()])
+
+    class TwoParameterPMCA(PMCA):
+        declared = PMCA.declared[:2]
+
+    with pytest.raises(ValueError, match=r"declares parameters \['vmax', 'k'\].*reads"):
+        CellModel([TwoParameterPMCA(), EventInflux(), PlasmaLeak()])
+
+
+def test_a_renamed_subclass_runs_as_its_term():
+    class SlowPump(PMCA):
+        default_name = "slow"
+
+    t = np.arange(60) / 30.0
+    stim = Stimulus(events=[0.5])
+    mine = CellModel([SlowPump(vmax=40.0), EventInflux(), PlasmaLeak()])
+    ref = CellModel([PMCA(vmax=40.0), EventInflux(), PlasmaLeak()])
+    assert "slow_vmax" in mine.parameters and mine.parameters["slow_vmax"].default == 40.0
+    a = mine.simulate(None, t, stim).dff.values
+    b = ref.simulate(None, t, stim).dff.values
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)  # the same kernel, same arithmetic
