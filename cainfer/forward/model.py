@@ -905,7 +905,8 @@ class CellModel:
             },
             "fluxes": [
                 {
-                    "class": type(f).__name__,
+                    # the term it runs as: a subclass may change only its name and defaults
+                    "class": _COMPILED[f.kind].__name__,
                     "name": f.name,
                     "defaults": {
                         b.name: q.default for b, q in zip(f.declared, f.parameters, strict=True)

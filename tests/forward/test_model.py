@@ -322,3 +322,8 @@ def test_a_renamed_subclass_runs_as_its_term():
     a = mine.simulate(None, t, stim).dff.values
     b = ref.simulate(None, t, stim).dff.values
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)  # the same kernel, same arithmetic
+    # saved as the term it runs as, under its own name and defaults
+    again = CellModel.from_dict(mine.to_dict())
+    assert type(again.fluxes[0]) is PMCA and again.fluxes[0].name == "slow"
+    assert again.parameters["slow_vmax"].default == 40.0
+    np.testing.assert_allclose(again.simulate(None, t, stim).dff.values, a, rtol=1e-12, atol=1e-15)
