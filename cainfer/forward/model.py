@@ -925,13 +925,12 @@ class CellModel:
         ValueError
             For an unknown flux class or a malformed description.
         """
-        from cainfer.forward import fluxes as flux_module
-
+        by_name = {c.__name__: c for c in _COMPILED.values()}
         try:
             terms = []
             for t in spec["fluxes"]:
-                klass = getattr(flux_module, t["class"], None)
-                if not (isinstance(klass, type) and issubclass(klass, Flux)):
+                klass = by_name.get(t["class"])
+                if klass is None:
                     raise ValueError(f"unknown flux class {t['class']!r}")
                 terms.append(klass(t["name"], **t["defaults"]))
             er = spec.get("er")
