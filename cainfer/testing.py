@@ -7,7 +7,8 @@ model can check their terms the same way the test suite does.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -15,7 +16,7 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
 
 from cainfer.forward import _kernels as K
-from cainfer.forward.fluxes import EventInflux
+from cainfer.forward.fluxes import EventInflux, Flux
 from cainfer.forward.model import CellModel, _check_time, _waveform
 from cainfer.forward.stimulus import Stimulus
 
@@ -100,10 +101,12 @@ def reference_simulate(
             )  # fmt: skip
         return free(y[0])
 
+    kern, _ = model.kernels()
+
     def f(tt: float, y: np.ndarray) -> list[float]:
         c = cyto_free(y)
         cer = y[1] / er_cap if model.has_er else 0.0
-        jpm, jx = K.net_flux(tt, c, cer, p, model._kinds, model._offsets, wt, wv)
+        jpm, jx = kern.net_flux(tt, c, cer, p, model._kinds, model._offsets, wt, wv)
         db = 0.0
         if model.kinetic:  # k_on·c^n = k_off·x: bright state formed from the apo and dim ones
             x = (c / kd) ** n
@@ -152,3 +155,123 @@ def reference_simulate(
         "dye_bound": on_dye if model.kinetic else np.full(t.size, np.nan),
         "dff": F / F0 - 1.0,
     }
+
+
+def check_term(
+    term: Flux,
+    *,
+    c: ArrayLike = (0.02, 0.1, 0.5, 2.0, 20.0),
+    c_er: ArrayLike = (50.0, 400.0),
+    rtol: float = 1e-6,
+) -> float:
+    """Check a term's compiled flux and adjoint against its rate expression.
+
+    For a term defined by ``rate`` (see :class:`cainfer.forward.Flux`): at
+    every pair of the given states, with the term's default parameters and
+    the cell's default resting levels, the compiled flux must equal the rate
+    expression evaluated by SymPy (``lambdify``, numpy), and the compiled
+    pull-back (the gradient the sampler uses) must equal central finite
+    differences of that expression with respect to both states and every
+    parameter, including the resting levels it reads.
+
+    Parameters
+    ----------
+    term : Flux
+        An instance of the term (its defaults are the point checked).
+    c, c_er : array_like
+        Free cytosolic and ER calcium (µM) to check at; positive.
+    rtol : float
+        Largest relative difference accepted (relative to the largest
+        magnitude of the quantity over the states).
+
+    Returns
+    -------
+    float
+        The largest relative difference found.
+
+    Raises
+    ------
+    AssertionError
+        Naming the quantity and state where the difference exceeds ``rtol``.
+    """
+    import sympy as sp
+
+    from cainfer.forward import _codegen
+
+    cls = type(term)
+    if cls.rate is None:
+        raise ValueError(f"{cls.__name__} has no rate expression to check (a built-in term)")
+    cs = np.asarray(c, dtype=float).reshape(-1)
+    es = np.asarray(c_er, dtype=float).reshape(-1)
+    if not (np.all(cs > 0) and np.all(es > 0)):
+        raise ValueError("check_term: c and c_er must be positive")
+    model = CellModel([term])
+    kern, adj = model.kernels()
+    kind, o = int(model._kinds[0]), int(model._offsets[0])
+    p = model._pack_raw(model.values(None))
+    expr, cs_, es_, psyms, gsyms = _codegen.expression(cls)
+    glob = {"c_rest": K.G_C_REST, "c_er_rest": K.G_CER_REST}
+    args = [cs_, es_, *psyms, *gsyms.values()]
+    rate = sp.lambdify(args, expr, modules="numpy")
+    slots = [o + i for i in range(len(psyms))] + [glob[g] for g in gsyms]
+    names = [q.name for q in term.parameters] + list(gsyms)
+
+    def exact(x: float, y: float, q: np.ndarray) -> float:
+        return float(rate(x, y, *q[slots]))
+
+    worst = 0.0
+    pairs = list(itertools.product(cs, es))
+    empty = np.empty(0)
+    values = np.array([exact(x, y, p) for x, y in pairs])
+    scale_v = float(np.max(np.abs(values))) or 1.0
+    comp = 0 if cls.compartment == "pm" else 1
+    grads: list[tuple[str, float, float]] = []
+    for (x, y), v in zip(pairs, values, strict=True):
+        got = kern.term_flux(kind, o, 0.0, x, y, p, empty, empty)[comp]
+        worst = max(worst, abs(got - v) / scale_v)
+        if abs(got - v) > rtol * scale_v:
+            raise AssertionError(
+                f"{cls.__name__}: flux at c={x:g}, c_er={y:g} is {got!r}, rate {v!r}"
+            )
+        pbar = np.zeros_like(p)
+        dc, de = adj.local_vjp(kind, o, x, y, p, 1.0, 1.0, pbar, True)
+        at = f"at c={x:g}, c_er={y:g}"
+        grads.append((f"d/dc {at}", dc, _central(partial(_along, exact, x, y, p, 0), x)))
+        grads.append((f"d/dc_er {at}", de, _central(partial(_along, exact, x, y, p, 1), y)))
+        for name, slot in zip(names, slots, strict=True):
+
+            def shifted(h: float, x: float = x, y: float = y, slot: int = slot) -> float:
+                q = p.copy()
+                q[slot] += h
+                return exact(x, y, q)
+
+            grads.append((f"d/d{name} {at}", pbar[slot], _central(shifted, p[slot])))
+    for what in {g[0].split(" at ")[0] for g in grads}:
+        rows = [g for g in grads if g[0].startswith(what + " at ")]
+        scale = max(max(abs(a), abs(b)) for _, a, b in rows) or 1.0
+        for label, ana, fd in rows:
+            err = abs(ana - fd) / scale
+            worst = max(worst, err)
+            if err > max(rtol, 1e-6):
+                raise AssertionError(
+                    f"{cls.__name__}: {label}: adjoint {ana!r}, finite differences {fd!r}"
+                )
+    return worst
+
+
+def _along(
+    f: Callable[[float, float, np.ndarray], float],
+    x: float,
+    y: float,
+    p: np.ndarray,
+    axis: int,
+    h: float,
+) -> float:
+    """F with state ``axis`` (0: c, 1: c_er) moved by h."""
+    return f(x + h, y, p) if axis == 0 else f(x, y + h, p)
+
+
+def _central(f: Callable[[float], float], x: float) -> float:
+    """Central difference of f at 0 (f takes the offset), step relative to |x|."""
+    h = 1e-6 * max(abs(x), 1e-3)
+    return (f(h) - f(-h)) / (2.0 * h)

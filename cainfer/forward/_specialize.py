@@ -34,10 +34,11 @@ from types import ModuleType
 from typing import Any
 
 from cainfer.forward import _adjoint as A
+from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._cache import cache_dir
 
-_FORMAT = 1  # bump when the generated text changes
+_FORMAT = 2  # bump when the generated text changes
 _IMPORT = "from cainfer.forward import _kernels as K"
 _LOADED: dict[str, ModuleType] = {}  # by hash of the generated sources
 _BY_TERMS: dict[tuple[Any, ...], ModuleType] = {}  # by terms and cache root (no file reads)
@@ -74,36 +75,83 @@ def _unrolled(
     return "\n".join(lines) + "\n"
 
 
-def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
+def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
     return _unrolled(
         kinds, offsets, decorator="@njit(cache=True, fastmath=False)",
         head="net_flux(t, c, cer, p, kinds, offsets, wt, wv)", sums=("jpm", "jx"),
-        functions=K.LOCAL_FLUX, args="c, cer, p",
+        functions=fns, args="c, cer, p",
         waveform="jpm += p[{o}] * waveform_at(t, wt, wv)",
     )  # fmt: skip
 
 
-def _flux_vjp_src(kinds: tuple[int, ...], offsets: tuple[int, ...]) -> str:
+def _flux_vjp_src(kinds: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
     return _unrolled(
         kinds, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
         head="flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)",
-        sums=("cbar", "erbar"), functions=A.LOCAL_VJP, args="c, cer, p, gpm, gx, pbar, need_n",
+        sums=("cbar", "erbar"), functions=fns, args="c, cer, p, gpm, gx, pbar, need_n",
         waveform="pbar[{o}] += gpm * K.waveform_at(t, wt, wv)",
     )  # fmt: skip
 
 
-def sources(kinds: Sequence[int], offsets: Sequence[int]) -> tuple[str, str]:
+def _dispatch_src(name: str, args: str, gen: Sequence[_codegen.GeneratedTerm], vjp: bool) -> str:
+    """``name`` (a per-kind dispatch) redefined to know the generated terms first."""
+    lines = ["", "", f"_{name}_builtin = {name}", "",
+             '@njit(cache=True, fastmath=False, inline="always")',
+             f"def {name}(kind, o, {args}):  # noqa: F811"]  # fmt: skip
+    call = args.replace(", need_n=True", ", need_n")
+    for g in gen:
+        lines += [f"    if kind == {g.code}:",
+                  f"        return {g.vjp_name if vjp else g.flux_name}(o, {call})"]  # fmt: skip
+    lines.append(f"    return _{name}_builtin(kind, o, {call})")
+    return "\n".join(lines) + "\n"
+
+
+def sources(
+    kinds: Sequence[int],
+    offsets: Sequence[int],
+    generated: Sequence[_codegen.GeneratedTerm] = (),
+) -> tuple[str, str]:
     """Source text of the specialised kernels and adjoint modules."""
     ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
+    gen = _generated_for(ks, generated)
     src_k = Path(str(K.__file__)).read_text(encoding="utf-8")
     src_a = Path(str(A.__file__)).read_text(encoding="utf-8")
     if src_a.count(_IMPORT) != 1:
         raise RuntimeError(f"{A.__file__}: expected one line {_IMPORT!r} to rewrite")
     src_a = src_a.replace(_IMPORT, "from . import _kernels as K")
-    return src_k + _net_flux_src(ks, os_), src_a + _flux_vjp_src(ks, os_)
+    if gen:
+        src_k += _codegen.HELPERS + "".join(g.flux_src for g in gen)
+        src_k += _dispatch_src("local_flux", "c, cer, p", gen, vjp=False)
+        src_a += _codegen.HELPERS + "".join(g.vjp_src for g in gen)
+        src_a += _dispatch_src("local_vjp", "c, cer, p, gpm, gx, pbar, need_n=True", gen, vjp=True)
+    flux_fns = {**K.LOCAL_FLUX, **{g.code: g.flux_name for g in gen}}
+    vjp_fns = {**A.LOCAL_VJP, **{g.code: g.vjp_name for g in gen}}
+    return (
+        src_k + _net_flux_src(ks, os_, flux_fns),
+        src_a + _flux_vjp_src(ks, os_, vjp_fns),
+    )
 
 
-def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
+def _generated_for(
+    kinds: tuple[int, ...], generated: Sequence[_codegen.GeneratedTerm]
+) -> tuple[_codegen.GeneratedTerm, ...]:
+    """The generated terms among ``kinds``, each once, in order; every unknown kind refused."""
+    by_code = {g.code: g for g in generated}
+    out: dict[int, _codegen.GeneratedTerm] = {}
+    for k in kinds:
+        if k in K.LOCAL_FLUX or k in (K.K_EVENTS, K.K_WAVEFORM):
+            continue
+        if k not in by_code:
+            raise ValueError(f"flux kind {k} is neither built in nor among the generated terms")
+        out.setdefault(k, by_code[k])
+    return tuple(out.values())
+
+
+def specialized(
+    kinds: Sequence[int],
+    offsets: Sequence[int],
+    generated: Sequence[_codegen.GeneratedTerm] = (),
+) -> ModuleType:
     """The adjoint module specialised to these terms (its ``K`` is the kernels module).
 
     It has the functions of :mod:`cainfer.forward._adjoint` (and ``K`` those
@@ -116,14 +164,18 @@ def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
     ----------
     kinds, offsets : sequence of int
         Kind code and parameter-vector offset of each flux term, in order.
+    generated : sequence of GeneratedTerm
+        The compiled form of each term defined by a rate expression
+        (:func:`cainfer.forward._codegen.generate`); its code is its kind.
     """
     ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
+    gen = _generated_for(ks, generated)
     if len(ks) != len(os_):
         raise ValueError(f"{len(ks)} kinds but {len(os_)} offsets")
     known = _BY_TERMS.get((ks, os_, str(cache_dir())))
     if known is not None:
         return known
-    src_k, src_a = sources(ks, os_)
+    src_k, src_a = sources(ks, os_, gen)
     key = hashlib.sha256(f"{_FORMAT}\0{src_k}\0{src_a}".encode()).hexdigest()[:24]
     with _LOCK:
         if key in _LOADED:
@@ -139,6 +191,11 @@ def specialized(kinds: Sequence[int], offsets: Sequence[int]) -> ModuleType:
             where = hashlib.sha256(str(pkg.resolve()).encode()).hexdigest()[:8]
             mod = _import(pkg, f"_cainfer_kernels_{key}_{where}")
         except OSError as err:
+            if gen:
+                raise OSError(
+                    f"cannot write the solver kernels generated for this model's terms under "
+                    f"{root} ({err}); set CAINFER_CACHE_DIR to a writable directory"
+                ) from err
             warnings.warn(
                 f"cannot write specialised solver kernels under {root} ({err}); using the "
                 "generic kernels (about half the speed). Set CAINFER_CACHE_DIR to a "

@@ -13,6 +13,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from cainfer.forward import _adjoint as A
+from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior, merge_values
 from cainfer.forward.fluxes import (
@@ -123,13 +124,25 @@ _COMPILED: dict[int, type[Flux]] = {
 }  # fmt: skip
 
 
-def _check_compiled(f: Flux) -> None:
-    """Refuse a term the compiled solver would not run as declared.
+def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
+    """The kind code the kernels run a term by, and its generated code (None: built in).
 
-    The kernels dispatch on a term's kind code and read its parameters by
-    position: a term of an unknown kind would add no flux at all, and one
-    that declares other parameters than its kind's would be read wrongly.
+    A term with a ``rate`` expression gets generated kernels. Any other term
+    must be a built-in one (or a subclass renaming it): the kernels dispatch
+    on its kind code and read its parameters by position, so a term of an
+    unknown kind would add no flux at all, and one that declares other
+    parameters than its kind's would be read wrongly.
     """
+    cls = type(f)
+    if cls.rate is not None:
+        gen = _codegen.generate(cls)
+        return gen.code, gen
+    _check_compiled(f)
+    return cls.kind, None
+
+
+def _check_compiled(f: Flux) -> None:
+    """Refuse a built-in term's subclass that the compiled solver would not run as declared."""
     cls = type(f)
     base = _COMPILED.get(getattr(cls, "kind", None))  # type: ignore[arg-type]
     if base is None or not isinstance(f, base):
@@ -137,7 +150,8 @@ def _check_compiled(f: Flux) -> None:
             f"flux term {cls.__name__}: the compiled solver has no kernel for it (kind "
             f"{getattr(cls, 'kind', None)!r}); terms it can solve: "
             f"{', '.join(c.__name__ for c in _COMPILED.values())}. A subclass of one of "
-            "these may change its name and defaults, not its parameters or physics"
+            "these may change its name and defaults, not its parameters or physics; a new "
+            "term defines its rate (see Flux)"
         )
     mine = [p.name for p in cls.declared]
     theirs = [p.name for p in base.declared]
@@ -241,7 +255,7 @@ class CellModel:
         for f in self.fluxes:
             if not isinstance(f, Flux):
                 raise ValueError(f"fluxes must be Flux instances, got {f!r}")
-            _check_compiled(f)
+        forms = [_compiled_form(f) for f in self.fluxes]
         for cls in (PlasmaLeak, ERLeak, EventInflux, WaveformInflux):
             if sum(isinstance(f, cls) for f in self.fluxes) > 1:
                 raise ValueError(f"at most one {cls.__name__} term is allowed")
@@ -364,8 +378,26 @@ class CellModel:
             offsets.append(o)
             o += f.size
         self._n_p = o
-        self._kinds = np.array([f.kind for f in self.fluxes], dtype=np.int64)
+        self._kinds = np.array([k for k, _ in forms], dtype=np.int64)
         self._offsets = np.array(offsets, dtype=np.int64)
+        #: the compiled form of each term defined by a rate expression, once each
+        self.generated_terms: tuple[_codegen.GeneratedTerm, ...] = tuple(
+            {g.code: g for _, g in forms if g is not None}.values()
+        )
+
+    def kernels(self) -> tuple[Any, Any]:
+        """The (kernels, adjoint) modules that run this model's terms.
+
+        The generic :mod:`cainfer.forward._kernels` and ``_adjoint`` when
+        every term is built in; otherwise the copy specialised to these terms
+        with their generated code (:mod:`cainfer.forward._specialize`).
+        """
+        if not self.generated_terms:
+            return K, A
+        from cainfer.forward._specialize import specialized
+
+        mod = specialized(self._kinds.tolist(), self._offsets.tolist(), self.generated_terms)
+        return mod.K, mod
 
     # ------------------------------------------------------------------ params
     @property
@@ -422,7 +454,8 @@ class CellModel:
             raise ValueError(
                 f"er_c_rest = {cer:g} µM must exceed c_rest = {c:g} µM (the ER stores calcium)"
             )
-        jpm, jx = K.net_flux(-math.inf, c, cer, p, self._kinds, self._offsets, empty, empty)
+        kern, _ = self.kernels()
+        jpm, jx = kern.net_flux(-math.inf, c, cer, p, self._kinds, self._offsets, empty, empty)
         derived: dict[str, float] = {}
         for f, o in zip(self.fluxes, self._offsets, strict=True):
             slot = o + len(f.declared)
@@ -513,8 +546,9 @@ class CellModel:
         wt, wv = _waveform(stimulus)
         ft, fc, fe = (np.ascontiguousarray(x.reshape(-1)) for x in (tt, cc, ce))
         out = {}
+        kern, _ = self.kernels()
         for f, kind, o in zip(self.fluxes, self._kinds, self._offsets, strict=True):
-            a, b = K.term_flux_array(int(kind), int(o), ft, fc, fe, p, wt, wv)
+            a, b = kern.term_flux_array(int(kind), int(o), ft, fc, fe, p, wt, wv)
             out[f.name or type(f).__name__] = (a.reshape(cc.shape), b.reshape(cc.shape))
         return out
 
@@ -609,6 +643,7 @@ class CellModel:
             self.has_er,
             self.kinetic,
         )
+        kern, adj = self.kernels()
         x0 = K.hill_ratio(c0, v["kd"], v["hill"])
         # the indicator starts in equilibrium (its bright state: x0/((1 + φ)(1 + x0)) of B_T)
         b0 = v["b_total"] * x0 / ((1.0 + p[K.G_PHI]) * (1.0 + x0))
@@ -621,7 +656,7 @@ class CellModel:
             else:
                 n_sub = int(substeps)
             sched = A.kinetic_schedule(t, ev_t, np.full(t.size, frame / n_sub))
-            c, cer, b, _ = A.kinetic_run(
+            c, cer, b, _ = adj.kinetic_run(
                 *sched, t.size, ev_w, ev_slot, p, self._kinds, self._offsets, wt, wv,
                 self.has_er, c0, cer0, b0,
             )  # fmt: skip
@@ -634,7 +669,7 @@ class CellModel:
             er_rng = (min(cer0, rest.c_er), max(cer0, rest.c_er)) if self.has_er else (0.0, 0.0)
             n_sub = self._auto_substeps(p, c_rng, er_rng, amp, wt, wv, frame)
             for _ in range(8):
-                c, cer, b = K.solve(t, *args, frame / n_sub, c0, cer0, b0)
+                c, cer, b = kern.solve(t, *args, frame / n_sub, c0, cer0, b0)
                 if not np.all(np.isfinite(c)):
                     n_sub *= 4
                     continue
@@ -649,7 +684,7 @@ class CellModel:
             if int(substeps) != substeps or int(substeps) < 1:
                 raise ValueError(f"substeps = {substeps!r} must be 'auto' or an integer ≥ 1")
             n_sub = int(substeps)
-            c, cer, b = K.solve(t, *args, frame / n_sub, c0, cer0, b0)
+            c, cer, b = kern.solve(t, *args, frame / n_sub, c0, cer0, b0)
         if not np.all(np.isfinite(c)):
             raise FloatingPointError("simulation produced non-finite calcium; try more substeps")
         label = (
@@ -710,9 +745,10 @@ class CellModel:
             raise ValueError(f"cotangent has {g.size} values for {t.size} output times")
         args = self.kernel_args(t, stimulus, substeps=substeps)
         p_raw = self._pack_raw(v)
-        fwd, vjp = (A.dff_forward, A.dff_vjp)
+        _, adj = self.kernels()
+        fwd, vjp = (adj.dff_forward, adj.dff_vjp)
         if self.kinetic:
-            fwd, vjp = (A.kinetic_dff_forward, A.kinetic_dff_vjp)
+            fwd, vjp = (adj.kinetic_dff_forward, adj.kinetic_dff_vjp)
         dff, _ = cast(Any, fwd)(p_raw, *args)
         pbar = cast(Any, vjp)(p_raw, *args, g, np.zeros_like(g))
         return dff, self.unpack_gradient(pbar)
@@ -815,7 +851,8 @@ class CellModel:
             er_grid = np.geomspace(max(0.9 * er_rng[0], 1e-9), max(1.1 * er_rng[1], 1e-9), 24)
         else:
             er_grid = np.zeros(1)
-        lam = K.jacobian_bound(
+        kern, _ = self.kernels()
+        lam = kern.jacobian_bound(
             c_grid, er_grid, p, self._kinds, self._offsets, wt, wv, self.has_er, self.kinetic
         )
         n = max(1, math.ceil(frame * lam / _LAMBDA_H))
@@ -905,8 +942,9 @@ class CellModel:
             },
             "fluxes": [
                 {
-                    # the term it runs as: a subclass may change only its name and defaults
-                    "class": _COMPILED[f.kind].__name__,
+                    # the term it runs as: a subclass may change only its name and defaults;
+                    # a term with a rate expression is named by module and qualified name
+                    "class": _class_name(f),
                     "name": f.name,
                     "defaults": {
                         b.name: q.default for b, q in zip(f.declared, f.parameters, strict=True)
@@ -925,14 +963,10 @@ class CellModel:
         ValueError
             For an unknown flux class or a malformed description.
         """
-        by_name = {c.__name__: c for c in _COMPILED.values()}
         try:
             terms = []
             for t in spec["fluxes"]:
-                klass = by_name.get(t["class"])
-                if klass is None:
-                    raise ValueError(f"unknown flux class {t['class']!r}")
-                terms.append(klass(t["name"], **t["defaults"]))
+                terms.append(_class_named(t["class"])(t["name"], **t["defaults"]))
             er = spec.get("er")
             return cls(
                 terms,
@@ -949,6 +983,53 @@ class CellModel:
     def __repr__(self) -> str:
         terms = ", ".join(repr(f) for f in self.fluxes)
         return f"CellModel({self.name!r}, indicator={self.indicator.name!r}, [{terms}])"
+
+
+def _class_name(f: Flux) -> str:
+    """How :meth:`CellModel.to_dict` names a term's class."""
+    cls = type(f)
+    if cls.rate is not None:
+        return f"{cls.__module__}:{cls.__qualname__}"
+    return _COMPILED[cls.kind].__name__
+
+
+def _class_named(name: str) -> type[Flux]:
+    """The class :func:`_class_name` named: a built-in term, or a defined term with a rate."""
+    by_name = {c.__name__: c for c in _COMPILED.values()}
+    if not isinstance(name, str):
+        raise ValueError(f"flux class {name!r} is not a name")
+    if name in by_name:
+        return by_name[name]
+    module, _, qual = name.partition(":")
+    if not qual:
+        raise ValueError(f"unknown flux class {name!r}; built-in terms: {', '.join(by_name)}")
+    found = _defined_terms(module, qual)
+    if not found and module != "__main__":
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+        found = _defined_terms(module, qual)
+    if not found:
+        raise ValueError(
+            f"flux class {qual!r} of module {module!r} is not defined in this process: define "
+            "(or import) the term's class before loading a model that uses it"
+        )
+    return found[-1]  # a class defined again (a notebook cell run twice): the newest
+
+
+def _defined_terms(module: str, qual: str) -> list[type[Flux]]:
+    """Every subclass of Flux with a rate, of this module and qualified name, oldest first."""
+    out: list[type[Flux]] = []
+    todo = list(Flux.__subclasses__())
+    while todo:
+        c = todo.pop(0)
+        todo.extend(c.__subclasses__())
+        if c.rate is not None and c.__module__ == module and c.__qualname__ == qual:
+            out.append(c)
+    return out
 
 
 def _buf(p: np.ndarray) -> tuple[float, float, float, float]:

@@ -27,7 +27,8 @@ _N_CONST = 9  # schedule (op, arg, t, h), event weights, kinds, offsets, wavefor
 
 class _SolveBase(Op):
     __props__ = (
-        "ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets", "kinetic"
+        "ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets", "kinetic",
+        "generated",
     )  # fmt: skip
 
     def __init__(
@@ -40,6 +41,7 @@ class _SolveBase(Op):
         kinds: Sequence[int],
         offsets: Sequence[int],
         kinetic: bool = False,
+        generated: Sequence[Any] = (),
     ):
         self.ev_slot = int(ev_slot)
         self.has_er = bool(has_er)
@@ -49,12 +51,13 @@ class _SolveBase(Op):
         self.kinds = tuple(int(k) for k in kinds)
         self.offsets = tuple(int(o) for o in offsets)
         self.kinetic = bool(kinetic)
+        self.generated = tuple(generated)  # terms defined by a rate expression (their code)
         super().__init__()
 
     @property
     def kernels(self) -> Any:
         """The adjoint module specialised to this model's terms (numba dispatchers)."""
-        return specialized(self.kinds, self.offsets)
+        return specialized(self.kinds, self.offsets, self.generated)
 
     @property
     def forward_tape(self) -> Any:
@@ -71,7 +74,7 @@ class _SolveBase(Op):
     def _props_args(self) -> tuple[Any, ...]:
         return (
             self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n, self.kinds,
-            self.offsets, self.kinetic,
+            self.offsets, self.kinetic, self.generated,
         )  # fmt: skip
 
     def _kernel_args(self, consts: list[Any]) -> tuple[Any, ...]:
@@ -213,7 +216,7 @@ def _solve_parts(
     hill = {name for name, q in model.parameters.items() if q.role == "hill"}
     need_n = free is None or bool(hill & set(free))
     op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.kinds,
-                 ka.offsets, model.kinetic)  # fmt: skip
+                 ka.offsets, model.kinetic, model.generated_terms)  # fmt: skip
     consts = []
     for x, dtype in (
         (sop, np.int64),

@@ -737,3 +737,48 @@ def test_the_fits_share_one_set_of_options(name):
     with pytest.raises(TypeError, match=rf"{name}\(\) got unexpected keyword argument\(s\) "
                        r"\['drfit'\]; its options: observation, likelihood"):  # fmt: skip
         func(y, cainfer.single_compartment(), stimulus=STIM, time=TIME, drfit="none", **extra)
+
+
+class _Extrusion(cainfer.forward.Flux):
+    """Linear extrusion written as a rate expression (a user-defined term)."""
+
+    compartment = "pm"
+    per_buffer = True
+    default_name = ""
+    declared = cainfer.forward.LinearExtrusion.declared
+
+    def rate(self, c, c_er):
+        return -self.gamma * (c - self.c_rest)
+
+
+@pytest.mark.slow
+def test_a_term_written_as_a_rate_is_fitted_like_the_built_in_one(recovery, tmp_path):
+    """Same data, same cell, the term as a rate: the same posterior, gradients and all."""
+    _, result = recovery
+    model = cainfer.forward.CellModel(
+        [_Extrusion(), cainfer.forward.EventInflux()], indicator="OGB-1"
+    )
+    assert model.generated_terms
+    y = result.idata["observed_data"]["y"].values
+    mine = fit(
+        xr.DataArray(y, dims="time", coords={"time": TIME}),
+        model,
+        stimulus=STIM,
+        free=["gamma", "influx_amplitude"],
+        draws=1000,
+        tune=500,
+        chains=2,
+        seed=1,
+    )
+    a, b = result.summary(round_to="none"), mine.summary(round_to="none")
+    for name in ("gamma", "influx_amplitude", "sigma"):
+        mcse = np.hypot(float(a.loc[name, "mcse_mean"]), float(b.loc[name, "mcse_mean"]))
+        assert abs(float(a.loc[name, "mean"]) - float(b.loc[name, "mean"])) <= 4 * mcse, name
+        assert float(b.loc[name, "sd"]) == pytest.approx(float(a.loc[name, "sd"]), rel=0.15)
+    for name, value in TRUTH.items():
+        assert b.loc[name, "hdi94_lb"] <= value <= b.loc[name, "hdi94_ub"], name
+    assert not mine.problems
+    # saved and loaded in a process where the term's class is defined
+    mine.save(tmp_path / "fit.nc")
+    again = load_fit(tmp_path / "fit.nc")
+    assert type(again.model.fluxes[0]) is _Extrusion

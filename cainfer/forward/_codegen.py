@@ -1,0 +1,366 @@
+"""Compiled flux and adjoint source generated from a term's rate expression.
+
+A flux term that defines ``rate(self, c, c_er)`` (see :class:`cainfer.forward.Flux`)
+is differentiated symbolically (SymPy) with respect to the two states and every
+parameter, and printed as two numba functions with the signatures of the
+hand-written ones in :mod:`cainfer.forward._kernels` (``flux_*``) and
+:mod:`cainfer.forward._adjoint` (``vjp_*``). Common subexpressions are
+eliminated across the value and its partials, so a generated term costs about
+what the hand-written form of the same expression costs. The partials with
+respect to Hill coefficients (``role="hill"``) sit behind the ``need_n``
+flag, as in the hand-written kernels: their logarithms are wasted when no
+Hill coefficient is free.
+
+Conventions of the generated code, the same as the hand-written kernels':
+a power with a non-integer exponent, and a logarithm, of a non-positive
+number are 0 (a state that a solver step takes just below zero is read as
+empty, and ``c^n·log c`` keeps its limit 0 at ``c = 0``).
+
+SymPy is imported here only, when a model first uses such a term.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from cainfer.forward import _kernels as K
+
+_FORMAT = 1  # bump when the generated text changes
+_GLOBALS = {"c_rest": K.G_C_REST, "c_er_rest": K.G_CER_REST}
+STATES = ("c", "c_er")
+_LOCK = threading.Lock()
+_BY_CLASS: dict[type, GeneratedTerm] = {}
+
+# Helpers the generated functions call; defined once in each kernels module.
+HELPERS = '''
+
+# generated-term helpers (see cainfer.forward._codegen)
+@njit(cache=True, fastmath=False, inline="always")
+def _gpow(x: float, y: float) -> float:
+    """x**y, 0 for x <= 0 (a generated term's power with a non-integer exponent)."""
+    return x**y if x > 0.0 else 0.0
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def _pdiv(power: float, base: float) -> float:
+    """power/base, 0 for base <= 0 (d(b**e)/db = e·b**e/b, a clipped state's slope 0)."""
+    return power / base if base > 0.0 else 0.0
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def _glog(x: float) -> float:
+    """log(x), 0 for x <= 0 (so that x**n·log x keeps its limit 0 at x = 0)."""
+    return math.log(x) if x > 0.0 else 0.0
+'''
+
+
+@dataclass(frozen=True)
+class GeneratedTerm:
+    """The compiled form of one rate expression.
+
+    ``code`` is the kind code the kernels know the term by (unique to the
+    expression, its parameters and compartment); ``flux_src`` defines
+    ``flux_name`` for the kernels module and ``vjp_src`` defines ``vjp_name``
+    for the adjoint module.
+    """
+
+    code: int
+    flux_name: str
+    vjp_name: str
+    flux_src: str
+    vjp_src: str
+    expression: str
+
+
+class _Symbols:
+    """What ``rate`` sees as ``self``: each parameter (bare name) and the resting levels."""
+
+    def __init__(self, owner: str, names: dict[str, Any]) -> None:
+        self.__dict__.update(names)
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"{self._owner}.rate uses self.{name}, which is not one of its parameters "
+            f"({', '.join(k for k in self.__dict__ if not k.startswith('_'))})"
+        )
+
+
+def generate(cls: type) -> GeneratedTerm:
+    """Differentiate ``cls.rate`` and print its flux and adjoint as numba source.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`cainfer.forward.Flux` subclass defining ``rate``.
+
+    Returns
+    -------
+    GeneratedTerm
+        Cached per class.
+
+    Raises
+    ------
+    TypeError
+        When ``rate`` does not return an expression of the states and the
+        term's parameters, or uses a function the generated code cannot
+        print.
+    """
+    with _LOCK:
+        hit = _BY_CLASS.get(cls)
+        if hit is not None:
+            return hit
+        gen = _generate(cls)
+        _BY_CLASS[cls] = gen
+        return gen
+
+
+def expression(cls: type) -> tuple[Any, Any, Any, list[Any], dict[str, Any]]:
+    """``cls.rate`` on symbols: (expression, c, c_ER, parameter symbols, resting-level symbols).
+
+    The parameter symbols are in declaration order; the resting levels are
+    keyed ``"c_rest"`` and ``"c_er_rest"``.
+    """
+    import sympy as sp
+
+    name = cls.__name__
+    bare = [q.name for q in cls.declared]  # type: ignore[attr-defined]
+    clash = sorted(set(bare) & (set(_GLOBALS) | set(STATES)))
+    if clash:
+        raise TypeError(f"{name}: parameter name(s) {clash} are reserved for the cell's states")
+    c, cer = sp.symbols("c cer", real=True)
+    psyms = [sp.Symbol(f"q{i}", positive=True) for i in range(len(bare))]
+    gsyms = {g: sp.Symbol(f"g_{g}", positive=True) for g in _GLOBALS}
+    ns = _Symbols(name, {**dict(zip(bare, psyms, strict=True)), **gsyms})
+    try:
+        expr = cls.rate(ns, c, cer)  # type: ignore[attr-defined]
+    except AttributeError:
+        raise
+    except Exception as err:  # an expression sympy cannot build
+        raise TypeError(f"{name}.rate failed on symbolic arguments: {err}") from err
+    try:
+        expr = sp.sympify(expr)
+    except sp.SympifyError as err:
+        raise TypeError(f"{name}.rate must return an expression; got {expr!r}") from err
+    if not isinstance(expr, sp.Expr) or expr.has(
+        sp.I, sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity
+    ):
+        raise TypeError(f"{name}.rate must return a finite real expression; got {expr!r}")
+    stray = expr.free_symbols - {c, cer, *psyms, *gsyms.values()}
+    if stray:
+        raise TypeError(
+            f"{name}.rate must return an expression of c, c_er and self's parameters; it has "
+            f"{', '.join(sorted(map(str, stray)))}"
+        )
+    if cls.compartment == "pm" and not cls.needs_er and expr.has(cer):  # type: ignore[attr-defined]
+        raise TypeError(f"{name}.rate uses c_er: set needs_er = True (the cell then has an ER)")
+    return expr, c, cer, psyms, gsyms
+
+
+def _generate(cls: type) -> GeneratedTerm:
+    import sympy as sp
+
+    name = cls.__name__
+    declared = cls.declared  # type: ignore[attr-defined]
+    bare = [q.name for q in declared]
+    expr, c, cer, psyms, gsyms = expression(cls)
+    roles = [q.role for q in declared]
+    used_g = [g for g, s in gsyms.items() if expr.has(s)]
+    pows = _Powers(sp)
+    body_expr = pows.atomize(expr)
+    wrt_c = pows.diff(body_expr, c)
+    wrt_cer = pows.diff(body_expr, cer)
+    core_p = [i for i, r in enumerate(roles) if r != "hill" and expr.has(psyms[i])]
+    hill_p = [i for i, r in enumerate(roles) if r == "hill" and expr.has(psyms[i])]
+    core = [wrt_c, wrt_cer]
+    core += [pows.diff(body_expr, psyms[i]) for i in core_p]
+    core += [pows.diff(body_expr, gsyms[g]) for g in used_g]
+    hill = [pows.diff(body_expr, psyms[i]) for i in hill_p]
+
+    subs_p = {s: sp.Symbol(f"x{i}") for i, s in enumerate(psyms)}
+    printer = _printer()
+    srepr = str(expr.xreplace({**dict(zip(psyms, [sp.Symbol(b) for b in bare], strict=True)),
+                               **{s: sp.Symbol(g) for g, s in gsyms.items()}}))  # fmt: skip
+    key = hashlib.sha256(
+        f"{_FORMAT}\0{sp.srepr(expr)}\0{cls.compartment}\0{len(bare)}".encode()  # type: ignore[attr-defined]
+    ).hexdigest()
+    code = 1000 + int(key[:10], 16)
+    fname, vname = f"flux_g{key[:12]}", f"vjp_g{key[:12]}"
+
+    loads = [f"x{i} = p[o + {i}]" for i in range(len(bare))]
+    loads += [f"g_{g} = p[{_GLOBALS[g]}]" for g in used_g]
+
+    def show(e: Any) -> str:
+        return _print(printer, e.xreplace(subs_p), name)
+
+    def powers(exprs: list[Any]) -> list[str]:
+        return [f"{s} = {show(v)}" for s, v in pows.needed(exprs)]
+
+    def block(
+        exprs: list[Any], out: list[str], later: list[Any] | None = None,
+        later_out: list[str] | None = None,
+    ) -> tuple[list[str], list[str]]:  # fmt: skip
+        """Lines for ``out = exprs``, then the lines only ``later`` needs (one CSE over both)."""
+        later, later_out = later or [], later_out or []
+        both = [e.xreplace(subs_p) for e in [*exprs, *later]]
+        reps, reduced = sp.cse(both, symbols=sp.numbered_symbols("t_"))
+        need: set[Any] = set()
+        for e in reduced[: len(exprs)]:
+            need |= e.free_symbols
+        for s, v in reversed(reps):
+            if s in need:
+                need |= v.free_symbols
+        now = [f"{s} = {show(v)}" for s, v in reps if s in need]
+        rest = [f"{s} = {show(v)}" for s, v in reps if s not in need]
+        now += [f"{o} = {show(v)}" for o, v in zip(out, reduced[: len(exprs)], strict=True)]
+        rest += [f"{o} = {show(v)}" for o, v in zip(later_out, reduced[len(exprs) :], strict=True)]
+        return now, rest
+
+    ret = "r, 0.0" if cls.compartment == "pm" else "0.0, r"  # type: ignore[attr-defined]
+    lines, _ = block([body_expr], ["r"])
+    body = loads + powers([body_expr]) + lines + [f"return {ret}"]
+    flux_src = _function(
+        '@njit(cache=True, fastmath=False, inline="always")',
+        f"{fname}(o, c, cer, p)",
+        f"{name}: {srepr} (generated)",
+        body,
+    )
+
+    g = "gpm" if cls.compartment == "pm" else "gx"  # type: ignore[attr-defined]
+    outs = ["d_c", "d_cer"] + [f"d_p{i}" for i in core_p] + [f"d_{gname}" for gname in used_g]
+    now, rest = block(core, outs, hill, [f"d_p{i}" for i in hill_p])
+    body = loads + powers(core + hill) + now
+    body += [f"pbar[o + {i}] += {g} * d_p{i}" for i in core_p]
+    body += [f"pbar[{_GLOBALS[gname]}] += {g} * d_{gname}" for gname in used_g]
+    if hill:
+        rest += [f"pbar[o + {i}] += {g} * d_p{i}" for i in hill_p]
+        body += ["if need_n:"] + ["    " + line for line in rest]
+    body.append(f"return {g} * d_c, {g} * d_cer")
+    vjp_src = _function(
+        '@njit(cache=True, fastmath=False, inline="always")',
+        f"{vname}(o, c, cer, p, gpm, gx, pbar, need_n)",
+        f"Pull-back of {name}'s rate (generated).",
+        body,
+    )
+    return GeneratedTerm(code, fname, vname, flux_src, vjp_src, srepr)
+
+
+class _Powers:
+    """Each non-integer power of an expression as one variable, differentiated by the chain rule.
+
+    SymPy differentiates ``c**n/(K**n + c**n)`` into terms with ``c**(2n)``
+    and ``c**(n-1)``: new powers, each a call to ``pow``. Here every distinct
+    power ``b**e`` becomes a variable ``P`` computed once, with
+    ``dP = P·(de·log b + db·e/b)``, so the value and all its partials share
+    the same few powers.
+    """
+
+    def __init__(self, sp: Any) -> None:
+        self.sp = sp
+        self.table: dict[Any, Any] = {}  # power -> its variable
+        self.of: dict[Any, Any] = {}  # variable -> power (its base and exponent atomized)
+        self.div = sp.Function("_pdiv")  # P/b, 0 for b <= 0
+
+    def atomize(self, e: Any) -> Any:
+        if e.is_Atom:
+            return e
+        args = [self.atomize(a) for a in e.args]
+        e2 = e.func(*args) if args != list(e.args) else e
+        if e2.is_Pow and not e2.exp.is_Integer:
+            v = self.table.get(e2)
+            if v is None:
+                v = self.sp.Symbol(f"P{len(self.table)}")
+                self.table[e2] = v
+                self.of[v] = e2
+            return v
+        return e2
+
+    def diff(self, e: Any, x: Any) -> Any:
+        """Total derivative of an atomized expression."""
+        sp = self.sp
+        d = sp.diff(e, x)
+        for v in self._within(e):
+            part = sp.diff(e, v)
+            if part == 0:
+                continue
+            base, ex = self.of[v].args
+            dv = self.diff(ex, x) * v * sp.log(base) + self.diff(base, x) * ex * self.div(v, base)
+            d += part * dv
+        return d
+
+    def _within(self, e: Any) -> list[Any]:
+        return [v for v in self.of if e.has(v)]
+
+    def needed(self, exprs: list[Any]) -> list[tuple[Any, Any]]:
+        """(variable, power) pairs the expressions use, in dependency order."""
+        need: set[Any] = set()
+        for e in exprs:
+            need |= {v for v in self.of if e.has(v)}
+        changed = True
+        while changed:
+            changed = False
+            for v in list(need):
+                more = {w for w in self.of if self.of[v].has(w)} - need
+                if more:
+                    need |= more
+                    changed = True
+        return [(v, self.of[v]) for v in self.of if v in need]  # creation order: inner first
+
+
+def _function(decorator: str, head: str, doc: str, body: list[str]) -> str:
+    doc = doc.replace("\\", "\\\\").replace('"""', "'''")
+    lines = ["", "", decorator, f"def {head}:  # noqa: E501", f'    """{doc}"""']
+    lines += ["    " + line for line in body]
+    return "\n".join(lines) + "\n"
+
+
+def _printer() -> Any:
+    import sympy as sp
+    from sympy.printing.pycode import PythonCodePrinter
+
+    class _Printer(PythonCodePrinter):
+        def _print_Pow(self, expr: Any, rational: bool = False) -> str:
+            base, exp = expr.args
+            if exp.is_Integer:
+                b = self.parenthesize(base, sp.printing.precedence.PRECEDENCE["Pow"])
+                if int(exp) == -1:
+                    return f"1.0 / {b}"
+                return f"{b}**{int(exp)}"
+            if exp == sp.Rational(1, 2):
+                return f"math.sqrt({self._print(base)})"
+            return f"_gpow({self._print(base)}, {self._print(exp)})"
+
+        def _print_Function(self, expr: Any) -> str:
+            if expr.func.__name__ == "_pdiv":
+                return f"_pdiv({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+            return str(super()._print_Function(expr))
+
+        def _print_log(self, expr: Any) -> str:
+            return f"_glog({self._print(expr.args[0])})"
+
+        def _print_Rational(self, expr: Any) -> str:
+            return f"({float(expr.p)} / {float(expr.q)})"
+
+        def _print_Integer(self, expr: Any) -> str:
+            return f"{float(expr.p)}"
+
+    return _Printer({"fully_qualified_modules": True, "standard": "python3"})
+
+
+def _print(printer: Any, expr: Any, owner: str) -> str:
+    from sympy.printing.codeprinter import PrintMethodNotImplementedError
+
+    try:
+        return str(printer.doprint(expr))
+    except PrintMethodNotImplementedError as err:
+        what = str(err).split(":")[-1].split("\n")[0].strip()
+        raise TypeError(
+            f"{owner}.rate uses {what}, which the generated code cannot evaluate (it has "
+            "arithmetic, powers, exp, log, sqrt, trigonometric and hyperbolic functions, "
+            "Abs, Min, Max and Piecewise)"
+        ) from None
