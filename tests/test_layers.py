@@ -32,6 +32,7 @@ FORBIDDEN = {
     # shared helpers: the standard library only
     "_files.py": {"cainfer", "numpy", "xarray", *_SAMPLING, *_ORCHESTRATION},
     "_checks.py": {"cainfer", "numpy", "xarray", *_SAMPLING, *_ORCHESTRATION},
+    "_options.py": {"cainfer", "numpy", "xarray", *_SAMPLING, *_ORCHESTRATION},
 }  # fmt: skip
 
 
@@ -77,17 +78,20 @@ def test_a_rule_catches_a_forbidden_import(tmp_path):
 def test_the_physics_and_the_data_run_without_the_sampler():
     """Importing every data and physics module and simulating never load the sampler.
 
+    Nor does reading a config (the pipeline's config module), and a model of
+    built-in terms never loads SymPy (their code is generated ahead).
     (Dask is not checked: xarray imports it, when installed, to recognise its arrays.)
     """
     code = (
         "import sys, numpy as np\n"
         "import cainfer, cainfer.io, cainfer.extract, cainfer.forward, cainfer.synthetic\n"
-        "import cainfer.testing\n"
+        "import cainfer.testing, cainfer.pipeline.config\n"
         "from cainfer.forward import Stimulus, single_compartment\n"
         "t = np.arange(60) / 30.0\n"
         "ds = single_compartment('OGB-1').simulate(None, t, Stimulus(events=[0.5]))\n"
         "assert float(ds['dff'].max()) > 0\n"
         f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(_SAMPLING)!r}))\n"
+        "bad += ['sympy'] if 'sympy' in sys.modules else []\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict, Unpack, cast
+from typing import Any, Unpack, cast, get_args
 
 import arviz as az
 import numpy as np
@@ -25,6 +25,7 @@ import xarray as xr
 
 from cainfer._checks import repeated
 from cainfer._files import atomic_path
+from cainfer._options import FIT_DEFAULTS, FitOptions, Likelihood
 from cainfer.forward import CellModel, Prior, Stimulus
 from cainfer.forward._cache import cache_dir
 from cainfer.infer._compile import compile_numba
@@ -32,11 +33,8 @@ from cainfer.infer._op import forward_solver, solve_op
 from cainfer.infer.observation import (
     NEUROPIL_PRIOR,
     OBSERVATIONS,
-    Drift,
-    Observation,
     ObservedData,
     Options,
-    Residuals,
     add_likelihood,
     channel_shapes,
     check_options,
@@ -56,53 +54,7 @@ from cainfer.infer.observation import SHEARED as OBSERVATION_SHEARED
 from cainfer.infer.observation import expected as _expected
 from cainfer.infer.observation import to_model_dff as _to_model_dff
 
-Likelihood = Literal["normal", "student_t"]
-_LIKELIHOODS = ("normal", "student_t")
-
-
-class FitOptions(TypedDict, total=False):
-    """The options :func:`fit`, :func:`fit_rois` and :func:`fit_hierarchical` share.
-
-    Each is a keyword of those functions; their docstrings say what it does.
-    ``FIT_DEFAULTS`` holds the defaults.
-    """
-
-    observation: Observation
-    likelihood: Likelihood
-    residuals: Residuals
-    drift: Drift
-    drift_timescale: float
-    draws: int
-    tune: int
-    chains: int
-    cores: int | None
-    seed: int
-    substeps: int | Literal["auto"]
-    adaptation: Literal["diag", "low_rank"]
-    coordinates: Literal["per_buffer", "natural"]
-    target_accept: float
-    sampler: Literal["nutpie", "numpyro"]
-    backend: Literal["numba", "jax"]
-
-
-FIT_DEFAULTS: FitOptions = {
-    "observation": "auto",
-    "likelihood": "normal",
-    "residuals": "ar1",
-    "drift": "smooth",
-    "drift_timescale": 20.0,
-    "draws": 1000,
-    "tune": 1000,
-    "chains": 4,
-    "cores": None,
-    "seed": 0,
-    "substeps": "auto",
-    "adaptation": "low_rank",
-    "coordinates": "per_buffer",
-    "target_accept": 0.8,
-    "sampler": "nutpie",
-    "backend": "numba",
-}
+_LIKELIHOODS = get_args(Likelihood)
 
 
 def _fit_options(where: str, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -83,16 +83,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 
-Observation = Literal["auto", "fluorescence", "dff", "dff_exact", "ratio"]
-OBSERVATIONS = ("auto", "fluorescence", "dff", "dff_exact", "ratio")
-Residuals = Literal["ar1", "white"]
-RESIDUALS = ("ar1", "white")
-Drift = Literal["smooth", "none"]
-DRIFTS = ("smooth", "none")
+from cainfer._options import Drift, Observation, Residuals
+
+OBSERVATIONS = get_args(Observation)
+RESIDUALS = get_args(Residuals)
+DRIFTS = get_args(Drift)
 
 NEUROPIL_PRIOR = (0.7, 0.2)  # mean, sd (Chen et al. 2013: 0.7); 0 lies 3.5 sd below
 F0_LOG_SD = 0.5  # prior log-sd of F0 around extraction's baseline

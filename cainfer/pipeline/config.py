@@ -15,12 +15,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from cainfer._checks import repeated
 from cainfer._files import not_one_name
+from cainfer._options import (
+    FIT_DEFAULTS,
+    Adaptation,
+    Coordinates,
+    Drift,
+    Likelihood,
+    Observation,
+    Residuals,
+)
 from cainfer.extract import BASELINE_METHODS
 from cainfer.extract.options import RULES, option_problem
 from cainfer.forward import (
@@ -95,20 +104,32 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "free": ((list,), None, "free parameters (default: the model's usual set)"),
         "fixed": ((dict,), {}, "parameter = value for parameters held fixed"),
         "priors": ((dict,), {}, "parameter = {kind, a, b}: prior of a free parameter"),
-        "observation": ((str,), "auto", '"auto", "fluorescence", "dff", "dff_exact" or "ratio"'),
-        "likelihood": ((str,), "normal", '"normal" or "student_t"'),
-        "residuals": ((str,), "ar1", '"ar1" or "white"'),
-        "drift": ((str,), "smooth", '"smooth" (slow baseline) or "none"'),
-        "drift_timescale": (_NUM, 20.0, "time scale of the slow baseline (s)"),
+        "observation": (
+            (str,),
+            FIT_DEFAULTS["observation"],
+            '"auto", "fluorescence", "dff", "dff_exact" or "ratio"',
+        ),
+        "likelihood": ((str,), FIT_DEFAULTS["likelihood"], '"normal" or "student_t"'),
+        "residuals": ((str,), FIT_DEFAULTS["residuals"], '"ar1" or "white"'),
+        "drift": ((str,), FIT_DEFAULTS["drift"], '"smooth" (slow baseline) or "none"'),
+        "drift_timescale": (
+            _NUM,
+            FIT_DEFAULTS["drift_timescale"],
+            "time scale of the slow baseline (s)",
+        ),
     },
     "sampler": {
-        "draws": ((int,), 1000, "draws per chain"),
-        "tune": ((int,), 1000, "tuning steps per chain"),
-        "chains": ((int,), 4, "chains"),
-        "target_accept": (_NUM, 0.8, "target acceptance probability"),
-        "adaptation": ((str,), "low_rank", '"low_rank" or "diag"'),
-        "coordinates": ((str,), "per_buffer", '"per_buffer" or "natural"'),
-        "substeps": ((int, str), "auto", '"auto" or solver steps per frame (see cainfer.fit)'),
+        "draws": ((int,), FIT_DEFAULTS["draws"], "draws per chain"),
+        "tune": ((int,), FIT_DEFAULTS["tune"], "tuning steps per chain"),
+        "chains": ((int,), FIT_DEFAULTS["chains"], "chains"),
+        "target_accept": (_NUM, FIT_DEFAULTS["target_accept"], "target acceptance probability"),
+        "adaptation": ((str,), FIT_DEFAULTS["adaptation"], '"low_rank" or "diag"'),
+        "coordinates": ((str,), FIT_DEFAULTS["coordinates"], '"per_buffer" or "natural"'),
+        "substeps": (
+            (int, str),
+            FIT_DEFAULTS["substeps"],
+            '"auto" or solver steps per frame (see cainfer.fit)',
+        ),
     },
     "parallel": {
         "workers": ((int, str), "auto", '"auto" (one per core) or a number of worker processes'),
@@ -360,7 +381,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
         if not isinstance(value, _NUM) or isinstance(value, bool):
             raise _err(path, "model", f"fixed.{key} = {value!r} is not a number")
 
-    allowed = {"adaptation": ("low_rank", "diag"), "coordinates": ("per_buffer", "natural")}
+    allowed = {"adaptation": get_args(Adaptation), "coordinates": get_args(Coordinates)}
     for key, options in allowed.items():
         if smp[key] not in options:
             raise _err(path, "sampler", f"{key} = {smp[key]!r}; allowed: {', '.join(options)}")
@@ -375,11 +396,11 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             raise _err(path, "sampler", f"{key} = {smp[key]!r} must be ≥ {low}")
     if not 0 < smp["target_accept"] < 1:
         raise _err(path, "sampler", f"target_accept = {smp['target_accept']!r} must lie in (0, 1)")
-    model_choices = {  # as cainfer.infer.observation (not imported: it brings PyMC)
-        "observation": ("auto", "fluorescence", "dff", "dff_exact", "ratio"),
-        "likelihood": ("normal", "student_t"),
-        "residuals": ("ar1", "white"),
-        "drift": ("smooth", "none"),
+    model_choices = {
+        "observation": get_args(Observation),
+        "likelihood": get_args(Likelihood),
+        "residuals": get_args(Residuals),
+        "drift": get_args(Drift),
     }
     for key, choices in model_choices.items():
         if mod[key] not in choices:
