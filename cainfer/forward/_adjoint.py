@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
+from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _kernels as K
 
 
@@ -37,54 +38,6 @@ def _hill_d(c: float, k: float, n: float, need_n: bool = True) -> tuple[float, f
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def _pump_vjp(
-    o: int, c: float, n: float, p: np.ndarray, g: float, pbar: np.ndarray, need_n: bool
-) -> tuple[float, float]:
-    """Pull ``g`` back through ``−V h(c; K, n)`` (V at ``o``, K at ``o + 1``).
-
-    Adds to V̄ and K̄ in ``pbar``; returns (c̄, n̄), the Hill coefficient's
-    slot being the caller's to fill (NCX has none).
-    """
-    h, dc, dk, dn = _hill_d(c, p[o + 1], n, need_n)
-    v = p[o]
-    pbar[o] += -g * h
-    pbar[o + 1] += -g * v * dk
-    return -g * v * dc, -g * v * dn
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_linear(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """−γ (c − c_rest)."""
-    pbar[o] += -gpm * (c - p[K.G_C_REST])
-    pbar[K.G_C_REST] += gpm * p[o]
-    return -gpm * p[o], 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_pmca(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """−V h(c; K, n)."""
-    cbar, nbar = _pump_vjp(o, c, p[o + 2], p, gpm, pbar, need_n)
-    pbar[o + 2] += nbar
-    return cbar, 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_ncx(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """−V c/(K + c)."""
-    cbar, _ = _pump_vjp(o, c, 1.0, p, gpm, pbar, False)
-    return cbar, 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
 def vjp_pm_leak(
     o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
     need_n: bool,
@@ -92,17 +45,6 @@ def vjp_pm_leak(
     """Constant leak."""
     pbar[o] += gpm
     return 0.0, 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_serca(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """−V h(c; K, n) into the ER."""
-    cbar, nbar = _pump_vjp(o, c, p[o + 2], p, gx, pbar, need_n)
-    pbar[o + 2] += nbar
-    return cbar, 0.0
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -115,48 +57,11 @@ def vjp_er_leak(
     return -gx * p[o], gx * p[o]
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_release(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """Release r · a(c) · g(c_ER) · (c_ER − c)."""
-    a, da_c, da_k, da_n = _hill_d(c, p[o + 1], p[o + 2], need_n)
-    g, dg_c, dg_k, dg_n = _hill_d(cer, p[o + 3], p[o + 4], need_n)
-    r = p[o]
-    d = cer - c
-    pbar[o] += gx * a * g * d
-    pbar[o + 1] += gx * r * da_k * g * d
-    pbar[o + 2] += gx * r * da_n * g * d
-    pbar[o + 3] += gx * r * a * dg_k * d
-    pbar[o + 4] += gx * r * a * dg_n * d
-    return gx * r * g * (da_c * d - a), gx * r * a * (dg_c * d + g)
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_soce(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """V (1 − h(c_ER; K, n))."""
-    h, dc, dk, dn = _hill_d(cer, p[o + 1], p[o + 2], need_n)
-    v = p[o]
-    pbar[o] += gpm * (1.0 - h)
-    pbar[o + 1] += -gpm * v * dk
-    pbar[o + 2] += -gpm * v * dn
-    return 0.0, -gpm * v * dc
-
-
 # the pull-back of each state-dependent kind, by name (the specialised kernels call them)
 LOCAL_VJP = {
-    K.K_LINEAR: "vjp_linear",
-    K.K_PMCA: "vjp_pmca",
-    K.K_NCX: "vjp_ncx",
     K.K_PM_LEAK: "vjp_pm_leak",
-    K.K_SERCA: "vjp_serca",
     K.K_ER_LEAK: "vjp_er_leak",
-    K.K_RELEASE: "vjp_release",
-    K.K_SOCE: "vjp_soce",
+    **{code: f"T.{name}" for code, name in T.VJP.items()},
 }
 
 
@@ -176,23 +81,11 @@ def local_vjp(
 
     Every term but the waveform, which :func:`flux_vjp` handles (inlined into its loop).
     """
-    if kind == K.K_LINEAR:
-        return vjp_linear(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == K.K_PMCA:
-        return vjp_pmca(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == K.K_NCX:
-        return vjp_ncx(o, c, cer, p, gpm, gx, pbar, need_n)
     if kind == K.K_PM_LEAK:
         return vjp_pm_leak(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == K.K_SERCA:
-        return vjp_serca(o, c, cer, p, gpm, gx, pbar, need_n)
     if kind == K.K_ER_LEAK:
         return vjp_er_leak(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == K.K_RELEASE:
-        return vjp_release(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == K.K_SOCE:
-        return vjp_soce(o, c, cer, p, gpm, gx, pbar, need_n)
-    return 0.0, 0.0
+    return T.vjp(kind, o, c, cer, p, gpm, gx, pbar, need_n)
 
 
 @njit(cache=True, fastmath=False, inline="always")

@@ -5,6 +5,9 @@ exact calcium jumps at stimulus events, over a flux composition chosen at run
 time, that a sampler calls thousands of times. It is hand-written in numba so
 that no Python runs per time step. Each RK4 step is a pure function of
 ``(t, h, state, p)`` so that a discrete adjoint can be added step by step.
+The flux terms' own arithmetic is not written here: it is generated from each
+term's rate (:mod:`cainfer.forward._builtin_terms`, :mod:`cainfer.forward._codegen`),
+except for the two leaks, whose rates are set by flux balance at rest.
 
 Every kernel states ``fastmath=False``: numba otherwise compiles a function
 with the fast-math flags of the first jitted caller that needs it (PyTensor's
@@ -22,6 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
+from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _cache  # noqa: F401  (first: where numba caches these kernels)
 
 # Global slots of the parameter vector.
@@ -38,15 +42,11 @@ G_KOFF = 9  # indicator unbinding rate (1/s); used when the dye is kinetic
 G_PHI = 10  # kinetic indicator's switch ratio φ (0: one-step binding); see dye_binding
 N_GLOBAL = 11
 
-# Flux kinds.
-K_LINEAR = 0
-K_PMCA = 1
-K_NCX = 2
+# Kind codes of the terms with hand-written kernels. Every other term's kernels are
+# generated from its rate (cainfer.forward._codegen); its code hashes the expression
+# (the built-in ones: _builtin_terms.CODES).
 K_PM_LEAK = 3
-K_SERCA = 4
 K_ER_LEAK = 5
-K_RELEASE = 6
-K_SOCE = 7
 K_EVENTS = 8
 K_WAVEFORM = 9
 
@@ -129,33 +129,9 @@ def waveform_at(t: float, wt: np.ndarray, wv: np.ndarray) -> float:
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_linear(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """Linear extrusion ``−γ (c − c_rest)``."""
-    return -p[o] * (c - p[G_C_REST]), 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def flux_pmca(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """PMCA ``−V h(c; K, n)``."""
-    return -p[o] * hill_frac(c, p[o + 1], p[o + 2]), 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def flux_ncx(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """NCX ``−V c/(K + c)``."""
-    return -p[o] * hill_frac(c, p[o + 1], 1.0), 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
 def flux_pm_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """Constant plasma-membrane leak."""
     return p[o], 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def flux_serca(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """SERCA uptake ``−V h(c; K, n)`` (ER → cytosol sign)."""
-    return 0.0, -p[o] * hill_frac(c, p[o + 1], p[o + 2])
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -164,30 +140,11 @@ def flux_er_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, fl
     return 0.0, p[o] * (cer - c)
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def flux_release(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """Ca-induced release ``r h(c; K_a, n_a) h(c_ER; K_l, n_l) (c_ER − c)``."""
-    act = hill_frac(c, p[o + 1], p[o + 2])
-    load = hill_frac(cer, p[o + 3], p[o + 4])
-    return 0.0, p[o] * act * load * (cer - c)
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def flux_soce(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """Store-operated entry ``V (1 − h(c_ER; K, n))``."""
-    return p[o] * (1.0 - hill_frac(cer, p[o + 1], p[o + 2])), 0.0
-
-
 # the function of each state-dependent kind, by name (the specialised kernels call them)
 LOCAL_FLUX = {
-    K_LINEAR: "flux_linear",
-    K_PMCA: "flux_pmca",
-    K_NCX: "flux_ncx",
     K_PM_LEAK: "flux_pm_leak",
-    K_SERCA: "flux_serca",
     K_ER_LEAK: "flux_er_leak",
-    K_RELEASE: "flux_release",
-    K_SOCE: "flux_soce",
+    **{code: f"T.{name}" for code, name in T.FLUX.items()},
 }
 
 
@@ -199,23 +156,12 @@ def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[
     array arguments other than ``p`` so that numba inlines it into the loop
     over terms: a call per term would cost more than the arithmetic.
     """
-    if kind == K_LINEAR:
-        return flux_linear(o, c, cer, p)
-    if kind == K_PMCA:
-        return flux_pmca(o, c, cer, p)
-    if kind == K_NCX:
-        return flux_ncx(o, c, cer, p)
     if kind == K_PM_LEAK:
         return flux_pm_leak(o, c, cer, p)
-    if kind == K_SERCA:
-        return flux_serca(o, c, cer, p)
     if kind == K_ER_LEAK:
         return flux_er_leak(o, c, cer, p)
-    if kind == K_RELEASE:
-        return flux_release(o, c, cer, p)
-    if kind == K_SOCE:
-        return flux_soce(o, c, cer, p)
-    return 0.0, 0.0  # K_EVENTS acts through jumps; K_WAVEFORM depends on time only
+    # K_EVENTS acts through jumps, K_WAVEFORM depends on time only: both 0 here
+    return T.flux(kind, o, c, cer, p)
 
 
 @njit(cache=True, fastmath=False)

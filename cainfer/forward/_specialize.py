@@ -7,7 +7,10 @@ one sequence of terms this module writes a copy of the kernel sources in
 which the two loops over terms (``net_flux`` in the forward solve,
 ``flux_vjp`` in the adjoint) are unrolled with literal kinds and parameter
 offsets, so that numba compiles straight-line code; every formula still
-comes from the generic sources (the per-kind ``flux_*`` and ``vjp_*``).
+comes from the generic sources (each term's flux and pull-back: generated from
+the built-in terms' rates in :mod:`cainfer.forward._builtin_terms`, written by
+hand for the leaks, or generated from a user-defined term's rate and appended
+to the copy, see :mod:`cainfer.forward._codegen`).
 
 The copy is a package under ``<cache>/kernels/`` (``<cache>``: see
 :mod:`cainfer.forward._cache`) so that numba's on-disk cache keeps its

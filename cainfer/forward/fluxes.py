@@ -47,8 +47,9 @@ class Flux(ABC):
     calcium (µM) and on ``self.<parameter>`` (bare names), plus the cell's
     resting levels ``self.c_rest`` and ``self.c_er_rest`` (µM), returning the
     flux in µM/s of cytosol (positive into the cytosol; for ``compartment =
-    "er"``, from the ER into the cytosol). The compiled solver, its Jacobian
-    and its adjoint are generated from that expression (SymPy), so the term is
+    "er"``, from the ER into the cytosol). The compiled flux and its
+    adjoint (from which the solver's Jacobian comes) are generated from that
+    expression (SymPy), as they are for the built-in terms, so a new term is
     simulated and fitted, with exact gradients, like a built-in one::
 
         class Uniporter(Flux):
@@ -80,10 +81,11 @@ class Flux(ABC):
         New default values for the term's parameters (by bare name).
     """
 
+    #: kind code of a term with hand-written kernels (a leak, the stimulus terms)
     kind: ClassVar[int]
     compartment: ClassVar[Literal["pm", "er"]]
     #: ``rate(self, c, c_er)``: the term's flux as an expression (see above);
-    #: None for the built-in terms, whose kernels are written by hand.
+    #: None for the leaks and the stimulus terms, whose kernels are written by hand.
     rate: ClassVar[Any] = None
     needs_er: ClassVar[bool] = False
     #: The term's capacity is sampled per unit of the cytosol's buffer capacity
@@ -170,7 +172,6 @@ class LinearExtrusion(Flux):
     ``β = 1 + κ_S + κ_B`` is the buffer capacity.
     """
 
-    kind = K.K_LINEAR
     per_buffer = True
     compartment = "pm"
     default_name = ""
@@ -186,11 +187,14 @@ class LinearExtrusion(Flux):
         ),
     )
 
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``−γ·(c − c_rest)``."""
+        return -self.gamma * (c - self.c_rest)
+
 
 class PMCA(Flux):
     """Plasma-membrane Ca-ATPase ``J = −V·c^h/(K^h + c^h)``: high affinity, low capacity [1]_."""
 
-    kind = K.K_PMCA
     per_buffer = True
     cytosolic_hill = True
     compartment = "pm"
@@ -217,11 +221,15 @@ class PMCA(Flux):
         ),
     )
 
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``−V·x/(1 + x)``, ``x = (c/K)^h``."""
+        x = (c / self.k) ** self.hill
+        return -self.vmax * x / (1 + x)
+
 
 class NCX(Flux):
     """Na/Ca exchanger (forward) ``J = −V·c/(K + c)``: low affinity, high capacity [1]_ [2]_."""
 
-    kind = K.K_NCX
     per_buffer = True
     cytosolic_hill = True
     compartment = "pm"
@@ -238,6 +246,10 @@ class NCX(Flux):
             role="affinity",
         ),
     )
+
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``−V·c/(K + c)``."""
+        return -self.vmax * c / (self.k + c)
 
 
 class PlasmaLeak(Flux):
@@ -256,7 +268,6 @@ class PlasmaLeak(Flux):
 class SERCA(Flux):
     """Sarco/endoplasmic-reticulum Ca-ATPase, cytosol → ER, ``V·c^h/(K^h + c^h)`` [2]_."""
 
-    kind = K.K_SERCA
     cytosolic_hill = True
     compartment = "er"
     needs_er = True
@@ -283,6 +294,11 @@ class SERCA(Flux):
         ),
     )
 
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``−V·x/(1 + x)``, ``x = (c/K)^h`` (ER → cytosol sign)."""
+        x = (c / self.k) ** self.hill
+        return -self.vmax * x / (1 + x)
+
 
 class ERLeak(Flux):
     """Passive ER leak ``J = k·(c_ER − c)`` into the cytosol.
@@ -306,7 +322,6 @@ class ERRelease(Flux):
     release).
     """
 
-    kind = K.K_RELEASE
     compartment = "er"
     needs_er = True
     default_name = "release"
@@ -358,11 +373,16 @@ class ERRelease(Flux):
         ),
     )
 
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``k_rel·a·g·(c_ER − c)`` (``self.rate`` is the parameter k_rel)."""
+        xa = (c / self.k_act) ** self.hill_act
+        xl = (c_er / self.k_load) ** self.hill_load
+        return self.rate * xa / (1 + xa) * xl / (1 + xl) * (c_er - c)
+
 
 class SOCE(Flux):
     """Store-operated entry ``J = V·(1 − c_ER^h/(K^h + c_ER^h))``, on as the ER empties [5]_."""
 
-    kind = K.K_SOCE
     per_buffer = True
     compartment = "pm"
     needs_er = True
@@ -388,6 +408,10 @@ class SOCE(Flux):
             role="hill",
         ),
     )
+
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``V/(1 + x)``, ``x = (c_ER/K)^h``: ``V·(1 − x/(1 + x))``."""
+        return self.vmax / (1 + (c_er / self.k) ** self.hill)
 
 
 class EventInflux(Flux):

@@ -13,6 +13,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from cainfer.forward import _adjoint as A
+from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior, merge_values
@@ -116,43 +117,64 @@ class RestingState:
     derived: dict[str, float]
 
 
-# the terms the compiled solver has kernels for, by kind code
-_COMPILED: dict[int, type[Flux]] = {
-    c.kind: c
+# the built-in terms: their kernels are generated from their rates into
+# _builtin_terms (kind codes there), or written by hand (the leaks, the stimulus)
+_COMPILED: dict[str, type[Flux]] = {
+    c.__name__: c
     for c in (LinearExtrusion, PMCA, NCX, PlasmaLeak, SERCA, ERLeak, ERRelease, SOCE, EventInflux,
               WaveformInflux)
 }  # fmt: skip
 
 
+def _builtin_base(cls: type[Flux]) -> type[Flux] | None:
+    """The built-in term a class derives from (itself, if built in), or None."""
+    for c in cls.__mro__:
+        if _COMPILED.get(c.__name__) is c:
+            return c
+    return None
+
+
+def _runs_as_builtin(cls: type[Flux]) -> type[Flux] | None:
+    """The built-in term whose kernels run this class: it keeps that term's rate."""
+    base = _builtin_base(cls)
+    if base is not None and cls.rate is base.rate:
+        return base
+    return None
+
+
 def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
     """The kind code the kernels run a term by, and its generated code (None: built in).
 
-    A term with a ``rate`` expression gets generated kernels. Any other term
-    must be a built-in one (or a subclass renaming it): the kernels dispatch
-    on its kind code and read its parameters by position, so a term of an
-    unknown kind would add no flux at all, and one that declares other
-    parameters than its kind's would be read wrongly.
+    A built-in term (or a subclass keeping its rate) runs on the built-in
+    kernels, which read its parameters by position. Any other term with a
+    ``rate`` gets kernels generated from it. A term with neither would add
+    no flux at all, and is refused.
     """
     cls = type(f)
+    base = _runs_as_builtin(cls)
+    if base is not None:
+        _check_compiled(f, base)
+        return _kind_of(base), None
     if cls.rate is not None:
         gen = _codegen.generate(cls)
+        if gen.code in T.FLUX:  # a built-in rate, written again: its kernels run it
+            return gen.code, None
         return gen.code, gen
-    _check_compiled(f)
-    return cls.kind, None
+    raise ValueError(
+        f"flux term {cls.__name__}: the compiled solver has no kernel for it (no rate "
+        f"expression, kind {getattr(cls, 'kind', None)!r}); built-in terms: "
+        f"{', '.join(_COMPILED)}. A new term defines its rate (see Flux); a subclass of a "
+        "built-in term may change its name and defaults"
+    )
 
 
-def _check_compiled(f: Flux) -> None:
-    """Refuse a built-in term's subclass that the compiled solver would not run as declared."""
+def _kind_of(base: type[Flux]) -> int:
+    return T.CODES[base.__name__] if base.rate is not None else base.kind
+
+
+def _check_compiled(f: Flux, base: type[Flux]) -> None:
+    """Refuse a subclass of a built-in term that its kernels would not run as declared."""
     cls = type(f)
-    base = _COMPILED.get(getattr(cls, "kind", None))  # type: ignore[arg-type]
-    if base is None or not isinstance(f, base):
-        raise ValueError(
-            f"flux term {cls.__name__}: the compiled solver has no kernel for it (kind "
-            f"{getattr(cls, 'kind', None)!r}); terms it can solve: "
-            f"{', '.join(c.__name__ for c in _COMPILED.values())}. A subclass of one of "
-            "these may change its name and defaults, not its parameters or physics; a new "
-            "term defines its rate (see Flux)"
-        )
     mine = [p.name for p in cls.declared]
     theirs = [p.name for p in base.declared]
     same = (mine, cls.n_derived, cls.compartment, cls.needs_er) == (
@@ -988,14 +1010,15 @@ class CellModel:
 def _class_name(f: Flux) -> str:
     """How :meth:`CellModel.to_dict` names a term's class."""
     cls = type(f)
-    if cls.rate is not None:
-        return f"{cls.__module__}:{cls.__qualname__}"
-    return _COMPILED[cls.kind].__name__
+    base = _runs_as_builtin(cls)
+    if base is not None:
+        return base.__name__
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _class_named(name: str) -> type[Flux]:
     """The class :func:`_class_name` named: a built-in term, or a defined term with a rate."""
-    by_name = {c.__name__: c for c in _COMPILED.values()}
+    by_name = _COMPILED
     if not isinstance(name, str):
         raise ValueError(f"flux class {name!r} is not a name")
     if name in by_name:
@@ -1027,7 +1050,11 @@ def _defined_terms(module: str, qual: str) -> list[type[Flux]]:
     while todo:
         c = todo.pop(0)
         todo.extend(c.__subclasses__())
-        if c.rate is not None and c.__module__ == module and c.__qualname__ == qual:
+        if (
+            c.rate is not None
+            and _runs_as_builtin(c) is None
+            and (c.__module__, c.__qualname__) == (module, qual)
+        ):
             out.append(c)
     return out
 

@@ -1,7 +1,7 @@
 """Terms defined by a rate expression: generated kernels against the hand-written ones."""
 
 import json
-import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ from cainfer.forward import (
     Stimulus,
     _codegen,
     er_model,
+    fluxes,
     pumps_model,
 )
 from cainfer.testing import check_term, reference_simulate
@@ -77,32 +78,50 @@ def _swap(model, old, new):
     )
 
 
-@pytest.mark.parametrize(
-    ("build", "old", "new"),
-    [(pumps_model, PMCA, HillPump), (lambda: er_model("GCaMP6f"), SERCA, Uptake)],
-    ids=["pmca", "serca"],
-)
-def test_a_term_written_as_a_rate_runs_as_the_built_in_one(build, old, new):
-    ref = build()
-    mine = _swap(ref, old, new)
+def test_the_built_in_kernels_are_generated_from_the_built_in_rates():
+    import cainfer.forward._builtin_terms as B
+
+    if B.SYMPY != sympy.__version__:
+        pytest.skip(f"generated with SymPy {B.SYMPY}, this is {sympy.__version__}")
+    assert Path(B.__file__).read_text(encoding="utf-8") == _codegen.builtin_source(), (
+        "run: python -c 'import cainfer.forward._codegen as g; g.write_builtin()'"
+    )
+    for name in _codegen.BUILTIN:
+        assert _codegen.generate(getattr(fluxes, name)).code == B.CODES[name]
+
+
+def test_a_rate_written_as_a_built_in_one_runs_on_its_kernels():
+    ref = pumps_model()
+    mine = _swap(ref, PMCA, HillPump)
+    assert not mine.generated_terms  # the same expression: the built-in kernels run it
+    np.testing.assert_array_equal(mine._kinds, ref._kinds)
+    a, b = ref.simulate(None, T, STIM), mine.simulate(None, T, STIM)
+    np.testing.assert_array_equal(b.dff, a.dff)
+    assert mine.to_dict()["fluxes"][0]["class"] == f"{__name__}:HillPump"
+
+
+@pytest.mark.slow  # compiles the solver and its adjoint for a new set of terms
+def test_a_new_rate_runs_as_the_built_in_term_it_equals():
+    """SERCA in the form V·c^n/(K^n + c^n): other code, the same physics."""
+    ref = er_model("GCaMP6f")
+    mine = _swap(ref, SERCA, Uptake)
     assert mine.generated_terms and not ref.generated_terms
     assert list(mine.parameters) == list(ref.parameters)
-    a = ref.simulate(None, T, STIM)
-    b = mine.simulate(None, T, STIM)
-    np.testing.assert_allclose(b.dff, a.dff, rtol=1e-12, atol=1e-12)
+    a = ref.simulate(None, T, STIM, substeps=4)
+    b = mine.simulate(None, T, STIM, substeps=4)
+    np.testing.assert_allclose(b.dff, a.dff, rtol=1e-10, atol=1e-12)
     g = np.random.default_rng(3).normal(size=T.size)
     d1, g1 = ref.dff_vjp(None, T, STIM, g, substeps=4)
     d2, g2 = mine.dff_vjp(None, T, STIM, g, substeps=4)
-    np.testing.assert_allclose(d2, d1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(d2, d1, rtol=1e-10, atol=1e-12)
+    scale = max(map(abs, g1.values()))
     for name in g1:
-        assert g2[name] == pytest.approx(g1[name], rel=1e-9, abs=1e-12 * max(map(abs, g1.values())))
+        assert g2[name] == pytest.approx(g1[name], rel=1e-8, abs=1e-11 * scale), name
     # term by term, too
     rest = ref.resting_state()
-    c_er = None if math.isnan(rest.c_er) else np.full(3, rest.c_er)
-    f1 = ref.term_fluxes(np.array([0.05, 0.3, 3.0]), c_er)
-    f2 = mine.term_fluxes(np.array([0.05, 0.3, 3.0]), c_er)
+    c = np.array([0.05, 0.3, 3.0])
+    f1, f2 = ref.term_fluxes(c, np.full(3, rest.c_er)), mine.term_fluxes(c, np.full(3, rest.c_er))
     for k in f1:
-        np.testing.assert_allclose(f2[k][0], f1[k][0], rtol=1e-13)
         np.testing.assert_allclose(f2[k][1], f1[k][1], rtol=1e-13)
 
 

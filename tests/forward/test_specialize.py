@@ -15,7 +15,10 @@ from cainfer.forward import (
     preset,
 )
 from cainfer.forward import _adjoint as A
+from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _specialize as S
+
+PMCA, LINEAR = T.CODES["PMCA"], T.CODES["LinearExtrusion"]
 
 TIME = np.arange(240) / 30.0
 STIM = Stimulus(events=[1.0, 1.05, 4.017, 6.5], weights=[1.0, 1.0, 2.0, 1.0])
@@ -70,19 +73,19 @@ def test_generated_package_is_written_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(S, "_LOADED", {})
     monkeypatch.setattr(S, "_BY_TERMS", {})
-    kinds, offsets = (1, 3, 8), (10, 13, 14)
+    kinds, offsets = (PMCA, 3, 8), (10, 13, 14)
     mod = S.specialized(kinds, offsets)
     assert mod is S.specialized(list(kinds), np.array(offsets))
     pkgs = list((tmp_path / "kernels").iterdir())
     assert [p.name[:2] for p in pkgs] == ["k_"]  # no temporary directory left behind
     src = (pkgs[0] / "_kernels.py").read_text()
-    assert "flux_pmca(10, c, cer, p)" in src and "flux_pm_leak(13, c, cer, p)" in src
+    assert f"{T.FLUX[PMCA]}(10, c, cer, p)" in src and "flux_pm_leak(13, c, cer, p)" in src
     # another process finding the package reuses it; a concurrent writer's copy is kept
     src_k, src_a = S.sources(kinds, offsets)
     S._write_package(tmp_path / "kernels", pkgs[0], src_k, src_a)
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == [pkgs[0].name]
     # other terms get another package
-    S.specialized((0, 8), (10, 11))
+    S.specialized((LINEAR, 8), (10, 11))
     assert len(list((tmp_path / "kernels").iterdir())) == 2
     # another cache directory in the same process: its own files are imported
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path / "other"))
@@ -100,16 +103,16 @@ def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatc
     monkeypatch.setattr(S, "_LOADED", {})
     monkeypatch.setattr(S, "_BY_TERMS", {})
     with pytest.warns(RuntimeWarning, match="CAINFER_CACHE_DIR"):
-        mod = S.specialized((1, 3, 8), (10, 13, 14))
+        mod = S.specialized((PMCA, 3, 8), (10, 13, 14))
     assert mod is A
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert S.specialized((1, 3, 8), (10, 13, 14)) is A  # warned once
+        assert S.specialized((PMCA, 3, 8), (10, 13, 14)) is A  # warned once
 
 
 def test_mismatched_terms_are_rejected():
     with pytest.raises(ValueError, match="2 kinds but 1 offsets"):
-        S.specialized((1, 3), (10,))
+        S.specialized((PMCA, 3), (10,))
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -126,8 +129,8 @@ def test_every_kernel_pins_fastmath_off():
     # same call would round differently depending on what ran first
     from numba.core.registry import CPUDispatcher
 
-    special = S.specialized((1, 3, 8), (10, 13, 14))
-    modules = (A.K, A, special.K, special)
+    special = S.specialized((PMCA, 3, 8), (10, 13, 14))
+    modules = (T, A.K, A, special.K, special)
     kernels = [f for m in modules for f in vars(m).values() if isinstance(f, CPUDispatcher)]
     assert len(kernels) > 40
     assert all(f.targetoptions.get("fastmath") is False for f in kernels), [

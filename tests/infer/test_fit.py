@@ -740,7 +740,7 @@ def test_the_fits_share_one_set_of_options(name):
 
 
 class _Extrusion(cainfer.forward.Flux):
-    """Linear extrusion written as a rate expression (a user-defined term)."""
+    """Linear extrusion as a user might write it (expanded: kernels of its own)."""
 
     compartment = "pm"
     per_buffer = True
@@ -748,7 +748,7 @@ class _Extrusion(cainfer.forward.Flux):
     declared = cainfer.forward.LinearExtrusion.declared
 
     def rate(self, c, c_er):
-        return -self.gamma * (c - self.c_rest)
+        return self.gamma * self.c_rest - self.gamma * c
 
 
 @pytest.mark.slow
