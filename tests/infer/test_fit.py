@@ -444,6 +444,26 @@ def test_a_short_run_warns_about_its_ess():
     assert not short.ok and short.problems
 
 
+def _refit(result, y, model):
+    """Fit ``y`` as the recovery fit was fitted; assert the posterior is the same."""
+    other = fit(
+        xr.DataArray(y, dims="time", coords={"time": TIME}),
+        model,
+        stimulus=STIM,
+        free=["gamma", "influx_amplitude"],
+        draws=1000,
+        tune=500,
+        chains=2,
+        seed=1,
+    )
+    a, b = result.summary(round_to="none"), other.summary(round_to="none")
+    for name in ("gamma", "influx_amplitude", "sigma"):
+        mcse = np.hypot(float(a.loc[name, "mcse_mean"]), float(b.loc[name, "mcse_mean"]))
+        assert abs(float(a.loc[name, "mean"]) - float(b.loc[name, "mean"])) <= 4 * mcse, name
+        assert float(b.loc[name, "sd"]) == pytest.approx(float(a.loc[name, "sd"]), rel=0.15)
+    return other
+
+
 @pytest.mark.slow
 def test_last_bit_differences_change_the_draws_not_the_posterior(recovery):
     """The cross-machine reproducibility claim of the README.
@@ -457,21 +477,7 @@ def test_last_bit_differences_change_the_draws_not_the_posterior(recovery):
 
     _, result = recovery
     y = result.idata["observed_data"]["y"].values * (1.0 + 1e-13)
-    other = fit(
-        xr.DataArray(y, dims="time", coords={"time": TIME}),
-        result.model,
-        stimulus=STIM,
-        free=["gamma", "influx_amplitude"],
-        draws=1000,
-        tune=500,
-        chains=2,
-        seed=1,
-    )
-    a, b = result.summary(round_to="none"), other.summary(round_to="none")
-    for name in ("gamma", "influx_amplitude", "sigma"):
-        mcse = np.hypot(float(a.loc[name, "mcse_mean"]), float(b.loc[name, "mcse_mean"]))
-        assert abs(float(a.loc[name, "mean"]) - float(b.loc[name, "mean"])) <= 4 * mcse, name
-        assert float(b.loc[name, "sd"]) == pytest.approx(float(a.loc[name, "sd"]), rel=0.15)
+    other = _refit(result, y, result.model)
     # the same seed, and yet the draws are not the same: no test may expect them to be
     ga = az.extract(result.idata, var_names="gamma").values
     gb = az.extract(other.idata, var_names="gamma").values
@@ -759,22 +765,8 @@ def test_a_term_written_as_a_rate_is_fitted_like_the_built_in_one(recovery, tmp_
         [_Extrusion(), cainfer.forward.EventInflux()], indicator="OGB-1"
     )
     assert model.generated_terms
-    y = result.idata["observed_data"]["y"].values
-    mine = fit(
-        xr.DataArray(y, dims="time", coords={"time": TIME}),
-        model,
-        stimulus=STIM,
-        free=["gamma", "influx_amplitude"],
-        draws=1000,
-        tune=500,
-        chains=2,
-        seed=1,
-    )
-    a, b = result.summary(round_to="none"), mine.summary(round_to="none")
-    for name in ("gamma", "influx_amplitude", "sigma"):
-        mcse = np.hypot(float(a.loc[name, "mcse_mean"]), float(b.loc[name, "mcse_mean"]))
-        assert abs(float(a.loc[name, "mean"]) - float(b.loc[name, "mean"])) <= 4 * mcse, name
-        assert float(b.loc[name, "sd"]) == pytest.approx(float(a.loc[name, "sd"]), rel=0.15)
+    mine = _refit(result, result.idata["observed_data"]["y"].values, model)
+    b = mine.summary(round_to="none")
     for name, value in TRUTH.items():
         assert b.loc[name, "hdi94_lb"] <= value <= b.loc[name, "hdi94_ub"], name
     assert not mine.problems
