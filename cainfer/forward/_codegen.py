@@ -132,7 +132,7 @@ def expression(cls: type) -> tuple[Any, Any, Any, list[Any], dict[str, Any]]:
     bare = [q.name for q in cls.declared]  # type: ignore[attr-defined]
     clash = sorted(set(bare) & (set(_GLOBALS) | set(STATES)))
     if clash:
-        raise TypeError(f"{name}: parameter name(s) {clash} are reserved for the cell's states")
+        raise TypeError(f"{name}: parameter name(s) {clash} are reserved (states, resting levels)")
     c, cer = sp.symbols("c cer", real=True)
     psyms = [sp.Symbol(f"q{i}", positive=True) for i in range(len(bare))]
     gsyms = {g: sp.Symbol(f"g_{g}", positive=True) for g in _GLOBALS}
