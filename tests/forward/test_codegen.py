@@ -19,7 +19,6 @@ from cainfer.forward import (
     Prior,
     Stimulus,
     _codegen,
-    er_model,
     fluxes,
     pumps_model,
 )
@@ -100,29 +99,38 @@ def test_a_rate_written_as_a_built_in_one_runs_on_its_kernels():
     assert mine.to_dict()["fluxes"][0]["class"] == f"{__name__}:HillPump"
 
 
-@pytest.mark.slow  # compiles the solver and its adjoint for a new set of terms
+class PumpAsWritten(Flux):
+    """PMCA in the form ``V·c^n/(K^n + c^n)``: another expression, so code of its own."""
+
+    compartment = "pm"
+    per_buffer = True
+    cytosolic_hill = True
+    default_name = "pmca"
+    declared = PMCA.declared
+
+    def rate(self, c, c_er):
+        return -self.vmax * c**self.hill / (self.k**self.hill + c**self.hill)
+
+
+@pytest.mark.slow  # compiles the solver for a new set of terms
 def test_a_new_rate_runs_as_the_built_in_term_it_equals():
-    """SERCA in the form V·c^n/(K^n + c^n): other code, the same physics."""
-    ref = er_model("GCaMP6f")
-    mine = _swap(ref, SERCA, Uptake)
+    """Other code, the same physics: the same cell, to rounding.
+
+    (The adjoint is checked term by term by check_term, and whole by the fit test in
+    tests/infer/test_fit.py; compiling it once more here would double this test.)
+    """
+    ref = pumps_model()
+    mine = _swap(ref, PMCA, PumpAsWritten)
     assert mine.generated_terms and not ref.generated_terms
     assert list(mine.parameters) == list(ref.parameters)
     a = ref.simulate(None, T, STIM, substeps=4)
     b = mine.simulate(None, T, STIM, substeps=4)
     np.testing.assert_allclose(b.dff, a.dff, rtol=1e-10, atol=1e-12)
-    g = np.random.default_rng(3).normal(size=T.size)
-    d1, g1 = ref.dff_vjp(None, T, STIM, g, substeps=4)
-    d2, g2 = mine.dff_vjp(None, T, STIM, g, substeps=4)
-    np.testing.assert_allclose(d2, d1, rtol=1e-10, atol=1e-12)
-    scale = max(map(abs, g1.values()))
-    for name in g1:
-        assert g2[name] == pytest.approx(g1[name], rel=1e-8, abs=1e-11 * scale), name
-    # term by term, too
-    rest = ref.resting_state()
+    np.testing.assert_allclose(b.ca, a.ca, rtol=1e-10, atol=1e-12)
     c = np.array([0.05, 0.3, 3.0])
-    f1, f2 = ref.term_fluxes(c, np.full(3, rest.c_er)), mine.term_fluxes(c, np.full(3, rest.c_er))
+    f1, f2 = ref.term_fluxes(c), mine.term_fluxes(c)
     for k in f1:
-        np.testing.assert_allclose(f2[k][1], f1[k][1], rtol=1e-13)
+        np.testing.assert_allclose(f2[k][0], f1[k][0], rtol=1e-13)
 
 
 def test_a_term_reading_the_resting_level_matches_solve_ivp_and_the_analytic_decay():
@@ -134,11 +142,7 @@ def test_a_term_reading_the_resting_level_matches_solve_ivp_and_the_analytic_dec
     # and the built-in term gives the same cell
     builtin = CellModel([LinearExtrusion(), EventInflux()], indicator="OGB-1")
     np.testing.assert_allclose(ds.ca.values, builtin.simulate(params, T, STIM).ca, rtol=1e-12)
-    # its gradient reaches the resting level it reads
-    g = np.ones(T.size)
-    _, g1 = model.dff_vjp(params, T, STIM, g)
-    _, g2 = builtin.dff_vjp(params, T, STIM, g)
-    assert g1["c_rest"] == pytest.approx(g2["c_rest"], rel=1e-9)
+    # (its pull-back into the resting level it reads: check_term, below)
 
 
 class Exotic(Flux):
@@ -160,7 +164,9 @@ class Exotic(Flux):
         )
 
 
-@pytest.mark.parametrize("term", [HillPump(), Uptake(), Extrusion(), Exotic()], ids=repr)
+@pytest.mark.parametrize(
+    "term", [HillPump(), Uptake(), Extrusion(), Exotic(), PumpAsWritten()], ids=repr
+)
 def test_generated_adjoint_matches_finite_differences(term):
     assert check_term(term) < 1e-6
 
