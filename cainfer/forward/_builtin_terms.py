@@ -15,16 +15,24 @@ from numba import njit
 from cainfer.forward import _cache  # noqa: F401  (first: where numba caches these kernels)
 
 SYMPY = "1.14.0"
-CODES = {"LinearExtrusion": 1014927710513, "PMCA": 279409734194, "NCX": 405459070842, "SERCA": 748939300992, "ERRelease": 702907387172, "SOCE": 739008091785}
-FLUX = {1014927710513: 'flux_gec4e67d54994', 279409734194: 'flux_g410e1e2e4a33', 405459070842: 'flux_g5e673e6b926b', 748939300992: 'flux_gae6042cc9817', 702907387172: 'flux_ga3a88b893cad', 739008091785: 'flux_gac105092a195'}
-VJP = {1014927710513: 'vjp_gec4e67d54994', 279409734194: 'vjp_g410e1e2e4a33', 405459070842: 'vjp_g5e673e6b926b', 748939300992: 'vjp_gae6042cc9817', 702907387172: 'vjp_ga3a88b893cad', 739008091785: 'vjp_gac105092a195'}
+CODES = {"LinearExtrusion": 528302578900, "PMCA": 930813055999, "NCX": 268941975271, "SERCA": 694245336800, "ERRelease": 642987865861, "SOCE": 140680593574}
+FLUX = {528302578900: 'flux_g7b014998ecef', 930813055999: 'flux_gd8b8c81017bc', 268941975271: 'flux_g3e9e30daffeb', 694245336800: 'flux_ga1a43f22f8bd', 642987865861: 'flux_g95b510331db8', 140680593574: 'flux_g20c1377cbeda'}
+VJP = {528302578900: 'vjp_g7b014998ecef', 930813055999: 'vjp_gd8b8c81017bc', 268941975271: 'vjp_g3e9e30daffeb', 694245336800: 'vjp_ga1a43f22f8bd', 642987865861: 'vjp_g95b510331db8', 140680593574: 'vjp_g20c1377cbeda'}
 
 
 # generated-term helpers (see cainfer.forward._codegen)
 @njit(cache=True, fastmath=False, inline="always")
 def _gpow(x: float, y: float) -> float:
-    """x**y, 0 for x <= 0 (a generated term's power with a non-integer exponent)."""
-    return x**y if x > 0.0 else 0.0
+    """x**y, 0 for x <= 0 (a generated term's power with a non-integer exponent).
+
+    y = 1 (a Hill coefficient of 1, common) returns x without a call to pow,
+    which would cost about as much as the rest of a Hill term.
+    """
+    if x <= 0.0:
+        return 0.0
+    if y == 1.0:
+        return x
+    return x**y
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -40,7 +48,7 @@ def _glog(x: float) -> float:
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_gec4e67d54994(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+def flux_g7b014998ecef(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """LinearExtrusion: -gamma*(c - c_rest) (generated)"""
     x0 = p[o + 0]
     g_c_rest = p[0]
@@ -49,7 +57,7 @@ def flux_gec4e67d54994(o: int, c: float, cer: float, p: np.ndarray) -> tuple[flo
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp_gec4e67d54994(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
+def vjp_g7b014998ecef(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of LinearExtrusion's rate (generated)."""
     x0 = p[o + 0]
     g_c_rest = p[0]
@@ -63,7 +71,7 @@ def vjp_gec4e67d54994(o: int, c: float, cer: float, p: np.ndarray, gpm: float, g
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_g410e1e2e4a33(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+def flux_gd8b8c81017bc(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """PMCA: -vmax*(c/k)**hill/((c/k)**hill + 1) (generated)"""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -74,7 +82,7 @@ def flux_g410e1e2e4a33(o: int, c: float, cer: float, p: np.ndarray) -> tuple[flo
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp_g410e1e2e4a33(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
+def vjp_gd8b8c81017bc(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of PMCA's rate (generated)."""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -99,7 +107,7 @@ def vjp_g410e1e2e4a33(o: int, c: float, cer: float, p: np.ndarray, gpm: float, g
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_g5e673e6b926b(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+def flux_g3e9e30daffeb(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """NCX: -c*vmax/(c + k) (generated)"""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -108,7 +116,7 @@ def flux_g5e673e6b926b(o: int, c: float, cer: float, p: np.ndarray) -> tuple[flo
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp_g5e673e6b926b(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
+def vjp_g3e9e30daffeb(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of NCX's rate (generated)."""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -125,7 +133,7 @@ def vjp_g5e673e6b926b(o: int, c: float, cer: float, p: np.ndarray, gpm: float, g
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_gae6042cc9817(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+def flux_ga1a43f22f8bd(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """SERCA: -vmax*(c/k)**hill/((c/k)**hill + 1) (generated)"""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -136,7 +144,7 @@ def flux_gae6042cc9817(o: int, c: float, cer: float, p: np.ndarray) -> tuple[flo
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp_gae6042cc9817(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
+def vjp_ga1a43f22f8bd(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of SERCA's rate (generated)."""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -161,7 +169,7 @@ def vjp_gae6042cc9817(o: int, c: float, cer: float, p: np.ndarray, gpm: float, g
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_ga3a88b893cad(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+def flux_g95b510331db8(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """ERRelease: rate*(c/k_act)**hill_act*(cer/k_load)**hill_load*(-c + cer)/(((c/k_act)**hill_act + 1)*((cer/k_load)**hill_load + 1)) (generated)"""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -175,7 +183,7 @@ def flux_ga3a88b893cad(o: int, c: float, cer: float, p: np.ndarray) -> tuple[flo
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp_ga3a88b893cad(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
+def vjp_g95b510331db8(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of ERRelease's rate (generated)."""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -216,7 +224,7 @@ def vjp_ga3a88b893cad(o: int, c: float, cer: float, p: np.ndarray, gpm: float, g
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_gac105092a195(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
+def flux_g20c1377cbeda(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """SOCE: vmax/((cer/k)**hill + 1) (generated)"""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -227,7 +235,7 @@ def flux_gac105092a195(o: int, c: float, cer: float, p: np.ndarray) -> tuple[flo
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp_gac105092a195(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
+def vjp_g20c1377cbeda(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of SOCE's rate (generated)."""
     x0 = p[o + 0]
     x1 = p[o + 1]
@@ -253,18 +261,18 @@ def vjp_gac105092a195(o: int, c: float, cer: float, p: np.ndarray, gpm: float, g
 @njit(cache=True, fastmath=False, inline="always")
 def flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
     """The built-in term of this kind code: (pm, ER→cytosol) flux."""
-    if kind == 1014927710513:
-        return flux_gec4e67d54994(o, c, cer, p)
-    if kind == 279409734194:
-        return flux_g410e1e2e4a33(o, c, cer, p)
-    if kind == 405459070842:
-        return flux_g5e673e6b926b(o, c, cer, p)
-    if kind == 748939300992:
-        return flux_gae6042cc9817(o, c, cer, p)
-    if kind == 702907387172:
-        return flux_ga3a88b893cad(o, c, cer, p)
-    if kind == 739008091785:
-        return flux_gac105092a195(o, c, cer, p)
+    if kind == 528302578900:
+        return flux_g7b014998ecef(o, c, cer, p)
+    if kind == 930813055999:
+        return flux_gd8b8c81017bc(o, c, cer, p)
+    if kind == 268941975271:
+        return flux_g3e9e30daffeb(o, c, cer, p)
+    if kind == 694245336800:
+        return flux_ga1a43f22f8bd(o, c, cer, p)
+    if kind == 642987865861:
+        return flux_g95b510331db8(o, c, cer, p)
+    if kind == 140680593574:
+        return flux_g20c1377cbeda(o, c, cer, p)
     return 0.0, 0.0
 
 
@@ -272,16 +280,16 @@ def flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[float,
 def vjp(kind: int, o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float,
         pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of the built-in term of this kind code."""
-    if kind == 1014927710513:
-        return vjp_gec4e67d54994(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == 279409734194:
-        return vjp_g410e1e2e4a33(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == 405459070842:
-        return vjp_g5e673e6b926b(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == 748939300992:
-        return vjp_gae6042cc9817(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == 702907387172:
-        return vjp_ga3a88b893cad(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == 739008091785:
-        return vjp_gac105092a195(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == 528302578900:
+        return vjp_g7b014998ecef(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == 930813055999:
+        return vjp_gd8b8c81017bc(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == 268941975271:
+        return vjp_g3e9e30daffeb(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == 694245336800:
+        return vjp_ga1a43f22f8bd(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == 642987865861:
+        return vjp_g95b510331db8(o, c, cer, p, gpm, gx, pbar, need_n)
+    if kind == 140680593574:
+        return vjp_g20c1377cbeda(o, c, cer, p, gpm, gx, pbar, need_n)
     return 0.0, 0.0
