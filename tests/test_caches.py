@@ -1,6 +1,7 @@
 """What cainfer compiles goes to its cache directory: not into the package, not into $TMPDIR."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -70,8 +71,6 @@ def test_locator_claims_only_cainfer_sources(tmp_path):
 
 
 def test_another_copy_of_the_same_source_reuses_the_machine_code(tmp_path):
-    import shutil
-
     code = """
         from pathlib import Path
         from cainfer.forward import _kernels as K
@@ -99,6 +98,39 @@ def test_another_copy_of_the_same_source_reuses_the_machine_code(tmp_path):
     r = _run(code, env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert int(r.stdout.split()[-1]) == 0
+    # and so is one whose own file is unchanged but whose callees' files changed: cached
+    # machine code carries the code of the jitted functions it calls from other files
+    r = _run(code, env, cwd=tmp_path)
+    assert int(r.stdout.split()[-1]) == 1
+    dep = tmp_path / "b" / "cainfer" / "forward" / "_builtin_terms.py"
+    dep.write_text(dep.read_text() + "\n# edited\n")
+    r = _run(code, env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.split()[-1]) == 0
+
+
+def test_specialised_kernels_are_rebuilt_when_the_terms_they_call_change(tmp_path):
+    """Stale machine code of the built-in terms once ran a new version's models wrongly."""
+    code = """
+        from pathlib import Path
+        import cainfer
+        from cainfer.forward import _specialize
+        model = cainfer.pumps_model("OGB-1")
+        mod = _specialize.specialized(model._kinds.tolist(), model._offsets.tolist())
+        print(Path(mod.__file__).parent.name)
+    """
+    shutil.copytree(PACKAGE, tmp_path / "a" / "cainfer",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    env = {"CAINFER_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": str(tmp_path / "a")}
+    names = []
+    for edit in (False, False, True):
+        if edit:
+            dep = tmp_path / "a" / "cainfer" / "forward" / "_builtin_terms.py"
+            dep.write_text(dep.read_text() + "\n# edited\n")
+        r = _run(code, env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        names.append(r.stdout.split()[-1])
+    assert names[0] == names[1] != names[2]
 
 
 @pytest.mark.slow

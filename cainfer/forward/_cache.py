@@ -16,6 +16,7 @@ Deleting the directory is always safe: everything in it is rebuilt on demand.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,27 @@ def cache_dir() -> Path:
 
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # the installed ``cainfer`` directory
+_STAMP: list[str] = []
+
+
+def kernel_sources_stamp() -> str:
+    """Hash of every source file in ``cainfer/forward`` (hex), computed once per process.
+
+    numba checks a cached function against its own file only, but a kernel
+    compiled with ``cache=True`` carries the machine code of every jitted
+    function it calls, from other files too (the flux terms of
+    ``_builtin_terms`` inside ``_kernels``' right-hand side). Machine code
+    cached by an older version whose calls changed while the caller's file did
+    not would be served stale, so every cache entry of cainfer's kernels is
+    also keyed by this stamp: any change to the solver's sources compiles them
+    all afresh.
+    """
+    if not _STAMP:
+        h = hashlib.sha256()
+        for f in sorted((_PACKAGE / "forward").glob("*.py")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        _STAMP.append(h.hexdigest())
+    return _STAMP[0]
 
 
 def _install_numba_locator() -> bool:
@@ -74,6 +96,10 @@ def _install_numba_locator() -> bool:
 
         def get_cache_path(self) -> str:
             return self._cache_path
+
+        def get_source_stamp(self) -> Any:
+            # the file's own hash (numba's) and that of the sources it may inline
+            return (super().get_source_stamp(), kernel_sources_stamp())
 
         @classmethod
         def from_function(cls, py_func: Any, py_file: str) -> Any:

@@ -14,8 +14,10 @@ to the copy, see :mod:`cainfer.forward._codegen`).
 
 The copy is a package under ``<cache>/kernels/`` (``<cache>``: see
 :mod:`cainfer.forward._cache`) so that numba's on-disk cache keeps its
-machine code between processes. Its name hashes the kernel sources and the terms: an
-upgrade or another model gets its own package. Packages are written to a
+machine code between processes. Its name hashes the kernel sources, every source
+file of :mod:`cainfer.forward` (the package's code calls into them, and numba
+checks a cached function against its own file only) and the terms: an upgrade
+or another model gets its own package. Packages are written to a
 temporary directory and renamed into place, so concurrent processes never
 import a half-written one.
 """
@@ -39,7 +41,7 @@ from typing import Any
 from cainfer.forward import _adjoint as A
 from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
-from cainfer.forward._cache import cache_dir
+from cainfer.forward._cache import cache_dir, kernel_sources_stamp
 
 _FORMAT = 2  # bump when the generated text changes
 _IMPORT = "from cainfer.forward import _kernels as K"
@@ -179,7 +181,10 @@ def specialized(
     if known is not None:
         return known
     src_k, src_a = sources(ks, os_, gen)
-    key = hashlib.sha256(f"{_FORMAT}\0{src_k}\0{src_a}".encode()).hexdigest()[:24]
+    # the package's numba cache checks only its own files; the kernels they call
+    # (``_builtin_terms``) enter through the stamp of cainfer's solver sources
+    stamp = kernel_sources_stamp()
+    key = hashlib.sha256(f"{_FORMAT}\0{stamp}\0{src_k}\0{src_a}".encode()).hexdigest()[:24]
     with _LOCK:
         if key in _LOADED:
             _BY_TERMS[(ks, os_, str(cache_dir()))] = _LOADED[key]
