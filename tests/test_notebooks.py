@@ -5,7 +5,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from cainfer.infer.fit import SamplerWarning
+from cainfer.infer.result import SamplerWarning
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
 

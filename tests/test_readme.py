@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cainfer.infer.fit import SamplerWarning
+from cainfer.infer.result import SamplerWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -3,16 +3,18 @@
 from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
 from cainfer.infer.fit import (
     FIT_DEFAULTS,
-    Fit,
     FitOptions,
-    FitWarning,
-    IdentifiabilityWarning,
-    SamplerWarning,
-    compare,
     default_free,
     fit,
     fit_hierarchical,
     fit_rois,
+)
+from cainfer.infer.result import (
+    Fit,
+    FitWarning,
+    IdentifiabilityWarning,
+    SamplerWarning,
+    compare,
     load_fit,
 )
 

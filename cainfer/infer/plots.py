@@ -18,7 +18,7 @@ import xarray as xr
 from cainfer._files import atomic_path
 
 if TYPE_CHECKING:
-    from cainfer.infer.fit import Fit
+    from cainfer.infer.result import Fit
 
 
 def _finish(fig: Any, path: str | os.PathLike[str] | None, show: bool) -> Any:

@@ -277,7 +277,7 @@ def test_chains_start_near_their_mode_unless_it_is_poor():
     Log density: a wide mode at 0 (height 0, sd 1) and a narrow one at 20
     (height −100, sd 0.5). Chains start half a local sd from their mode.
     """
-    fit_module = importlib.import_module("cainfer.infer.fit")
+    fit_module = importlib.import_module("cainfer.infer._starts")
     logp = _two_modes(-100.0, 20.0, 0.5)
     starts = {1: np.array([1.5]), 2: np.array([19.0])}
     compiled = _Compiled(logp, lambda s: starts.get(s, np.array([-0.5])))
@@ -302,7 +302,7 @@ def test_the_mode_search_starts_from_the_best_prior_draws():
     Log density: a wide mode at 0 (height 0) and a narrow one at 6 (height
     +80, sd 0.1), a cliff between them (as ER release triggers or not).
     """
-    fit_module = importlib.import_module("cainfer.infer.fit")
+    fit_module = importlib.import_module("cainfer.infer._starts")
     compiled = _Compiled(_two_modes(80.0, 6.0, 0.1), lambda s: np.array([0.3]))
     # without a plan the probes start where the chains do: the narrow mode stays unfound
     alone = fit_module._mode_starts(compiled, seed=0).initial_point_func(5)
@@ -346,7 +346,7 @@ def test_the_mode_search_gives_chains_to_each_separate_mode_of_comparable_mass()
     single chain, or a flat ridge where the climbs stop at different points
     (one mode) keep every chain in the best mode, as before.
     """
-    fit_module = importlib.import_module("cainfer.infer.fit")
+    fit_module = importlib.import_module("cainfer.infer._starts")
     rng = np.random.default_rng(1)
     design = np.concatenate([rng.normal(c, 0.2, (8, 2)) for c in ((0.5, 2.0), (2.0, 0.5))])
     plan = fit_module._StartPlan(np.array([0.6, 1.8]), np.zeros(0, int), np.zeros(0), design)
@@ -383,7 +383,7 @@ def test_the_mode_search_gives_chains_to_each_separate_mode_of_comparable_mass()
 def test_the_start_plan_holds_the_noise_and_draws_the_cell_from_its_prior():
     import pymc as pm
 
-    fit_module = importlib.import_module("cainfer.infer.fit")
+    fit_module = importlib.import_module("cainfer.infer._starts")
     with pm.Model() as m:
         pm.LogNormal("pmca_vmax", mu=np.log(100.0), sigma=0.5)
         pm.HalfNormal("sigma", sigma=3.0)
@@ -553,11 +553,8 @@ SLOW_STIM = cainfer.Stimulus(events=[3.1, 11.3, 11.4, 20.2, 31.7, 31.8, 31.9, 42
 
 def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
     from cainfer.infer._op import forward_solver
-    from cainfer.infer.fit import (
-        SOLVER_TOLERANCE,
-        _choose_substeps,
-        _solver_error,
-    )
+    from cainfer.infer._substeps import _choose_substeps, _solver_error
+    from cainfer.infer.result import SOLVER_TOLERANCE
 
     model = cainfer.single_compartment("GCaMP6f")
     vec = [model.pack_raw(model.values())]

@@ -1,0 +1,249 @@
+"""Posterior-predictive groups of a fit: ΔF/F, free calcium, and ratio channels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from cainfer.forward import CellModel, Stimulus
+from cainfer.infer._draws import (
+    _dye_fraction,
+    _jsonable,
+    _model_ratio,
+    _obs_options,
+    _packed,
+)
+from cainfer.infer._op import forward_solver
+from cainfer.infer.observation import (
+    ObservedData,
+    neuropil_variance,
+    noise_sd,
+    nuisance_draws,
+    pointwise_loglik,
+    ratio_expected,
+    relative_signal,
+    simulate_residuals,
+    slow_basis,
+)
+from cainfer.infer.observation import expected as _expected
+from cainfer.infer.observation import to_model_dff as _to_model_dff
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Dims and coordinates of a fit's predictive and observed groups (one ROI or several)."""
+
+    shape: tuple[int, int]
+    coords: dict[str, Any]
+    dims: tuple[str, ...]
+    obs_dims: tuple[str, ...]
+    obs_coords: dict[str, Any]
+    several: bool
+
+    @classmethod
+    def of(cls, post: Any, t: np.ndarray, labels: list[Any] | None) -> _Layout:
+        time_coord = ("time", t, {"units": "s"})
+        coords: dict[str, Any] = {"chain": post["chain"].values, "draw": post["draw"].values,
+                                  "time": time_coord}  # fmt: skip
+        shape = (post.sizes["chain"], post.sizes["draw"])
+        if labels is None:
+            return cls(shape, coords, ("chain", "draw", "time"), ("time",),
+                       {"time": time_coord}, False)  # fmt: skip
+        coords["roi"] = [_jsonable(x) for x in labels]
+        return cls(shape, coords, ("chain", "draw", "roi", "time"), ("roi", "time"),
+                   {"time": time_coord, "roi": coords["roi"]}, True)  # fmt: skip
+
+    def full(self, a: np.ndarray) -> np.ndarray:
+        """Draws ``(n, roi, time)`` as ``(chain, draw[, roi], time)``."""
+        b = a if self.several else a[:, 0]
+        return b.reshape(*self.shape, *b.shape[1:])
+
+    def obs_pick(self, a: np.ndarray) -> np.ndarray:
+        """``(roi, time)`` as the observed group's ``([roi,] time)``."""
+        return a if self.several else a[0]
+
+
+def _add_predictions(
+    idata: Any,
+    model: CellModel,
+    values: Mapping[str, float],
+    free: list[str],
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    data: ObservedData,
+    options: Mapping[str, Any],
+    labels: list[Any] | None,
+) -> None:
+    """Observed data, posterior predictive and pointwise log-likelihood groups.
+
+    ``posterior_predictive``: ``dff_mean`` (the cell model's ΔF/F), ``ca`` (free
+    Ca, µM), ``y`` (a replicate of the recorded signal, noise included) and
+    ``dff`` (that replicate read back as the model's ΔF/F with the same draw's
+    observation parameters). ``observed_data``: ``y`` (the recorded numbers),
+    ``neuropil`` (fluorescence input), and ``dff``, the recording read as the
+    model's ΔF/F with the posterior median of each observation parameter.
+    ``log_likelihood``: ``y``, per observed frame given the previous one.
+    """
+    post = idata["posterior"]
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    n = n_chain * n_draw
+    y = data.y
+    n_roi = y.shape[0]
+    slots = model.slots()
+    forward = forward_solver(model, t, stimulus, substeps=options["substeps"])
+    base = model.pack_raw(values)
+    obs = _obs_options(options)
+    nuis = nuisance_draws(post, data, obs, n)
+    basis = None
+    if data.kind != "dff_exact" and obs.drift == "smooth":
+        basis = slow_basis(t, obs.drift_timescale)
+        basis = basis if basis.shape[0] else None
+
+    draws = {k: np.asarray(post[k]).reshape(n, -1) for k in free}  # (draw, roi)
+    dff = np.empty((n, n_roi, t.size))
+    ca = np.empty((n, n_roi, t.size))
+    for r in range(n_roi):
+        for i, p in enumerate(_packed(base, slots, draws, r, n=n)):
+            dff[i, r], ca[i, r] = forward(p)
+    rng = np.random.default_rng(options["seed"] + 1)
+    if data.kind == "ratio":
+        _add_ratio_predictions(idata, dff, ca, draws, base, slots, t, data, nuis, basis, rng,
+                               labels)  # fmt: skip
+        return
+    levels = data.rest_level
+    median = {k: np.median(v, axis=0, keepdims=True) for k, v in nuis.items()}
+    y_pred = np.empty_like(dff)
+    dff_pred = np.empty_like(dff)
+    dff_obs = np.empty((n_roi, t.size))
+    lls = []
+    for r in range(n_roi):
+        mu = _expected(dff[:, r], data, nuis, r, basis)
+        power = nuis["noise_exponent"][:, r, None] if "noise_exponent" in nuis else None
+        a = nuis["dff_scale"][:, r, None] if "dff_scale" in nuis else 1.0
+        x = relative_signal(np, data.kind, mu, float(levels[r]), dff[:, r], a)
+        ratio = nuis["neuropil_ratio"][:, r, None] if "neuropil_ratio" in nuis else None
+        extra = neuropil_variance(data, r, ratio)
+        sd = noise_sd(np, x, nuis["sigma"][:, r, None], power, extra)
+        rho = nuis["rho"][:, r] if "rho" in nuis else None
+        nu = nuis.get("nu")
+        mask = np.isfinite(y[r])
+        ll = pointwise_loglik(
+            np, y[r], mu, sd, None if rho is None else rho[:, None],
+            None if nu is None else nu[:, None], mask,
+        )  # fmt: skip
+        lls.append(ll[:, mask])
+        y_pred[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
+        dff_pred[:, r] = _to_model_dff(y_pred[:, r], data, nuis, r, basis)
+        dff_obs[r] = _to_model_dff(y[r][None, :], data, median, r, basis)[0]
+    ll_all = np.concatenate(lls, axis=1)
+    unit = "counts" if data.kind == "fluorescence" else "1"
+    lay = _Layout.of(post, t, labels)
+    coords, dims, obs_dims, obs_coords = lay.coords, lay.dims, lay.obs_dims, lay.obs_coords
+    full, obs_pick, shape = lay.full, lay.obs_pick, lay.shape
+
+    idata["posterior_predictive"] = xr.Dataset(
+        {
+            "dff": (dims, full(dff_pred)),
+            "dff_mean": (dims, full(dff)),
+            "ca": (dims, full(ca), {"units": "µM"}),
+            "y": (dims, full(y_pred), {"units": unit}),
+        },
+        coords=coords,
+    )
+    observed = {
+        "y": (obs_dims, obs_pick(y), {"units": unit, "observation": data.kind}),
+        "dff": (obs_dims, obs_pick(dff_obs), {"long_name": "recording read as model ΔF/F"}),
+    }
+    if data.neuropil is not None:
+        observed["neuropil"] = (
+            obs_dims,
+            obs_pick(data.neuropil),
+            {"units": unit, "long_name": "neuropil trace as the fit used it (its noise smoothed)"},
+        )
+    idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
+    idata["log_likelihood"] = xr.Dataset(
+        {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
+        coords={"chain": coords["chain"], "draw": coords["draw"]},
+    )
+
+
+def _add_ratio_predictions(
+    idata: Any,
+    dff: np.ndarray,
+    ca: np.ndarray,
+    draws: Mapping[str, np.ndarray],
+    base: np.ndarray,
+    slots: Mapping[str, int],
+    t: np.ndarray,
+    data: ObservedData,
+    nuis: dict[str, Any],
+    basis: np.ndarray | None,
+    rng: np.random.Generator,
+    labels: list[Any] | None,
+) -> None:
+    """The groups of :func:`_add_predictions` for a ratiometric fit.
+
+    ``posterior_predictive``: ``y``/``y_den`` (replicates of both channels'
+    counts), ``ratio`` (the background-free model ratio), ``dff_mean`` (the
+    numerator's ΔF/F) and ``ca``; ``observed_data``: ``y``, ``y_den`` and
+    ``ratio`` (the recorded channels, background taken off with its posterior
+    median); ``log_likelihood``: both channels' frames.
+    """
+    post = idata["posterior"]
+    n, n_roi = dff.shape[0], dff.shape[1]
+    assert data.y2 is not None
+
+    shape1 = (n, n_roi, t.size)
+    y1p, y2p, ratio_p = np.empty(shape1), np.empty(shape1), np.empty(shape1)
+    ratio_obs = np.empty((n_roi, t.size))
+    lls = []
+    for r in range(n_roi):
+        f, f_rest = _dye_fraction(dff[:, r], draws, base, slots, r)
+        mu1, mu2, sd1, sd2 = ratio_expected(f, f_rest[:, 0], data, nuis, r, basis)
+        rho = nuis["rho"][:, r] if "rho" in nuis else None
+        nu = nuis.get("nu")
+        for y, mu, sd, out in ((data.y[r], mu1, sd1, y1p), (data.y2[r], mu2, sd2, y2p)):
+            mask = np.isfinite(y)
+            ll = pointwise_loglik(
+                np, y, mu, sd, None if rho is None else rho[:, None],
+                None if nu is None else nu[:, None], mask,
+            )  # fmt: skip
+            lls.append(ll[:, mask])
+            out[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
+        r_min, r_max, beta = (nuis[k][:, None] for k in ("R_min", "R_max", "beta"))
+        ratio_p[:, r] = _model_ratio(r_min, r_max, beta, f)
+        b = float(np.median(nuis["background_ratio"][:, r])) if "background_ratio" in nuis else 0.0
+        num = data.y[r] - (b * data.neuropil[r] if data.neuropil is not None else 0.0)
+        den = data.y2[r] - (b * data.neuropil2[r] if data.neuropil2 is not None else 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_obs[r] = np.where(den > 0, num / den, np.nan)
+    lay = _Layout.of(post, t, labels)
+    coords, dims, obs_dims, obs_coords = lay.coords, lay.dims, lay.obs_dims, lay.obs_coords
+    full, obs_pick, shape = lay.full, lay.obs_pick, lay.shape
+
+    idata["posterior_predictive"] = xr.Dataset(
+        {
+            "y": (dims, full(y1p), {"units": "counts", "long_name": "numerator channel"}),
+            "y_den": (dims, full(y2p), {"units": "counts", "long_name": "denominator channel"}),
+            "ratio": (dims, full(ratio_p), {"long_name": "background-free ratio"}),
+            "dff_mean": (dims, full(dff), {"long_name": "numerator channel's ΔF/F"}),
+            "ca": (dims, full(ca), {"units": "µM"}),
+        },
+        coords=coords,
+    )
+    observed = {
+        "y": (obs_dims, obs_pick(data.y), {"units": "counts", "observation": "ratio"}),
+        "y_den": (obs_dims, obs_pick(data.y2), {"units": "counts"}),
+        "ratio": (obs_dims, obs_pick(ratio_obs), {"long_name": "recorded ratio, background "
+                                                  "at its posterior median"}),
+    }  # fmt: skip
+    idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
+    ll_all = np.concatenate(lls, axis=1)
+    idata["log_likelihood"] = xr.Dataset(
+        {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
+        coords={"chain": coords["chain"], "draw": coords["draw"]},
+    )

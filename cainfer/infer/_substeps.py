@@ -1,0 +1,232 @@
+"""How many solver steps per frame a fit needs: the solver error against the posterior width."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from cainfer.forward import CellModel, Stimulus
+from cainfer.infer._draws import (
+    _packed,
+)
+from cainfer.infer._op import forward_solver
+from cainfer.infer.observation import (
+    ObservedData,
+    noise_scale,
+)
+from cainfer.infer.result import (
+    SOLVER_TOLERANCE,
+    Fit,
+)
+
+_MAX_SUBSTEPS = 64
+
+
+def _dff_noise(data: ObservedData) -> np.ndarray:
+    """``(roi,)`` robust noise sd of the recording in the model's ΔF/F units."""
+    sd = np.array([noise_scale(row) for row in data.y])
+    if data.kind in ("fluorescence", "ratio"):
+        level = data.f0 if (data.kind == "fluorescence" and data.f0 is not None) else (
+            data.rest_level
+        )  # fmt: skip
+        sd = sd / np.maximum(np.abs(np.asarray(level, dtype=float)), 1e-12)
+    return sd
+
+
+class _Solves:
+    """ΔF/F solves of one model and recording, each (vector, step counts) done once.
+
+    The step search asks for the solve at ``n`` and ``2n`` steps per frame at
+    each refinement; the ``2n`` of one is often the ``n`` of the next.
+    """
+
+    def __init__(self, model: CellModel, t: np.ndarray, stimulus: Stimulus | None) -> None:
+        self.model, self.t, self.stimulus = model, t, stimulus
+        self._order = 3 if model.kinetic else 4
+        self._solvers: dict[bytes, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {}
+        self._dff: dict[tuple[bytes, bytes], np.ndarray] = {}
+
+    def dff(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
+        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame (or interval)."""
+        n = np.broadcast_to(np.asarray(substeps, dtype=np.int64), (max(self.t.size - 1, 0),))
+        steps = n.tobytes()
+        key = (steps, np.ascontiguousarray(v, dtype=float).tobytes())
+        if key not in self._dff:
+            if steps not in self._solvers:
+                self._solvers[steps] = forward_solver(
+                    self.model, self.t, self.stimulus, substeps=np.ascontiguousarray(n)
+                )
+            self._dff[key] = np.asarray(self._solvers[steps](v)[0])
+        return self._dff[key]
+
+    def error(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
+        """Richardson's estimate of the ΔF/F error at ``substeps``: ``(d_n − d_2n)·2^p/(2^p − 1)``.
+
+        ``p`` is the solver's order: RK4 fourth, the kinetic SDIRK third.
+        """
+        gain = 2.0**self._order / (2.0**self._order - 1.0)
+        return gain * (self.dff(v, substeps) - self.dff(v, 2 * np.asarray(substeps)))
+
+
+def _solver_error(
+    model: CellModel,
+    vectors: Sequence[np.ndarray],
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    substeps: int | np.ndarray,
+    noise: np.ndarray,
+    *,
+    slots: Sequence[int] | None = None,
+    solves: _Solves | None = None,
+) -> float:
+    """How far the ΔF/F solve's error moves the fit, worst over the ROIs.
+
+    The error ``δ`` at ``substeps`` steps per frame (one count, or one per
+    frame interval) is estimated by Richardson extrapolation from the solve
+    at twice as many (RK4 is fourth order, the kinetic SDIRK third):
+    ``δ ≈ (d_n − d_2n) · 2^p/(2^p − 1)``.
+    Without ``slots``: ``‖δ‖/σ`` (L2 over the frames, ``σ`` the noise sd of
+    the ΔF/F), a bound on how many posterior sds any parameter can move.
+    With ``slots`` (the free parameters' slots in the packed vector): the
+    linearised shift itself, the largest over the free parameters in their
+    own (white-noise) posterior sds: least squares of ``δ`` on the ΔF/F's
+    sensitivities to them, with a constant and the ΔF/F itself (the
+    observation's offset and scale) fitted out of both (Frisch–Waugh–Lovell).
+    ``solves`` (of the same model, ``t`` and ``stimulus``) keeps the solves
+    for the next call.
+    """
+    if slots is not None and not len(slots):
+        return 0.0  # nothing free for the error to move
+    solves = solves if solves is not None else _Solves(model, t, stimulus)
+    worst = 0.0
+    for r, v in enumerate(vectors):
+        sigma = float(noise[min(r, noise.size - 1)])
+        fine = solves.dff(v, 2 * np.asarray(substeps))
+        delta = solves.error(v, substeps)
+        if slots is not None and np.all(np.isfinite(delta)):
+            cols = []
+            for slot in slots:
+                h = 1e-5 * max(abs(float(v[slot])), 1e-6)
+                up = v.copy()
+                up[slot] += h
+                cols.append((solves.dff(up, 2 * np.asarray(substeps)) - fine) / h)
+            # Frisch–Waugh–Lovell: the free parameters' estimates see the error and
+            # their sensitivities with the observation's offset and scale fitted out
+            nuis = np.column_stack([np.ones_like(fine), fine])
+
+            def resid(x: np.ndarray, basis: np.ndarray = nuis) -> np.ndarray:
+                return x - basis @ np.linalg.lstsq(basis, x, rcond=None)[0]
+
+            sens = resid(np.column_stack(cols))
+            shift = np.linalg.lstsq(sens, resid(delta), rcond=None)[0]
+            sd = np.sqrt(np.diag(np.linalg.pinv(sens.T @ sens)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.abs(shift) / (sd * sigma)
+            e = float(np.max(np.where(sd > 0, z, 0.0)))
+        else:
+            e = float(np.sqrt(np.sum(delta**2))) / sigma
+        worst = max(worst, e if np.isfinite(e) else np.inf)
+    return worst
+
+
+def _choose_substeps(
+    model: CellModel,
+    vectors: Sequence[np.ndarray],
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    noise: np.ndarray,
+    *,
+    slots: Sequence[int] | None = None,
+    first: int | np.ndarray = 1,
+    also: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """Solver steps per frame interval: few where the solve is easy, more where it is not.
+
+    From ``first`` steps in every interval (or the counts given, one per
+    interval), the intervals where the solve's error grows most are doubled,
+    with ``_REFINE_MARGIN`` intervals either side, until the error moves no
+    free parameter by more than ``SOLVER_TOLERANCE`` posterior sd
+    (:func:`_solver_error`) at any of ``vectors`` (one per ROI, each with its
+    noise) or of ``also`` (more vectors held to the first ROI's noise: where
+    the fast phases would be if the parameters were elsewhere). The error
+    ``δ`` of each interval's end is Richardson's (as in
+    :func:`_solver_error`); its growth over the interval, ``δ_i − δ_{i−1}``,
+    is where the solve loses accuracy: the fast phases after events or
+    during release, rarely the slow decays between them. The intervals
+    doubled are the fewest that hold ``_REFINE_SHARE`` of the summed squared
+    growth (in noise sds). Counts stop at ``_MAX_SUBSTEPS``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(t) − 1,)`` integer steps per frame interval.
+    """
+    from scipy.ndimage import binary_dilation
+
+    n_int = max(t.size - 1, 0)
+    n = np.clip(np.broadcast_to(np.asarray(first, dtype=np.int64), (n_int,)), 1, _MAX_SUBSTEPS)
+    solves = _Solves(model, t, stimulus)
+    points = [(v, float(noise[min(r, noise.size - 1)])) for r, v in enumerate(vectors)]
+    # a vector the solve cannot follow even at the finest step is no place the fit goes
+    points += [
+        (v, float(noise[0]))
+        for v in also
+        if np.all(np.isfinite(solves.dff(v, np.full(n_int, _MAX_SUBSTEPS))))
+    ]
+    while n_int and np.any(n < _MAX_SUBSTEPS):
+        err = max(
+            _solver_error(model, [v], t, stimulus, n, np.array([sd]), slots=slots, solves=solves)
+            for v, sd in points
+        )
+        if err <= SOLVER_TOLERANCE:
+            break
+        growth = np.zeros(n_int)
+        for v, sd in points:
+            delta = solves.error(v, n) / sd
+            growth += np.where(np.isfinite(delta[1:]), np.diff(delta), np.inf) ** 2
+        growth[n >= _MAX_SUBSTEPS] = 0.0
+        total = float(growth.sum())
+        if not np.isfinite(total) or total <= 0.0:
+            pick = n < _MAX_SUBSTEPS  # no place stands out (or the solve failed): all
+        else:
+            order = np.argsort(growth)[::-1]
+            k = int(np.searchsorted(np.cumsum(growth[order]), _REFINE_SHARE * total)) + 1
+            pick = np.zeros(n_int, dtype=bool)
+            pick[order[:k]] = True
+            pick = binary_dilation(pick, iterations=_REFINE_MARGIN)
+        n[pick] = np.minimum(2 * n[pick], _MAX_SUBSTEPS)
+    return n
+
+
+def _spread_vectors(v: np.ndarray, slots: Sequence[int]) -> list[np.ndarray]:
+    """``v`` with each free parameter in turn ×/÷ ``e^_SPREAD``: where else the fit may go."""
+    out = []
+    for slot in slots:
+        for f in (math.exp(_SPREAD), math.exp(-_SPREAD)):
+            w = v.copy()
+            w[slot] *= f
+            out.append(w)
+    return out
+
+
+# the step search doubles the intervals holding this share of the error's squared growth,
+# and this many intervals either side; it also checks the start with each free parameter
+# moved by this log factor (a posterior mode is seldom further from the prior's centre)
+_REFINE_SHARE = 0.95
+_REFINE_MARGIN = 2
+_SPREAD = 0.5
+
+
+def _median_vectors(result: Fit) -> list[np.ndarray]:
+    """Packed parameter vectors at the posterior median, one per ROI of the fit."""
+    model = result.model
+    base = model.pack_raw(model.values(result.fixed))
+    post = result.idata["posterior"]
+    median = {}
+    for k in result.free:
+        a = np.asarray(post[k])
+        median[k] = np.median(a.reshape(a.shape[0] * a.shape[1], -1), axis=0, keepdims=True)
+    n_roi = 1 if result.rois is None else len(result.rois)
+    return [_packed(base, model.slots(), median, r, n=1)[0] for r in range(n_roi)]
