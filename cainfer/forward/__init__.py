@@ -22,16 +22,8 @@ from cainfer.forward.fluxes import (
     WaveformInflux,
 )
 from cainfer.forward.indicators import Indicator, get_indicator, indicator_names
-from cainfer.forward.model import (
-    PRESETS,
-    CellModel,
-    ERCompartment,
-    RestingState,
-    er_model,
-    preset,
-    pumps_model,
-    single_compartment,
-)
+from cainfer.forward.model import CellModel, ERCompartment, RestingState
+from cainfer.forward.presets import PRESETS, er_model, preset, pumps_model, single_compartment
 from cainfer.forward.ratiometric import (
     RatioCalibration,
     RatiometricDye,

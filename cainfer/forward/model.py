@@ -13,20 +13,14 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from cainfer.forward import _adjoint as A
-from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior, merge_values
+from cainfer.forward._terms import _class_name, _class_named, _compiled_form
 from cainfer.forward.fluxes import (
-    NCX,
-    PMCA,
-    SERCA,
-    SOCE,
     ERLeak,
-    ERRelease,
     EventInflux,
     Flux,
-    LinearExtrusion,
     PlasmaLeak,
     WaveformInflux,
 )
@@ -115,80 +109,6 @@ class RestingState:
     c: float
     c_er: float
     derived: dict[str, float]
-
-
-# the built-in terms: their kernels are generated from their rates into
-# _builtin_terms (kind codes there), or written by hand (the leaks, the stimulus)
-_COMPILED: dict[str, type[Flux]] = {
-    c.__name__: c
-    for c in (LinearExtrusion, PMCA, NCX, PlasmaLeak, SERCA, ERLeak, ERRelease, SOCE, EventInflux,
-              WaveformInflux)
-}  # fmt: skip
-
-
-def _builtin_base(cls: type[Flux]) -> type[Flux] | None:
-    """The built-in term a class derives from (itself, if built in), or None."""
-    for c in cls.__mro__:
-        if _COMPILED.get(c.__name__) is c:
-            return c
-    return None
-
-
-def _runs_as_builtin(cls: type[Flux]) -> type[Flux] | None:
-    """The built-in term whose kernels run this class: it keeps that term's rate."""
-    base = _builtin_base(cls)
-    if base is not None and cls.rate is base.rate:
-        return base
-    return None
-
-
-def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
-    """The kind code the kernels run a term by, and its generated code (None: built in).
-
-    A built-in term (or a subclass keeping its rate) runs on the built-in
-    kernels, which read its parameters by position. Any other term with a
-    ``rate`` gets kernels generated from it. A term with neither would add
-    no flux at all, and is refused.
-    """
-    cls = type(f)
-    base = _runs_as_builtin(cls)
-    if base is not None:
-        _check_compiled(f, base)
-        return _kind_of(base), None
-    if cls.rate is not None:
-        gen = _codegen.generate(cls)
-        if gen.code in T.FLUX:  # a built-in rate, written again: its kernels run it
-            return gen.code, None
-        return gen.code, gen
-    raise ValueError(
-        f"flux term {cls.__name__}: the compiled solver has no kernel for it (no rate "
-        f"expression, kind {getattr(cls, 'kind', None)!r}); built-in terms: "
-        f"{', '.join(_COMPILED)}. A new term defines its rate (see Flux); a subclass of a "
-        "built-in term may change its name and defaults"
-    )
-
-
-def _kind_of(base: type[Flux]) -> int:
-    return T.CODES[base.__name__] if base.rate is not None else base.kind
-
-
-def _check_compiled(f: Flux, base: type[Flux]) -> None:
-    """Refuse a subclass of a built-in term that its kernels would not run as declared."""
-    cls = type(f)
-    mine = [p.name for p in cls.declared]
-    theirs = [p.name for p in base.declared]
-    same = (mine, cls.n_derived, cls.compartment, cls.needs_er) == (
-        theirs,
-        base.n_derived,
-        base.compartment,
-        base.needs_er,
-    )
-    if not same:
-        raise ValueError(
-            f"flux term {cls.__name__}: declares parameters {mine} (compartment "
-            f"{cls.compartment!r}), but runs on the {base.__name__} kernel, which reads "
-            f"{theirs} (compartment {base.compartment!r})"
-        )
 
 
 class KernelArgs(NamedTuple):
@@ -1007,58 +927,6 @@ class CellModel:
         return f"CellModel({self.name!r}, indicator={self.indicator.name!r}, [{terms}])"
 
 
-def _class_name(f: Flux) -> str:
-    """How :meth:`CellModel.to_dict` names a term's class."""
-    cls = type(f)
-    base = _runs_as_builtin(cls)
-    if base is not None:
-        return base.__name__
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _class_named(name: str) -> type[Flux]:
-    """The class :func:`_class_name` named: a built-in term, or a defined term with a rate."""
-    by_name = _COMPILED
-    if not isinstance(name, str):
-        raise ValueError(f"flux class {name!r} is not a name")
-    if name in by_name:
-        return by_name[name]
-    module, _, qual = name.partition(":")
-    if not qual:
-        raise ValueError(f"unknown flux class {name!r}; built-in terms: {', '.join(by_name)}")
-    found = _defined_terms(module, qual)
-    if not found and module != "__main__":
-        import importlib
-
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
-        found = _defined_terms(module, qual)
-    if not found:
-        raise ValueError(
-            f"flux class {qual!r} of module {module!r} is not defined in this process: define "
-            "(or import) the term's class before loading a model that uses it"
-        )
-    return found[-1]  # a class defined again (a notebook cell run twice): the newest
-
-
-def _defined_terms(module: str, qual: str) -> list[type[Flux]]:
-    """Every subclass of Flux with a rate, of this module and qualified name, oldest first."""
-    out: list[type[Flux]] = []
-    todo = list(Flux.__subclasses__())
-    while todo:
-        c = todo.pop(0)
-        todo.extend(c.__subclasses__())
-        if (
-            c.rate is not None
-            and _runs_as_builtin(c) is None
-            and (c.__module__, c.__qualname__) == (module, qual)
-        ):
-            out.append(c)
-    return out
-
-
 def _buf(p: np.ndarray) -> tuple[float, float, float, float]:
     return float(p[K.G_KAPPA_S]), float(p[K.G_BT]), float(p[K.G_KD]), float(p[K.G_HILL])
 
@@ -1089,143 +957,3 @@ def _waveform(stim: Stimulus | None) -> tuple[np.ndarray, np.ndarray]:
     if stim is None or not stim.has_waveform:
         return np.empty(0), np.empty(0)
     return np.ascontiguousarray(stim.waveform_time), np.ascontiguousarray(stim.waveform)
-
-
-# ------------------------------------------------------------------- presets
-def single_compartment(
-    indicator: Indicator | str = "OGB-1",
-    *,
-    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
-    name: str = "single_compartment",
-) -> CellModel:
-    """The added-buffer single-compartment model: linear extrusion and event influx.
-
-    ``dc/dt = (−γ·(c − c_rest) + Σ A·δ(t − t_k))/β(c)``; each event raises
-    total calcium by ``A``, decaying with ``τ ≈ (1 + κ_S + κ_B)/γ``.
-
-    Parameters
-    ----------
-    indicator : Indicator or str
-        The indicator or a catalogue name.
-    indicator_kinetics : {"equilibrium", "kinetic"}
-        Indicator binding in equilibrium (rapid buffer) or with its kinetics;
-        see :class:`CellModel`.
-    name : str
-        Model label.
-
-    Returns
-    -------
-    CellModel
-
-    References
-    ----------
-    .. [1] Helmchen F, Imoto K, Sakmann B (1996). Biophys J 70:1069-1081.
-       https://doi.org/10.1016/S0006-3495(96)79653-4
-    .. [2] Neher E, Augustine GJ (1992). J Physiol 450:273-301.
-       https://doi.org/10.1113/jphysiol.1992.sp019127
-    """
-    return CellModel(
-        [LinearExtrusion(), EventInflux()],
-        indicator=indicator,
-        indicator_kinetics=indicator_kinetics,
-        name=name,
-    )
-
-
-def pumps_model(
-    indicator: Indicator | str = "OGB-1",
-    *,
-    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
-    name: str = "pumps",
-) -> CellModel:
-    """PMCA and NCX extrusion, a plasma-membrane leak and event influx.
-
-    Parameters
-    ----------
-    indicator : Indicator or str
-        The indicator or a catalogue name.
-    indicator_kinetics : {"equilibrium", "kinetic"}
-        Indicator binding in equilibrium (rapid buffer) or with its kinetics;
-        see :class:`CellModel`.
-    name : str
-        Model label.
-
-    Returns
-    -------
-    CellModel
-
-    References
-    ----------
-    .. [1] Brini M, Carafoli E (2011). Cold Spring Harb Perspect Biol
-       3:a004168. https://doi.org/10.1101/cshperspect.a004168
-    """
-    return CellModel(
-        [PMCA(), NCX(), PlasmaLeak(), EventInflux()],
-        indicator=indicator,
-        indicator_kinetics=indicator_kinetics,
-        name=name,
-    )
-
-
-def er_model(
-    indicator: Indicator | str = "OGB-1",
-    *,
-    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
-    name: str = "er",
-) -> CellModel:
-    """PMCA, NCX, SERCA, ER leak, Ca-induced release, SOCE, leak and event influx.
-
-    Parameters
-    ----------
-    indicator : Indicator or str
-        The indicator or a catalogue name.
-    indicator_kinetics : {"equilibrium", "kinetic"}
-        Indicator binding in equilibrium (rapid buffer) or with its kinetics;
-        see :class:`CellModel`.
-    name : str
-        Model label.
-
-    Returns
-    -------
-    CellModel
-
-    References
-    ----------
-    .. [1] Keener J, Sneyd J (2009). Mathematical Physiology I, 2nd ed., ch. 7.
-       https://doi.org/10.1007/978-0-387-75847-3
-    """
-    return CellModel(
-        [PMCA(), NCX(), SERCA(), ERLeak(), ERRelease(), SOCE(), PlasmaLeak(), EventInflux()],
-        indicator=indicator,
-        indicator_kinetics=indicator_kinetics,
-        name=name,
-    )
-
-
-PRESETS = {"single_compartment": single_compartment, "pumps": pumps_model, "er": er_model}
-
-
-def preset(
-    name: str,
-    indicator: Indicator | str = "OGB-1",
-    *,
-    indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
-) -> CellModel:
-    """A preset cell model by name: ``"single_compartment"``, ``"pumps"`` or ``"er"``.
-
-    Parameters
-    ----------
-    name : str
-        Preset name.
-    indicator : Indicator or str
-        The indicator or a catalogue name.
-    indicator_kinetics : {"equilibrium", "kinetic"}
-        Indicator binding in equilibrium (rapid buffer) or with its kinetics.
-
-    Returns
-    -------
-    CellModel
-    """
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[name](indicator, indicator_kinetics=indicator_kinetics)
