@@ -1,0 +1,121 @@
+"""A system of any number of states, from expressions: its RK4 solve and adjoint.
+
+A cell with a gating state (inactivation ``h`` of an input-driven influx):
+the compiled solve against ``solve_ivp`` (events as jumps of total calcium),
+and the adjoint against central differences of the solve.
+"""
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import cainfer
+from cainfer.forward import _kernels as K
+from cainfer.forward._system import System, compiled
+
+sp = pytest.importorskip("sympy")
+
+MODEL = cainfer.single_compartment("OGB-1")
+SLOTS = MODEL.slots()
+EXTRA = {"a": 40.0, "k_h": 0.2, "tau_h": 0.3}  # appended after the model's slots
+
+
+def _system() -> tuple[System, np.ndarray]:
+    c, h, u = sp.symbols("c h u", real=True)
+    names = ["c_rest", "kappa_s", "kd", "hill", "b_total", "gamma"]
+    ps = {n: sp.Symbol(n, positive=True) for n in [*names, *EXTRA]}
+    slots = {ps[n]: SLOTS[n] for n in names}
+    base = MODEL.pack()
+    for i, n in enumerate(EXTRA):
+        slots[ps[n]] = base.size + i
+    x = (c / ps["kd"]) ** ps["hill"]
+    beta = 1 + ps["kappa_s"] + ps["b_total"] * ps["hill"] * x / (c * (1 + x) ** 2)
+    j = -ps["gamma"] * (c - ps["c_rest"]) + ps["a"] * h * u
+    dh = (1 / (1 + (c / ps["k_h"]) ** 2) - h) / ps["tau_h"]
+    system = System((c, h), (j / beta, dh), slots, input=u, hill_slots=(SLOTS["hill"],))
+    p = np.concatenate([base, list(EXTRA.values())])
+    return system, p
+
+
+def _rest(p: np.ndarray) -> np.ndarray:
+    """Resting calcium and the gate open as far as it is at rest."""
+    c = p[SLOTS["c_rest"]]
+    return np.array([c, 1.0 / (1.0 + (c / EXTRA["k_h"]) ** 2)])
+
+
+T_OUT = np.arange(0.0, 3.0, 1 / 30)
+EVENTS = np.array([0.5, 1.5, 1.55])
+WT = np.array([0.0, 1.0, 1.2, 2.2, 3.0])
+WV = np.array([0.0, 0.0, 1.0, 1.0, 0.0])
+
+
+def _solve(mod, p: np.ndarray, y0: np.ndarray, h_max: float = 1 / 120):
+    op, arg, tt, hh = K.schedule(T_OUT, EVENTS, np.full(T_OUT.size, h_max))
+    ev_w = np.ones(EVENTS.size)
+    out, tape = mod.run(op, arg, tt, hh, T_OUT.size, ev_w, SLOTS["influx_amplitude"], p, WT,
+                        WV, y0)  # fmt: skip
+    return out, tape, (op, arg, tt, hh, ev_w)
+
+
+def test_the_solve_matches_solve_ivp():
+    system, p = _system()
+    mod = compiled(system)
+    y0 = _rest(p)
+    out, _, _ = _solve(mod, p, y0)
+
+    def f(t, y):
+        d = np.empty(2)
+        mod.rhs(t, y, p, WT, WV, d)
+        return d
+
+    # reference: LSODA between events, each event a jump of total calcium
+    kap, bt, kd, n = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
+    y, t0, ref = y0.copy(), 0.0, []
+    for stop in [*EVENTS, T_OUT[-1] + 1e-9]:
+        ts = T_OUT[(T_OUT >= t0) & (T_OUT < stop)]
+        if stop > t0:
+            sol = solve_ivp(f, (t0, stop), y, t_eval=ts, rtol=1e-10, atol=1e-12, method="LSODA",
+                            max_step=0.05)  # fmt: skip
+            ref.append(sol.y.T)
+            y = sol.y[:, -1] if sol.y.shape[1] and ts[-1] == stop else solve_ivp(
+                f, (t0, stop), y, rtol=1e-10, atol=1e-12, method="LSODA", max_step=0.05
+            ).y[:, -1]  # fmt: skip
+        amp = p[SLOTS["influx_amplitude"]]
+        y[0] = K.free_from_total(K.total_ca(y[0], kap, bt, kd, n) + amp, kap, bt, kd, n)
+        t0 = stop
+    ref = np.concatenate(ref)
+    assert ref.shape == out.shape
+    # the input waveform has kinks between steps: RK4 is second order across them
+    np.testing.assert_allclose(out, ref, rtol=2e-4, atol=1e-6)
+    assert out[:, 1].min() < 0.9 * out[0, 1]  # the gate closed during the response
+
+
+def test_the_adjoint_matches_finite_differences():
+    system, p = _system()
+    mod = compiled(system)
+    y0 = _rest(p)
+    g_out = np.random.default_rng(3).normal(size=(T_OUT.size, 2))
+    _, tape, sched = _solve(mod, p, y0, h_max=1 / 60)
+    op, arg, tt, hh, ev_w = sched
+    pbar, y0bar = mod.backward(op, arg, tt, hh, ev_w, SLOTS["influx_amplitude"], p, WT, WV,
+                               tape, g_out, True)  # fmt: skip
+
+    def loss(q: np.ndarray, y: np.ndarray) -> float:
+        return float(np.sum(g_out * _solve(mod, q, y, h_max=1 / 60)[0]))
+
+    names = ("kappa_s", "kd", "hill", "b_total", "gamma", "influx_amplitude")
+    check = [SLOTS[n] for n in names] + [p.size - 3, p.size - 2, p.size - 1]
+    for i in check:
+        e = 1e-6 * max(abs(p[i]), 1.0)
+        up, dn = p.copy(), p.copy()
+        up[i] += e
+        dn[i] -= e
+        fd = (loss(up, y0) - loss(dn, y0)) / (2 * e)
+        assert pbar[i] == pytest.approx(fd, rel=1e-5, abs=1e-7), i
+    for i in range(2):
+        e = 1e-7
+        up, dn = y0.copy(), y0.copy()
+        up[i] += e
+        dn[i] -= e
+        fd = (loss(p, up) - loss(p, dn)) / (2 * e)
+        assert y0bar[i] == pytest.approx(fd, rel=1e-5, abs=1e-7), i
