@@ -62,6 +62,12 @@ class System:
         model's waveform), if the expressions use it.
     hill_slots : tuple of int
         Slots whose partials the adjoint may skip (``need_n`` False).
+    buffered : bool
+        The first derivative is the net flux into the cytosol (µM/s), which
+        the rapid buffers share: ``dc/dt = rhs[0]/β(c)``, β the buffer
+        capacity of the endogenous buffer (κ_S) and the indicator in
+        equilibrium (:func:`cainfer.forward._kernels.buffer_capacity`, its
+        parameters at their global slots).
     """
 
     states: tuple[Any, ...]
@@ -69,6 +75,7 @@ class System:
     parameters: dict[Any, int]
     input: Any = None
     hill_slots: tuple[int, ...] = ()
+    buffered: bool = False
 
     def __post_init__(self) -> None:
         if len(self.states) != len(self.rhs) or not self.states:
@@ -128,10 +135,21 @@ def source(system: System) -> str:
     loads += [f"p{slot} = p[{slot}]" for sym, slot in slots if sym in used]
     if system.input is not None:
         loads.append("u = K.waveform_at(t, wt, wv)")
-    rhs_body = loads + lines(f, [f"out[{i}] =" for i in range(n)])
     vjp_body = loads + [f"v{i} = v[{i}]" for i in range(n)]
-    vjp_body += lines(d_y + d_core, [f"ybar[{i}] =" for i in range(n)]
-                      + [f"pbar[{slot}] +=" for _, slot in core])  # fmt: skip
+    targets = [f"ybar[{i}] =" for i in range(n)] + [f"pbar[{slot}] +=" for _, slot in core]
+    if system.buffered:
+        beta = "y0, p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]"
+        rhs_body = loads + lines(f, ["jc ="] + [f"out[{i}] =" for i in range(1, n)])
+        rhs_body.append(f"out[0] = jc / K.buffer_capacity({beta})")
+        # the flux's cotangent is v0/β; β's own: −v0·J/β²
+        vjp_body += [f"b, db_c, db_bt, db_kd, db_n = A.beta_d({beta}, need_n)", "v0 = v0 / b"]
+        vjp_body += lines([f[0], *d_y, *d_core], ["jc =", *targets])
+        vjp_body += ["q = -v[0] * jc / (b * b)", "ybar[0] += q * db_c",
+                     "pbar[K.G_KAPPA_S] += q", "pbar[K.G_BT] += q * db_bt",
+                     "pbar[K.G_KD] += q * db_kd", "pbar[K.G_HILL] += q * db_n"]  # fmt: skip
+    else:
+        rhs_body = loads + lines(f, [f"out[{i}] =" for i in range(n)])
+        vjp_body += lines(d_y + d_core, targets)
     if hill:
         extra = lines(d_hill, [f"pbar[{slot}] +=" for _, slot in hill])
         vjp_body += ["if need_n:"] + ["    " + ln for ln in extra]

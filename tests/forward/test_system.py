@@ -20,7 +20,8 @@ SLOTS = MODEL.slots()
 EXTRA = {"a": 40.0, "k_h": 0.2, "tau_h": 0.3}  # appended after the model's slots
 
 
-def _system() -> tuple[System, np.ndarray]:
+def _system(buffered: bool) -> tuple[System, np.ndarray]:
+    """The cell; ``buffered``: β from the kernels (else written out as an expression)."""
     c, h, u = sp.symbols("c h u", real=True)
     names = ["c_rest", "kappa_s", "kd", "hill", "b_total", "gamma"]
     ps = {n: sp.Symbol(n, positive=True) for n in [*names, *EXTRA]}
@@ -32,7 +33,9 @@ def _system() -> tuple[System, np.ndarray]:
     beta = 1 + ps["kappa_s"] + ps["b_total"] * ps["hill"] * x / (c * (1 + x) ** 2)
     j = -ps["gamma"] * (c - ps["c_rest"]) + ps["a"] * h * u
     dh = (1 / (1 + (c / ps["k_h"]) ** 2) - h) / ps["tau_h"]
-    system = System((c, h), (j / beta, dh), slots, input=u, hill_slots=(SLOTS["hill"],))
+    first = j if buffered else j / beta
+    system = System((c, h), (first, dh), slots, input=u, hill_slots=(SLOTS["hill"],),
+                    buffered=buffered)  # fmt: skip
     p = np.concatenate([base, list(EXTRA.values())])
     return system, p
 
@@ -57,8 +60,9 @@ def _solve(mod, p: np.ndarray, y0: np.ndarray, h_max: float = 1 / 120):
     return out, tape, (op, arg, tt, hh, ev_w)
 
 
-def test_the_solve_matches_solve_ivp():
-    system, p = _system()
+@pytest.mark.parametrize("buffered", [True, False])
+def test_the_solve_matches_solve_ivp(buffered):
+    system, p = _system(buffered)
     mod = compiled(system)
     y0 = _rest(p)
     out, _, _ = _solve(mod, p, y0)
@@ -90,8 +94,9 @@ def test_the_solve_matches_solve_ivp():
     assert out[:, 1].min() < 0.9 * out[0, 1]  # the gate closed during the response
 
 
-def test_the_adjoint_matches_finite_differences():
-    system, p = _system()
+@pytest.mark.parametrize("buffered", [True, False])
+def test_the_adjoint_matches_finite_differences(buffered):
+    system, p = _system(buffered)
     mod = compiled(system)
     y0 = _rest(p)
     g_out = np.random.default_rng(3).normal(size=(T_OUT.size, 2))
