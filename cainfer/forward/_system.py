@@ -37,6 +37,7 @@ from types import ModuleType
 from typing import Any
 
 from cainfer.forward import _codegen
+from cainfer.forward import _kernels as K
 from cainfer.forward._cache import cache_dir, kernel_sources_stamp
 
 _FORMAT = 1  # bump when the printed text changes
@@ -310,3 +311,71 @@ def compiled(system: System) -> ModuleType:
         mod = _import(pkg, f"_cainfer_system_{key}_{where}")
         _LOADED[key] = mod
         return mod
+
+
+def system_of(model: Any) -> System:
+    """The system a cell model's terms make: free cytosolic (and ER) calcium.
+
+    Each term with a rate contributes its expression (plasma-membrane terms
+    to the cytosol's net flux, ER terms to the exchange between cytosol and
+    ER); the leaks their balanced rates (slots set by
+    :func:`cainfer.forward._adjoint.balance_leaks`); a waveform influx its
+    amplitude times the input. Events act through jumps, not here. The ER's
+    calcium changes by ``−J_x/(v_ER·(1 + κ_ER))``. The parameter vector the
+    system reads is the balanced one.
+
+    Parameters
+    ----------
+    model : CellModel
+        With the indicator in equilibrium.
+    """
+    import sympy as sp
+
+    if model.kinetic:
+        raise ValueError("a system of states is built for an indicator in equilibrium only")
+    c, cer, u = sp.symbols("c cer u", real=True)
+    params: dict[Any, int] = {}
+
+    def par(slot: int, positive: bool = True) -> Any:
+        sym = sp.Symbol(f"s{slot}", positive=True) if positive else sp.Symbol(f"s{slot}", real=True)
+        for known, at in params.items():
+            if at == slot:
+                return known
+        params[sym] = slot
+        return sym
+
+    jpm: Any = sp.S.Zero
+    jx: Any = sp.S.Zero
+    hill: list[int] = []
+    used_input = False
+    for f, kind, o in zip(model.fluxes, model._kinds, model._offsets, strict=True):
+        o = int(o)
+        if kind == K.K_EVENTS:
+            continue
+        if kind == K.K_WAVEFORM:
+            jpm += par(o) * u
+            used_input = True
+        elif kind == K.K_PM_LEAK:
+            jpm += par(o, positive=False)
+        elif kind == K.K_ER_LEAK:
+            jx += par(o, positive=False) * (cer - c)
+        else:
+            cls = type(f)
+            expr, cs, cers, psyms, gsyms = _codegen.expression(cls)
+            sub = {cs: c, cers: cer}
+            sub |= {s: par(o + i) for i, s in enumerate(psyms)}
+            sub |= {s: par(_codegen._GLOBALS[g]) for g, s in gsyms.items()}
+            hill += [o + i for i, q in enumerate(cls.declared) if q.role == "hill"]
+            if cls.compartment == "pm":
+                jpm += expr.xreplace(sub)
+            else:
+                jx += expr.xreplace(sub)
+    if model.has_er:
+        states: tuple[Any, ...] = (c, cer)
+        rhs: tuple[Any, ...] = (jpm + jx, -jx / (par(K.G_V_ER) * (1 + par(K.G_KAPPA_ER))))
+    else:
+        states, rhs = (c,), (jpm + jx,)
+    return System(
+        states, rhs, params, input=u if used_input else None, hill_slots=tuple(hill),
+        buffered=True,
+    )  # fmt: skip

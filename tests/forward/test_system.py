@@ -60,7 +60,7 @@ def _solve(mod, p: np.ndarray, y0: np.ndarray, h_max: float = 1 / 120):
     return out, tape, (op, arg, tt, hh, ev_w)
 
 
-@pytest.mark.parametrize("buffered", [True, False])
+@pytest.mark.parametrize("buffered", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_the_solve_matches_solve_ivp(buffered):
     system, p = _system(buffered)
     mod = compiled(system)
@@ -94,7 +94,7 @@ def test_the_solve_matches_solve_ivp(buffered):
     assert out[:, 1].min() < 0.9 * out[0, 1]  # the gate closed during the response
 
 
-@pytest.mark.parametrize("buffered", [True, False])
+@pytest.mark.parametrize("buffered", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_the_adjoint_matches_finite_differences(buffered):
     system, p = _system(buffered)
     mod = compiled(system)
@@ -124,3 +124,42 @@ def test_the_adjoint_matches_finite_differences(buffered):
         dn[i] -= e
         fd = (loss(p, up) - loss(p, dn)) / (2 * e)
         assert y0bar[i] == pytest.approx(fd, rel=1e-5, abs=1e-7), i
+
+
+@pytest.mark.parametrize(
+    "name", ["er", pytest.param("pumps", marks=pytest.mark.slow),
+             pytest.param("single_compartment", marks=pytest.mark.slow)],
+)  # fmt: skip
+def test_a_models_system_solves_as_its_kernels_do(name):
+    """The system built from a preset's terms: the hand-written solver's solution and adjoint."""
+    from cainfer.forward import _adjoint as A
+    from cainfer.forward._system import system_of
+
+    model = cainfer.preset(name, "GCaMP6f")
+    stim = cainfer.Stimulus(events=[0.5, 1.5, 1.55], weights=[1.0, 2.0, 1.0])
+    ka = model.kernel_args(T_OUT, stim, substeps=2)
+    sched = K.schedule(ka.time, ka.event_times, ka.steps)
+    p_raw = model.pack_raw()
+    args = (ka.event_weights, ka.event_slot, ka.kinds, ka.offsets, ka.waveform_time,
+            ka.waveform_values, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot)  # fmt: skip
+    _, c, cc, ee = A.dff_forward_tape(p_raw, *sched, *args)
+    p = A.balance_leaks(p_raw, ka.kinds, ka.offsets, ka.pm_leak_slot, ka.er_leak_slot, ka.has_er)
+    mod = compiled(system_of(model))
+    y0 = np.array([p[K.G_C_REST], p[K.G_CER_REST]][: 2 if model.has_er else 1])
+    out, tape = mod.run(*sched, T_OUT.size, ka.event_weights, ka.event_slot, p,
+                        ka.waveform_time, ka.waveform_values, y0)  # fmt: skip
+    np.testing.assert_allclose(out[:, 0], c, rtol=1e-10)
+    rng = np.random.default_rng(7)
+    gc, ge = rng.normal(size=T_OUT.size), rng.normal(size=T_OUT.size)
+    want, c0bar, cer0bar = A.tape_backward(
+        (*sched, cc, ee), ka.event_weights, ka.event_slot, p, ka.kinds, ka.offsets,
+        ka.waveform_time, ka.waveform_values, ka.has_er, gc, ge if model.has_er else 0 * ge,
+    )  # fmt: skip
+    g_out = np.stack([gc, ge], axis=1)[:, : y0.size]
+    got, y0bar = mod.backward(*sched, ka.event_weights, ka.event_slot, p, ka.waveform_time,
+                              ka.waveform_values, tape, g_out, True)  # fmt: skip
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * scale)
+    assert y0bar[0] == pytest.approx(c0bar, rel=1e-8)
+    if model.has_er:
+        assert y0bar[1] == pytest.approx(cer0bar, rel=1e-8)
