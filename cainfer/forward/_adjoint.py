@@ -272,7 +272,6 @@ def tape_backward(
     """
     op, arg, tt, hh, cc, ee = tape
     n_tape = op.size
-    kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
     amp = p[ev_slot] if ev_slot >= 0 else 0.0
     # backward
     pbar = np.zeros(p.size)
@@ -286,25 +285,33 @@ def tape_backward(
             lc, le = rk4_step_vjp(
                 tt[m], hh[m], cc[m], ee[m], p, kinds, offsets, wt, wv, has_er, lc, le, pbar, need_n
             )
-        else:  # jump: total(c+) = total(c-) + amp w
-            kk = arg[m]
-            cm = cc[m]
-            cp = K.free_from_total(
-                K.total_ca(cm, kappa, bt, kd, hill) + amp * ev_w[kk], kappa, bt, kd, hill
-            )
-            bp = K.buffer_capacity(cp, kappa, bt, kd, hill)
-            bm = K.buffer_capacity(cm, kappa, bt, kd, hill)
-            s = lc / bp  # cotangent on the total after the jump
-            dm = total_d(cm, kappa, bt, kd, hill)
-            dp = total_d(cp, kappa, bt, kd, hill)
-            pbar[K.G_KAPPA_S] += s * (dm[0] - dp[0])
-            pbar[K.G_BT] += s * (dm[1] - dp[1])
-            pbar[K.G_KD] += s * (dm[2] - dp[2])
-            pbar[K.G_HILL] += s * (dm[3] - dp[3])
-            if ev_slot >= 0:
-                pbar[ev_slot] += s * ev_w[kk]
-            lc = s * bm
+        else:
+            lc = jump_vjp(cc[m], amp, ev_w[arg[m]], ev_slot, p, lc, pbar)
     return pbar, lc, le
+
+
+@njit(cache=True, fastmath=False, inline="always")
+def jump_vjp(
+    cm: float, amp: float, w: float, ev_slot: int, p: np.ndarray, lc: float, pbar: np.ndarray
+) -> float:
+    """Pull the cotangent of free Ca after an event's jump back to before it; adds to ``pbar``.
+
+    The jump: total(c+) = total(c−) + amp·w, the rapid buffers in equilibrium.
+    """
+    kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
+    cp = K.free_from_total(K.total_ca(cm, kappa, bt, kd, hill) + amp * w, kappa, bt, kd, hill)
+    bp = K.buffer_capacity(cp, kappa, bt, kd, hill)
+    bm = K.buffer_capacity(cm, kappa, bt, kd, hill)
+    s = lc / bp  # cotangent on the total after the jump
+    dm = total_d(cm, kappa, bt, kd, hill)
+    dp = total_d(cp, kappa, bt, kd, hill)
+    pbar[K.G_KAPPA_S] += s * (dm[0] - dp[0])
+    pbar[K.G_BT] += s * (dm[1] - dp[1])
+    pbar[K.G_KD] += s * (dm[2] - dp[2])
+    pbar[K.G_HILL] += s * (dm[3] - dp[3])
+    if ev_slot >= 0:
+        pbar[ev_slot] += s * w
+    return s * bm
 
 
 @njit(cache=True, fastmath=False)

@@ -240,7 +240,6 @@ def backward(op, arg, tt, hh, ev_w, ev_slot, p, wt, wv, tape, g_out, need_n=True
     b2 = np.empty(ns)
     b3 = np.empty(ns)
     b4 = np.empty(ns)
-    kappa, bt, kd, hill = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
     amp = p[ev_slot] if ev_slot >= 0 else 0.0
     for m in range(op.size - 1, -1, -1):
         if op[m] == K.S_OUT:
@@ -275,21 +274,7 @@ def backward(op, arg, tt, hh, ev_w, ev_slot, p, wt, wv, tape, g_out, need_n=True
             for i in range(ns):
                 lam[i] += b1[i] + b2[i] + b3[i] + b4[i]
         else:  # jump of free calcium: total(c+) = total(c-) + amp w
-            kk = arg[m]
-            cm = tape[m, 0]
-            cp = _jump(cm, amp * ev_w[kk], p)
-            bp = K.buffer_capacity(cp, kappa, bt, kd, hill)
-            bm = K.buffer_capacity(cm, kappa, bt, kd, hill)
-            s = lam[0] / bp
-            dm = A.total_d(cm, kappa, bt, kd, hill)
-            dp = A.total_d(cp, kappa, bt, kd, hill)
-            pbar[K.G_KAPPA_S] += s * (dm[0] - dp[0])
-            pbar[K.G_BT] += s * (dm[1] - dp[1])
-            pbar[K.G_KD] += s * (dm[2] - dp[2])
-            pbar[K.G_HILL] += s * (dm[3] - dp[3])
-            if ev_slot >= 0:
-                pbar[ev_slot] += s * ev_w[kk]
-            lam[0] = s * bm
+            lam[0] = A.jump_vjp(tape[m, 0], amp, ev_w[arg[m]], ev_slot, p, lam[0], pbar)
     return pbar, lam
 '''
 
