@@ -62,6 +62,11 @@ def reference_simulate(
         of calcium on the indicator, kinetic indicator only) and ``dff`` at
         ``time``.
     """
+    if model.stateful:
+        raise ValueError(
+            f"reference_simulate covers models without gating states; model {model.name!r} has "
+            f"{', '.join(model.states[2 if model.has_er else 1 :])}"
+        )
     v = model.values(params)
     p, rest = model._balance(v)
     t = _check_time(time)
@@ -201,6 +206,12 @@ def check_term(
     cls = type(term)
     if cls.rate is None:
         raise ValueError(f"{cls.__name__} has no rate expression to check (a built-in term)")
+    if _codegen.term_expressions(cls).stateful:
+        raise ValueError(
+            f"{cls.__name__} has gating states or reads the waveform: check_term checks a rate "
+            "of c and c_er alone; a gated model's gradient is checked by CellModel.dff_vjp "
+            "against finite differences"
+        )
     cs = np.asarray(c, dtype=float).reshape(-1)
     es = np.asarray(c_er, dtype=float).reshape(-1)
     if not (np.all(cs > 0) and np.all(es > 0)):

@@ -9,6 +9,9 @@ from cainfer.forward.buffers import (
     total_calcium,
 )
 from cainfer.forward.fluxes import (
+    IP3R,
+    MCU,
+    NCLX,
     NCX,
     PMCA,
     SERCA,
@@ -17,13 +20,21 @@ from cainfer.forward.fluxes import (
     ERRelease,
     EventInflux,
     Flux,
+    GatedRelease,
     LinearExtrusion,
     PlasmaLeak,
     WaveformInflux,
 )
 from cainfer.forward.indicators import Indicator, get_indicator, indicator_names
-from cainfer.forward.model import CellModel, ERCompartment, RestingState
-from cainfer.forward.presets import PRESETS, er_model, preset, pumps_model, single_compartment
+from cainfer.forward.model import CellModel, ERCompartment, MitoCompartment, RestingState
+from cainfer.forward.presets import (
+    PRESETS,
+    er_model,
+    ip3_model,
+    preset,
+    pumps_model,
+    single_compartment,
+)
 from cainfer.forward.ratiometric import (
     RatioCalibration,
     RatiometricDye,
@@ -34,6 +45,9 @@ from cainfer.forward.ratiometric import (
 from cainfer.forward.stimulus import Stimulus
 
 __all__ = [
+    "IP3R",
+    "MCU",
+    "NCLX",
     "NCX",
     "PMCA",
     "PRESETS",
@@ -45,8 +59,10 @@ __all__ = [
     "ERRelease",
     "EventInflux",
     "Flux",
+    "GatedRelease",
     "Indicator",
     "LinearExtrusion",
+    "MitoCompartment",
     "Parameter",
     "PlasmaLeak",
     "Prior",
@@ -64,6 +80,7 @@ __all__ = [
     "get_ratiometric",
     "indicator_capacity",
     "indicator_names",
+    "ip3_model",
     "preset",
     "pumps_model",
     "ratiometric_names",

@@ -439,12 +439,47 @@ def dff_forward_tape(
         op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, False,
         p[K.G_C_REST], cer0, 0.0,
     )  # fmt: skip
+    return dff_of(c, p), c, cc, ee
+
+
+@njit(cache=True, fastmath=False)
+def dff_of(c: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """ΔF/F of an indicator in equilibrium at free Ca ``c`` (µM), relative to rest."""
     kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
     f0 = 1.0 + (rf - 1.0) * K.hill_frac(p[K.G_C_REST], kd, n)
     dff = np.empty(c.size)
     for i in range(c.size):
         dff[i] = (1.0 + (rf - 1.0) * K.hill_frac(c[i], kd, n)) / f0 - 1.0
-    return dff, c, cc, ee
+    return dff
+
+
+@njit(cache=True, fastmath=False)
+def dff_of_vjp(
+    c: np.ndarray, p: np.ndarray, g_dff: np.ndarray, g_c: np.ndarray, pbar: np.ndarray
+) -> np.ndarray:
+    """Pull-back of :func:`dff_of`: the cotangent of ``c`` (plus ``g_c``); p̄ added to ``pbar``."""
+    c_rest = p[K.G_C_REST]
+    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
+    h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
+    f0 = 1.0 + (rf - 1.0) * h0
+    gc = g_c.copy()
+    s_h = 0.0
+    s_hk = 0.0
+    s_hn = 0.0
+    s_f = 0.0
+    for i in range(c.size):
+        h, dh_c, dh_k, dh_n = _hill_d(c[i], kd, n)
+        g = g_dff[i]
+        gc[i] += g * (rf - 1.0) * dh_c / f0
+        s_h += g * h
+        s_hk += g * dh_k
+        s_hn += g * dh_n
+        s_f += g * (1.0 + (rf - 1.0) * h)
+    pbar[K.G_RF] += s_h / f0 - s_f * h0 / f0**2
+    pbar[K.G_KD] += (rf - 1.0) * (s_hk / f0 - s_f * dh0_k / f0**2)
+    pbar[K.G_HILL] += (rf - 1.0) * (s_hn / f0 - s_f * dh0_n / f0**2)
+    pbar[K.G_C_REST] += -s_f * (rf - 1.0) * dh0_c / f0**2
+    return gc
 
 
 @njit(cache=True, fastmath=False)
@@ -478,23 +513,8 @@ def dff_vjp_tape(
     (only for callers that discard them).
     """
     p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
-    c_rest = p[K.G_C_REST]
-    kd, n, rf = p[K.G_KD], p[K.G_HILL], p[K.G_RF]
-    h0, dh0_c, dh0_k, dh0_n = _hill_d(c_rest, kd, n)
-    f0 = 1.0 + (rf - 1.0) * h0
-    gc = g_c.copy()
-    s_h = 0.0
-    s_hk = 0.0
-    s_hn = 0.0
-    s_f = 0.0
-    for i in range(c.size):
-        h, dh_c, dh_k, dh_n = _hill_d(c[i], kd, n)
-        g = g_dff[i]
-        gc[i] += g * (rf - 1.0) * dh_c / f0
-        s_h += g * h
-        s_hk += g * dh_k
-        s_hn += g * dh_n
-        s_f += g * (1.0 + (rf - 1.0) * h)
+    mapped = np.zeros(p.size)
+    gc = dff_of_vjp(c, p, g_dff, g_c, mapped)
     pbar, c0bar, cer0bar = tape_backward(
         (op, arg, tt, hh, cc, ee),
         ev_w,
@@ -509,10 +529,9 @@ def dff_vjp_tape(
         np.zeros(c.size),
         need_n,
     )
-    pbar[K.G_RF] += s_h / f0 - s_f * h0 / f0**2
-    pbar[K.G_KD] += (rf - 1.0) * (s_hk / f0 - s_f * dh0_k / f0**2)
-    pbar[K.G_HILL] += (rf - 1.0) * (s_hn / f0 - s_f * dh0_n / f0**2)
-    pbar[K.G_C_REST] += -s_f * (rf - 1.0) * dh0_c / f0**2 + c0bar
+    for j in range(p.size):
+        pbar[j] += mapped[j]
+    pbar[K.G_C_REST] += c0bar
     if has_er:
         pbar[K.G_CER_REST] += cer0bar
     balance_vjp(p, kinds, offsets, pm_slot, er_slot, has_er, pbar)

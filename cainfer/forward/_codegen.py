@@ -31,7 +31,7 @@ from cainfer.forward import _kernels as K
 _FORMAT = 2  # bump when the generated text changes
 _GLOBALS = {"c_rest": K.G_C_REST, "c_er_rest": K.G_CER_REST}
 STATES = ("c", "c_er")
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # generate() holds it while term_expressions() takes it
 _BY_CLASS: dict[type, GeneratedTerm] = {}
 
 # Helpers the generated functions call; defined once in each kernels module.
@@ -132,42 +132,146 @@ def expression(cls: type) -> tuple[Any, Any, Any, list[Any], dict[str, Any]]:
     """``cls.rate`` on symbols: (expression, c, c_ER, parameter symbols, resting-level symbols).
 
     The parameter symbols are in declaration order; the resting levels are
-    keyed ``"c_rest"`` and ``"c_er_rest"``.
+    keyed ``"c_rest"`` and ``"c_er_rest"``. For a term of the compiled
+    kernels only: no gating state and no stimulus waveform (see
+    :func:`term_expressions` for those).
     """
+    parts = term_expressions(cls)
+    if parts.stateful:
+        raise TypeError(
+            f"{cls.__name__} carries gating states or reads the stimulus waveform: it runs as "
+            "a system of states (cainfer.forward._system), not on the kernels"
+        )
+    return parts.rate, parts.c, parts.cer, parts.psyms, parts.gsyms
+
+
+@dataclass(frozen=True)
+class TermExpressions:
+    """A term's rate and gating as SymPy expressions, with the symbols they use.
+
+    ``gating`` holds one ``(inf, tau)`` per gate in ``gate_syms`` order:
+    ``dg/dt = (inf − g)/tau``. ``u`` is the stimulus waveform's value, ``cm``
+    the mitochondrial matrix's free calcium.
+    """
+
+    rate: Any
+    gating: tuple[tuple[Any, Any], ...]
+    c: Any
+    cer: Any
+    psyms: list[Any]
+    gsyms: dict[str, Any]
+    gate_syms: tuple[Any, ...]
+    u: Any
+    cm: Any
+    compartment: str
+
+    @property
+    def stateful(self) -> bool:
+        """The term has gating states, reads the waveform or moves mitochondrial calcium."""
+        exprs = [self.rate, *(e for pair in self.gating for e in pair)]
+        return (
+            bool(self.gate_syms) or self.compartment == "mito"
+            or any(e.has(self.u) or e.has(self.cm) for e in exprs)
+        )  # fmt: skip
+
+
+_TERMS: dict[type, TermExpressions] = {}
+
+
+def term_expressions(cls: type) -> TermExpressions:
+    """``cls.rate`` (and ``cls.gating``, with gates) built on symbols; cached per class.
+
+    Raises
+    ------
+    TypeError
+        When an expression is not a finite real expression of the states,
+        gates, waveform and the term's parameters.
+    """
+    hit = _TERMS.get(cls)
+    if hit is not None:
+        return hit
     import sympy as sp
 
     name = cls.__name__
     bare = [q.name for q in cls.declared]  # type: ignore[attr-defined]
-    clash = sorted(set(bare) & (set(_GLOBALS) | set(STATES)))
+    gates = tuple(getattr(cls, "gates", ()))
+    clash = sorted(set(bare) & (set(_GLOBALS) | set(STATES) | {"waveform", "c_mito"}))
     if clash:
-        raise TypeError(f"{name}: parameter name(s) {clash} are reserved (states, resting levels)")
-    c, cer = sp.symbols("c cer", real=True)
+        raise TypeError(
+            f"{name}: parameter name(s) {clash} are reserved (states, resting levels, waveform)"
+        )
+    c, cer, u, cm = sp.symbols("c cer u cm", real=True)
     psyms = [sp.Symbol(f"q{i}", positive=True) for i in range(len(bare))]
     gsyms = {g: sp.Symbol(f"g_{g}", positive=True) for g in _GLOBALS}
-    ns = _Symbols(name, {**dict(zip(bare, psyms, strict=True)), **gsyms})
+    gate_syms = tuple(sp.Symbol(f"h_{g}", real=True) for g in gates)
+    names = {**dict(zip(bare, psyms, strict=True)), **gsyms, "waveform": u, "c_mito": cm}
+    names |= dict(zip(gates, gate_syms, strict=True))
+    ns = _Symbols(name, names)
+    allowed = {c, cer, u, *psyms, *gsyms.values(), *gate_syms}
+    compartment = cls.compartment  # type: ignore[attr-defined]
+    if compartment == "mito":
+        allowed.add(cm)
+
+    def checked(what: str, expr: Any) -> Any:
+        try:
+            expr = sp.sympify(expr)
+        except sp.SympifyError as err:
+            raise TypeError(f"{name}.{what} must return an expression; got {expr!r}") from err
+        if not isinstance(expr, sp.Expr) or expr.has(
+            sp.I, sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity
+        ):
+            raise TypeError(f"{name}.{what} must return a finite real expression; got {expr!r}")
+        stray = expr.free_symbols - allowed
+        if stray:
+            hint = " (self.c_mito: for terms of compartment 'mito')" if cm in stray else ""
+            raise TypeError(
+                f"{name}.{what} must return an expression of c, c_er and self's parameters, "
+                f"gates and waveform; it has {', '.join(sorted(map(str, stray)))}{hint}"
+            )
+        if compartment != "er" and not cls.needs_er and expr.has(cer):  # type: ignore[attr-defined]
+            raise TypeError(
+                f"{name}.{what} uses c_er: set needs_er = True (the cell then has an ER)"
+            )
+        return expr
+
     try:
-        expr = cls.rate(ns, c, cer)  # type: ignore[attr-defined]
+        rate = cls.rate(ns, c, cer)  # type: ignore[attr-defined]
     except AttributeError:
         raise
     except Exception as err:  # an expression sympy cannot build
         raise TypeError(f"{name}.rate failed on symbolic arguments: {err}") from err
-    try:
-        expr = sp.sympify(expr)
-    except sp.SympifyError as err:
-        raise TypeError(f"{name}.rate must return an expression; got {expr!r}") from err
-    if not isinstance(expr, sp.Expr) or expr.has(
-        sp.I, sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity
-    ):
-        raise TypeError(f"{name}.rate must return a finite real expression; got {expr!r}")
-    stray = expr.free_symbols - {c, cer, *psyms, *gsyms.values()}
-    if stray:
-        raise TypeError(
-            f"{name}.rate must return an expression of c, c_er and self's parameters; it has "
-            f"{', '.join(sorted(map(str, stray)))}"
-        )
-    if cls.compartment == "pm" and not cls.needs_er and expr.has(cer):  # type: ignore[attr-defined]
-        raise TypeError(f"{name}.rate uses c_er: set needs_er = True (the cell then has an ER)")
-    return expr, c, cer, psyms, gsyms
+    rate = checked("rate", rate)
+    gating: list[tuple[Any, Any]] = []
+    if gates:
+        try:
+            got = cls.gating(ns, c, cer)  # type: ignore[attr-defined]
+        except AttributeError:
+            raise
+        except Exception as err:
+            raise TypeError(f"{name}.gating failed on symbolic arguments: {err}") from err
+        try:
+            pairs = [tuple(pair) for pair in got]
+        except TypeError:
+            pairs = []
+        if len(pairs) != len(gates) or any(len(pair) != 2 for pair in pairs):
+            raise TypeError(
+                f"{name}.gating must return one (inf, tau) pair per gate {list(gates)}; got {got!r}"
+            )
+        for g, (inf, tau) in zip(gates, pairs, strict=True):
+            inf, tau = checked("gating", inf), checked("gating", tau)
+            if inf.has(*gate_syms) or tau.has(*gate_syms):
+                raise TypeError(
+                    f"{name}.gating: gate {g!r}'s steady state and time constant must not depend "
+                    "on the gates themselves"
+                )
+            gating.append((inf, tau))
+    if compartment == "mito" and gates:
+        raise TypeError(f"{name}: a term of compartment 'mito' carries no gates")
+    parts = TermExpressions(rate, tuple(gating), c, cer, psyms, gsyms, gate_syms, u, cm,
+                            compartment)  # fmt: skip
+    with _LOCK:
+        _TERMS[cls] = parts
+    return parts
 
 
 def _generate(cls: type) -> GeneratedTerm:

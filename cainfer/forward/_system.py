@@ -69,6 +69,19 @@ class System:
         capacity of the endogenous buffer (κ_S) and the indicator in
         equilibrium (:func:`cainfer.forward._kernels.buffer_capacity`, its
         parameters at their global slots).
+    rest : tuple of sympy.Expr
+        The states at rest as expressions of the parameters (empty: no
+        ``rest``/``dff_*`` functions are printed).
+    leaks : tuple of (int, sympy.Expr, sympy.Expr)
+        Slots set by flux balance at rest: ``(slot, value, guard)``, the
+        slot's value as an expression of the other parameters; the balance
+        is impossible (NaN) where the value is negative or the guard is not
+        positive.
+    implicit : tuple of (sympy.Symbol, sympy.Expr)
+        States whose resting value solves an equation: ``(state, g)`` with
+        ``g(state, parameters) = 0`` at rest, ``g`` negative at 0 and rising
+        (the mitochondrial matrix: uptake = release). ``rest`` may use these
+        states' symbols for their resting values.
     """
 
     states: tuple[Any, ...]
@@ -77,6 +90,9 @@ class System:
     input: Any = None
     hill_slots: tuple[int, ...] = ()
     buffered: bool = False
+    rest: tuple[Any, ...] = ()
+    leaks: tuple[tuple[int, Any, Any], ...] = ()
+    implicit: tuple[tuple[Any, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.states) != len(self.rhs) or not self.states:
@@ -84,6 +100,16 @@ class System:
         known = {*self.states, *self.parameters}
         if self.input is not None:
             known.add(self.input)
+        if self.rest and len(self.rest) != len(self.states):
+            raise ValueError(f"{len(self.states)} states but {len(self.rest)} resting values")
+        roots = {z for z, _ in self.implicit}
+        for z, g in self.implicit:
+            if z not in self.states or g.free_symbols - set(self.parameters) - {z}:
+                raise ValueError(f"the equation of {z}'s resting value uses other states")
+        for e in (*self.rest, *(x for _, v, g in self.leaks for x in (v, g))):
+            stray = e.free_symbols - set(self.parameters) - roots
+            if stray:
+                raise ValueError(f"a resting value uses {sorted(map(str, stray))}: not parameters")
         for i, e in enumerate(self.rhs):
             stray = e.free_symbols - known
             if stray:
@@ -165,7 +191,178 @@ def source(system: System) -> str:
         "v: np.ndarray, ybar: np.ndarray, pbar: np.ndarray, need_n: bool) -> None",
         "v·∂f/∂y into ybar, v·∂f/∂p added to pbar (generated).", vjp_body,
     )  # fmt: skip
-    return text + _DRIVER
+    text += _DRIVER
+    if system.rest:
+        text += _rest_source(system, sp, printer)
+    return text
+
+
+def _rest_source(system: System, sp: Any, printer: Any) -> str:
+    """``balance``, ``balance_vjp``, ``rest``, ``rest_vjp`` and the ΔF/F solve and adjoint."""
+    n = len(system.states)
+    psubs = {s: sp.Symbol(f"p{slot}") for s, slot in system.parameters.items()}
+    slots = sorted(system.parameters.items(), key=lambda kv: kv[1])
+
+    def show(e: Any) -> str:
+        return _codegen._print(printer, e, "system")
+
+    def lines(exprs: list[Any], targets: list[str]) -> list[str]:
+        pows = _codegen._Powers(sp)
+        exprs = [pows.atomize(sp.sympify(e).xreplace(psubs)) for e in exprs]
+        pw = [f"{k} = {show(v)}" for k, v in pows.needed(exprs)]
+        reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("t_"))
+        return (
+            pw
+            + [f"{k} = {show(v)}" for k, v in reps]
+            + [f"{o} {show(e)}" for o, e in zip(targets, reduced, strict=True)]
+        )
+
+    def loads(exprs: list[Any], source: str = "p") -> list[str]:
+        used = set().union(*(sp.sympify(e).free_symbols for e in exprs)) if exprs else set()
+        return [f"p{slot} = {source}[{slot}]" for sym, slot in slots if sym in used]
+
+    def grad(expr: Any) -> tuple[list[Any], list[str]]:
+        """Partials of ``expr`` by every parameter it uses, as ``pbar[slot] +=`` targets."""
+        syms = [(sym, slot) for sym, slot in slots if expr.has(sym)]
+        return [sp.diff(expr, sym) for sym, _ in syms], [f"pbar[{slot}] +=" for _, slot in syms]
+
+    values = [v for _, v, _ in system.leaks]
+    guards = [g for _, _, g in system.leaks]
+    bal = ["p = p_raw.copy()", *loads(values + guards, "p_raw")]
+    bal += lines(values + guards, [f"v{i} =" for i in range(len(values))]
+                 + [f"ok{i} =" for i in range(len(values))])  # fmt: skip
+    for i, (slot, _, _) in enumerate(system.leaks):
+        bal.append(f"p[{slot}] = v{i} if (v{i} >= 0.0 and ok{i} > 0.0) else np.nan")
+    bal.append("return p")
+    lam = [sp.Symbol(f"l{i}") for i in range(len(values))]
+    pull = sum((li * v for li, v in zip(lam, values, strict=True)), sp.S.Zero)
+    bvjp = [f"l{i} = pbar[{slot}]" for i, (slot, _, _) in enumerate(system.leaks)]
+    bvjp += [f"pbar[{slot}] = 0.0" for slot, _, _ in system.leaks]
+    if values:
+        exprs, targets = grad(pull)
+        bvjp += loads(values) + lines(exprs, targets)
+    deco = "@njit(cache=True, fastmath=False)"
+    text = f"\n\nNS = {n}  # states\n"
+    zs = [sp.Symbol(f"z{k}") for k in range(len(system.implicit))]
+    zsub = {z: zk for (z, _), zk in zip(system.implicit, zs, strict=True)}
+    rest = [sp.sympify(e).xreplace(zsub) for e in system.rest]
+    for k, (_, g) in enumerate(system.implicit):
+        g = g.xreplace(zsub)
+        body = loads([g]) + lines([g, sp.diff(g, zs[k])], ["g =", "dg ="]) + ["return g, dg"]
+        text += _codegen._function(
+            deco, f"_g{k}(z{k}: float, p: np.ndarray) -> tuple[float, float]",
+            f"The equation of {system.implicit[k][0]}'s resting value and its slope (generated).",
+            body,
+        )  # fmt: skip
+        text += _ROOT.format(k=k, z=system.implicit[k][0])
+    rst = ["y = np.empty(NS)", *loads(rest)]
+    rst += [f"z{k} = _root{k}(p)" for k in range(len(zs))]
+    rst += [*lines(rest, [f"y[{i}] =" for i in range(n)]), "return y"]
+    ybar = [sp.Symbol(f"yb{i}") for i in range(n)]
+    pull = sum((yb * e for yb, e in zip(ybar, rest, strict=True)), sp.S.Zero)
+    rvjp = [f"yb{i} = y0bar[{i}]" for i in range(n)] + loads(rest)
+    rvjp += [f"z{k} = y0[{system.states.index(z)}]" for k, (z, _) in enumerate(system.implicit)]
+    exprs, targets = grad(pull)
+    rvjp += lines(exprs + [sp.diff(pull, z) for z in zs], targets + [f"zb{k} =" for k in
+                                                                     range(len(zs))])  # fmt: skip
+    if zs:  # through g(z, p) = 0: dz/dp = −(∂g/∂p)/(∂g/∂z)
+        ws = [sp.Symbol(f"w{k}") for k in range(len(zs))]
+        gs = [g.xreplace(zsub) for _, g in system.implicit]
+        rvjp += loads(gs)
+        rvjp += [f"w{k} = -zb{k} / _g{k}(z{k}, p)[1]" for k in range(len(zs))]
+        exprs, targets = grad(sum((w * g for w, g in zip(ws, gs, strict=True)), sp.S.Zero))
+        rvjp += lines(exprs, targets)
+    text += _codegen._function(
+        deco, "balance(p_raw: np.ndarray) -> np.ndarray",
+        "A copy of p_raw with the slots flux balance sets (NaN: no balance) (generated).", bal,
+    )  # fmt: skip
+    text += _codegen._function(
+        deco, "balance_vjp(p: np.ndarray, pbar: np.ndarray) -> None",
+        "Fold the balanced slots' cotangents into the others (generated).", bvjp,
+    )  # fmt: skip
+    text += _codegen._function(
+        deco, "rest(p: np.ndarray) -> np.ndarray", "The states at rest (generated).", rst,
+    )  # fmt: skip
+    text += _codegen._function(
+        deco, "rest_vjp(p: np.ndarray, y0: np.ndarray, y0bar: np.ndarray, pbar: np.ndarray) "
+        "-> None",
+        "Pull the cotangent of the resting states back into pbar (generated).", rvjp,
+    )  # fmt: skip
+    return text + _DFF
+
+
+# A resting value that solves g(z) = 0, g < 0 at z = 0 and rising: bracketed by
+# doubling, then Newton's method kept inside the bracket (bisection when it leaves).
+_ROOT = '''
+
+@njit(cache=True, fastmath=False)
+def _root{k}(p: np.ndarray) -> float:
+    """Resting {z}: the root of _g{k} (NaN if it has none on z ≥ 0) (generated)."""
+    lo, hi = 0.0, 1.0
+    g, _ = _g{k}(lo, p)
+    if not g < 0.0:
+        return 0.0 if g == 0.0 else np.nan
+    for _ in range(200):
+        g, _ = _g{k}(hi, p)
+        if g >= 0.0:
+            break
+        lo, hi = hi, 2.0 * hi
+    else:
+        return np.nan
+    z = 0.5 * (lo + hi)
+    for _ in range(200):
+        g, dg = _g{k}(z, p)
+        if g < 0.0:
+            lo = z
+        else:
+            hi = z
+        step = g / dg if dg > 0.0 else np.inf
+        nz = z - step
+        if not (lo < nz < hi):
+            nz = 0.5 * (lo + hi)
+        if abs(nz - z) <= 1e-15 * nz or hi - lo <= 1e-15 * hi:
+            return nz
+        z = nz
+    return z
+'''
+
+
+# The ΔF/F solve and its adjoint with the hand-written kernels' signatures
+# (cainfer.forward._adjoint.dff_forward_tape, dff_vjp_tape), so the solve Ops run
+# a system as they run the kernels: the records are the states before every
+# schedule entry and at the outputs, flattened.
+_DFF = '''
+
+@njit(cache=True, fastmath=False)
+def dff_forward_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er,
+                     pm_slot, er_slot):
+    """ΔF/F and free Ca at the outputs, the states before each entry and at the outputs."""
+    p = balance(p_raw)
+    y0 = rest(p)
+    n_out = np.sum(op == K.S_OUT)
+    out, tape = run(op, arg, tt, hh, n_out, ev_w, ev_slot, p, wt, wv, y0)
+    c = out[:, 0].copy()
+    return A.dff_of(c, p), c, tape.ravel(), out.ravel()
+
+
+@njit(cache=True, fastmath=False)
+def dff_vjp_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er,
+                 pm_slot, er_slot, c, cc, ee, g_dff, g_c, need_n):
+    """Cotangent of p_raw from cotangents of (ΔF/F, free Ca), given the forward record."""
+    p = balance(p_raw)
+    tape = np.ascontiguousarray(cc).reshape((op.size, NS))
+    mapped = np.zeros(p.size)
+    gc = A.dff_of_vjp(c, p, g_dff, g_c, mapped)
+    g_out = np.zeros((c.size, NS))
+    for i in range(c.size):
+        g_out[i, 0] = gc[i]
+    pbar, y0bar = backward(op, arg, tt, hh, ev_w, ev_slot, p, wt, wv, tape, g_out, need_n)
+    for j in range(p.size):
+        pbar[j] += mapped[j]
+    rest_vjp(p, rest(p), y0bar, pbar)
+    balance_vjp(p, pbar)
+    return pbar
+'''
 
 
 _HEADER = '''"""Generated by cainfer (cainfer.forward._system): do not edit."""
@@ -279,11 +476,11 @@ def backward(op, arg, tt, hh, ev_w, ev_slot, p, wt, wv, tape, g_out, need_n=True
 '''
 
 
-def compiled(system: System) -> ModuleType:
-    """The compiled module of a system (cached on disk and in this process)."""
+def compiled(system: System | str) -> ModuleType:
+    """The compiled module of a system, or of its :func:`source` (cached on disk and in process)."""
     from cainfer.forward._specialize import _import, _write_package
 
-    text = source(system)
+    text = system if isinstance(system, str) else source(system)
     key = hashlib.sha256(f"{_FORMAT}\0{kernel_sources_stamp()}\0{text}".encode()).hexdigest()[:24]
     with _LOCK:
         if key in _LOADED:
@@ -299,15 +496,16 @@ def compiled(system: System) -> ModuleType:
 
 
 def system_of(model: Any) -> System:
-    """The system a cell model's terms make: free cytosolic (and ER) calcium.
+    """The system a cell model's terms make: free cytosolic (and ER) calcium and the gates.
 
     Each term with a rate contributes its expression (plasma-membrane terms
     to the cytosol's net flux, ER terms to the exchange between cytosol and
-    ER); the leaks their balanced rates (slots set by
-    :func:`cainfer.forward._adjoint.balance_leaks`); a waveform influx its
-    amplitude times the input. Events act through jumps, not here. The ER's
-    calcium changes by ``−J_x/(v_ER·(1 + κ_ER))``. The parameter vector the
-    system reads is the balanced one.
+    ER), with its gates as states of their own (``dg/dt = (inf − g)/tau``)
+    and ``self.waveform`` as the system's input; the leaks their balanced
+    rates; a waveform influx its amplitude times the input. Events act
+    through jumps, not here. The ER's calcium changes by
+    ``−J_x/(v_ER·(1 + κ_ER))``. At rest the gates sit at their steady state
+    with the waveform at 0, and the leaks balance the other fluxes there.
 
     Parameters
     ----------
@@ -316,51 +514,98 @@ def system_of(model: Any) -> System:
     """
     import sympy as sp
 
+    from cainfer.forward._terms import SYSTEM_KIND
+
     if model.kinetic:
-        raise ValueError("a system of states is built for an indicator in equilibrium only")
-    c, cer, u = sp.symbols("c cer u", real=True)
+        raise ValueError(
+            "a model with gating states is solved for an indicator in equilibrium only; use "
+            "indicator_kinetics='equilibrium'"
+        )
+    c, cer, u, cm = sp.symbols("c cer u c_mito", real=True)
     params: dict[Any, int] = {}
+    by_slot: dict[int, Any] = {}
 
     def par(slot: int, positive: bool = True) -> Any:
-        sym = sp.Symbol(f"s{slot}", positive=True) if positive else sp.Symbol(f"s{slot}", real=True)
-        for known, at in params.items():
-            if at == slot:
-                return known
-        params[sym] = slot
-        return sym
+        if slot not in by_slot:
+            sym = sp.Symbol(f"s{slot}", positive=positive, real=True)
+            params[sym] = slot
+            by_slot[slot] = sym
+        return by_slot[slot]
 
     jpm: Any = sp.S.Zero
     jx: Any = sp.S.Zero
+    jm: Any = sp.S.Zero  # matrix → cytosol
     hill: list[int] = []
-    used_input = False
+    gates: list[Any] = []
+    gate_rhs: list[Any] = []
+    gate_inf: list[Any] = []
+    pm_leak = er_leak = None
     for f, kind, o in zip(model.fluxes, model._kinds, model._offsets, strict=True):
         o = int(o)
         if kind == K.K_EVENTS:
             continue
         if kind == K.K_WAVEFORM:
             jpm += par(o) * u
-            used_input = True
         elif kind == K.K_PM_LEAK:
-            jpm += par(o, positive=False)
+            pm_leak = o + len(f.declared)
+            jpm += par(pm_leak, positive=False)
         elif kind == K.K_ER_LEAK:
-            jx += par(o, positive=False) * (cer - c)
+            er_leak = o + len(f.declared)
+            jx += par(er_leak, positive=False) * (cer - c)
         else:
             cls = type(f)
-            expr, cs, cers, psyms, gsyms = _codegen.expression(cls)
-            sub = {cs: c, cers: cer}
-            sub |= {s: par(o + i) for i, s in enumerate(psyms)}
-            sub |= {s: par(_codegen._GLOBALS[g]) for g, s in gsyms.items()}
+            parts = _codegen.term_expressions(cls)
+            sub = {parts.c: c, parts.cer: cer, parts.u: u, parts.cm: cm}
+            sub |= {s: par(o + i) for i, s in enumerate(parts.psyms)}
+            sub |= {s: par(_codegen._GLOBALS[g]) for g, s in parts.gsyms.items()}
+            for g, gs in zip(cls.gates, parts.gate_syms, strict=True):
+                sub[gs] = sp.Symbol(f"{f.full_name(g)}", real=True)
+                gates.append(sub[gs])
+            for g, (inf, tau) in zip(gates[len(gates) - len(parts.gating) :], parts.gating,
+                                     strict=True):  # fmt: skip
+                gate_inf.append(inf.xreplace(sub))
+                gate_rhs.append((inf.xreplace(sub) - g) / tau.xreplace(sub))
             hill += [o + i for i, q in enumerate(cls.declared) if q.role == "hill"]
+            assert kind == SYSTEM_KIND or not parts.stateful
             if cls.compartment == "pm":
-                jpm += expr.xreplace(sub)
+                jpm += parts.rate.xreplace(sub)
+            elif cls.compartment == "mito":
+                jm += parts.rate.xreplace(sub)
             else:
-                jx += expr.xreplace(sub)
+                jx += parts.rate.xreplace(sub)
+    c0 = par(K.G_C_REST)
+    at_rest = {c: c0, u: sp.S.Zero}
+    states: tuple[Any, ...] = (c,)
+    rhs: tuple[Any, ...] = (jpm + jx + jm,)
+    rest: tuple[Any, ...] = (c0,)
     if model.has_er:
-        states: tuple[Any, ...] = (c, cer)
-        rhs: tuple[Any, ...] = (jpm + jx, -jx / (par(K.G_V_ER) * (1 + par(K.G_KAPPA_ER))))
-    else:
-        states, rhs = (c,), (jpm + jx,)
+        cer0 = par(K.G_CER_REST)
+        at_rest[cer] = cer0
+        states += (cer,)
+        rhs += (-jx / (par(K.G_V_ER) * (1 + par(K.G_KAPPA_ER))),)
+        rest += (cer0,)
+    implicit: tuple[tuple[Any, Any], ...] = ()
+    if model.mito is not None:
+        slot = model.slots()
+        states += (cm,)
+        rhs += (-jm / (par(slot["mito_volume"]) * (1 + par(slot["mito_kappa"]))),)
+        rest += (cm,)  # where the matrix's fluxes balance at rest
+        implicit = ((cm, jm.xreplace(at_rest)),)
+        at_rest[cm] = cm
+    gate_rest = [e.xreplace(at_rest) for e in gate_inf]
+    at_rest |= dict(zip(gates, gate_rest, strict=True))
+    states += tuple(gates)
+    rhs += tuple(gate_rhs)
+    rest += tuple(gate_rest)
+    leaks: list[tuple[int, Any, Any]] = []
+    no_leaks = {by_slot[s]: sp.S.Zero for s in (pm_leak, er_leak) if s is not None}
+    if er_leak is not None:
+        gap = at_rest[cer] - c0
+        leaks.append((er_leak, -jx.xreplace(no_leaks).xreplace(at_rest) / gap, gap))
+    if pm_leak is not None:
+        leaks.append((pm_leak, -jpm.xreplace(no_leaks).xreplace(at_rest), sp.S.One))
+    used_input = any(e.has(u) for e in rhs)
     return System(
         states, rhs, params, input=u if used_input else None, hill_slots=tuple(hill),
-        buffered=True,
+        buffered=True, rest=rest, leaks=tuple(leaks), implicit=implicit,
     )  # fmt: skip

@@ -34,6 +34,11 @@ _COMPILED: dict[str, type[Flux]] = {
 }  # fmt: skip
 
 
+#: kind code of a term with gating states or reading the waveform: no kernel runs
+#: it; a model holding one is solved as a system of states
+SYSTEM_KIND = -1
+
+
 def _builtin_base(cls: type[Flux]) -> type[Flux] | None:
     """The built-in term a class derives from (itself, if built in), or None."""
     for c in cls.__mro__:
@@ -55,7 +60,8 @@ def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
 
     A built-in term (or a subclass keeping its rate) runs on the built-in
     kernels, which read its parameters by position. Any other term with a
-    ``rate`` gets kernels generated from it. A term with neither would add
+    ``rate`` gets kernels generated from it, unless it has gating states or
+    reads the waveform (:data:`SYSTEM_KIND`). A term with neither would add
     no flux at all, and is refused.
     """
     cls = type(f)
@@ -64,6 +70,8 @@ def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
         _check_compiled(f, base)
         return _kind_of(base), None
     if cls.rate is not None:
+        if _codegen.term_expressions(cls).stateful:
+            return SYSTEM_KIND, None  # solved as a system of states (cainfer.forward._system)
         gen = _codegen.generate(cls)
         if gen.code in T.FLUX:  # a built-in rate, written again: its kernels run it
             return gen.code, None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
@@ -16,7 +16,7 @@ from cainfer.forward import _adjoint as A
 from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior, merge_values
-from cainfer.forward._terms import _class_name, _class_named, _compiled_form
+from cainfer.forward._terms import SYSTEM_KIND, _class_name, _class_named, _compiled_form
 from cainfer.forward.fluxes import (
     ERLeak,
     EventInflux,
@@ -91,6 +91,41 @@ class ERCompartment:
         )
 
 
+_GUNTER = "Gunter & Pfeiffer 1990, doi:10.1152/ajpcell.1990.258.5.C755; wide prior"
+
+
+@dataclass(frozen=True)
+class MitoCompartment:
+    """The mitochondria: their matrix's linear buffering and volume.
+
+    The matrix's free calcium at rest is not a parameter: it is where the
+    mitochondrial terms balance at the cell's resting cytosolic calcium
+    (uptake by :class:`MCU` = release by :class:`NCLX`), solved for at each
+    parameter value.
+
+    Parameters
+    ----------
+    kappa : float
+        Matrix buffer capacity (dimensionless): bound over free calcium, large
+        (phosphate and proteins hold most of the matrix's calcium).
+    volume : float
+        Mitochondrial matrix volume over cytosolic volume (dimensionless).
+    """
+
+    kappa: float = 1000.0
+    volume: float = 0.07
+
+    def parameters(self) -> tuple[Parameter, ...]:
+        """Declared mitochondrial parameters with defaults from this instance."""
+        return (
+            Parameter("mito_kappa", "1", self.kappa, Prior("lognormal", 1000.0, 1.5, _GUNTER),
+                      upper=1e8, open_lower=False, lower=0.0,
+                      description="matrix buffer capacity"),
+            Parameter("mito_volume", "1", self.volume, Prior("lognormal", 0.07, 0.5, _GUNTER),
+                      upper=10.0, description="matrix/cytosol volume ratio"),
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RestingState:
     """Steady state at rest and the flux-balance values derived from it.
@@ -155,6 +190,10 @@ class CellModel:
     er : ERCompartment, optional
         The ER. Created with defaults when any flux needs it; an error when
         given without any ER flux.
+    mito : MitoCompartment, optional
+        The mitochondria. Created with defaults when a flux term moves
+        calcium into or out of them (``compartment = "mito"``); an error when
+        given without such a term.
     c_rest : float
         Default resting free calcium (µM).
     kappa_s : float
@@ -174,6 +213,7 @@ class CellModel:
         *,
         indicator: Indicator | str = "OGB-1",
         er: ERCompartment | None = None,
+        mito: MitoCompartment | None = None,
         c_rest: float = 0.05,
         kappa_s: float = 60.0,
         indicator_kinetics: Literal["equilibrium", "kinetic"] = "equilibrium",
@@ -198,6 +238,20 @@ class CellModel:
             if not isinstance(f, Flux):
                 raise ValueError(f"fluxes must be Flux instances, got {f!r}")
         forms = [_compiled_form(f) for f in self.fluxes]
+        #: a term has gating states or reads the waveform: the model is solved as a
+        #: system of states (cainfer.forward._system), generated from its terms
+        self.stateful = any(k == SYSTEM_KIND for k, _ in forms)
+        if self.stateful and self.kinetic:
+            names = [
+                type(f).__name__
+                for f, (k, _) in zip(self.fluxes, forms, strict=True)
+                if k == SYSTEM_KIND
+            ]
+            raise ValueError(
+                f"term(s) {names} carry gating states or read the waveform: such a model is "
+                "solved with an indicator in equilibrium only (indicator_kinetics='equilibrium')"
+            )
+        self._system: Any = None
         for cls in (PlasmaLeak, ERLeak, EventInflux, WaveformInflux):
             if sum(isinstance(f, cls) for f in self.fluxes) > 1:
                 raise ValueError(f"at most one {cls.__name__} term is allowed")
@@ -205,6 +259,10 @@ class CellModel:
         if er is not None and not needs_er:
             raise ValueError("an ER compartment was given but no flux term uses the ER")
         self.er: ERCompartment | None = (er or ERCompartment()) if needs_er else None
+        needs_mito = any(f.compartment == "mito" for f in self.fluxes)
+        if mito is not None and not needs_mito:
+            raise ValueError("a mitochondrial compartment was given but no flux term uses it")
+        self.mito: MitoCompartment | None = (mito or MitoCompartment()) if needs_mito else None
 
         ind = self.indicator
         glob = [
@@ -293,6 +351,8 @@ class CellModel:
                 )
         if self.er is not None:
             glob.extend(self.er.parameters())
+        if self.mito is not None:
+            glob.extend(self.mito.parameters())
         params: dict[str, Parameter] = {}
         for p in [*glob, *(q for f in self.fluxes for q in f.parameters)]:
             if p.name in params:
@@ -316,6 +376,9 @@ class CellModel:
         }
         offsets = []
         o = K.N_GLOBAL
+        if self.mito is not None:  # their slots follow the kernels' globals (systems only)
+            self._global_slot |= {"mito_kappa": o, "mito_volume": o + 1}
+            o += 2
         for f in self.fluxes:
             offsets.append(o)
             o += f.size
@@ -333,13 +396,46 @@ class CellModel:
         The generic :mod:`cainfer.forward._kernels` and ``_adjoint`` when
         every term is built in; otherwise the copy specialised to these terms
         with their generated code (:mod:`cainfer.forward._specialize`).
+        A model with gating states has no kernels: see :meth:`system_source`.
         """
+        if self.stateful:
+            raise ValueError(
+                f"model {self.name!r} has gating states: it runs as a system of states, not on "
+                "the kernels"
+            )
         if not self.generated_terms:
             return K, A
         from cainfer.forward._specialize import specialized
 
         mod = specialized(self._kinds.tolist(), self._offsets.tolist(), self.generated_terms)
         return mod.K, mod
+
+    def system_source(self) -> str:
+        """The numba source of this model's system of states ('' for a model on the kernels).
+
+        Printed once per model from its terms' expressions
+        (:func:`cainfer.forward._system.source`); the solve Ops compile it.
+        """
+        if not self.stateful:
+            return ""
+        if self._system is None:
+            from cainfer.forward import _system
+
+            self._system = _system.source(_system.system_of(self))
+        return cast(str, self._system)
+
+    def _system_module(self) -> Any:
+        from cainfer.forward import _system
+
+        return _system.compiled(self.system_source())
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """The solver's states: ``"c"``, ``"c_er"`` (ER), ``"c_mito"`` (mitochondria), the gates."""
+        out = ("c", "c_er") if self.has_er else ("c",)
+        if self.mito is not None:
+            out += ("c_mito",)
+        return out + tuple(f.full_name(g) for f in self.fluxes for g in f.gates)
 
     # ------------------------------------------------------------------ params
     @property
@@ -396,6 +492,8 @@ class CellModel:
             raise ValueError(
                 f"er_c_rest = {cer:g} µM must exceed c_rest = {c:g} µM (the ER stores calcium)"
             )
+        if self.stateful:
+            return self._balance_system(p, c, cer)
         kern, _ = self.kernels()
         jpm, jx = kern.net_flux(-math.inf, c, cer, p, self._kinds, self._offsets, empty, empty)
         derived: dict[str, float] = {}
@@ -430,6 +528,48 @@ class CellModel:
             raise ValueError(
                 f"net ER flux at rest is {jx:.4g} µM/s, not zero; add an ERLeak() term"
             )
+        rest = RestingState(c=c, c_er=cer if self.er is not None else math.nan, derived=derived)
+        return p, rest
+
+    def _balance_system(
+        self, p_raw: np.ndarray, c: float, cer: float
+    ) -> tuple[np.ndarray, RestingState]:
+        """:meth:`_balance` for a model with gating states (the system's generated balance)."""
+        mod = self._system_module()
+        p = mod.balance(p_raw)
+        derived: dict[str, float] = {}
+        for f, o in zip(self.fluxes, self._offsets, strict=True):
+            if isinstance(f, (ERLeak, PlasmaLeak)):
+                slot = int(o) + len(f.declared)
+                if not math.isfinite(p[slot]):
+                    what = "ER" if isinstance(f, ERLeak) else "plasma-membrane"
+                    raise ValueError(
+                        f"{what} fluxes cannot balance at rest (c_rest = {c:g} µM"
+                        + (f", er_c_rest = {cer:g} µM" if self.er is not None else "")
+                        + f", gates at their steady state): the {what} leak would be negative"
+                    )
+                derived[f.full_name("rate")] = float(p[slot])
+        y0 = mod.rest(p)
+        if self.mito is not None:
+            cm = float(y0[self.states.index("c_mito")])
+            if not math.isfinite(cm):
+                raise ValueError(
+                    f"the mitochondria cannot be at rest at c_rest = {c:g} µM: their release "
+                    "cannot match the uniporter's uptake at any matrix calcium (raise the "
+                    "release capacity or lower the uptake)"
+                )
+            derived["mito_c_rest"] = cm
+        # a model without a leak must be at rest by itself: its net fluxes vanish there
+        dy = np.empty_like(y0)
+        mod.rhs(-math.inf, y0, p, np.empty(0), np.empty(0), dy)
+        scale = max(1.0, *(abs(x) for x in derived.values())) if derived else 1.0
+        names = self.states
+        for i in (0, 1) if self.has_er else (0,):
+            if abs(dy[i]) > 1e-9 * scale:
+                raise ValueError(
+                    f"d{names[i]}/dt at rest is {dy[i]:.4g} µM/s, not zero; add a "
+                    f"{'PlasmaLeak' if i == 0 else 'ERLeak'}() term to balance it"
+                )
         rest = RestingState(c=c, c_er=cer if self.er is not None else math.nan, derived=derived)
         return p, rest
 
@@ -478,6 +618,11 @@ class CellModel:
             flux, ER→cytosol flux), each µM/s of cytosol, broadcast to the
             shape of the inputs.
         """
+        if self.stateful:
+            raise ValueError(
+                f"model {self.name!r} has gating states: a term's flux depends on them, not only "
+                "on c and c_er; simulate the model and read the gates from its output"
+            )
         p, rest = self._balance(self.values(params))
         cc = np.asarray(c, dtype=float)
         ce = np.asarray(rest.c_er if c_er is None else c_er, dtype=float)
@@ -558,8 +703,7 @@ class CellModel:
         ev_slot = self._slot_of(EventInflux)
         if stim.has_events and ev_slot < 0:
             raise ValueError("stimulus has events but the model has no EventInflux term")
-        if stim.has_waveform and self._slot_of(WaveformInflux) < 0:
-            raise ValueError("stimulus has a waveform but the model has no WaveformInflux term")
+        self._check_waveform(stim)
         c0, cer0 = rest.c, (rest.c_er if self.er is not None else 0.0)
         if initial is not None:
             unknown = sorted(set(initial) - {"c", "c_er"})
@@ -573,6 +717,11 @@ class CellModel:
         frame = float(np.min(np.diff(t))) if t.size > 1 else 1.0
         ev_t = np.ascontiguousarray(stim.events)
         ev_w = np.ascontiguousarray(stim.event_weights)
+        if self.stateful:
+            if solver == "sdirk":
+                raise ValueError("solver='sdirk' needs indicator_kinetics='kinetic'")
+            return self._simulate_system(p, v, rest, t, ev_t, ev_w, ev_slot, wt, wv, c0, cer0,
+                                         frame, substeps)  # fmt: skip
         args = (
             ev_t,
             ev_w,
@@ -636,6 +785,74 @@ class CellModel:
         )
         return self._dataset(t, c, cer, b, v, rest, n_sub, label)
 
+    def _simulate_system(
+        self,
+        p: np.ndarray,
+        v: Mapping[str, float],
+        rest: RestingState,
+        t: np.ndarray,
+        ev_t: np.ndarray,
+        ev_w: np.ndarray,
+        ev_slot: int,
+        wt: np.ndarray,
+        wv: np.ndarray,
+        c0: float,
+        cer0: float,
+        frame: float,
+        substeps: int | str,
+    ) -> xr.Dataset:
+        """:meth:`simulate` for a model with gating states: RK4 on the generated system.
+
+        ``substeps="auto"`` starts from steps of at most 10 ms and halves the
+        step until two successive solves agree on every state to 1e-5 of its
+        range (step doubling); the finer solve is returned.
+        """
+        mod = self._system_module()
+        y0 = mod.rest(p)
+        y0[0] = c0
+        if self.has_er:
+            y0[1] = cer0
+
+        def solve(n: int) -> np.ndarray:
+            op, arg, tt, hh = K.schedule(t, ev_t, np.full(t.size, frame / n))
+            out, _ = mod.run(op, arg, tt, hh, t.size, ev_w, ev_slot, p, wt, wv, y0)
+            return cast(np.ndarray, out)
+
+        if substeps == "auto":
+            n_sub = max(1, math.ceil(frame / 0.01 - 1e-9))
+            y = solve(n_sub)
+            for _ in range(12):
+                finer = solve(2 * n_sub)
+                n_sub *= 2
+                scale = np.ptp(finer, axis=0) + np.abs(finer).max(axis=0) * 1e-3 + 1e-12
+                close = np.all(np.isfinite(y)) and np.all(np.abs(finer - y) <= 1e-5 * scale)
+                y = finer
+                if close:
+                    break
+                if n_sub > _MAX_STEPS_PER_FRAME:
+                    raise ValueError(
+                        f"the system did not converge with {n_sub} RK4 steps per frame; check "
+                        "the rate parameters (a gate's time constant far below the frame?)"
+                    )
+        else:
+            if int(substeps) != substeps or int(substeps) < 1:
+                raise ValueError(f"substeps = {substeps!r} must be 'auto' or an integer ≥ 1")
+            n_sub = int(substeps)
+            y = solve(n_sub)
+        if not np.all(np.isfinite(y)):
+            raise FloatingPointError("simulation produced non-finite states; try more substeps")
+        c = y[:, 0]
+        cer = y[:, 1] if self.has_er else np.zeros_like(c)
+        gates = {
+            name: y[:, i] for i, name in enumerate(self.states) if i >= (2 if self.has_er else 1)
+        }
+        cm = gates.pop("c_mito", None)
+        label = "RK4, fixed step, exact jumps at events (system of states)"
+        ds = self._dataset(t, c, cer, np.zeros_like(c), v, rest, n_sub, label, gates)
+        if cm is not None:
+            ds["ca_mito"] = ("time", cm, {"units": "µM", "long_name": "free mitochondrial calcium"})
+        return ds
+
     def dff_vjp(
         self,
         params: Mapping[str, float] | None,
@@ -687,6 +904,15 @@ class CellModel:
             raise ValueError(f"cotangent has {g.size} values for {t.size} output times")
         args = self.kernel_args(t, stimulus, substeps=substeps)
         p_raw = self._pack_raw(v)
+        if self.stateful:
+            mod = self._system_module()
+            sched = K.schedule(args.time, args.event_times, args.steps)
+            rest = (args.event_weights, args.event_slot, args.kinds, args.offsets,
+                    args.waveform_time, args.waveform_values, args.has_er, args.pm_leak_slot,
+                    args.er_leak_slot)  # fmt: skip
+            dff, c, cc, ee = mod.dff_forward_tape(p_raw, *sched, *rest)
+            pbar = mod.dff_vjp_tape(p_raw, *sched, *rest, c, cc, ee, g, np.zeros_like(g), True)
+            return dff, self.unpack_gradient(pbar)
         _, adj = self.kernels()
         fwd, vjp = (adj.dff_forward, adj.dff_vjp)
         if self.kinetic:
@@ -720,8 +946,7 @@ class CellModel:
         ev_slot = self._slot_of(EventInflux)
         if stim.has_events and ev_slot < 0:
             raise ValueError("stimulus has events but the model has no EventInflux term")
-        if stim.has_waveform and self._slot_of(WaveformInflux) < 0:
-            raise ValueError("stimulus has a waveform but the model has no WaveformInflux term")
+        self._check_waveform(stim)
         wt, wv = _waveform(stim)
         frame = float(np.min(np.diff(t))) if t.size > 1 else 1.0
         steps = np.empty(t.size)
@@ -741,6 +966,17 @@ class CellModel:
             pm_leak_slot=self._leak_slot(PlasmaLeak),
             er_leak_slot=self._leak_slot(ERLeak),
         )
+
+    def _check_waveform(self, stim: Stimulus) -> None:
+        if (
+            stim.has_waveform
+            and self._slot_of(WaveformInflux) < 0
+            and not any(k == SYSTEM_KIND for k in self._kinds)
+        ):
+            raise ValueError(
+                "stimulus has a waveform but no term of the model reads it (a WaveformInflux, "
+                "or a term whose rate uses self.waveform)"
+            )
 
     def _leak_slot(self, cls: type[Flux]) -> int:
         o = self._slot_of(cls)
@@ -816,6 +1052,7 @@ class CellModel:
         rest: RestingState,
         n_sub: int,
         solver: str,
+        gates: Mapping[str, np.ndarray] | None = None,
     ) -> xr.Dataset:
         kappa, bt, kd, n, rf = v["kappa_s"], v["b_total"], v["kd"], v["hill"], v["rf"]
         xn = (np.maximum(c, 0.0) / kd) ** n
@@ -840,6 +1077,8 @@ class CellModel:
             )  # fmt: skip
         if self.has_er:
             data["ca_er"] = ("time", cer, {"units": "µM", "long_name": "free ER calcium"})
+        for name, g in (gates or {}).items():
+            data[name] = ("time", g, {"units": "1", "long_name": f"gating variable {name}"})
         return xr.Dataset(
             data,
             coords={"time": ("time", t, {"units": "s"})},
@@ -882,6 +1121,11 @@ class CellModel:
                 "kappa": self.er.kappa,
                 "volume": self.er.volume,
             },
+            **(
+                {"mito": {"kappa": self.mito.kappa, "volume": self.mito.volume}}
+                if self.mito is not None
+                else {}
+            ),
             "fluxes": [
                 {
                     # the term it runs as: a subclass may change only its name and defaults;
@@ -891,6 +1135,11 @@ class CellModel:
                     "defaults": {
                         b.name: q.default for b, q in zip(f.declared, f.parameters, strict=True)
                     },
+                    **(
+                        {"priors": {k: asdict(pr) for k, pr in f.priors.items()}}
+                        if f.priors
+                        else {}
+                    ),
                 }
                 for f in self.fluxes
             ],
@@ -908,13 +1157,15 @@ class CellModel:
         try:
             terms = []
             for t in spec["fluxes"]:
-                terms.append(_class_named(t["class"])(t["name"], **t["defaults"]))
+                priors = {k: Prior(**pr) for k, pr in t.get("priors", {}).items()}
+                terms.append(_class_named(t["class"])(t["name"], priors=priors, **t["defaults"]))
             er = spec.get("er")
             return cls(
                 terms,
                 indicator=Indicator(**spec["indicator"]),
                 indicator_kinetics=spec.get("indicator_kinetics", "equilibrium"),
                 er=None if er is None else ERCompartment(**er),
+                mito=None if spec.get("mito") is None else MitoCompartment(**spec["mito"]),
                 c_rest=spec["c_rest"],
                 kappa_s=spec["kappa_s"],
                 name=spec["name"],

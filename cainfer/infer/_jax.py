@@ -42,6 +42,9 @@ def _jax_solve(op: SolveOp, node: Apply | None = None, **kwargs: Any) -> Any:
     # records: the Ca before each entry (equilibrium); or the bound indicator at the
     # outputs and the state and stages at each entry (kinetic)
     rec = (n_out, 9 * n_tape) if op.kinetic else (n_tape, n_tape)
+    if op.system:  # the states before each entry and at the outputs
+        ns = int(op.kernels.NS)
+        rec = (n_tape * ns, n_out * ns)
     shapes = (
         jax.ShapeDtypeStruct((n_out,), jnp.float64),
         jax.ShapeDtypeStruct((n_out,), jnp.float64),

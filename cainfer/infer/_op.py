@@ -28,7 +28,7 @@ _N_CONST = 9  # schedule (op, arg, t, h), event weights, kinds, offsets, wavefor
 class _SolveBase(Op):
     __props__ = (
         "ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets", "kinetic",
-        "generated",
+        "generated", "system",
     )  # fmt: skip
 
     def __init__(
@@ -42,6 +42,7 @@ class _SolveBase(Op):
         offsets: Sequence[int],
         kinetic: bool = False,
         generated: Sequence[Any] = (),
+        system: str = "",
     ):
         self.ev_slot = int(ev_slot)
         self.has_er = bool(has_er)
@@ -52,11 +53,21 @@ class _SolveBase(Op):
         self.offsets = tuple(int(o) for o in offsets)
         self.kinetic = bool(kinetic)
         self.generated = tuple(generated)  # terms defined by a rate expression (their code)
+        self.system = str(system)  # a model with gating states: its system's source
         super().__init__()
 
     @property
     def kernels(self) -> Any:
-        """The adjoint module specialised to this model's terms (numba dispatchers)."""
+        """The adjoint module specialised to this model's terms (numba dispatchers).
+
+        For a model with gating states, its compiled system
+        (:mod:`cainfer.forward._system`), whose ΔF/F solve and adjoint take the
+        same arguments.
+        """
+        if self.system:
+            from cainfer.forward._system import compiled
+
+            return compiled(self.system)
         return specialized(self.kinds, self.offsets, self.generated)
 
     @property
@@ -74,7 +85,7 @@ class _SolveBase(Op):
     def _props_args(self) -> tuple[Any, ...]:
         return (
             self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n, self.kinds,
-            self.offsets, self.kinetic, self.generated,
+            self.offsets, self.kinetic, self.generated, self.system,
         )  # fmt: skip
 
     def _kernel_args(self, consts: list[Any]) -> tuple[Any, ...]:
@@ -216,7 +227,8 @@ def _solve_parts(
     hill = {name for name, q in model.parameters.items() if q.role == "hill"}
     need_n = free is None or bool(hill & set(free))
     op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.kinds,
-                 ka.offsets, model.kinetic, model.generated_terms)  # fmt: skip
+                 ka.offsets, model.kinetic, model.generated_terms,
+                 model.system_source())  # fmt: skip
     consts = []
     for x, dtype in (
         (sop, np.int64),

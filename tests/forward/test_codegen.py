@@ -258,7 +258,7 @@ def test_a_rate_the_kernels_cannot_run_is_refused_by_name(cls, error, match):
 
 def test_a_rate_term_declares_what_it_needs():
     with pytest.raises(TypeError, match="compartment"):
-        _term(lambda s, c, e: s.v, compartment="mito")
+        _term(lambda s, c, e: s.v, compartment="golgi")
     with pytest.raises(TypeError, match="derived"):
         _term(lambda s, c, e: s.v, n_derived=1)
     er_term = _term(lambda s, c, e: s.v * (e - c), compartment="er")

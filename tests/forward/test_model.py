@@ -216,7 +216,7 @@ def test_bad_time_and_stimulus_raise():
         model.simulate(None, np.arange(10.0), Stimulus(events=[1.0, 12.0]))
     with pytest.raises(ValueError, match="outside the recording"):
         model.simulate(None, np.arange(10.0), Stimulus(events=[-0.5]))
-    with pytest.raises(ValueError, match="no WaveformInflux"):
+    with pytest.raises(ValueError, match="no term of the model reads it"):
         model.simulate(None, np.arange(10.0), Stimulus(waveform_time=[1, 2], waveform=[1, 0]))
     with pytest.raises(ValueError, match="initial c"):
         model.simulate(None, np.arange(10.0), initial={"c": -1.0})
