@@ -432,7 +432,7 @@ class CellModel:
     @property
     def states(self) -> tuple[str, ...]:
         """The solver's states: ``"c"``, ``"c_er"`` (ER), ``"c_mito"`` (mitochondria), the gates."""
-        out = ("c", "c_er") if self.has_er else ("c",)
+        out: tuple[str, ...] = ("c", "c_er") if self.has_er else ("c",)
         if self.mito is not None:
             out += ("c_mito",)
         return out + tuple(f.full_name(g) for f in self.fluxes for g in f.gates)
