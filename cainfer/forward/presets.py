@@ -151,8 +151,9 @@ def ip3_model(
 
     The closed cell of Li & Rinzel (1994) at De Young & Keizer's values, with
     the rapid buffers added: the IP3 concentration (µM) is the stimulus
-    waveform, and a sustained IP3 level between about 0.35 and 0.65 µM makes
-    the cell oscillate (period about 10 s). The buffers slow free calcium by
+    waveform, and a sustained IP3 level above a threshold of about 0.35 µM
+    makes the cell oscillate (period about 10 s; up to about 1.2 µM with
+    OGB-1's defaults, 0.64 µM in Li & Rinzel's unbuffered cell). The buffers slow free calcium by
     their capacity β; so that the cell keeps Li & Rinzel's time course, the
     receptor's and SERCA's capacities are theirs times β at rest
     (``1 + κ_S + κ_B(c_rest)``), and the ER's buffer capacity is ``β − 1``
