@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
     sim.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")
     _kinetics_arguments(sim)
-    sim.add_argument("--stimulus", help="CSV of event times (column time_s, optional weight)")
+    sim.add_argument("--stimulus", help="stimulus CSV: time_s, weight (events) or waveform (knots)")
     sim.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     sim.add_argument("--frame-rate", type=float, default=30.0, help="frames/s (default 30)")
     sim.add_argument(
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="fit a cell model to the ROIs of a traces file")
     fit.add_argument("traces", help="traces NetCDF from cainfer extract")
-    fit.add_argument("--stimulus", required=True, help="CSV of event times (column time_s)")
+    fit.add_argument("--stimulus", required=True, help="stimulus CSV: time_s, weight or waveform")
     fit.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
     fit.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")
     _kinetics_arguments(fit)

@@ -61,6 +61,21 @@ def test_cli_simulate_writes_netcdf_and_figure(tmp_path):
     assert (tmp_path / "simulation.png").stat().st_size > 10_000
 
 
+def test_cli_simulates_ip3_oscillations_from_a_waveform_csv(tmp_path):
+    import xarray as xr
+
+    from cainfer.cli import main
+
+    (tmp_path / "ip3.csv").write_text("time_s,waveform\n5,0\n5.1,0.5\n59,0.5\n")
+    args = ["simulate", "--preset", "ip3", "--stimulus", str(tmp_path / "ip3.csv"),
+            "--duration", "60", "--frame-rate", "10", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    ds = xr.open_dataset(tmp_path / "simulation.nc", engine="h5netcdf")
+    late = ds.ca.values[ds.time.values > 20]
+    assert late.max() - late.min() > 0.3  # it oscillates
+    assert "ip3r_h" in ds
+
+
 def test_cli_simulates_a_kinetic_indicator(tmp_path):
     import xarray as xr
 

@@ -32,11 +32,13 @@ class Stimulus:
     weights : array_like of float, optional
         Relative amplitude of each event (dimensionless, ≥ 0); default 1.
     waveform_time : array_like of float, optional
-        Knot times (s, strictly increasing) of a piecewise-linear waveform that
-        multiplies ``waveform_amplitude`` (µM/s) in
-        :class:`~cainfer.forward.WaveformInflux`; zero outside the knots.
+        Knot times (s, strictly increasing) of a piecewise-linear waveform;
+        zero outside the knots. It multiplies ``waveform_amplitude`` (µM/s) in
+        :class:`~cainfer.forward.WaveformInflux`, and terms read it as
+        ``self.waveform`` (the IP3 concentration of :class:`~cainfer.forward.IP3R`).
     waveform : array_like of float, optional
-        Waveform values at the knots (dimensionless).
+        Waveform values at the knots (in the unit its reader expects:
+        dimensionless for a waveform influx, µM of IP3 for the receptor).
     """
 
     events: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -110,16 +112,28 @@ class Stimulus:
         return cls(events=times)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write the events as CSV with columns ``time_s,weight`` (atomic)."""
+        """Write the stimulus as CSV (atomic): columns ``time_s,weight``, and ``waveform``.
+
+        Without a waveform: one row per event. With one, a third column
+        ``waveform``: a row with a value there is a waveform knot, a row
+        without one an event.
+        """
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             wr = csv.writer(fh, lineterminator="\n")
-            wr.writerow(["time_s", "weight"])
+            wr.writerow(["time_s", "weight", "waveform"] if self.has_waveform
+                        else ["time_s", "weight"])  # fmt: skip
             for t, w in zip(self.events, self.event_weights, strict=True):
-                wr.writerow([repr(float(t)), repr(float(w))])
+                wr.writerow([repr(float(t)), repr(float(w))] + ([""] if self.has_waveform else []))
+            for t, v in zip(self.waveform_time, self.waveform, strict=True):
+                wr.writerow([repr(float(t)), "", repr(float(v))])
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str]) -> Stimulus:
-        """Read events from a CSV file with a ``time_s`` column and optional ``weight``.
+        """Read a stimulus from CSV: a ``time_s`` column, optional ``weight`` and ``waveform``.
+
+        Each row is an event at ``time_s`` (with its ``weight``, default 1),
+        or, with a value in the ``waveform`` column, a knot of the waveform
+        (see :meth:`to_csv`).
 
         Raises
         ------
@@ -130,6 +144,8 @@ class Stimulus:
         path = Path(path)
         times: list[float] = []
         weights: list[float] = []
+        knots: list[float] = []
+        values: list[float] = []
         try:
             # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
             with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -148,10 +164,18 @@ class Stimulus:
                         raise ValueError(
                             f"{path}:{line}: more values than the header's {len(names)} columns"
                         )
-                    t, w = row.get("time_s"), row.get("weight")
+                    t, w, v = row.get("time_s"), row.get("weight"), row.get("waveform")
                     if t is None or not t.strip():
                         raise ValueError(f"{path}:{line}: no time_s value on this row")
                     try:
+                        if v is not None and v.strip():
+                            if w is not None and w.strip():
+                                raise ValueError(
+                                    "a row is an event (weight) or a waveform knot, not both"
+                                )
+                            knots.append(float(t))
+                            values.append(float(v))
+                            continue
                         times.append(float(t))
                         weights.append(float(w) if w is not None and w.strip() else 1.0)
                     except ValueError as e:
@@ -161,6 +185,9 @@ class Stimulus:
         except OSError as e:
             raise ValueError(f"{path}: cannot read the stimulus CSV ({e.strerror or e})") from None
         try:
-            return cls(events=np.array(times), weights=np.array(weights))
+            return cls(
+                events=np.array(times), weights=np.array(weights),
+                waveform_time=np.array(knots), waveform=np.array(values),
+            )  # fmt: skip
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None

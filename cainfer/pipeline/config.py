@@ -89,7 +89,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "fit": ((list, str), "all", '"all" or a list of ROI labels to fit'),
     },
     "stimulus": {
-        "file": ((str,), None, "CSV with a time_s column (and weight); {stem} allowed"),
+        "file": ((str,), None, "CSV: time_s, and weight or waveform knots; {stem} allowed"),
         "events": ((list,), None, "event times (s)"),
         "onsets": ((list,), None, "burst onsets (s), with burst and interval"),
         "burst": ((int,), 1, "events per onset"),
