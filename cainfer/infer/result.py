@@ -146,18 +146,41 @@ class Fit:
         ci_prob : float
             Probability mass of the highest-density interval, in (0, 1).
         round_to : int or {"auto", "none"}
-            arviz's rounding: ``"auto"`` shows the digits the Monte Carlo
-            error supports; ``"none"`` gives raw numbers.
+            ``"auto"``: arviz's rounding (the digits the Monte Carlo error
+            supports), except that the mean and the HDI's bounds keep the
+            digits of the posterior sd's second significant one, so that a
+            narrow interval does not print as one number; ``"none"``: raw
+            numbers; an integer: that many decimals (arviz's).
         """
         if not 0.0 < ci_prob < 1.0:
             raise ValueError(f"ci_prob = {ci_prob!r} must lie in (0, 1)")
-        return az.summary(
-            self.idata,
-            var_names=self.reported,
-            ci_prob=ci_prob,
-            ci_kind="hdi",
-            round_to=round_to,
-        )
+        if not (round_to in ("auto", "none") or isinstance(round_to, int)):
+            raise ValueError(f"round_to = {round_to!r}; allowed: 'auto', 'none' or an integer")
+
+        def table(how: int | str) -> Any:
+            return az.summary(
+                self.idata, var_names=self.reported, ci_prob=ci_prob, ci_kind="hdi", round_to=how
+            )
+
+        out = table(round_to)
+        if round_to != "auto":
+            return out
+        # arviz rounds an HDI's bounds to two significant digits: [500, 500] for
+        # 499.83 ± 0.61. Keep them, and the mean, to the sd's second digit.
+        # (arviz 1 keeps the numbers and shows strings from a map of its own)
+        raw = table("none")
+        shown = getattr(out, "_fmt_map", None)
+        cols = [c for c in raw.columns if c == "mean" or c.startswith("hdi")]
+        for row in raw.index:
+            sd = float(raw.at[row, "sd"])
+            if np.isfinite(sd) and sd > 0:
+                digits = max(0, 1 - int(np.floor(np.log10(sd))))
+                for col in cols:
+                    value = round(float(raw.at[row, col]), digits)
+                    out.at[row, col] = value
+                    if isinstance(shown, dict) and isinstance(shown.get(col), dict):
+                        shown[col][row] = f"{value:.{digits}f}"
+        return out
 
     @property
     def reported(self) -> list[str]:

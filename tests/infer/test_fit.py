@@ -25,6 +25,23 @@ def test_true_values_inside_94_hdi_and_converged(recovery):
     assert s.loc["sigma", "hdi94_lb"] <= 0.03 <= s.loc["sigma", "hdi94_ub"]
 
 
+def test_the_summary_shows_an_interval_to_the_sd_s_digits(recovery):
+    """A narrow 94 % HDI prints as two numbers, rounded to the sd's second digit."""
+    _, result = recovery
+    raw = result.summary(round_to="none")
+    shown = result.summary()
+    text = shown.to_string()
+    for name in ["gamma", "influx_amplitude", "sigma"]:
+        sd = raw.loc[name, "sd"]
+        digits = max(0, 1 - int(np.floor(np.log10(sd))))
+        for col in ["mean", "hdi94_lb", "hdi94_ub"]:
+            assert abs(shown.loc[name, col] - raw.loc[name, col]) <= 0.5 * 10.0**-digits
+            assert f"{raw.loc[name, col]:.{digits}f}" in text, (name, col, text)
+        assert shown.loc[name, "hdi94_lb"] < shown.loc[name, "hdi94_ub"]
+    with pytest.raises(ValueError, match="round_to"):
+        result.summary(round_to="two")
+
+
 @pytest.mark.slow
 def test_result_groups_and_predictions(recovery):
     model, result = recovery
