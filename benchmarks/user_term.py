@@ -83,8 +83,7 @@ def _system_timer(model: CellModel, t: np.ndarray, stim: Stimulus) -> tuple[obje
     """The same solve and adjoint on the model's generated system of states."""
     mod = _system.compiled(_system.source(_system.system_of(model)))
     a = model.kernel_args(t, stim, substeps=1)
-    rest = (a.event_weights, a.event_slot, a.kinds, a.offsets, a.waveform_time,
-            a.waveform_values, a.has_er, a.pm_leak_slot, a.er_leak_slot)  # fmt: skip
+    rest = a.after_schedule
     p = model._pack_raw(model.values(None))
     g = np.random.default_rng(0).normal(size=t.size)
     z = np.zeros_like(g)

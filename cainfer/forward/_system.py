@@ -359,7 +359,7 @@ def dff_vjp_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, 
     pbar, y0bar = backward(op, arg, tt, hh, ev_w, ev_slot, p, wt, wv, tape, g_out, need_n)
     for j in range(p.size):
         pbar[j] += mapped[j]
-    rest_vjp(p, rest(p), y0bar, pbar)
+    rest_vjp(p, tape[0], y0bar, pbar)  # the states before the first entry: at rest
     balance_vjp(p, pbar)
     return pbar
 '''
@@ -386,6 +386,13 @@ def _jump(c, delta, p):
     return K.free_from_total(K.total_ca(c, kappa, bt, kd, n) + delta, kappa, bt, kd, n)
 
 
+@njit(cache=True, fastmath=False, inline="always")
+def _shift(y, a, k, out):
+    """out = y + a·k (an RK4 stage's state)."""
+    for i in range(y.size):
+        out[i] = y[i] + a * k[i]
+
+
 @njit(cache=True, fastmath=False)
 def run(op, arg, tt, hh, n_out, ev_w, ev_slot, p, wt, wv, y0):
     """States at the outputs ``(n_out, n)`` and before every schedule entry ``(len(op), n)``."""
@@ -404,14 +411,11 @@ def run(op, arg, tt, hh, n_out, ev_w, ev_slot, p, wt, wv, y0):
         if op[m] == K.S_STEP:
             t, h = tt[m], hh[m]
             rhs(t, y, p, wt, wv, k1)
-            for i in range(ns):
-                z[i] = y[i] + 0.5 * h * k1[i]
+            _shift(y, 0.5 * h, k1, z)
             rhs(t + 0.5 * h, z, p, wt, wv, k2)
-            for i in range(ns):
-                z[i] = y[i] + 0.5 * h * k2[i]
+            _shift(y, 0.5 * h, k2, z)
             rhs(t + 0.5 * h, z, p, wt, wv, k3)
-            for i in range(ns):
-                z[i] = y[i] + h * k3[i]
+            _shift(y, h, k3, z)
             rhs(t + h, z, p, wt, wv, k4)
             for i in range(ns):
                 y[i] += h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
@@ -447,14 +451,11 @@ def backward(op, arg, tt, hh, ev_w, ev_slot, p, wt, wv, tape, g_out, need_n=True
             y = tape[m]
             # replay the stages
             rhs(t, y, p, wt, wv, k)
-            for i in range(ns):
-                y2[i] = y[i] + 0.5 * h * k[i]
+            _shift(y, 0.5 * h, k, y2)
             rhs(t + 0.5 * h, y2, p, wt, wv, k)
-            for i in range(ns):
-                y3[i] = y[i] + 0.5 * h * k[i]
+            _shift(y, 0.5 * h, k, y3)
             rhs(t + 0.5 * h, y3, p, wt, wv, k)
-            for i in range(ns):
-                y4[i] = y[i] + h * k[i]
+            _shift(y, h, k, y4)
             w = h / 6.0
             for i in range(ns):
                 g[i] = w * lam[i]

@@ -166,6 +166,14 @@ class KernelArgs(NamedTuple):
     pm_leak_slot: int  #: slot of the plasma-membrane leak's rate (−1: none)
     er_leak_slot: int  #: slot of the ER leak's rate (−1: none)
 
+    @property
+    def after_schedule(self) -> tuple[Any, ...]:
+        """What the recorded solves (``dff_forward_tape``, ``dff_vjp_tape``) take after it."""
+        return (
+            self.event_weights, self.event_slot, self.kinds, self.offsets, self.waveform_time,
+            self.waveform_values, self.has_er, self.pm_leak_slot, self.er_leak_slot,
+        )  # fmt: skip
+
 
 class CellModel:
     """A cell: endogenous buffer, indicator, optional ER and a set of fluxes.
@@ -841,11 +849,9 @@ class CellModel:
             y = solve(n_sub)
         if not np.all(np.isfinite(y)):
             raise FloatingPointError("simulation produced non-finite states; try more substeps")
-        c = y[:, 0]
-        cer = y[:, 1] if self.has_er else np.zeros_like(c)
-        gates = {
-            name: y[:, i] for i, name in enumerate(self.states) if i >= (2 if self.has_er else 1)
-        }
+        gates = dict(zip(self.states, y.T, strict=True))  # then only the gates are left
+        c = gates.pop("c")
+        cer = gates.pop("c_er", np.zeros_like(c))
         cm = gates.pop("c_mito", None)
         label = "RK4, fixed step, exact jumps at events (system of states)"
         ds = self._dataset(t, c, cer, np.zeros_like(c), v, rest, n_sub, label, gates)
@@ -907,9 +913,7 @@ class CellModel:
         if self.stateful:
             mod = self._system_module()
             sched = K.schedule(args.time, args.event_times, args.steps)
-            rest = (args.event_weights, args.event_slot, args.kinds, args.offsets,
-                    args.waveform_time, args.waveform_values, args.has_er, args.pm_leak_slot,
-                    args.er_leak_slot)  # fmt: skip
+            rest = args.after_schedule
             dff, c, cc, ee = mod.dff_forward_tape(p_raw, *sched, *rest)
             pbar = mod.dff_vjp_tape(p_raw, *sched, *rest, c, cc, ee, g, np.zeros_like(g), True)
             return dff, self.unpack_gradient(pbar)
@@ -968,11 +972,7 @@ class CellModel:
         )
 
     def _check_waveform(self, stim: Stimulus) -> None:
-        if (
-            stim.has_waveform
-            and self._slot_of(WaveformInflux) < 0
-            and not any(k == SYSTEM_KIND for k in self._kinds)
-        ):
+        if stim.has_waveform and self._slot_of(WaveformInflux) < 0 and not self.stateful:
             raise ValueError(
                 "stimulus has a waveform but no term of the model reads it (a WaveformInflux, "
                 "or a term whose rate uses self.waveform)"
