@@ -205,12 +205,13 @@ def check_term(
 
     cls = type(term)
     if cls.rate is None:
-        raise ValueError(f"{cls.__name__} has no rate expression to check (a built-in term)")
-    if _codegen.term_expressions(cls).stateful:
+        raise ValueError(f"{cls.__name__} has no rate expression to check")
+    parts = _codegen.term_expressions(cls)
+    if parts.stateful or parts.reads_waveform:
         raise ValueError(
-            f"{cls.__name__} has gating states or reads the waveform: check_term checks a rate "
-            "of c and c_er alone; a gated model's gradient is checked by CellModel.dff_vjp "
-            "against finite differences"
+            f"{cls.__name__} has gating states, moves mitochondrial calcium or reads the "
+            "waveform: check_term checks a rate of c and c_er alone; such a model's gradient is "
+            "checked by CellModel.dff_vjp against finite differences"
         )
     cs = np.asarray(c, dtype=float).reshape(-1)
     es = np.asarray(c_er, dtype=float).reshape(-1)
@@ -245,7 +246,7 @@ def check_term(
                 f"{cls.__name__}: flux at c={x:g}, c_er={y:g} is {got!r}, rate {v!r}"
             )
         pbar = np.zeros_like(p)
-        dc, de = adj.local_vjp(kind, o, x, y, p, 1.0, 1.0, pbar, True)
+        dc, de = adj.local_vjp(kind, o, x, y, 0.0, p, 1.0, 1.0, pbar, True)
         at = f"at c={x:g}, c_er={y:g}"
         grads.append((f"d/dc {at}", dc, _central(partial(_along, exact, x, y, p, 0), x)))
         grads.append((f"d/dc_er {at}", de, _central(partial(_along, exact, x, y, p, 1), y)))

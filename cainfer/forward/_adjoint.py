@@ -37,32 +37,8 @@ def _hill_d(c: float, k: float, n: float, need_n: bool = True) -> tuple[float, f
     return h, dh_dx * n * x / c, -dh_dx * n * x / k, dn
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_pm_leak(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """Constant leak."""
-    pbar[o] += gpm
-    return 0.0, 0.0
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def vjp_er_leak(
-    o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, pbar: np.ndarray,
-    need_n: bool,
-) -> tuple[float, float]:  # fmt: skip
-    """ER leak k (c_ER − c)."""
-    pbar[o] += gx * (cer - c)
-    return -gx * p[o], gx * p[o]
-
-
-# the pull-back of each state-dependent kind, by name (the specialised kernels call them)
-LOCAL_VJP = {
-    K.K_PM_LEAK: "vjp_pm_leak",
-    K.K_ER_LEAK: "vjp_er_leak",
-    **{code: f"T.{name}" for code, name in T.VJP.items()},
-}
+# the pull-back of each built-in term, by its code (a model's own kernels call them)
+LOCAL_VJP = {code: f"T.{name}" for code, name in T.VJP.items()}
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -71,6 +47,7 @@ def local_vjp(
     o: int,
     c: float,
     cer: float,
+    u: float,
     p: np.ndarray,
     gpm: float,
     gx: float,
@@ -79,13 +56,9 @@ def local_vjp(
 ) -> tuple[float, float]:
     """One term's cotangents pulled back to (c̄, c̄_ER), its parameters' added to ``pbar``.
 
-    Every term but the waveform, which :func:`flux_vjp` handles (inlined into its loop).
+    ``kind`` is the term's code, ``u`` the stimulus waveform's value.
     """
-    if kind == K.K_PM_LEAK:
-        return vjp_pm_leak(o, c, cer, p, gpm, gx, pbar, need_n)
-    if kind == K.K_ER_LEAK:
-        return vjp_er_leak(o, c, cer, p, gpm, gx, pbar, need_n)
-    return T.vjp(kind, o, c, cer, p, gpm, gx, pbar, need_n)
+    return T.vjp(kind, o, c, cer, u, p, gpm, gx, pbar, need_n)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -170,13 +143,11 @@ def flux_vjp(
     """
     cbar = 0.0
     erbar = 0.0
+    u = K.waveform_at(t, wt, wv) if wt.size else 0.0
     for i in range(kinds.size):
-        if kinds[i] == K.K_WAVEFORM:
-            pbar[offsets[i]] += gpm * K.waveform_at(t, wt, wv)
-        else:
-            a, e = local_vjp(kinds[i], offsets[i], c, cer, p, gpm, gx, pbar, need_n)
-            cbar += a
-            erbar += e
+        a, e = local_vjp(kinds[i], offsets[i], c, cer, u, p, gpm, gx, pbar, need_n)
+        cbar += a
+        erbar += e
     return cbar, erbar
 
 

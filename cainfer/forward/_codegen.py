@@ -1,20 +1,22 @@
 """Compiled flux and adjoint source generated from a term's rate expression.
 
-A flux term that defines ``rate(self, c, c_er)`` (see :class:`cainfer.forward.Flux`)
-is differentiated symbolically (SymPy) with respect to the two states and every
-parameter, and printed as two numba functions with the signatures of the
-hand-written ones in :mod:`cainfer.forward._kernels` (``flux_*``) and
-:mod:`cainfer.forward._adjoint` (``vjp_*``). Common subexpressions are
-eliminated across the value and its partials, so a generated term costs about
-what the hand-written form of the same expression costs. The partials with
-respect to Hill coefficients (``role="hill"``) sit behind the ``need_n``
-flag, as in the hand-written kernels: their logarithms are wasted when no
-Hill coefficient is free.
+Every flux term defines ``rate(self, c, c_er)`` (see :class:`cainfer.forward.Flux`);
+the rate is differentiated symbolically (SymPy) with respect to the two states
+and every parameter, and printed as two numba functions: the flux
+``flux_*(o, c, cer, u, p)`` for :mod:`cainfer.forward._kernels` and its
+pull-back ``vjp_*(o, c, cer, u, p, gpm, gx, pbar, need_n)`` for
+:mod:`cainfer.forward._adjoint` (``o``: the term's first slot in ``p``; ``u``:
+the stimulus waveform's value). Common subexpressions are eliminated across
+the value and its partials, so a generated term costs about what a
+hand-written form of the same expression would. The partials with respect to
+Hill coefficients (``role="hill"``) sit behind the ``need_n`` flag: their
+logarithms are wasted when no Hill coefficient is free. The built-in terms'
+functions are generated once into :mod:`cainfer.forward._builtin_terms`.
 
-Conventions of the generated code, the same as the hand-written kernels':
-a power with a non-integer exponent, and a logarithm, of a non-positive
-number are 0 (a state that a solver step takes just below zero is read as
-empty, and ``c^n·log c`` keeps its limit 0 at ``c = 0``).
+Conventions of the generated code: a power with a non-integer exponent, and a
+logarithm, of a non-positive number are 0 (a state that a solver step takes
+just below zero is read as empty, and ``c^n·log c`` keeps its limit 0 at
+``c = 0``).
 
 SymPy is imported here only, when a model first uses such a term.
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 from cainfer.forward import _kernels as K
 
-_FORMAT = 2  # bump when the generated text changes
+_FORMAT = 3  # bump when the generated text changes
 _GLOBALS = {"c_rest": K.G_C_REST, "c_er_rest": K.G_CER_REST}
 STATES = ("c", "c_er")
 _LOCK = threading.RLock()  # generate() holds it while term_expressions() takes it
@@ -69,7 +71,7 @@ def _glog(x: float) -> float:
 class GeneratedTerm:
     """The compiled form of one rate expression.
 
-    ``code`` is the kind code the kernels know the term by (unique to the
+    ``code`` is the number the kernels know the term by (a hash of the
     expression, its parameters and compartment); ``flux_src`` defines
     ``flux_name`` for the kernels module and ``vjp_src`` defines ``vjp_name``
     for the adjoint module.
@@ -131,15 +133,16 @@ def generate(cls: type) -> GeneratedTerm:
 def expression(cls: type) -> tuple[Any, Any, Any, list[Any], dict[str, Any]]:
     """``cls.rate`` on symbols: (expression, c, c_ER, parameter symbols, resting-level symbols).
 
-    The parameter symbols are in declaration order; the resting levels are
-    keyed ``"c_rest"`` and ``"c_er_rest"``. For a term of the compiled
-    kernels only: no gating state and no stimulus waveform (see
-    :func:`term_expressions` for those).
+    The parameter symbols are in declaration order, then the derived values
+    (a leak's balanced rate); the resting levels are keyed ``"c_rest"`` and
+    ``"c_er_rest"``. For a term of the compiled kernels only: no gating state
+    (see :func:`term_expressions` for those). The expression may hold the
+    stimulus waveform's value, ``term_expressions(cls).u``.
     """
     parts = term_expressions(cls)
     if parts.stateful:
         raise TypeError(
-            f"{cls.__name__} carries gating states or reads the stimulus waveform: it runs as "
+            f"{cls.__name__} carries gating states or moves mitochondrial calcium: it runs as "
             "a system of states (cainfer.forward._system), not on the kernels"
         )
     return parts.rate, parts.c, parts.cer, parts.psyms, parts.gsyms
@@ -167,12 +170,13 @@ class TermExpressions:
 
     @property
     def stateful(self) -> bool:
-        """The term has gating states, reads the waveform or moves mitochondrial calcium."""
-        exprs = [self.rate, *(e for pair in self.gating for e in pair)]
-        return (
-            bool(self.gate_syms) or self.compartment == "mito"
-            or any(e.has(self.u) or e.has(self.cm) for e in exprs)
-        )  # fmt: skip
+        """The term has gating states or moves mitochondrial calcium."""
+        return bool(self.gate_syms) or self.compartment == "mito" or self.rate.has(self.cm)
+
+    @property
+    def reads_waveform(self) -> bool:
+        """The rate or a gate's dynamics read the stimulus waveform."""
+        return any(e.has(self.u) for e in (self.rate, *(x for pair in self.gating for x in pair)))
 
 
 _TERMS: dict[type, TermExpressions] = {}
@@ -194,14 +198,17 @@ def term_expressions(cls: type) -> TermExpressions:
 
     name = cls.__name__
     bare = [q.name for q in cls.declared]  # type: ignore[attr-defined]
+    derived = list(getattr(cls, "derived", ()))
     gates = tuple(getattr(cls, "gates", ()))
-    clash = sorted(set(bare) & (set(_GLOBALS) | set(STATES) | {"waveform", "c_mito"}))
+    clash = sorted(set(bare + derived) & (set(_GLOBALS) | set(STATES) | {"waveform", "c_mito"}))
     if clash:
         raise TypeError(
             f"{name}: parameter name(s) {clash} are reserved (states, resting levels, waveform)"
         )
     c, cer, u, cm = sp.symbols("c cer u cm", real=True)
     psyms = [sp.Symbol(f"q{i}", positive=True) for i in range(len(bare))]
+    psyms += [sp.Symbol(f"q{len(bare) + i}", real=True) for i in range(len(derived))]
+    bare += derived
     gsyms = {g: sp.Symbol(f"g_{g}", positive=True) for g in _GLOBALS}
     gate_syms = tuple(sp.Symbol(f"h_{g}", real=True) for g in gates)
     names = {**dict(zip(bare, psyms, strict=True)), **gsyms, "waveform": u, "c_mito": cm}
@@ -279,9 +286,11 @@ def _generate(cls: type) -> GeneratedTerm:
 
     name = cls.__name__
     declared = cls.declared  # type: ignore[attr-defined]
-    bare = [q.name for q in declared]
+    derived = list(cls.derived)  # type: ignore[attr-defined]
+    bare = [q.name for q in declared] + derived
     expr, c, cer, psyms, gsyms = expression(cls)
-    roles = [q.role for q in declared]
+    u = term_expressions(cls).u
+    roles = [q.role for q in declared] + ["derived"] * len(derived)
     used_g = [g for g, s in gsyms.items() if expr.has(s)]
     pows = _Powers(sp)
     body_expr = pows.atomize(expr)
@@ -297,7 +306,8 @@ def _generate(cls: type) -> GeneratedTerm:
     subs_p = {s: sp.Symbol(f"x{i}") for i, s in enumerate(psyms)}
     printer = _printer()
     srepr = str(expr.xreplace({**dict(zip(psyms, [sp.Symbol(b) for b in bare], strict=True)),
-                               **{s: sp.Symbol(g) for g, s in gsyms.items()}}))  # fmt: skip
+                               **{s: sp.Symbol(g) for g, s in gsyms.items()},
+                               u: sp.Symbol("waveform")}))  # fmt: skip
     key = hashlib.sha256(
         f"{_FORMAT}\0{sp.srepr(expr)}\0{cls.compartment}\0{len(bare)}".encode()  # type: ignore[attr-defined]
     ).hexdigest()
@@ -338,7 +348,7 @@ def _generate(cls: type) -> GeneratedTerm:
     body = loads + powers([body_expr]) + lines + [f"return {ret}"]
     flux_src = _function(
         '@njit(cache=True, fastmath=False, inline="always")',
-        f"{fname}(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]",
+        f"{fname}(o: int, c: float, cer: float, u: float, p: np.ndarray) -> tuple[float, float]",
         f"{name}: {srepr} (generated)",
         body,
     )
@@ -355,8 +365,8 @@ def _generate(cls: type) -> GeneratedTerm:
     body.append(f"return {g} * d_c, {g} * d_cer")
     vjp_src = _function(
         '@njit(cache=True, fastmath=False, inline="always")',
-        f"{vname}(o: int, c: float, cer: float, p: np.ndarray, gpm: float, gx: float, "
-        "pbar: np.ndarray, need_n: bool) -> tuple[float, float]",
+        f"{vname}(o: int, c: float, cer: float, u: float, p: np.ndarray, gpm: float, "
+        "gx: float, pbar: np.ndarray, need_n: bool) -> tuple[float, float]",
         f"Pull-back of {name}'s rate (generated).",
         body,
     )
@@ -480,7 +490,8 @@ def _print(printer: Any, expr: Any, owner: str) -> str:
 
 
 # The built-in terms whose kernels are generated from their rates, in this order.
-BUILTIN = ("LinearExtrusion", "PMCA", "NCX", "SERCA", "ERRelease", "SOCE")
+BUILTIN = ("LinearExtrusion", "PMCA", "NCX", "PlasmaLeak", "SERCA", "ERLeak", "ERRelease", "SOCE",
+           "EventInflux", "WaveformInflux")  # fmt: skip
 _BUILTIN_MODULE = "_builtin_terms.py"
 
 
@@ -496,8 +507,9 @@ def builtin_source() -> str:
 Generated by ``cainfer.forward._codegen.write_builtin()`` from the ``rate`` of each
 term of :mod:`cainfer.forward.fluxes` named in ``_codegen.BUILTIN`` (SymPy
 {sp.__version__}): do not edit. ``tests/forward/test_codegen.py`` generates it
-again and compares. ``CODES`` gives each term's kind code; :func:`flux` and
-:func:`vjp` dispatch on it (the generic kernels call them).
+again and compares. ``CODES`` gives each term's code (a hash of its rate);
+:func:`flux` and :func:`vjp` select a term by it (the generic kernels call
+them; a model's own kernels call the functions directly).
 """
 
 import math
@@ -515,18 +527,18 @@ VJP = {{{", ".join(f"{g.code}: {g.vjp_name!r}" for _, g in gens)}}}
     body = HELPERS + "".join(g.flux_src + g.vjp_src for _, g in gens)
     deco = '@njit(cache=True, fastmath=False, inline="always")'
     flux = ["", "", deco,
-            "def flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) "
+            "def flux(kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray) "
             "-> tuple[float, float]:",
-            '    """The built-in term of this kind code: (pm, ER→cytosol) flux."""']  # fmt: skip
+            '    """The built-in term of this code: (pm, ER→cytosol) flux."""']  # fmt: skip
     vjp = ["", "", deco,
-           "def vjp(kind: int, o: int, c: float, cer: float, p: np.ndarray, gpm: float, "
-           "gx: float,",
+           "def vjp(kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray, "
+           "gpm: float, gx: float,",
            "        pbar: np.ndarray, need_n: bool) -> tuple[float, float]:",
-           '    """Pull-back of the built-in term of this kind code."""']  # fmt: skip
+           '    """Pull-back of the built-in term of this code."""']  # fmt: skip
     for _, g in gens:
-        flux += [f"    if kind == {g.code}:", f"        return {g.flux_name}(o, c, cer, p)"]
+        flux += [f"    if kind == {g.code}:", f"        return {g.flux_name}(o, c, cer, u, p)"]
         vjp += [f"    if kind == {g.code}:",
-                f"        return {g.vjp_name}(o, c, cer, p, gpm, gx, pbar, need_n)"]  # fmt: skip
+                f"        return {g.vjp_name}(o, c, cer, u, p, gpm, gx, pbar, need_n)"]  # fmt: skip
     flux.append("    return 0.0, 0.0")
     vjp.append("    return 0.0, 0.0")
     return head + body + "\n".join(flux) + "\n" + "\n".join(vjp) + "\n"

@@ -42,15 +42,6 @@ G_KOFF = 9  # indicator unbinding rate (1/s); used when the dye is kinetic
 G_PHI = 10  # kinetic indicator's switch ratio φ (0: one-step binding); see dye_binding
 N_GLOBAL = 11
 
-# Kind codes of the terms with hand-written kernels. Every other term's kernels are
-# generated from its rate (cainfer.forward._codegen); its code hashes the expression
-# (the built-in ones: _builtin_terms.CODES).
-K_PM_LEAK = 3
-K_ER_LEAK = 5
-K_EVENTS = 8
-K_WAVEFORM = 9
-
-
 @njit(cache=True, fastmath=False, inline="always")
 def hill_frac(c: float, k: float, n: float) -> float:
     """Occupancy c^n/(k^n + c^n), with c clipped at 0."""
@@ -128,40 +119,22 @@ def waveform_at(t: float, wt: np.ndarray, wv: np.ndarray) -> float:
     return wv[j] + w * (wv[j + 1] - wv[j])
 
 
-@njit(cache=True, fastmath=False, inline="always")
-def flux_pm_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """Constant plasma-membrane leak."""
-    return p[o], 0.0
+# the flux function of each built-in term, by its code (a model's own kernels call them)
+LOCAL_FLUX = {code: f"T.{name}" for code, name in T.FLUX.items()}
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux_er_leak(o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """Passive ER leak ``k (c_ER − c)``."""
-    return 0.0, p[o] * (cer - c)
+def local_flux(
+    kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray
+) -> tuple[float, float]:  # fmt: skip
+    """One flux term: (plasma-membrane flux, ER→cytosol flux), µM/s.
 
-
-# the function of each state-dependent kind, by name (the specialised kernels call them)
-LOCAL_FLUX = {
-    K_PM_LEAK: "flux_pm_leak",
-    K_ER_LEAK: "flux_er_leak",
-    **{code: f"T.{name}" for code, name in T.FLUX.items()},
-}
-
-
-@njit(cache=True, fastmath=False, inline="always")
-def local_flux(kind: int, o: int, c: float, cer: float, p: np.ndarray) -> tuple[float, float]:
-    """One state-dependent flux term: (plasma-membrane flux, ER→cytosol flux), µM/s.
-
-    Everything but the waveform influx (see :func:`term_flux`). Kept free of
-    array arguments other than ``p`` so that numba inlines it into the loop
-    over terms: a call per term would cost more than the arithmetic.
+    ``kind`` is the term's code (see :mod:`cainfer.forward._codegen`), ``u``
+    the stimulus waveform's value. Kept free of array arguments other than
+    ``p`` so that numba inlines it into the loop over terms: a call per term
+    would cost more than the arithmetic.
     """
-    if kind == K_PM_LEAK:
-        return flux_pm_leak(o, c, cer, p)
-    if kind == K_ER_LEAK:
-        return flux_er_leak(o, c, cer, p)
-    # K_EVENTS acts through jumps, K_WAVEFORM depends on time only: both 0 here
-    return T.flux(kind, o, c, cer, p)
+    return T.flux(kind, o, c, cer, u, p)
 
 
 @njit(cache=True, fastmath=False)
@@ -175,10 +148,8 @@ def term_flux(
     wt: np.ndarray,
     wv: np.ndarray,
 ) -> tuple[float, float]:
-    """One flux term: (plasma-membrane flux, ER→cytosol flux), µM/s of cytosol."""
-    if kind == K_WAVEFORM:
-        return p[o] * waveform_at(t, wt, wv), 0.0
-    return local_flux(kind, o, c, cer, p)
+    """One flux term at time t: (plasma-membrane flux, ER→cytosol flux), µM/s of cytosol."""
+    return local_flux(kind, o, c, cer, waveform_at(t, wt, wv), p)
 
 
 @njit(cache=True, fastmath=False)
@@ -214,13 +185,11 @@ def net_flux(
     """Sum of all terms: (plasma-membrane flux, ER→cytosol flux), µM/s."""
     jpm = 0.0
     jx = 0.0
+    u = waveform_at(t, wt, wv) if wt.size else 0.0
     for i in range(kinds.size):
-        if kinds[i] == K_WAVEFORM:
-            jpm += p[offsets[i]] * waveform_at(t, wt, wv)
-        else:
-            a, b = local_flux(kinds[i], offsets[i], c, cer, p)
-            jpm += a
-            jx += b
+        a, b = local_flux(kinds[i], offsets[i], c, cer, u, p)
+        jpm += a
+        jx += b
     return jpm, jx
 
 

@@ -1,16 +1,16 @@
 """Solver kernels specialised to one cell model's flux terms, generated and cached on disk.
 
-The generic kernels loop over a model's terms and branch on each term's kind
-at every right-hand-side evaluation. That dispatch costs about half of a
-log-density gradient (``python benchmarks/inference.py`` prints both). For
-one sequence of terms this module writes a copy of the kernel sources in
-which the two loops over terms (``net_flux`` in the forward solve,
-``flux_vjp`` in the adjoint) are unrolled with literal kinds and parameter
-offsets, so that numba compiles straight-line code; every formula still
-comes from the generic sources (each term's flux and pull-back: generated from
-the built-in terms' rates in :mod:`cainfer.forward._builtin_terms`, written by
-hand for the leaks, or generated from a user-defined term's rate and appended
-to the copy, see :mod:`cainfer.forward._codegen`).
+The generic kernels loop over a model's terms and select each term's
+function by its code at every right-hand-side evaluation. That costs about
+half of a log-density gradient (``python benchmarks/inference.py`` prints
+both). For one sequence of terms this module writes a copy of the kernel
+sources in which the two loops over terms (``net_flux`` in the forward solve,
+``flux_vjp`` in the adjoint) are unrolled into calls of the terms' own
+functions at literal parameter offsets, so that numba compiles straight-line
+code; every formula still comes from the generic sources (each term's flux
+and pull-back: generated from the built-in terms' rates in
+:mod:`cainfer.forward._builtin_terms`, or from a user-defined term's rate and
+appended to the copy, see :mod:`cainfer.forward._codegen`).
 
 The copy is a package under ``<cache>/kernels/`` (``<cache>``: see
 :mod:`cainfer.forward._cache`) so that numba's on-disk cache keeps its
@@ -43,7 +43,7 @@ from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._cache import cache_dir, kernel_sources_stamp
 
-_FORMAT = 2  # bump when the generated text changes
+_FORMAT = 3  # bump when the generated text changes
 _IMPORT = "from cainfer.forward import _kernels as K"
 _LOADED: dict[str, ModuleType] = {}  # by hash of the generated sources
 _BY_TERMS: dict[tuple[Any, ...], ModuleType] = {}  # by terms and cache root (no file reads)
@@ -63,19 +63,16 @@ def _unrolled(
 ) -> str:
     """Source of a loop over terms unrolled: ``sums += functions[kind](offset, args)``.
 
-    Events add nothing (they act through jumps); the waveform term is the
-    line ``waveform`` with ``{o}`` its offset.
+    The stimulus waveform's value ``u`` is computed first by ``waveform``.
     """
     name = head.split("(")[0]
-    comment = f"# generated: {name} unrolled for kinds {kinds} at offsets {offsets}"
+    comment = f"# generated: {name} unrolled for terms {kinds} at offsets {offsets}"
     lines = ["", "", comment, decorator, f"def {head}:  # noqa: F811"]
     lines += [f"    {v} = 0.0" for v in sums]
+    lines.append(f"    u = {waveform} if wt.size else 0.0")
     for k, o in zip(kinds, offsets, strict=True):
-        if k == K.K_WAVEFORM:
-            lines.append("    " + waveform.format(o=o))
-        elif k != K.K_EVENTS:
-            lines += [f"    a, b = {functions[k]}({o}, {args})",
-                      f"    {sums[0]} += a", f"    {sums[1]} += b"]  # fmt: skip
+        lines += [f"    a, b = {functions[k]}({o}, {args})",
+                  f"    {sums[0]} += a", f"    {sums[1]} += b"]  # fmt: skip
     lines.append(f"    return {sums[0]}, {sums[1]}")
     return "\n".join(lines) + "\n"
 
@@ -84,8 +81,7 @@ def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...], fns: dict[in
     return _unrolled(
         kinds, offsets, decorator="@njit(cache=True, fastmath=False)",
         head="net_flux(t, c, cer, p, kinds, offsets, wt, wv)", sums=("jpm", "jx"),
-        functions=fns, args="c, cer, p",
-        waveform="jpm += p[{o}] * waveform_at(t, wt, wv)",
+        functions=fns, args="c, cer, u, p", waveform="waveform_at(t, wt, wv)",
     )  # fmt: skip
 
 
@@ -93,8 +89,8 @@ def _flux_vjp_src(kinds: tuple[int, ...], offsets: tuple[int, ...], fns: dict[in
     return _unrolled(
         kinds, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
         head="flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)",
-        sums=("cbar", "erbar"), functions=fns, args="c, cer, p, gpm, gx, pbar, need_n",
-        waveform="pbar[{o}] += gpm * K.waveform_at(t, wt, wv)",
+        sums=("cbar", "erbar"), functions=fns, args="c, cer, u, p, gpm, gx, pbar, need_n",
+        waveform="K.waveform_at(t, wt, wv)",
     )  # fmt: skip
 
 
@@ -126,9 +122,11 @@ def sources(
     src_a = src_a.replace(_IMPORT, "from . import _kernels as K")
     if gen:
         src_k += _codegen.HELPERS + "".join(g.flux_src for g in gen)
-        src_k += _dispatch_src("local_flux", "c, cer, p", gen, vjp=False)
+        src_k += _dispatch_src("local_flux", "c, cer, u, p", gen, vjp=False)
         src_a += _codegen.HELPERS + "".join(g.vjp_src for g in gen)
-        src_a += _dispatch_src("local_vjp", "c, cer, p, gpm, gx, pbar, need_n=True", gen, vjp=True)
+        src_a += _dispatch_src(
+            "local_vjp", "c, cer, u, p, gpm, gx, pbar, need_n=True", gen, vjp=True
+        )
     flux_fns = {**K.LOCAL_FLUX, **{g.code: g.flux_name for g in gen}}
     vjp_fns = {**A.LOCAL_VJP, **{g.code: g.vjp_name for g in gen}}
     return (
@@ -144,10 +142,10 @@ def _generated_for(
     by_code = {g.code: g for g in generated}
     out: dict[int, _codegen.GeneratedTerm] = {}
     for k in kinds:
-        if k in K.LOCAL_FLUX or k in (K.K_EVENTS, K.K_WAVEFORM):
+        if k in K.LOCAL_FLUX:
             continue
         if k not in by_code:
-            raise ValueError(f"flux kind {k} is neither built in nor among the generated terms")
+            raise ValueError(f"flux term code {k} is neither built in nor among the generated terms")
         out.setdefault(k, by_code[k])
     return tuple(out.values())
 
@@ -168,10 +166,11 @@ def specialized(
     Parameters
     ----------
     kinds, offsets : sequence of int
-        Kind code and parameter-vector offset of each flux term, in order.
+        Code (see :mod:`cainfer.forward._codegen`) and parameter-vector offset of
+        each flux term, in order.
     generated : sequence of GeneratedTerm
         The compiled form of each term defined by a rate expression
-        (:func:`cainfer.forward._codegen.generate`); its code is its kind.
+        (:func:`cainfer.forward._codegen.generate`).
     """
     ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
     gen = _generated_for(ks, generated)

@@ -540,40 +540,32 @@ def system_of(model: Any) -> System:
     gates: list[Any] = []
     gate_rhs: list[Any] = []
     gate_inf: list[Any] = []
-    pm_leak = er_leak = None
+    leak_terms: list[tuple[int, Any, str]] = []  # (slot, symbol, compartment) of a balanced value
     for f, kind, o in zip(model.fluxes, model._kinds, model._offsets, strict=True):
         o = int(o)
-        if kind == K.K_EVENTS:
-            continue
-        if kind == K.K_WAVEFORM:
-            jpm += par(o) * u
-        elif kind == K.K_PM_LEAK:
-            pm_leak = o + len(f.declared)
-            jpm += par(pm_leak, positive=False)
-        elif kind == K.K_ER_LEAK:
-            er_leak = o + len(f.declared)
-            jx += par(er_leak, positive=False) * (cer - c)
+        cls = type(f)
+        parts = _codegen.term_expressions(cls)
+        sub = {parts.c: c, parts.cer: cer, parts.u: u, parts.cm: cm}
+        n_decl = len(cls.declared)
+        sub |= {s: par(o + i, positive=i < n_decl) for i, s in enumerate(parts.psyms)}
+        sub |= {s: par(_codegen._GLOBALS[g]) for g, s in parts.gsyms.items()}
+        leak_terms += [(o + i, sub[parts.psyms[i]], cls.compartment)
+                       for i in range(n_decl, len(parts.psyms))]  # fmt: skip
+        for g, gs in zip(cls.gates, parts.gate_syms, strict=True):
+            sub[gs] = sp.Symbol(f"{f.full_name(g)}", real=True)
+            gates.append(sub[gs])
+        for g, (inf, tau) in zip(gates[len(gates) - len(parts.gating) :], parts.gating,
+                                 strict=True):  # fmt: skip
+            gate_inf.append(inf.xreplace(sub))
+            gate_rhs.append((inf.xreplace(sub) - g) / tau.xreplace(sub))
+        hill += [o + i for i, q in enumerate(cls.declared) if q.role == "hill"]
+        assert kind == SYSTEM_KIND or not parts.stateful
+        if cls.compartment == "pm":
+            jpm += parts.rate.xreplace(sub)
+        elif cls.compartment == "mito":
+            jm += parts.rate.xreplace(sub)
         else:
-            cls = type(f)
-            parts = _codegen.term_expressions(cls)
-            sub = {parts.c: c, parts.cer: cer, parts.u: u, parts.cm: cm}
-            sub |= {s: par(o + i) for i, s in enumerate(parts.psyms)}
-            sub |= {s: par(_codegen._GLOBALS[g]) for g, s in parts.gsyms.items()}
-            for g, gs in zip(cls.gates, parts.gate_syms, strict=True):
-                sub[gs] = sp.Symbol(f"{f.full_name(g)}", real=True)
-                gates.append(sub[gs])
-            for g, (inf, tau) in zip(gates[len(gates) - len(parts.gating) :], parts.gating,
-                                     strict=True):  # fmt: skip
-                gate_inf.append(inf.xreplace(sub))
-                gate_rhs.append((inf.xreplace(sub) - g) / tau.xreplace(sub))
-            hill += [o + i for i, q in enumerate(cls.declared) if q.role == "hill"]
-            assert kind == SYSTEM_KIND or not parts.stateful
-            if cls.compartment == "pm":
-                jpm += parts.rate.xreplace(sub)
-            elif cls.compartment == "mito":
-                jm += parts.rate.xreplace(sub)
-            else:
-                jx += parts.rate.xreplace(sub)
+            jx += parts.rate.xreplace(sub)
     c0 = par(K.G_C_REST)
     at_rest = {c: c0, u: sp.S.Zero}
     states: tuple[Any, ...] = (c,)
@@ -598,13 +590,14 @@ def system_of(model: Any) -> System:
     states += tuple(gates)
     rhs += tuple(gate_rhs)
     rest += tuple(gate_rest)
+    # a balanced value d (a leak's rate) enters its compartment's flux linearly, J = a·d + b:
+    # at rest d = −b/a, with a the guard (the kernels' leaks: a = 1 and a = c_ER − c)
     leaks: list[tuple[int, Any, Any]] = []
-    no_leaks = {by_slot[s]: sp.S.Zero for s in (pm_leak, er_leak) if s is not None}
-    if er_leak is not None:
-        gap = at_rest[cer] - c0
-        leaks.append((er_leak, -jx.xreplace(no_leaks).xreplace(at_rest) / gap, gap))
-    if pm_leak is not None:
-        leaks.append((pm_leak, -jpm.xreplace(no_leaks).xreplace(at_rest), sp.S.One))
+    no_leaks = {d: sp.S.Zero for _, d, _ in leak_terms}
+    for slot, d, where in sorted(leak_terms, key=lambda x: x[2] != "er"):  # the ER's first
+        j = {"pm": jpm, "er": jx}[where]
+        a = sp.diff(j, d).xreplace(at_rest)
+        leaks.append((slot, -j.xreplace(no_leaks).xreplace(at_rest) / a, a))
     used_input = any(e.has(u) for e in rhs)
     return System(
         states, rhs, params, input=u if used_input else None, hill_slots=tuple(hill),

@@ -1,8 +1,10 @@
 """Which compiled code runs each flux term, and how a saved model names its terms' classes.
 
-A built-in term (or a subclass keeping its rate) runs on the kernels that
-ship in the package; any other term with a ``rate`` gets kernels generated
-from it (:mod:`cainfer.forward._codegen`). :meth:`CellModel.to_dict` names a
+Every term's flux and pull-back are generated from its ``rate``
+(:mod:`cainfer.forward._codegen`): the built-in terms' (and those of a
+subclass keeping its rate) ship in :mod:`cainfer.forward._builtin_terms`; any
+other term's are generated when a model first uses it. The kernels know a term
+by its code, a hash of its rate expression. :meth:`CellModel.to_dict` names a
 term's class by :func:`_class_name`, and ``from_dict`` finds it again by
 :func:`_class_named`.
 """
@@ -25,8 +27,7 @@ from cainfer.forward.fluxes import (
     WaveformInflux,
 )
 
-# the built-in terms: their kernels are generated from their rates into
-# _builtin_terms (kind codes there), or written by hand (the leaks, the stimulus)
+# the built-in terms: their kernels are generated from their rates into _builtin_terms
 _COMPILED: dict[str, type[Flux]] = {
     c.__name__: c
     for c in (LinearExtrusion, PMCA, NCX, PlasmaLeak, SERCA, ERLeak, ERRelease, SOCE, EventInflux,
@@ -34,8 +35,8 @@ _COMPILED: dict[str, type[Flux]] = {
 }  # fmt: skip
 
 
-#: kind code of a term with gating states or reading the waveform: no kernel runs
-#: it; a model holding one is solved as a system of states
+#: code of a term with gating states or moving mitochondrial calcium: no kernel
+#: runs it; a model holding one is solved as a system of states
 SYSTEM_KIND = -1
 
 
@@ -56,19 +57,19 @@ def _runs_as_builtin(cls: type[Flux]) -> type[Flux] | None:
 
 
 def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
-    """The kind code the kernels run a term by, and its generated code (None: built in).
+    """The code the kernels run a term by, and its generated functions (None: built in).
 
     A built-in term (or a subclass keeping its rate) runs on the built-in
-    kernels, which read its parameters by position. Any other term with a
-    ``rate`` gets kernels generated from it, unless it has gating states or
-    reads the waveform (:data:`SYSTEM_KIND`). A term with neither would add
-    no flux at all, and is refused.
+    functions, which read its parameters by position. Any other term with a
+    ``rate`` gets functions generated from it, unless it has gating states or
+    moves mitochondrial calcium (:data:`SYSTEM_KIND`). A term without a rate
+    is refused.
     """
     cls = type(f)
     base = _runs_as_builtin(cls)
     if base is not None:
         _check_compiled(f, base)
-        return _kind_of(base), None
+        return T.CODES[base.__name__], None
     if cls.rate is not None:
         if _codegen.term_expressions(cls).stateful:
             return SYSTEM_KIND, None  # solved as a system of states (cainfer.forward._system)
@@ -78,14 +79,10 @@ def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
         return gen.code, gen
     raise ValueError(
         f"flux term {cls.__name__}: the compiled solver has no kernel for it (no rate "
-        f"expression, kind {getattr(cls, 'kind', None)!r}); built-in terms: "
+        "expression); built-in terms: "
         f"{', '.join(_COMPILED)}. A new term defines its rate (see Flux); a subclass of a "
         "built-in term may change its name and defaults"
     )
-
-
-def _kind_of(base: type[Flux]) -> int:
-    return T.CODES[base.__name__] if base.rate is not None else base.kind
 
 
 def _check_compiled(f: Flux, base: type[Flux]) -> None:

@@ -44,7 +44,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
-from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior
 
 _BRINI = "Brini & Carafoli 2011, doi:10.1101/cshperspect.a004168"
@@ -95,7 +94,7 @@ class Flux(ABC):
     ``self.<gate>``. A rate or gating may also read ``self.waveform``, the
     stimulus waveform's value at the time (its unit is the protocol's, e.g.
     µM of IP3; 0 before the waveform starts). At rest each gate sits at its
-    ``inf`` with the waveform at 0. A model with such a term is solved as a
+    ``inf`` with the waveform at 0. A model with a gated term is solved as a
     system of states (:mod:`cainfer.forward._system`), generated and
     differentiated from the same expressions, with an equilibrium indicator.
 
@@ -111,11 +110,9 @@ class Flux(ABC):
         New default values for the term's parameters (by bare name).
     """
 
-    #: kind code of a term with hand-written kernels (a leak, the stimulus terms)
-    kind: ClassVar[int]
     compartment: ClassVar[Literal["pm", "er", "mito"]]
     #: ``rate(self, c, c_er)``: the term's flux as an expression (see above);
-    #: None for the leaks and the stimulus terms, whose kernels are written by hand.
+    #: None only for the abstract class.
     rate: ClassVar[Any] = None
     needs_er: ClassVar[bool] = False
     #: The term's capacity is sampled per unit of the cytosol's buffer capacity
@@ -128,7 +125,10 @@ class Flux(ABC):
     cytosolic_hill: ClassVar[bool] = False
     default_name: ClassVar[str]
     declared: ClassVar[tuple[Parameter, ...]] = ()
-    #: Number of values fixed by flux balance at rest (not free parameters).
+    #: Names of values the rate reads that flux balance at rest fixes (not free
+    #: parameters): the built-in leaks' rates only.
+    derived: ClassVar[tuple[str, ...]] = ()
+    #: Their number (set from ``derived``).
     n_derived: ClassVar[int] = 0
     #: Names of the term's gating variables (dimensionless), read by ``rate``
     #: as ``self.<name>``; their dynamics come from ``gating``.
@@ -138,11 +138,15 @@ class Flux(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.n_derived = len(cls.derived)
         if cls.rate is not None:
             if getattr(cls, "compartment", None) not in ("pm", "er", "mito"):
                 raise TypeError(f"{cls.__name__}: compartment must be 'pm', 'er' or 'mito'")
-            if cls.n_derived:
-                raise TypeError(f"{cls.__name__}: a term with a rate has no derived values")
+            if cls.derived and cls.rate.__module__ != __name__:
+                raise TypeError(
+                    f"{cls.__name__}: only the built-in leaks have values set by the resting "
+                    "balance; a new term declares parameters"
+                )
             if not isinstance(getattr(cls, "default_name", None), str):
                 raise TypeError(f"{cls.__name__}: give a default_name (its parameters' prefix)")
             if cls.compartment == "er":
@@ -330,10 +334,13 @@ class PlasmaLeak(Flux):
     plasma-membrane fluxes balance at the resting state.
     """
 
-    kind = K.K_PM_LEAK
     compartment = "pm"
     default_name = "leak"
-    n_derived = 1
+    derived = ("j",)
+
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``J`` (µM/s), fixed by the balance at rest."""
+        return self.j
 
 
 class SERCA(Flux):
@@ -377,11 +384,14 @@ class ERLeak(Flux):
     Its rate constant (1/s) is set so that ER fluxes balance at rest.
     """
 
-    kind = K.K_ER_LEAK
     compartment = "er"
     needs_er = True
     default_name = "er_leak"
-    n_derived = 1
+    derived = ("k",)
+
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``k·(c_ER − c)``, ``k`` (1/s) fixed by the balance at rest."""
+        return self.k * (c_er - c)
 
 
 class ERRelease(Flux):
@@ -618,7 +628,6 @@ class EventInflux(Flux):
     total calcium is applied exactly, and free calcium follows from buffering.
     """
 
-    kind = K.K_EVENTS
     per_buffer = True
     compartment = "pm"
     default_name = "influx"
@@ -634,11 +643,14 @@ class EventInflux(Flux):
         ),
     )
 
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """0 between events: the solver adds each event's calcium as a jump."""
+        return 0 * self.amplitude
+
 
 class WaveformInflux(Flux):
     """Stimulus-evoked influx ``J = amplitude·w(t)`` for a stimulus waveform w."""
 
-    kind = K.K_WAVEFORM
     per_buffer = True
     compartment = "pm"
     default_name = "waveform"
@@ -653,3 +665,7 @@ class WaveformInflux(Flux):
             role="capacity",
         ),
     )
+
+    def rate(self: Any, c: Any, c_er: Any) -> Any:
+        """``amplitude·w(t)``."""
+        return self.amplitude * self.waveform

@@ -16,7 +16,13 @@ from cainfer.forward import _adjoint as A
 from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior, merge_values
-from cainfer.forward._terms import SYSTEM_KIND, _class_name, _class_named, _compiled_form
+from cainfer.forward._terms import (
+    SYSTEM_KIND,
+    _class_name,
+    _class_named,
+    _compiled_form,
+    _runs_as_builtin,
+)
 from cainfer.forward.fluxes import (
     ERLeak,
     EventInflux,
@@ -157,7 +163,7 @@ class KernelArgs(NamedTuple):
     event_times: np.ndarray  #: stimulus events (s)
     event_weights: np.ndarray  #: each event's weight (1)
     event_slot: int  #: slot of the event influx's amplitude (−1: none)
-    kinds: np.ndarray  #: each flux term's kind code
+    kinds: np.ndarray  #: each flux term's code (a hash of its rate; see _codegen)
     offsets: np.ndarray  #: each term's first slot in the parameter vector
     waveform_time: np.ndarray  #: stimulus waveform times (s)
     waveform_values: np.ndarray  #: its values (1)
@@ -246,8 +252,8 @@ class CellModel:
             if not isinstance(f, Flux):
                 raise ValueError(f"fluxes must be Flux instances, got {f!r}")
         forms = [_compiled_form(f) for f in self.fluxes]
-        #: a term has gating states or reads the waveform: the model is solved as a
-        #: system of states (cainfer.forward._system), generated from its terms
+        #: a term has gating states or moves mitochondrial calcium: the model is solved
+        #: as a system of states (cainfer.forward._system), generated from its terms
         self.stateful = any(k == SYSTEM_KIND for k, _ in forms)
         if self.stateful and self.kinetic:
             names = [
@@ -256,8 +262,9 @@ class CellModel:
                 if k == SYSTEM_KIND
             ]
             raise ValueError(
-                f"term(s) {names} carry gating states or read the waveform: such a model is "
-                "solved with an indicator in equilibrium only (indicator_kinetics='equilibrium')"
+                f"term(s) {names} carry gating states or move mitochondrial calcium: such a "
+                "model is solved with an indicator in equilibrium only "
+                "(indicator_kinetics='equilibrium')"
             )
         self._system: Any = None
         for cls in (PlasmaLeak, ERLeak, EventInflux, WaveformInflux):
@@ -972,7 +979,7 @@ class CellModel:
         )
 
     def _check_waveform(self, stim: Stimulus) -> None:
-        if stim.has_waveform and self._slot_of(WaveformInflux) < 0 and not self.stateful:
+        if stim.has_waveform and not any(_reads_waveform(f) for f in self.fluxes):
             raise ValueError(
                 "stimulus has a waveform but no term of the model reads it (a WaveformInflux, "
                 "or a term whose rate uses self.waveform)"
@@ -1208,3 +1215,11 @@ def _waveform(stim: Stimulus | None) -> tuple[np.ndarray, np.ndarray]:
     if stim is None or not stim.has_waveform:
         return np.empty(0), np.empty(0)
     return np.ascontiguousarray(stim.waveform_time), np.ascontiguousarray(stim.waveform)
+
+
+def _reads_waveform(f: Flux) -> bool:
+    """The term's rate or gating reads the stimulus waveform (built-in terms: no SymPy)."""
+    base = _runs_as_builtin(type(f))
+    if base is not None:
+        return base is WaveformInflux
+    return _codegen.term_expressions(type(f)).reads_waveform

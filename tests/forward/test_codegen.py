@@ -259,8 +259,8 @@ def test_a_rate_the_kernels_cannot_run_is_refused_by_name(cls, error, match):
 def test_a_rate_term_declares_what_it_needs():
     with pytest.raises(TypeError, match="compartment"):
         _term(lambda s, c, e: s.v, compartment="golgi")
-    with pytest.raises(TypeError, match="derived"):
-        _term(lambda s, c, e: s.v, n_derived=1)
+    with pytest.raises(TypeError, match="only the built-in leaks have values set by the resting"):
+        _term(lambda s, c, e: s.v + s.d, derived=("d",))
     er_term = _term(lambda s, c, e: s.v * (e - c), compartment="er")
     assert er_term.needs_er
     assert CellModel([er_term(), PlasmaLeak()]).has_er

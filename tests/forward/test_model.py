@@ -281,12 +281,10 @@ def test_model_description_round_trip(model):
 
 
 def test_a_term_the_solver_cannot_run_is_refused():
-    """A term of unknown kind used to add no flux at all, silently; now it is named."""
+    """A term without a rate used to add no flux at all, silently; now it is named."""
     from cainfer.forward import Flux, Parameter, Prior
-    from cainfer.forward import _kernels as K
 
     class MyTerm(Flux):
-        kind = 42
         compartment = "pm"
         default_name = "mine"
         declared = (Parameter("rate", "1/s", 5.0, Prior("lognormal", 5.0, 1.0)),)
@@ -294,14 +292,16 @@ def test_a_term_the_solver_cannot_run_is_refused():
     with pytest.raises(ValueError, match=r"flux term MyTerm: the compiled solver has no kernel"):
         CellModel([PMCA(), MyTerm(), EventInflux(), PlasmaLeak()])
 
-    class FakeLeak(Flux):  # a leak's kind without being the leak the balance looks for
-        kind = K.K_PM_LEAK
-        compartment = "pm"
-        default_name = "leak"
-        n_derived = 1
+    # a value the resting balance sets belongs to the built-in leaks, which the balance finds
+    with pytest.raises(TypeError, match="FakeLeak: only the built-in leaks have values set"):
 
-    with pytest.raises(ValueError, match="FakeLeak: the compiled solver has no kernel"):
-        CellModel([PMCA(), EventInflux(), FakeLeak()])
+        class FakeLeak(Flux):
+            compartment = "pm"
+            default_name = "leak"
+            derived = ("j",)
+
+            def rate(self, c, c_er):
+                return self.j
 
     class TwoParameterPMCA(PMCA):
         declared = PMCA.declared[:2]

@@ -723,7 +723,6 @@ def test_a_term_declares_the_roles_its_coordinates_need():
     with pytest.raises(TypeError, match="per_buffer needs one parameter of role 'capacity'"):
 
         class NoCapacity(Flux):
-            kind = 0
             compartment = "pm"
             default_name = "x"
             per_buffer = True
