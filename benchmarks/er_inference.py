@@ -40,7 +40,7 @@ def _gradient_ms(model, t: np.ndarray, stim: Stimulus) -> float:  # type: ignore
     On the kernels specialised to the model's terms, as a fit runs them.
     """
     gen = getattr(model, "generated_terms", ())
-    adj = specialized(model._kinds.tolist(), model._offsets.tolist(), *((gen,) if gen else ()))
+    adj = specialized(model._codes.tolist(), model._offsets.tolist(), *((gen,) if gen else ()))
     args = model.kernel_args(t, stim, substeps=1)
     p = model._pack_raw(model.values(None))
     g = np.random.default_rng(0).normal(size=t.size)

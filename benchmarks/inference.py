@@ -404,14 +404,14 @@ def _print_gradient_cost(
                 f"one log-density gradient, {label} -> {mode.lower()}: "
                 f"{_logp_grad_ms(m, mode):.3f} ms"
             )
-    (tt, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot) = (
+    (tt, ev_t, ev_w, ev_slot, codes, offsets, wt, wv, has_er, h_max, pm_slot, er_slot) = (
         model.kernel_args(t, stim, substeps=1)
     )
     sched = A.K.schedule(tt, ev_t, h_max)
-    rest = (ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot)
+    rest = (ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot, er_slot)
     p = model.pack_raw(TRUTH)
     gvec, zero = np.ones(t.size), np.zeros(t.size)
-    for label, mod in (("specialised", specialized(kinds, offsets)), ("generic", A)):
+    for label, mod in (("specialised", specialized(codes, offsets)), ("generic", A)):
         _, c, cc, ee = mod.dff_forward_tape(p, *sched, *rest)
         mod.dff_vjp_tape(p, *sched, *rest, c, cc, ee, gvec, zero, False)
         n = 300

@@ -67,7 +67,7 @@ def _swap(model: CellModel, old: type[Flux], new: Flux) -> CellModel:
 
 
 def _timer(model: CellModel, t: np.ndarray, stim: Stimulus) -> tuple[object, np.ndarray]:
-    mod = specialized(model._kinds.tolist(), model._offsets.tolist(), model.generated_terms)
+    mod = specialized(model._codes.tolist(), model._offsets.tolist(), model.generated_terms)
     args = model.kernel_args(t, stim, substeps=1)
     p = model._pack_raw(model.values(None))
     g = np.random.default_rng(0).normal(size=t.size)

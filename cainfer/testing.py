@@ -111,7 +111,7 @@ def reference_simulate(
     def f(tt: float, y: np.ndarray) -> list[float]:
         c = cyto_free(y)
         cer = y[1] / er_cap if model.has_er else 0.0
-        jpm, jx = kern.net_flux(tt, c, cer, p, model._kinds, model._offsets, wt, wv)
+        jpm, jx = kern.net_flux(tt, c, cer, p, model._codes, model._offsets, wt, wv)
         db = 0.0
         if model.kinetic:  # k_on·c^n = k_off·x: bright state formed from the apo and dim ones
             x = (c / kd) ** n
@@ -219,7 +219,7 @@ def check_term(
         raise ValueError("check_term: c and c_er must be positive")
     model = CellModel([term])
     kern, adj = model.kernels()
-    kind, o = int(model._kinds[0]), int(model._offsets[0])
+    code, o = int(model._codes[0]), int(model._offsets[0])
     p = model._pack_raw(model.values(None))
     expr, cs_, es_, psyms, gsyms = _codegen.expression(cls)
     glob = {"c_rest": K.G_C_REST, "c_er_rest": K.G_CER_REST}
@@ -239,14 +239,14 @@ def check_term(
     comp = 0 if cls.compartment == "pm" else 1
     grads: list[tuple[str, float, float]] = []
     for (x, y), v in zip(pairs, values, strict=True):
-        got = kern.term_flux(kind, o, 0.0, x, y, p, empty, empty)[comp]
+        got = kern.term_flux(code, o, 0.0, x, y, p, empty, empty)[comp]
         worst = max(worst, abs(got - v) / scale_v)
         if abs(got - v) > rtol * scale_v:
             raise AssertionError(
                 f"{cls.__name__}: flux at c={x:g}, c_er={y:g} is {got!r}, rate {v!r}"
             )
         pbar = np.zeros_like(p)
-        dc, de = adj.local_vjp(kind, o, x, y, 0.0, p, 1.0, 1.0, pbar, True)
+        dc, de = adj.local_vjp(code, o, x, y, 0.0, p, 1.0, 1.0, pbar, True)
         at = f"at c={x:g}, c_er={y:g}"
         grads.append((f"d/dc {at}", dc, _central(partial(_along, exact, x, y, p, 0), x)))
         grads.append((f"d/dc_er {at}", de, _central(partial(_along, exact, x, y, p, 1), y)))

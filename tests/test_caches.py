@@ -116,7 +116,7 @@ def test_specialised_kernels_are_rebuilt_when_the_terms_they_call_change(tmp_pat
         import cainfer
         from cainfer.forward import _specialize
         model = cainfer.pumps_model("OGB-1")
-        mod = _specialize.specialized(model._kinds.tolist(), model._offsets.tolist())
+        mod = _specialize.specialized(model._codes.tolist(), model._offsets.tolist())
         print(Path(mod.__file__).parent.name)
     """
     shutil.copytree(PACKAGE, tmp_path / "a" / "cainfer",

@@ -43,7 +43,7 @@ LOCAL_VJP = {code: f"T.{name}" for code, name in T.VJP.items()}
 
 @njit(cache=True, fastmath=False, inline="always")
 def local_vjp(
-    kind: int,
+    code: int,
     o: int,
     c: float,
     cer: float,
@@ -56,9 +56,9 @@ def local_vjp(
 ) -> tuple[float, float]:
     """One term's cotangents pulled back to (c̄, c̄_ER), its parameters' added to ``pbar``.
 
-    ``kind`` is the term's code, ``u`` the stimulus waveform's value.
+    ``code`` is the term's code, ``u`` the stimulus waveform's value.
     """
-    return T.vjp(kind, o, c, cer, u, p, gpm, gx, pbar, need_n)
+    return T.vjp(code, o, c, cer, u, p, gpm, gx, pbar, need_n)
 
 
 @njit(cache=True, fastmath=False, inline="always")
@@ -83,7 +83,7 @@ def rhs_vjp(
     c: float,
     cer: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -118,7 +118,7 @@ def rhs_vjp(
         gx -= ve / cap
         pbar[K.G_V_ER] += ve * jx / (cap * p[K.G_V_ER])
         pbar[K.G_KAPPA_ER] += ve * jx / (cap * (1.0 + p[K.G_KAPPA_ER]))
-    a, e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)
+    a, e = flux_vjp(t, c, cer, p, codes, offsets, wt, wv, gpm, gx, pbar, need_n)
     return cbar + a, erbar + e
 
 
@@ -128,7 +128,7 @@ def flux_vjp(
     c: float,
     cer: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -144,8 +144,8 @@ def flux_vjp(
     cbar = 0.0
     erbar = 0.0
     u = K.waveform_at(t, wt, wv) if wt.size else 0.0
-    for i in range(kinds.size):
-        a, e = local_vjp(kinds[i], offsets[i], c, cer, u, p, gpm, gx, pbar, need_n)
+    for i in range(codes.size):
+        a, e = local_vjp(codes[i], offsets[i], c, cer, u, p, gpm, gx, pbar, need_n)
         cbar += a
         erbar += e
     return cbar, erbar
@@ -158,7 +158,7 @@ def rk4_step_vjp(
     c: float,
     cer: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -173,36 +173,36 @@ def rk4_step_vjp(
     kappa, bt, kd, n = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
     cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER]) if has_er else 1.0
     # replay the stages once, keeping each stage's net fluxes for the pull-backs
-    p1, x1 = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    p1, x1 = K.net_flux(t, c, cer, p, codes, offsets, wt, wv)
     k1c = (p1 + x1) / K.buffer_capacity(c, kappa, bt, kd, n)
     k1e = -x1 / cap if has_er else 0.0
     y2c, y2e = c + hh * k1c, cer + hh * k1e
-    p2, x2 = K.net_flux(t + hh, y2c, y2e, p, kinds, offsets, wt, wv)
+    p2, x2 = K.net_flux(t + hh, y2c, y2e, p, codes, offsets, wt, wv)
     k2c = (p2 + x2) / K.buffer_capacity(y2c, kappa, bt, kd, n)
     k2e = -x2 / cap if has_er else 0.0
     y3c, y3e = c + hh * k2c, cer + hh * k2e
-    p3, x3 = K.net_flux(t + hh, y3c, y3e, p, kinds, offsets, wt, wv)
+    p3, x3 = K.net_flux(t + hh, y3c, y3e, p, codes, offsets, wt, wv)
     k3c = (p3 + x3) / K.buffer_capacity(y3c, kappa, bt, kd, n)
     k3e = -x3 / cap if has_er else 0.0
     y4c, y4e = c + h * k3c, cer + h * k3e
-    p4, x4 = K.net_flux(t + h, y4c, y4e, p, kinds, offsets, wt, wv)
+    p4, x4 = K.net_flux(t + h, y4c, y4e, p, codes, offsets, wt, wv)
     w = h / 6.0
     # cotangents of the stage derivatives k1..k4
     g4c, g4e = w * lc, w * le
     y4bc, y4be = rhs_vjp(
-        t + h, y4c, y4e, p, kinds, offsets, wt, wv, has_er, p4, x4, g4c, g4e, pbar, need_n
+        t + h, y4c, y4e, p, codes, offsets, wt, wv, has_er, p4, x4, g4c, g4e, pbar, need_n
     )
     g3c, g3e = 2.0 * w * lc + h * y4bc, 2.0 * w * le + h * y4be
     y3bc, y3be = rhs_vjp(
-        t + hh, y3c, y3e, p, kinds, offsets, wt, wv, has_er, p3, x3, g3c, g3e, pbar, need_n
+        t + hh, y3c, y3e, p, codes, offsets, wt, wv, has_er, p3, x3, g3c, g3e, pbar, need_n
     )
     g2c, g2e = 2.0 * w * lc + hh * y3bc, 2.0 * w * le + hh * y3be
     y2bc, y2be = rhs_vjp(
-        t + hh, y2c, y2e, p, kinds, offsets, wt, wv, has_er, p2, x2, g2c, g2e, pbar, need_n
+        t + hh, y2c, y2e, p, codes, offsets, wt, wv, has_er, p2, x2, g2c, g2e, pbar, need_n
     )
     g1c, g1e = w * lc + hh * y2bc, w * le + hh * y2be
     y1bc, y1be = rhs_vjp(
-        t, c, cer, p, kinds, offsets, wt, wv, has_er, p1, x1, g1c, g1e, pbar, need_n
+        t, c, cer, p, codes, offsets, wt, wv, has_er, p1, x1, g1c, g1e, pbar, need_n
     )
     return lc + y1bc + y2bc + y3bc + y4bc, le + y1be + y2be + y3be + y4be
 
@@ -228,7 +228,7 @@ def tape_backward(
     ev_w: np.ndarray,
     ev_slot: int,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -254,7 +254,7 @@ def tape_backward(
             le += ge[arg[m]]
         elif op[m] == _STEP:
             lc, le = rk4_step_vjp(
-                tt[m], hh[m], cc[m], ee[m], p, kinds, offsets, wt, wv, has_er, lc, le, pbar, need_n
+                tt[m], hh[m], cc[m], ee[m], p, codes, offsets, wt, wv, has_er, lc, le, pbar, need_n
             )
         else:
             lc = jump_vjp(cc[m], amp, ev_w[arg[m]], ev_slot, p, lc, pbar)
@@ -288,7 +288,7 @@ def jump_vjp(
 @njit(cache=True, fastmath=False)
 def balance_leaks(
     p_raw: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     pm_slot: int,
     er_slot: int,
@@ -305,12 +305,12 @@ def balance_leaks(
     empty = np.empty(0)
     if er_slot >= 0:
         p[er_slot] = 0.0
-        _, jx = K.net_flux(-np.inf, c, cer, p, kinds, offsets, empty, empty)
+        _, jx = K.net_flux(-np.inf, c, cer, p, codes, offsets, empty, empty)
         k = -jx / (cer - c)
         p[er_slot] = k if (k >= 0.0 and cer > c) else np.nan
     if pm_slot >= 0:
         p[pm_slot] = 0.0
-        jpm, _ = K.net_flux(-np.inf, c, cer, p, kinds, offsets, empty, empty)
+        jpm, _ = K.net_flux(-np.inf, c, cer, p, codes, offsets, empty, empty)
         p[pm_slot] = -jpm if jpm <= 0.0 else np.nan
     return p
 
@@ -318,7 +318,7 @@ def balance_leaks(
 @njit(cache=True, fastmath=False)
 def balance_vjp(
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     pm_slot: int,
     er_slot: int,
@@ -338,15 +338,15 @@ def balance_vjp(
         if which == 0:
             gpm, gx = -lbar, 0.0
         else:
-            _, jx = K.net_flux(-np.inf, c, cer, p, kinds, offsets, empty, empty)
+            _, jx = K.net_flux(-np.inf, c, cer, p, codes, offsets, empty, empty)
             s_other = jx - p[slot] * (cer - c)
             gpm, gx = 0.0, -lbar / (cer - c)
             pbar[K.G_C_REST] += -lbar * s_other / (cer - c) ** 2
             pbar[K.G_CER_REST] += lbar * s_other / (cer - c) ** 2
         # every term through the (specialised, unrolled) loop, then the leak's own share
         # taken back out: the leak is what the balance sets, not part of it. (The loop
-        # over kinds would compile every kind's adjoint again, seconds of a first fit.)
-        a, e = flux_vjp(-np.inf, c, cer, p, kinds, offsets, empty, empty, gpm, gx, pbar, True)
+        # over codes would compile every code's adjoint again, seconds of a first fit.)
+        a, e = flux_vjp(-np.inf, c, cer, p, codes, offsets, empty, empty, gpm, gx, pbar, True)
         pbar[slot] = 0.0
         if which == 1:  # vjp_er_leak's pull on (c, c_ER); the plasma-membrane leak has none
             a += gx * p[slot]
@@ -362,7 +362,7 @@ def dff_forward(
     ev_t: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -374,7 +374,7 @@ def dff_forward(
     """ΔF/F and free Ca at ``time`` from unbalanced parameters (equilibrium indicator)."""
     op, arg, tt, hh = K.schedule(time, ev_t, h_max)
     dff, c, _, _ = dff_forward_tape(
-        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot, er_slot
     )
     return dff, c
 
@@ -388,7 +388,7 @@ def dff_forward_tape(
     hh: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -401,13 +401,13 @@ def dff_forward_tape(
     Returns ΔF/F and free Ca at the outputs, and the free cytosolic and ER Ca
     before every schedule entry (for :func:`dff_vjp_tape`).
     """
-    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    p = balance_leaks(p_raw, codes, offsets, pm_slot, er_slot, has_er)
     cer0 = p[K.G_CER_REST] if has_er else 0.0
     # counted as an array sum: a counter started at the literal 0 would make numba
     # compile the solver once more for that intermediate literal type
     n_out = np.sum(op == K.S_OUT)
     c, _, _, cc, ee = K.run(
-        op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, False,
+        op, arg, tt, hh, n_out, ev_w, ev_slot, p, codes, offsets, wt, wv, has_er, False,
         p[K.G_C_REST], cer0, 0.0,
     )  # fmt: skip
     return dff_of(c, p), c, cc, ee
@@ -462,7 +462,7 @@ def dff_vjp_tape(
     hh: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -483,7 +483,7 @@ def dff_vjp_tape(
     ``need_n`` False leaves the cotangents of Hill coefficients unreliable
     (only for callers that discard them).
     """
-    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    p = balance_leaks(p_raw, codes, offsets, pm_slot, er_slot, has_er)
     mapped = np.zeros(p.size)
     gc = dff_of_vjp(c, p, g_dff, g_c, mapped)
     pbar, c0bar, cer0bar = tape_backward(
@@ -491,7 +491,7 @@ def dff_vjp_tape(
         ev_w,
         ev_slot,
         p,
-        kinds,
+        codes,
         offsets,
         wt,
         wv,
@@ -505,7 +505,7 @@ def dff_vjp_tape(
     pbar[K.G_C_REST] += c0bar
     if has_er:
         pbar[K.G_CER_REST] += cer0bar
-    balance_vjp(p, kinds, offsets, pm_slot, er_slot, has_er, pbar)
+    balance_vjp(p, codes, offsets, pm_slot, er_slot, has_er, pbar)
     return pbar
 
 
@@ -516,7 +516,7 @@ def dff_vjp(
     ev_t: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -530,10 +530,10 @@ def dff_vjp(
     """Cotangent of ``p_raw`` from cotangents of (ΔF/F, free Ca) of :func:`dff_forward`."""
     op, arg, tt, hh = K.schedule(time, ev_t, h_max)
     _, c, cc, ee = dff_forward_tape(
-        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot, er_slot
     )
     return dff_vjp_tape(
-        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot,
         er_slot, c, cc, ee, g_dff, g_c, True,
     )  # fmt: skip
 
@@ -594,7 +594,7 @@ def kinetic_pull(
     cer: float,
     b: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -615,7 +615,7 @@ def kinetic_pull(
     """
     a = 1.0 + p[K.G_KAPPA_S]
     kd, n, bt, koff, phi = p[K.G_KD], p[K.G_HILL], p[K.G_BT], p[K.G_KOFF], p[K.G_PHI]
-    jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    jpm, jx = K.net_flux(t, c, cer, p, codes, offsets, wt, wv)
     x = K.hill_ratio(c, kd, n)
     d = 1.0 + phi + phi * x
     r = x / d
@@ -658,7 +658,7 @@ def kinetic_pull(
         pbar[K.G_KD] += -x_bar * n * x / kd
         if need_n:
             pbar[K.G_HILL] += x_bar * x * math.log(c / kd) + (qc_bar * qc / n)
-    fc, fe = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)
+    fc, fe = flux_vjp(t, c, cer, p, codes, offsets, wt, wv, gpm, gx, pbar, need_n)
     return cbar + fc, fe, bbar
 
 
@@ -669,7 +669,7 @@ def _kinetic_jac(
     cer: float,
     b: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -678,7 +678,7 @@ def _kinetic_jac(
 ) -> tuple[float, float, float, float, float, float, float, float, float]:
     """The state Jacobian of the kinetic right-hand side, row by row (exact).
 
-    The fluxes' partials come from their pull-backs (one per flux kind: plasma
+    The fluxes' partials come from their pull-backs (one per flux code: plasma
     membrane, and ER when there is one; their parameter cotangents go to
     ``scratch``); the binding term's are written out.
     """
@@ -692,11 +692,11 @@ def _kinetic_jac(
     free_b = bt - b
     db_c = koff * free_b * (1.0 + phi) * x_c / (d * d)
     db_b = -koff * (r + 1.0)
-    pm_c, pm_e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, 1.0, 0.0, scratch, False)
+    pm_c, pm_e = flux_vjp(t, c, cer, p, codes, offsets, wt, wv, 1.0, 0.0, scratch, False)
     x_c_er, x_e = 0.0, 0.0
     cap = 1.0
     if has_er:
-        x_c_er, x_e = flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, 0.0, 1.0, scratch, False)
+        x_c_er, x_e = flux_vjp(t, c, cer, p, codes, offsets, wt, wv, 0.0, 1.0, scratch, False)
         cap = p[K.G_V_ER] * (1.0 + p[K.G_KAPPA_ER])
     if phi == 0.0:  # one-step binding: A = 1 + κ_S
         return (
@@ -710,7 +710,7 @@ def _kinetic_jac(
     if c > 0.0:
         qcc = phi * (1.0 + phi) * (n / c) * (d - 2.0 * phi * x) / (d * d * d) * x_c - qc / c
     big_a = a + free_b * qc
-    jpm, jx = K.net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    jpm, jx = K.net_flux(t, c, cer, p, codes, offsets, wt, wv)
     g = koff * (r * free_b - b)
     dc = (jpm + jx - (1.0 - q) * g) / big_a
     n_c = pm_c + x_c_er + qc * g - (1.0 - q) * db_c
@@ -753,7 +753,7 @@ def _stage(
     ge: float,
     gb: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -771,11 +771,11 @@ def _stage(
     """
     bt = p[K.G_BT]
     yc, ye, yb = gc, ge, gb
-    fc, fe, fb = K.rhs(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, True)
-    j = _kinetic_jac(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, scratch)
+    fc, fe, fb = K.rhs(t, yc, ye, yb, p, codes, offsets, wt, wv, has_er, True)
+    j = _kinetic_jac(t, yc, ye, yb, p, codes, offsets, wt, wv, has_er, scratch)
     for it in range(_NEWTON_MAX):
         if it > 0 and it % 4 == 0:  # chord steps on the guess's Jacobian, renewed if slow
-            j = _kinetic_jac(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, scratch)
+            j = _kinetic_jac(t, yc, ye, yb, p, codes, offsets, wt, wv, has_er, scratch)
         dc, de, dbb = _solve3(
             1.0 - hg * j[0], -hg * j[1], -hg * j[2],
             -hg * j[3], 1.0 - hg * j[4], -hg * j[5],
@@ -800,7 +800,7 @@ def _stage(
         yc += dc
         ye += de
         yb += dbb
-        fc, fe, fb = K.rhs(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, True)
+        fc, fe, fb = K.rhs(t, yc, ye, yb, p, codes, offsets, wt, wv, has_er, True)
         if (
             abs(dc) <= _NEWTON_TOL * abs(yc) + 1e-300
             and abs(de) <= _NEWTON_TOL * abs(ye) + 1e-300
@@ -818,7 +818,7 @@ def sdirk_step(
     cer: float,
     b: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -828,20 +828,20 @@ def sdirk_step(
     """One step of Alexander's SDIRK3 on the kinetic system: stages Y1, Y2 and y_{n+1} = Y3."""
     hg = h * _SG
     y1c, y1e, y1b, k1c, k1e, k1b = _stage(
-        t + _SG * h, hg, c, cer, b, c, cer, b, p, kinds, offsets, wt, wv, has_er, scratch
+        t + _SG * h, hg, c, cer, b, c, cer, b, p, codes, offsets, wt, wv, has_er, scratch
     )
     z2c = c + h * _SA21 * k1c
     z2e = cer + h * _SA21 * k1e
     z2b = b + h * _SA21 * k1b
     y2c, y2e, y2b, k2c, k2e, k2b = _stage(
-        t + _SC2 * h, hg, z2c, z2e, z2b, y1c, y1e, y1b, p, kinds, offsets, wt, wv, has_er,
+        t + _SC2 * h, hg, z2c, z2e, z2b, y1c, y1e, y1b, p, codes, offsets, wt, wv, has_er,
         scratch,
     )  # fmt: skip
     z3c = c + h * (_SB1 * k1c + _SB2 * k2c)
     z3e = cer + h * (_SB1 * k1e + _SB2 * k2e)
     z3b = b + h * (_SB1 * k1b + _SB2 * k2b)
     y3c, y3e, y3b, _, _, _ = _stage(
-        t + h, hg, z3c, z3e, z3b, y2c, y2e, y2b, p, kinds, offsets, wt, wv, has_er, scratch
+        t + h, hg, z3c, z3e, z3b, y2c, y2e, y2b, p, codes, offsets, wt, wv, has_er, scratch
     )
     return y1c, y1e, y1b, y2c, y2e, y2b, y3c, y3e, y3b
 
@@ -860,7 +860,7 @@ def _stage_vjp(
     ke: float,
     kb: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -875,7 +875,7 @@ def _stage_vjp(
     stages). λ solves (I − hγ·Jᵀ) λ = d + Jᵀ k; f's parameter pull-back with
     k + hγ·λ goes into ``pbar``.
     """
-    j = _kinetic_jac(t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er, scratch)
+    j = _kinetic_jac(t, yc, ye, yb, p, codes, offsets, wt, wv, has_er, scratch)
     r0 = dc + j[0] * kc + j[3] * ke + j[6] * kb
     r1 = de + j[1] * kc + j[4] * ke + j[7] * kb
     r2 = db + j[2] * kc + j[5] * ke + j[8] * kb
@@ -886,7 +886,7 @@ def _stage_vjp(
         r0, r1, r2,
     )  # fmt: skip
     kinetic_pull(
-        t, yc, ye, yb, p, kinds, offsets, wt, wv, has_er,
+        t, yc, ye, yb, p, codes, offsets, wt, wv, has_er,
         kc + hg * lc, ke + hg * le, kb + hg * lb, pbar, need_n,
     )  # fmt: skip
     return lc, le, lb
@@ -903,7 +903,7 @@ def sdirk_step_vjp(
     le: float,
     lb: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -916,20 +916,20 @@ def sdirk_step_vjp(
     hg = h * _SG
     # stage 3: Y3 = y_{n+1}; z3 = y + h(b1 K1 + b2 K2)
     l3c, l3e, l3b = _stage_vjp(
-        t + h, hg, y3[0], y3[1], y3[2], lc, le, lb, 0.0, 0.0, 0.0, p, kinds, offsets, wt, wv,
+        t + h, hg, y3[0], y3[1], y3[2], lc, le, lb, 0.0, 0.0, 0.0, p, codes, offsets, wt, wv,
         has_er, pbar, need_n, scratch,
     )  # fmt: skip
     # stage 2: K2 used by z3; z2 = y + h a21 K1
     l2c, l2e, l2b = _stage_vjp(
         t + _SC2 * h, hg, y2[0], y2[1], y2[2], 0.0, 0.0, 0.0,
         h * _SB2 * l3c, h * _SB2 * l3e, h * _SB2 * l3b,
-        p, kinds, offsets, wt, wv, has_er, pbar, need_n, scratch,
+        p, codes, offsets, wt, wv, has_er, pbar, need_n, scratch,
     )  # fmt: skip
     l1c, l1e, l1b = _stage_vjp(
         t + _SG * h, hg, y1[0], y1[1], y1[2], 0.0, 0.0, 0.0,
         h * (_SB1 * l3c + _SA21 * l2c), h * (_SB1 * l3e + _SA21 * l2e),
         h * (_SB1 * l3b + _SA21 * l2b),
-        p, kinds, offsets, wt, wv, has_er, pbar, need_n, scratch,
+        p, codes, offsets, wt, wv, has_er, pbar, need_n, scratch,
     )  # fmt: skip
     return l1c + l2c + l3c, l1e + l2e + l3e, l1b + l2b + l3b
 
@@ -944,7 +944,7 @@ def kinetic_run(
     ev_w: np.ndarray,
     ev_slot: int,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -979,7 +979,7 @@ def kinetic_run(
         rec[m, 1] = cer
         rec[m, 2] = b
         if op[m] == K.S_STEP:
-            s = sdirk_step(tt[m], hh[m], c, cer, b, p, kinds, offsets, wt, wv, has_er, scratch)
+            s = sdirk_step(tt[m], hh[m], c, cer, b, p, codes, offsets, wt, wv, has_er, scratch)
             for q in range(6):
                 rec[m, 3 + q] = s[q]
             c, cer, b = s[6], s[7], s[8]
@@ -1002,7 +1002,7 @@ def kinetic_backward(
     ev_w: np.ndarray,
     ev_slot: int,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -1026,7 +1026,7 @@ def kinetic_backward(
             lc, le, lb = sdirk_step_vjp(
                 tt[m], hh[m], (rec[m, 3], rec[m, 4], rec[m, 5]),
                 (rec[m, 6], rec[m, 7], rec[m, 8]), after, lc, le, lb,
-                p, kinds, offsets, wt, wv, has_er, pbar, need_n, scratch,
+                p, codes, offsets, wt, wv, has_er, pbar, need_n, scratch,
             )  # fmt: skip
         else:  # a jump: c+ from the next entry (a schedule never ends on one)
             w = ev_w[arg[m]]
@@ -1093,7 +1093,7 @@ def kinetic_dff_forward_tape(
     hh: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -1109,7 +1109,7 @@ def kinetic_dff_forward_tape(
     Returns ΔF/F, free Ca, the bound indicator at the outputs and the flat
     record for :func:`kinetic_dff_vjp_tape`.
     """
-    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    p = balance_leaks(p_raw, codes, offsets, pm_slot, er_slot, has_er)
     kd, n, rf, bt = p[K.G_KD], p[K.G_HILL], p[K.G_RF], p[K.G_BT]
     span = 1.0 + p[K.G_PHI]
     cer0 = p[K.G_CER_REST] if has_er else 0.0
@@ -1118,7 +1118,7 @@ def kinetic_dff_forward_tape(
     # compile the solver once more for that intermediate literal type
     n_out = np.sum(op == K.S_OUT)
     c, _, b, rec = kinetic_run(
-        op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er,
+        op, arg, tt, hh, n_out, ev_w, ev_slot, p, codes, offsets, wt, wv, has_er,
         p[K.G_C_REST], cer0, bt * h0 / span,
     )  # fmt: skip
     f0 = 1.0 + (rf - 1.0) * h0
@@ -1137,7 +1137,7 @@ def kinetic_dff_vjp_tape(
     hh: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -1152,7 +1152,7 @@ def kinetic_dff_vjp_tape(
     need_n: bool,
 ) -> np.ndarray:
     """Cotangent of ``p_raw`` from cotangents of (ΔF/F, free Ca), given the forward record."""
-    p = balance_leaks(p_raw, kinds, offsets, pm_slot, er_slot, has_er)
+    p = balance_leaks(p_raw, codes, offsets, pm_slot, er_slot, has_er)
     c_rest = p[K.G_C_REST]
     kd, n, rf, bt = p[K.G_KD], p[K.G_HILL], p[K.G_RF], p[K.G_BT]
     span = 1.0 + p[K.G_PHI]
@@ -1168,7 +1168,7 @@ def kinetic_dff_vjp_tape(
         s_f += g * (1.0 + (rf - 1.0) * occ)
         s_occ += g * occ
     pbar, c0bar, cer0bar, b0bar = kinetic_backward(
-        op, arg, tt, hh, rec.reshape((op.size, 9)), ev_w, ev_slot, p, kinds, offsets, wt, wv,
+        op, arg, tt, hh, rec.reshape((op.size, 9)), ev_w, ev_slot, p, codes, offsets, wt, wv,
         has_er, g_c, gb, need_n,
     )  # fmt: skip
     # ΔF/F = (1 + (R_f − 1)·(1 + φ)·b/B_T)/F0 − 1, F0 = 1 + (R_f − 1)·h0
@@ -1185,7 +1185,7 @@ def kinetic_dff_vjp_tape(
     pbar[K.G_HILL] += h0bar * dh0_n
     if has_er:
         pbar[K.G_CER_REST] += cer0bar
-    balance_vjp(p, kinds, offsets, pm_slot, er_slot, has_er, pbar)
+    balance_vjp(p, codes, offsets, pm_slot, er_slot, has_er, pbar)
     return pbar
 
 
@@ -1196,7 +1196,7 @@ def kinetic_dff_forward(
     ev_t: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -1208,7 +1208,7 @@ def kinetic_dff_forward(
     """ΔF/F and free Ca (µM) at ``time`` with a kinetic indicator (as :func:`dff_forward`)."""
     op, arg, tt, hh = kinetic_schedule(time, ev_t, h_max)
     dff, c, _, _ = kinetic_dff_forward_tape(
-        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot, er_slot
     )
     return dff, c
 
@@ -1220,7 +1220,7 @@ def kinetic_dff_vjp(
     ev_t: np.ndarray,
     ev_w: np.ndarray,
     ev_slot: int,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -1234,9 +1234,9 @@ def kinetic_dff_vjp(
     """Cotangent of ``p_raw`` from cotangents of :func:`kinetic_dff_forward`'s ΔF/F and Ca."""
     op, arg, tt, hh = kinetic_schedule(time, ev_t, h_max)
     _, c, b, rec = kinetic_dff_forward_tape(
-        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot, er_slot
     )
     return kinetic_dff_vjp_tape(
-        p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
+        p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot,
         er_slot, c, b, rec, g_dff, g_c, True,
     )  # fmt: skip

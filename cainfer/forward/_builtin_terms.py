@@ -334,53 +334,53 @@ def vjp_g6325fb2c7a10(o: int, c: float, cer: float, u: float, p: np.ndarray, gpm
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def flux(kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray) -> tuple[float, float]:
+def flux(code: int, o: int, c: float, cer: float, u: float, p: np.ndarray) -> tuple[float, float]:
     """The built-in term of this code: (pm, ER→cytosol) flux."""
-    if kind == 266992664666:
+    if code == 266992664666:
         return flux_g3e2a00bc72e2(o, c, cer, u, p)
-    if kind == 840215003095:
+    if code == 840215003095:
         return flux_gc3a0b77befbb(o, c, cer, u, p)
-    if kind == 18071168066:
+    if code == 18071168066:
         return flux_g043520205afe(o, c, cer, u, p)
-    if kind == 547185560321:
+    if code == 547185560321:
         return flux_g7f66cd0719d7(o, c, cer, u, p)
-    if kind == 1077391511203:
+    if code == 1077391511203:
         return flux_gfad989cabb7d(o, c, cer, u, p)
-    if kind == 163097052036:
+    if code == 163097052036:
         return flux_g25f9577f9c92(o, c, cer, u, p)
-    if kind == 709579740650:
+    if code == 709579740650:
         return flux_ga5363f9202b6(o, c, cer, u, p)
-    if kind == 184835411633:
+    if code == 184835411633:
         return flux_g2b090c8ac988(o, c, cer, u, p)
-    if kind == 555411210755:
+    if code == 555411210755:
         return flux_g8151167e1b36(o, c, cer, u, p)
-    if kind == 425838981218:
+    if code == 425838981218:
         return flux_g6325fb2c7a10(o, c, cer, u, p)
-    return 0.0, 0.0
+    raise ValueError("no built-in term has this code")
 
 
 @njit(cache=True, fastmath=False, inline="always")
-def vjp(kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray, gpm: float, gx: float,
+def vjp(code: int, o: int, c: float, cer: float, u: float, p: np.ndarray, gpm: float, gx: float,
         pbar: np.ndarray, need_n: bool) -> tuple[float, float]:
     """Pull-back of the built-in term of this code."""
-    if kind == 266992664666:
+    if code == 266992664666:
         return vjp_g3e2a00bc72e2(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 840215003095:
+    if code == 840215003095:
         return vjp_gc3a0b77befbb(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 18071168066:
+    if code == 18071168066:
         return vjp_g043520205afe(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 547185560321:
+    if code == 547185560321:
         return vjp_g7f66cd0719d7(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 1077391511203:
+    if code == 1077391511203:
         return vjp_gfad989cabb7d(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 163097052036:
+    if code == 163097052036:
         return vjp_g25f9577f9c92(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 709579740650:
+    if code == 709579740650:
         return vjp_ga5363f9202b6(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 184835411633:
+    if code == 184835411633:
         return vjp_g2b090c8ac988(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 555411210755:
+    if code == 555411210755:
         return vjp_g8151167e1b36(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    if kind == 425838981218:
+    if code == 425838981218:
         return vjp_g6325fb2c7a10(o, c, cer, u, p, gpm, gx, pbar, need_n)
-    return 0.0, 0.0
+    raise ValueError("no built-in term has this code")

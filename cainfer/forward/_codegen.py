@@ -527,20 +527,20 @@ VJP = {{{", ".join(f"{g.code}: {g.vjp_name!r}" for _, g in gens)}}}
     body = HELPERS + "".join(g.flux_src + g.vjp_src for _, g in gens)
     deco = '@njit(cache=True, fastmath=False, inline="always")'
     flux = ["", "", deco,
-            "def flux(kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray) "
+            "def flux(code: int, o: int, c: float, cer: float, u: float, p: np.ndarray) "
             "-> tuple[float, float]:",
             '    """The built-in term of this code: (pm, ER→cytosol) flux."""']  # fmt: skip
     vjp = ["", "", deco,
-           "def vjp(kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray, "
+           "def vjp(code: int, o: int, c: float, cer: float, u: float, p: np.ndarray, "
            "gpm: float, gx: float,",
            "        pbar: np.ndarray, need_n: bool) -> tuple[float, float]:",
            '    """Pull-back of the built-in term of this code."""']  # fmt: skip
     for _, g in gens:
-        flux += [f"    if kind == {g.code}:", f"        return {g.flux_name}(o, c, cer, u, p)"]
-        vjp += [f"    if kind == {g.code}:",
+        flux += [f"    if code == {g.code}:", f"        return {g.flux_name}(o, c, cer, u, p)"]
+        vjp += [f"    if code == {g.code}:",
                 f"        return {g.vjp_name}(o, c, cer, u, p, gpm, gx, pbar, need_n)"]  # fmt: skip
-    flux.append("    return 0.0, 0.0")
-    vjp.append("    return 0.0, 0.0")
+    flux.append('    raise ValueError("no built-in term has this code")')
+    vjp.append('    raise ValueError("no built-in term has this code")')
     return head + body + "\n".join(flux) + "\n" + "\n".join(vjp) + "\n"
 
 

@@ -42,6 +42,7 @@ G_KOFF = 9  # indicator unbinding rate (1/s); used when the dye is kinetic
 G_PHI = 10  # kinetic indicator's switch ratio φ (0: one-step binding); see dye_binding
 N_GLOBAL = 11
 
+
 @njit(cache=True, fastmath=False, inline="always")
 def hill_frac(c: float, k: float, n: float) -> float:
     """Occupancy c^n/(k^n + c^n), with c clipped at 0."""
@@ -125,21 +126,21 @@ LOCAL_FLUX = {code: f"T.{name}" for code, name in T.FLUX.items()}
 
 @njit(cache=True, fastmath=False, inline="always")
 def local_flux(
-    kind: int, o: int, c: float, cer: float, u: float, p: np.ndarray
+    code: int, o: int, c: float, cer: float, u: float, p: np.ndarray
 ) -> tuple[float, float]:  # fmt: skip
     """One flux term: (plasma-membrane flux, ER→cytosol flux), µM/s.
 
-    ``kind`` is the term's code (see :mod:`cainfer.forward._codegen`), ``u``
+    ``code`` is the term's code (see :mod:`cainfer.forward._codegen`), ``u``
     the stimulus waveform's value. Kept free of array arguments other than
     ``p`` so that numba inlines it into the loop over terms: a call per term
     would cost more than the arithmetic.
     """
-    return T.flux(kind, o, c, cer, u, p)
+    return T.flux(code, o, c, cer, u, p)
 
 
 @njit(cache=True, fastmath=False)
 def term_flux(
-    kind: int,
+    code: int,
     o: int,
     t: float,
     c: float,
@@ -149,12 +150,12 @@ def term_flux(
     wv: np.ndarray,
 ) -> tuple[float, float]:
     """One flux term at time t: (plasma-membrane flux, ER→cytosol flux), µM/s of cytosol."""
-    return local_flux(kind, o, c, cer, waveform_at(t, wt, wv), p)
+    return local_flux(code, o, c, cer, waveform_at(t, wt, wv), p)
 
 
 @njit(cache=True, fastmath=False)
 def term_flux_array(
-    kind: int,
+    code: int,
     o: int,
     t: np.ndarray,
     c: np.ndarray,
@@ -167,7 +168,7 @@ def term_flux_array(
     a = np.empty(c.size)
     b = np.empty(c.size)
     for i in range(c.size):
-        a[i], b[i] = term_flux(kind, o, t[i], c[i], cer[i], p, wt, wv)
+        a[i], b[i] = term_flux(code, o, t[i], c[i], cer[i], p, wt, wv)
     return a, b
 
 
@@ -177,7 +178,7 @@ def net_flux(
     c: float,
     cer: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -186,8 +187,8 @@ def net_flux(
     jpm = 0.0
     jx = 0.0
     u = waveform_at(t, wt, wv) if wt.size else 0.0
-    for i in range(kinds.size):
-        a, b = local_flux(kinds[i], offsets[i], c, cer, u, p)
+    for i in range(codes.size):
+        a, b = local_flux(codes[i], offsets[i], c, cer, u, p)
         jpm += a
         jx += b
     return jpm, jx
@@ -270,7 +271,7 @@ def rhs(
     cer: float,
     b: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -286,7 +287,7 @@ def rhs(
     ``dc/dt = (J − (1 − q)·db/dt)/(1 + κ_S + (B_T − b)·dq/dc)``, q from
     :func:`dim_bound_fraction` (0 for one-step binding).
     """
-    jpm, jx = net_flux(t, c, cer, p, kinds, offsets, wt, wv)
+    jpm, jx = net_flux(t, c, cer, p, codes, offsets, wt, wv)
     db = 0.0
     if kinetic:
         db = dye_binding(c, b, p)
@@ -308,7 +309,7 @@ def rk4_step(
     cer: float,
     b: float,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -316,7 +317,7 @@ def rk4_step(
     kinetic: bool,
 ) -> tuple[float, float, float]:
     """One classical Runge-Kutta step of size h (s)."""
-    k1c, k1e, k1b = rhs(t, c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic)
+    k1c, k1e, k1b = rhs(t, c, cer, b, p, codes, offsets, wt, wv, has_er, kinetic)
     hh = 0.5 * h
     k2c, k2e, k2b = rhs(
         t + hh,
@@ -324,7 +325,7 @@ def rk4_step(
         cer + hh * k1e,
         b + hh * k1b,
         p,
-        kinds,
+        codes,
         offsets,
         wt,
         wv,
@@ -337,7 +338,7 @@ def rk4_step(
         cer + hh * k2e,
         b + hh * k2b,
         p,
-        kinds,
+        codes,
         offsets,
         wt,
         wv,
@@ -345,7 +346,7 @@ def rk4_step(
         kinetic,
     )
     k4c, k4e, k4b = rhs(
-        t + h, c + h * k3c, cer + h * k3e, b + h * k3b, p, kinds, offsets, wt, wv, has_er, kinetic
+        t + h, c + h * k3c, cer + h * k3e, b + h * k3b, p, codes, offsets, wt, wv, has_er, kinetic
     )
     w = h / 6.0
     return (
@@ -510,7 +511,7 @@ def run(
     ev_w: np.ndarray,
     ev_slot: int,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -537,11 +538,11 @@ def run(
         # the common single-compartment case with literal flags: its unused state
         # branches fold away at compile time (about 40% of the step's cost)
         return _run_body(
-            op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, False, False,
+            op, arg, tt, hh, n_out, ev_w, ev_slot, p, codes, offsets, wt, wv, False, False,
             c0, cer0, b0,
         )  # fmt: skip
     return _run_body(
-        op, arg, tt, hh, n_out, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, kinetic,
+        op, arg, tt, hh, n_out, ev_w, ev_slot, p, codes, offsets, wt, wv, has_er, kinetic,
         c0, cer0, b0,
     )  # fmt: skip
 
@@ -556,7 +557,7 @@ def _run_body(
     ev_w: np.ndarray,
     ev_slot: int,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -579,7 +580,7 @@ def _run_body(
         ee[m] = cer
         if op[m] == S_STEP:
             c, cer, b = rk4_step(
-                tt[m], hh[m], c, cer, b, p, kinds, offsets, wt, wv, has_er, kinetic
+                tt[m], hh[m], c, cer, b, p, codes, offsets, wt, wv, has_er, kinetic
             )
         elif op[m] == S_JUMP:
             if kinetic:
@@ -602,7 +603,7 @@ def solve(
     ev_w: np.ndarray,
     ev_slot: int,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -621,7 +622,7 @@ def solve(
     """
     op, arg, tt, hh = schedule(time, ev_t, np.full(time.size, h_max))
     c, cer, b, _, _ = run(
-        op, arg, tt, hh, time.size, ev_w, ev_slot, p, kinds, offsets, wt, wv, has_er, kinetic,
+        op, arg, tt, hh, time.size, ev_w, ev_slot, p, codes, offsets, wt, wv, has_er, kinetic,
         c0, cer0, b0,
     )  # fmt: skip
     return c, cer, b
@@ -632,7 +633,7 @@ def jacobian_bound(
     c_grid: np.ndarray,
     cer_grid: np.ndarray,
     p: np.ndarray,
-    kinds: np.ndarray,
+    codes: np.ndarray,
     offsets: np.ndarray,
     wt: np.ndarray,
     wv: np.ndarray,
@@ -665,8 +666,8 @@ def jacobian_bound(
                     dn = y.copy()
                     up[j] += hj
                     dn[j] = max(y[j] - hj, 0.0)
-                    f1 = rhs(t, up[0], up[1], up[2], p, kinds, offsets, wt, wv, has_er, kinetic)
-                    f0 = rhs(t, dn[0], dn[1], dn[2], p, kinds, offsets, wt, wv, has_er, kinetic)
+                    f1 = rhs(t, up[0], up[1], up[2], p, codes, offsets, wt, wv, has_er, kinetic)
+                    f0 = rhs(t, dn[0], dn[1], dn[2], p, codes, offsets, wt, wv, has_er, kinetic)
                     for r in range(3):
                         jac[r, j] = (f1[r] - f0[r]) / (up[j] - dn[j])
                 lam = max(lam, _spectral_radius(jac, has_er, kinetic))

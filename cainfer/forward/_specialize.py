@@ -51,7 +51,7 @@ _LOCK = threading.Lock()
 
 
 def _unrolled(
-    kinds: tuple[int, ...],
+    codes: tuple[int, ...],
     offsets: tuple[int, ...],
     *,
     decorator: str,
@@ -61,60 +61,60 @@ def _unrolled(
     args: str,
     waveform: str,
 ) -> str:
-    """Source of a loop over terms unrolled: ``sums += functions[kind](offset, args)``.
+    """Source of a loop over terms unrolled: ``sums += functions[code](offset, args)``.
 
     The stimulus waveform's value ``u`` is computed first by ``waveform``.
     """
     name = head.split("(")[0]
-    comment = f"# generated: {name} unrolled for terms {kinds} at offsets {offsets}"
+    comment = f"# generated: {name} unrolled for terms {codes} at offsets {offsets}"
     lines = ["", "", comment, decorator, f"def {head}:  # noqa: F811"]
     lines += [f"    {v} = 0.0" for v in sums]
     lines.append(f"    u = {waveform} if wt.size else 0.0")
-    for k, o in zip(kinds, offsets, strict=True):
+    for k, o in zip(codes, offsets, strict=True):
         lines += [f"    a, b = {functions[k]}({o}, {args})",
                   f"    {sums[0]} += a", f"    {sums[1]} += b"]  # fmt: skip
     lines.append(f"    return {sums[0]}, {sums[1]}")
     return "\n".join(lines) + "\n"
 
 
-def _net_flux_src(kinds: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
+def _net_flux_src(codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
     return _unrolled(
-        kinds, offsets, decorator="@njit(cache=True, fastmath=False)",
-        head="net_flux(t, c, cer, p, kinds, offsets, wt, wv)", sums=("jpm", "jx"),
+        codes, offsets, decorator="@njit(cache=True, fastmath=False)",
+        head="net_flux(t, c, cer, p, codes, offsets, wt, wv)", sums=("jpm", "jx"),
         functions=fns, args="c, cer, u, p", waveform="waveform_at(t, wt, wv)",
     )  # fmt: skip
 
 
-def _flux_vjp_src(kinds: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
+def _flux_vjp_src(codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
     return _unrolled(
-        kinds, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
-        head="flux_vjp(t, c, cer, p, kinds, offsets, wt, wv, gpm, gx, pbar, need_n)",
+        codes, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
+        head="flux_vjp(t, c, cer, p, codes, offsets, wt, wv, gpm, gx, pbar, need_n)",
         sums=("cbar", "erbar"), functions=fns, args="c, cer, u, p, gpm, gx, pbar, need_n",
         waveform="K.waveform_at(t, wt, wv)",
     )  # fmt: skip
 
 
 def _dispatch_src(name: str, args: str, gen: Sequence[_codegen.GeneratedTerm], vjp: bool) -> str:
-    """``name`` (a per-kind dispatch) redefined to know the generated terms first."""
+    """``name`` (a per-code dispatch) redefined to know the generated terms first."""
     lines = ["", "", f"_{name}_builtin = {name}", "",
              '@njit(cache=True, fastmath=False, inline="always")',
-             f"def {name}(kind, o, {args}):  # noqa: F811"]  # fmt: skip
+             f"def {name}(code, o, {args}):  # noqa: F811"]  # fmt: skip
     call = args.replace(", need_n=True", ", need_n")
     for g in gen:
-        lines += [f"    if kind == {g.code}:",
+        lines += [f"    if code == {g.code}:",
                   f"        return {g.vjp_name if vjp else g.flux_name}(o, {call})"]  # fmt: skip
-    lines.append(f"    return _{name}_builtin(kind, o, {call})")
+    lines.append(f"    return _{name}_builtin(code, o, {call})")
     return "\n".join(lines) + "\n"
 
 
 def sources(
-    kinds: Sequence[int],
+    codes: Sequence[int],
     offsets: Sequence[int],
     generated: Sequence[_codegen.GeneratedTerm] = (),
 ) -> tuple[str, str]:
     """Source text of the specialised kernels and adjoint modules."""
-    ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
-    gen = _generated_for(ks, generated)
+    cs_, os_ = tuple(int(k) for k in codes), tuple(int(o) for o in offsets)
+    gen = _generated_for(cs_, generated)
     src_k = Path(str(K.__file__)).read_text(encoding="utf-8")
     src_a = Path(str(A.__file__)).read_text(encoding="utf-8")
     if src_a.count(_IMPORT) != 1:
@@ -130,28 +130,28 @@ def sources(
     flux_fns = {**K.LOCAL_FLUX, **{g.code: g.flux_name for g in gen}}
     vjp_fns = {**A.LOCAL_VJP, **{g.code: g.vjp_name for g in gen}}
     return (
-        src_k + _net_flux_src(ks, os_, flux_fns),
-        src_a + _flux_vjp_src(ks, os_, vjp_fns),
+        src_k + _net_flux_src(cs_, os_, flux_fns),
+        src_a + _flux_vjp_src(cs_, os_, vjp_fns),
     )
 
 
 def _generated_for(
-    kinds: tuple[int, ...], generated: Sequence[_codegen.GeneratedTerm]
+    codes: tuple[int, ...], generated: Sequence[_codegen.GeneratedTerm]
 ) -> tuple[_codegen.GeneratedTerm, ...]:
-    """The generated terms among ``kinds``, each once, in order; every unknown kind refused."""
+    """The generated terms among ``codes``, each once, in order; every unknown code refused."""
     by_code = {g.code: g for g in generated}
     out: dict[int, _codegen.GeneratedTerm] = {}
-    for k in kinds:
+    for k in codes:
         if k in K.LOCAL_FLUX:
             continue
         if k not in by_code:
-            raise ValueError(f"flux term code {k} is neither built in nor among the generated terms")
+            raise ValueError(f"flux term code {k}: neither built in nor among the generated terms")
         out.setdefault(k, by_code[k])
     return tuple(out.values())
 
 
 def specialized(
-    kinds: Sequence[int],
+    codes: Sequence[int],
     offsets: Sequence[int],
     generated: Sequence[_codegen.GeneratedTerm] = (),
 ) -> ModuleType:
@@ -159,34 +159,34 @@ def specialized(
 
     It has the functions of :mod:`cainfer.forward._adjoint` (and ``K`` those
     of :mod:`cainfer.forward._kernels`) with the same signatures and results;
-    the ``kinds`` and ``offsets`` arguments they are called with must be the
+    the ``codes`` and ``offsets`` arguments they are called with must be the
     ones given here. Falls back, with a warning, to the generic modules when
     the cache directory cannot be written.
 
     Parameters
     ----------
-    kinds, offsets : sequence of int
+    codes, offsets : sequence of int
         Code (see :mod:`cainfer.forward._codegen`) and parameter-vector offset of
         each flux term, in order.
     generated : sequence of GeneratedTerm
         The compiled form of each term defined by a rate expression
         (:func:`cainfer.forward._codegen.generate`).
     """
-    ks, os_ = tuple(int(k) for k in kinds), tuple(int(o) for o in offsets)
-    gen = _generated_for(ks, generated)
-    if len(ks) != len(os_):
-        raise ValueError(f"{len(ks)} kinds but {len(os_)} offsets")
-    known = _BY_TERMS.get((ks, os_, str(cache_dir())))
+    cs_, os_ = tuple(int(k) for k in codes), tuple(int(o) for o in offsets)
+    gen = _generated_for(cs_, generated)
+    if len(cs_) != len(os_):
+        raise ValueError(f"{len(cs_)} codes but {len(os_)} offsets")
+    known = _BY_TERMS.get((cs_, os_, str(cache_dir())))
     if known is not None:
         return known
-    src_k, src_a = sources(ks, os_, gen)
+    src_k, src_a = sources(cs_, os_, gen)
     # the package's numba cache checks only its own files; the kernels they call
     # (``_builtin_terms``) enter through the stamp of cainfer's solver sources
     stamp = kernel_sources_stamp()
     key = hashlib.sha256(f"{_FORMAT}\0{stamp}\0{src_k}\0{src_a}".encode()).hexdigest()[:24]
     with _LOCK:
         if key in _LOADED:
-            _BY_TERMS[(ks, os_, str(cache_dir()))] = _LOADED[key]
+            _BY_TERMS[(cs_, os_, str(cache_dir()))] = _LOADED[key]
             return _LOADED[key]
         root = cache_dir() / "kernels"
         try:
@@ -212,7 +212,7 @@ def specialized(
             )
             mod = A
         _LOADED[key] = mod
-        _BY_TERMS[(ks, os_, str(cache_dir()))] = mod
+        _BY_TERMS[(cs_, os_, str(cache_dir()))] = mod
         return mod
 
 

@@ -334,7 +334,7 @@ def _root{k}(p: np.ndarray) -> float:
 _DFF = '''
 
 @njit(cache=True, fastmath=False)
-def dff_forward_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er,
+def dff_forward_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er,
                      pm_slot, er_slot):
     """ΔF/F and free Ca at the outputs, the states before each entry and at the outputs."""
     p = balance(p_raw)
@@ -346,7 +346,7 @@ def dff_forward_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, 
 
 
 @njit(cache=True, fastmath=False)
-def dff_vjp_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er,
+def dff_vjp_tape(p_raw, op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er,
                  pm_slot, er_slot, c, cc, ee, g_dff, g_c, need_n):
     """Cotangent of p_raw from cotangents of (ΔF/F, free Ca), given the forward record."""
     p = balance(p_raw)
@@ -515,7 +515,7 @@ def system_of(model: Any) -> System:
     """
     import sympy as sp
 
-    from cainfer.forward._terms import SYSTEM_KIND
+    from cainfer.forward._terms import SYSTEM_CODE
 
     if model.kinetic:
         raise ValueError(
@@ -541,7 +541,7 @@ def system_of(model: Any) -> System:
     gate_rhs: list[Any] = []
     gate_inf: list[Any] = []
     leak_terms: list[tuple[int, Any, str]] = []  # (slot, symbol, compartment) of a balanced value
-    for f, kind, o in zip(model.fluxes, model._kinds, model._offsets, strict=True):
+    for f, code, o in zip(model.fluxes, model._codes, model._offsets, strict=True):
         o = int(o)
         cls = type(f)
         parts = _codegen.term_expressions(cls)
@@ -559,7 +559,7 @@ def system_of(model: Any) -> System:
             gate_inf.append(inf.xreplace(sub))
             gate_rhs.append((inf.xreplace(sub) - g) / tau.xreplace(sub))
         hill += [o + i for i, q in enumerate(cls.declared) if q.role == "hill"]
-        assert kind == SYSTEM_KIND or not parts.stateful
+        assert code == SYSTEM_CODE or not parts.stateful
         if cls.compartment == "pm":
             jpm += parts.rate.xreplace(sub)
         elif cls.compartment == "mito":

@@ -37,7 +37,7 @@ _COMPILED: dict[str, type[Flux]] = {
 
 #: code of a term with gating states or moving mitochondrial calcium: no kernel
 #: runs it; a model holding one is solved as a system of states
-SYSTEM_KIND = -1
+SYSTEM_CODE = -1
 
 
 def _builtin_base(cls: type[Flux]) -> type[Flux] | None:
@@ -62,7 +62,7 @@ def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
     A built-in term (or a subclass keeping its rate) runs on the built-in
     functions, which read its parameters by position. Any other term with a
     ``rate`` gets functions generated from it, unless it has gating states or
-    moves mitochondrial calcium (:data:`SYSTEM_KIND`). A term without a rate
+    moves mitochondrial calcium (:data:`SYSTEM_CODE`). A term without a rate
     is refused.
     """
     cls = type(f)
@@ -72,7 +72,7 @@ def _compiled_form(f: Flux) -> tuple[int, _codegen.GeneratedTerm | None]:
         return T.CODES[base.__name__], None
     if cls.rate is not None:
         if _codegen.term_expressions(cls).stateful:
-            return SYSTEM_KIND, None  # solved as a system of states (cainfer.forward._system)
+            return SYSTEM_CODE, None  # solved as a system of states (cainfer.forward._system)
         gen = _codegen.generate(cls)
         if gen.code in T.FLUX:  # a built-in rate, written again: its kernels run it
             return gen.code, None

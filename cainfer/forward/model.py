@@ -17,7 +17,7 @@ from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._params import Parameter, Prior, merge_values
 from cainfer.forward._terms import (
-    SYSTEM_KIND,
+    SYSTEM_CODE,
     _class_name,
     _class_named,
     _compiled_form,
@@ -163,7 +163,7 @@ class KernelArgs(NamedTuple):
     event_times: np.ndarray  #: stimulus events (s)
     event_weights: np.ndarray  #: each event's weight (1)
     event_slot: int  #: slot of the event influx's amplitude (−1: none)
-    kinds: np.ndarray  #: each flux term's code (a hash of its rate; see _codegen)
+    codes: np.ndarray  #: each flux term's code (a hash of its rate; see _codegen)
     offsets: np.ndarray  #: each term's first slot in the parameter vector
     waveform_time: np.ndarray  #: stimulus waveform times (s)
     waveform_values: np.ndarray  #: its values (1)
@@ -176,7 +176,7 @@ class KernelArgs(NamedTuple):
     def after_schedule(self) -> tuple[Any, ...]:
         """What the recorded solves (``dff_forward_tape``, ``dff_vjp_tape``) take after it."""
         return (
-            self.event_weights, self.event_slot, self.kinds, self.offsets, self.waveform_time,
+            self.event_weights, self.event_slot, self.codes, self.offsets, self.waveform_time,
             self.waveform_values, self.has_er, self.pm_leak_slot, self.er_leak_slot,
         )  # fmt: skip
 
@@ -254,12 +254,12 @@ class CellModel:
         forms = [_compiled_form(f) for f in self.fluxes]
         #: a term has gating states or moves mitochondrial calcium: the model is solved
         #: as a system of states (cainfer.forward._system), generated from its terms
-        self.stateful = any(k == SYSTEM_KIND for k, _ in forms)
+        self.stateful = any(k == SYSTEM_CODE for k, _ in forms)
         if self.stateful and self.kinetic:
             names = [
                 type(f).__name__
                 for f, (k, _) in zip(self.fluxes, forms, strict=True)
-                if k == SYSTEM_KIND
+                if k == SYSTEM_CODE
             ]
             raise ValueError(
                 f"term(s) {names} carry gating states or move mitochondrial calcium: such a "
@@ -398,7 +398,7 @@ class CellModel:
             offsets.append(o)
             o += f.size
         self._n_p = o
-        self._kinds = np.array([k for k, _ in forms], dtype=np.int64)
+        self._codes = np.array([k for k, _ in forms], dtype=np.int64)
         self._offsets = np.array(offsets, dtype=np.int64)
         #: the compiled form of each term defined by a rate expression, once each
         self.generated_terms: tuple[_codegen.GeneratedTerm, ...] = tuple(
@@ -422,7 +422,7 @@ class CellModel:
             return K, A
         from cainfer.forward._specialize import specialized
 
-        mod = specialized(self._kinds.tolist(), self._offsets.tolist(), self.generated_terms)
+        mod = specialized(self._codes.tolist(), self._offsets.tolist(), self.generated_terms)
         return mod.K, mod
 
     def system_source(self) -> str:
@@ -510,7 +510,7 @@ class CellModel:
         if self.stateful:
             return self._balance_system(p, c, cer)
         kern, _ = self.kernels()
-        jpm, jx = kern.net_flux(-math.inf, c, cer, p, self._kinds, self._offsets, empty, empty)
+        jpm, jx = kern.net_flux(-math.inf, c, cer, p, self._codes, self._offsets, empty, empty)
         derived: dict[str, float] = {}
         for f, o in zip(self.fluxes, self._offsets, strict=True):
             slot = o + len(f.declared)
@@ -649,8 +649,8 @@ class CellModel:
         ft, fc, fe = (np.ascontiguousarray(x.reshape(-1)) for x in (tt, cc, ce))
         out = {}
         kern, _ = self.kernels()
-        for f, kind, o in zip(self.fluxes, self._kinds, self._offsets, strict=True):
-            a, b = kern.term_flux_array(int(kind), int(o), ft, fc, fe, p, wt, wv)
+        for f, code, o in zip(self.fluxes, self._codes, self._offsets, strict=True):
+            a, b = kern.term_flux_array(int(code), int(o), ft, fc, fe, p, wt, wv)
             out[f.name or type(f).__name__] = (a.reshape(cc.shape), b.reshape(cc.shape))
         return out
 
@@ -742,7 +742,7 @@ class CellModel:
             ev_w,
             ev_slot,
             p,
-            self._kinds,
+            self._codes,
             self._offsets,
             wt,
             wv,
@@ -763,7 +763,7 @@ class CellModel:
                 n_sub = int(substeps)
             sched = A.kinetic_schedule(t, ev_t, np.full(t.size, frame / n_sub))
             c, cer, b, _ = adj.kinetic_run(
-                *sched, t.size, ev_w, ev_slot, p, self._kinds, self._offsets, wt, wv,
+                *sched, t.size, ev_w, ev_slot, p, self._codes, self._offsets, wt, wv,
                 self.has_er, c0, cer0, b0,
             )  # fmt: skip
         elif substeps == "auto":
@@ -968,7 +968,7 @@ class CellModel:
             event_times=np.ascontiguousarray(stim.events),
             event_weights=np.ascontiguousarray(stim.event_weights),
             event_slot=ev_slot,
-            kinds=self._kinds,
+            codes=self._codes,
             offsets=self._offsets,
             waveform_time=wt,
             waveform_values=wv,
@@ -1038,7 +1038,7 @@ class CellModel:
             er_grid = np.zeros(1)
         kern, _ = self.kernels()
         lam = kern.jacobian_bound(
-            c_grid, er_grid, p, self._kinds, self._offsets, wt, wv, self.has_er, self.kinetic
+            c_grid, er_grid, p, self._codes, self._offsets, wt, wv, self.has_er, self.kinetic
         )
         n = max(1, math.ceil(frame * lam / _LAMBDA_H))
         if n > _MAX_STEPS_PER_FRAME:

@@ -22,12 +22,12 @@ from pytensor.link.numba.dispatch.basic import numba_njit
 from cainfer.forward import _adjoint as A
 from cainfer.forward._specialize import specialized
 
-_N_CONST = 9  # schedule (op, arg, t, h), event weights, kinds, offsets, waveform t, v
+_N_CONST = 9  # schedule (op, arg, t, h), event weights, codes, offsets, waveform t, v
 
 
 class _SolveBase(Op):
     __props__ = (
-        "ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "kinds", "offsets", "kinetic",
+        "ev_slot", "has_er", "pm_slot", "er_slot", "need_n", "codes", "offsets", "kinetic",
         "generated", "system",
     )  # fmt: skip
 
@@ -38,7 +38,7 @@ class _SolveBase(Op):
         pm_slot: int,
         er_slot: int,
         need_n: bool,
-        kinds: Sequence[int],
+        codes: Sequence[int],
         offsets: Sequence[int],
         kinetic: bool = False,
         generated: Sequence[Any] = (),
@@ -49,7 +49,7 @@ class _SolveBase(Op):
         self.pm_slot = int(pm_slot)
         self.er_slot = int(er_slot)
         self.need_n = bool(need_n)
-        self.kinds = tuple(int(k) for k in kinds)
+        self.codes = tuple(int(k) for k in codes)
         self.offsets = tuple(int(o) for o in offsets)
         self.kinetic = bool(kinetic)
         self.generated = tuple(generated)  # terms defined by a rate expression (their code)
@@ -68,7 +68,7 @@ class _SolveBase(Op):
             from cainfer.forward._system import compiled
 
             return compiled(self.system)
-        return specialized(self.kinds, self.offsets, self.generated)
+        return specialized(self.codes, self.offsets, self.generated)
 
     @property
     def forward_tape(self) -> Any:
@@ -84,12 +84,12 @@ class _SolveBase(Op):
 
     def _props_args(self) -> tuple[Any, ...]:
         return (
-            self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n, self.kinds,
+            self.ev_slot, self.has_er, self.pm_slot, self.er_slot, self.need_n, self.codes,
             self.offsets, self.kinetic, self.generated, self.system,
         )  # fmt: skip
 
     def _kernel_args(self, consts: list[Any]) -> tuple[Any, ...]:
-        op, arg, tt, hh, ev_w, kinds, offsets, wt, wv = consts
+        op, arg, tt, hh, ev_w, codes, offsets, wt, wv = consts
         return (
             op,
             arg,
@@ -97,7 +97,7 @@ class _SolveBase(Op):
             hh,
             ev_w,
             self.ev_slot,
-            kinds,
+            codes,
             offsets,
             wt,
             wv,
@@ -182,10 +182,10 @@ def _wrapper(op: _SolveBase, vjp: bool) -> Any:
 
         @numba_njit
         def solve_vjp(  # type: ignore[no-untyped-def]
-            p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv, c, cc, ee, g_dff, g_c
+            p_raw, sop, sarg, tt, hh, ev_w, codes, offsets, wt, wv, c, cc, ee, g_dff, g_c
         ):
             return kernel(
-                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
+                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot,
                 er_slot, c, cc, ee, g_dff, g_c, need_n,
             )  # fmt: skip
 
@@ -193,9 +193,9 @@ def _wrapper(op: _SolveBase, vjp: bool) -> Any:
     else:
 
         @numba_njit(final_function=True)  # also called from Python (forward_solver)
-        def solve(p_raw, sop, sarg, tt, hh, ev_w, kinds, offsets, wt, wv):  # type: ignore[no-untyped-def]
+        def solve(p_raw, sop, sarg, tt, hh, ev_w, codes, offsets, wt, wv):  # type: ignore[no-untyped-def]
             return kernel(
-                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot,
+                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot,
                 er_slot,
             )  # fmt: skip
 
@@ -226,7 +226,7 @@ def _solve_parts(
     sop, sarg, tt, hh = A.solver_schedule(ka.time, ka.event_times, ka.steps, model.kinetic)
     hill = {name for name, q in model.parameters.items() if q.role == "hill"}
     need_n = free is None or bool(hill & set(free))
-    op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.kinds,
+    op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.codes,
                  ka.offsets, model.kinetic, model.generated_terms,
                  model.system_source())  # fmt: skip
     consts = []
@@ -236,7 +236,7 @@ def _solve_parts(
         (tt, np.float64),
         (hh, np.float64),
         (ka.event_weights, np.float64),
-        (ka.kinds, np.int64),
+        (ka.codes, np.int64),
         (ka.offsets, np.int64),
         (ka.waveform_time, np.float64),
         (ka.waveform_values, np.float64),

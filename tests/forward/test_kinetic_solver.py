@@ -82,12 +82,12 @@ def test_kinetic_solve_is_third_order():
     err = []
     for substeps in (2, 4):
         # uniform steps (no grading after events), so that all of them halve
-        t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h, pm, er = model.kernel_args(
+        t, ev_t, ev_w, ev_slot, codes, offsets, wt, wv, has_er, h, pm, er = model.kernel_args(
             TIME, STIM, substeps=substeps
         )
         op, arg, tt, hh = K.schedule(t, ev_t, h)
         dff = A.kinetic_dff_forward_tape(
-            model.pack_raw(v), op, arg, tt, hh, ev_w, ev_slot, kinds, offsets, wt, wv, has_er,
+            model.pack_raw(v), op, arg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er,
             pm, er,
         )[0]  # fmt: skip
         err.append(np.abs(dff - ref).max())

@@ -19,6 +19,7 @@ from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _specialize as S
 
 PMCA, LINEAR = T.CODES["PMCA"], T.CODES["LinearExtrusion"]
+LEAK, EVENTS = T.CODES["PlasmaLeak"], T.CODES["EventInflux"]
 
 TIME = np.arange(240) / 30.0
 STIM = Stimulus(events=[1.0, 1.05, 4.017, 6.5], weights=[1.0, 1.0, 2.0, 1.0])
@@ -27,14 +28,14 @@ WAVE = Stimulus(events=[2.0], waveform_time=[3.0, 3.5, 5.0], waveform=[0.0, 1.0,
 
 def _both(model, stim, params, substeps=2):
     args = model.kernel_args(TIME, stim, substeps=substeps)
-    t, ev_t, ev_w, ev_slot, kinds, offsets, wt, wv, has_er, h_max, pm_slot, er_slot = args
+    t, ev_t, ev_w, ev_slot, codes, offsets, wt, wv, has_er, h_max, pm_slot, er_slot = args
     sched = A.K.schedule(t, ev_t, h_max)
-    rest = (ev_w, ev_slot, kinds, offsets, wt, wv, has_er, pm_slot, er_slot)
+    rest = (ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot, er_slot)
     p = model.pack_raw(model.values(params))
     rng = np.random.default_rng(5)
     g_dff, g_c = rng.normal(size=TIME.size), rng.normal(size=TIME.size)
     out = []
-    for mod in (A, S.specialized(kinds, offsets)):
+    for mod in (A, S.specialized(codes, offsets)):
         dff, c, cc, ee = mod.dff_forward_tape(p, *sched, *rest)
         grads = [
             mod.dff_vjp_tape(p, *sched, *rest, c, cc, ee, g_dff, g_c, n) for n in (True, False)
@@ -73,24 +74,24 @@ def test_generated_package_is_written_once_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(S, "_LOADED", {})
     monkeypatch.setattr(S, "_BY_TERMS", {})
-    kinds, offsets = (PMCA, 3, 8), (10, 13, 14)
-    mod = S.specialized(kinds, offsets)
-    assert mod is S.specialized(list(kinds), np.array(offsets))
+    codes, offsets = (PMCA, LEAK, EVENTS), (10, 13, 14)
+    mod = S.specialized(codes, offsets)
+    assert mod is S.specialized(list(codes), np.array(offsets))
     pkgs = list((tmp_path / "kernels").iterdir())
     assert [p.name[:2] for p in pkgs] == ["k_"]  # no temporary directory left behind
     src = (pkgs[0] / "_kernels.py").read_text()
-    assert f"{T.FLUX[PMCA]}(10, c, cer, p)" in src and "flux_pm_leak(13, c, cer, p)" in src
+    assert f"{T.FLUX[PMCA]}(10, c, cer, u, p)" in src and f"{T.FLUX[LEAK]}(13, c, cer, u, p)" in src
     # another process finding the package reuses it; a concurrent writer's copy is kept
-    src_k, src_a = S.sources(kinds, offsets)
+    src_k, src_a = S.sources(codes, offsets)
     S._write_package(tmp_path / "kernels", pkgs[0], src_k, src_a)
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == [pkgs[0].name]
     # other terms get another package
-    S.specialized((LINEAR, 8), (10, 11))
+    S.specialized((LINEAR, EVENTS), (10, 11))
     assert len(list((tmp_path / "kernels").iterdir())) == 2
     # another cache directory in the same process: its own files are imported
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path / "other"))
     monkeypatch.setattr(S, "_LOADED", {})
-    other = S.specialized(kinds, offsets)
+    other = S.specialized(codes, offsets)
     assert Path(other.__file__).parent == tmp_path / "other" / "kernels" / pkgs[0].name
     assert Path(other.K.__file__).parent == Path(other.__file__).parent
     assert Path(mod.__file__).parent == pkgs[0]
@@ -103,16 +104,16 @@ def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatc
     monkeypatch.setattr(S, "_LOADED", {})
     monkeypatch.setattr(S, "_BY_TERMS", {})
     with pytest.warns(RuntimeWarning, match="CAINFER_CACHE_DIR"):
-        mod = S.specialized((PMCA, 3, 8), (10, 13, 14))
+        mod = S.specialized((PMCA, LEAK, EVENTS), (10, 13, 14))
     assert mod is A
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert S.specialized((PMCA, 3, 8), (10, 13, 14)) is A  # warned once
+        assert S.specialized((PMCA, LEAK, EVENTS), (10, 13, 14)) is A  # warned once
 
 
 def test_mismatched_terms_are_rejected():
-    with pytest.raises(ValueError, match="2 kinds but 1 offsets"):
-        S.specialized((PMCA, 3), (10,))
+    with pytest.raises(ValueError, match="2 codes but 1 offsets"):
+        S.specialized((PMCA, LEAK), (10,))
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -129,7 +130,7 @@ def test_every_kernel_pins_fastmath_off():
     # same call would round differently depending on what ran first
     from numba.core.registry import CPUDispatcher
 
-    special = S.specialized((PMCA, 3, 8), (10, 13, 14))
+    special = S.specialized((PMCA, LEAK, EVENTS), (10, 13, 14))
     modules = (T, A.K, A, special.K, special)
     kernels = [f for m in modules for f in vars(m).values() if isinstance(f, CPUDispatcher)]
     assert len(kernels) > 40

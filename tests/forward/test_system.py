@@ -126,24 +126,56 @@ def test_the_adjoint_matches_finite_differences(buffered):
         assert y0bar[i] == pytest.approx(fd, rel=1e-5, abs=1e-7), i
 
 
+class _WaveformEntry(cainfer.forward.Flux):
+    """Entry through channels the waveform opens, less of it as calcium rises."""
+
+    compartment = "pm"
+    default_name = "entry"
+    declared = (
+        cainfer.forward.Parameter(
+            "g", "µM/s", 3.0, cainfer.forward.Prior("lognormal", 3.0, 1.0, "test"), role="capacity"
+        ),
+    )
+
+    def rate(self, c, c_er):
+        return self.g * self.waveform / (1 + c)
+
+
+def _model_and_stimulus(name):
+    if name != "waveform":
+        model = cainfer.preset(name, "GCaMP6f")
+        return model, cainfer.Stimulus(events=[0.5, 1.5, 1.55], weights=[1.0, 2.0, 1.0])
+    from cainfer.forward import PMCA, EventInflux, PlasmaLeak, WaveformInflux
+
+    terms = [PMCA(), EventInflux(), WaveformInflux(amplitude=20.0), _WaveformEntry(), PlasmaLeak()]
+    stim = cainfer.Stimulus(
+        events=[0.5], waveform_time=[0.8, 1.0, 1.6, 1.9], waveform=[0.0, 1.0, 0.6, 0.0]
+    )
+    return cainfer.CellModel(terms, indicator="GCaMP6f"), stim
+
+
 @pytest.mark.parametrize(
-    "name", ["er", pytest.param("pumps", marks=pytest.mark.slow),
+    "name", ["er", "waveform", pytest.param("pumps", marks=pytest.mark.slow),
              pytest.param("single_compartment", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_a_models_system_solves_as_its_kernels_do(name):
-    """The system built from a preset's terms: the hand-written solver's solution and adjoint."""
-    from cainfer.forward import _adjoint as A
+    """The system built from a model's terms: the kernels' solution and adjoint.
+
+    ``waveform``: the built-in waveform influx and a user's term reading the
+    waveform, both run on the kernels (no gate), and on the system.
+    """
     from cainfer.forward._system import system_of
 
-    model = cainfer.preset(name, "GCaMP6f")
-    stim = cainfer.Stimulus(events=[0.5, 1.5, 1.55], weights=[1.0, 2.0, 1.0])
+    model, stim = _model_and_stimulus(name)
+    assert not model.stateful
+    _, A = model.kernels()  # the kernels specialised to the model (with a user's term's code)
     ka = model.kernel_args(T_OUT, stim, substeps=2)
     sched = K.schedule(ka.time, ka.event_times, ka.steps)
     p_raw = model.pack_raw()
-    args = (ka.event_weights, ka.event_slot, ka.kinds, ka.offsets, ka.waveform_time,
+    args = (ka.event_weights, ka.event_slot, ka.codes, ka.offsets, ka.waveform_time,
             ka.waveform_values, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot)  # fmt: skip
     _, c, cc, ee = A.dff_forward_tape(p_raw, *sched, *args)
-    p = A.balance_leaks(p_raw, ka.kinds, ka.offsets, ka.pm_leak_slot, ka.er_leak_slot, ka.has_er)
+    p = A.balance_leaks(p_raw, ka.codes, ka.offsets, ka.pm_leak_slot, ka.er_leak_slot, ka.has_er)
     mod = compiled(system_of(model))
     y0 = np.array([p[K.G_C_REST], p[K.G_CER_REST]][: 2 if model.has_er else 1])
     out, tape = mod.run(*sched, T_OUT.size, ka.event_weights, ka.event_slot, p,
@@ -152,7 +184,7 @@ def test_a_models_system_solves_as_its_kernels_do(name):
     rng = np.random.default_rng(7)
     gc, ge = rng.normal(size=T_OUT.size), rng.normal(size=T_OUT.size)
     want, c0bar, cer0bar = A.tape_backward(
-        (*sched, cc, ee), ka.event_weights, ka.event_slot, p, ka.kinds, ka.offsets,
+        (*sched, cc, ee), ka.event_weights, ka.event_slot, p, ka.codes, ka.offsets,
         ka.waveform_time, ka.waveform_values, ka.has_er, gc, ge if model.has_er else 0 * ge,
     )  # fmt: skip
     g_out = np.stack([gc, ge], axis=1)[:, : y0.size]
