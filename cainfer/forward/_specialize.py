@@ -39,6 +39,7 @@ from types import ModuleType
 from typing import Any
 
 from cainfer.forward import _adjoint as A
+from cainfer.forward import _builtin_terms as T
 from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._cache import cache_dir, kernel_sources_stamp
@@ -59,17 +60,19 @@ def _unrolled(
     sums: tuple[str, str],
     functions: dict[int, str],
     args: str,
-    waveform: str,
+    waveform: str | None,
 ) -> str:
     """Source of a loop over terms unrolled: ``sums += functions[code](offset, args)``.
 
-    The stimulus waveform's value ``u`` is computed first by ``waveform``.
+    The stimulus waveform's value ``u`` is computed first by ``waveform``;
+    None: no term reads it, ``u`` is 0 (a lookup costs a third of a B1
+    solve even for an empty waveform).
     """
     name = head.split("(")[0]
     comment = f"# generated: {name} unrolled for terms {codes} at offsets {offsets}"
     lines = ["", "", comment, decorator, f"def {head}:  # noqa: F811"]
     lines += [f"    {v} = 0.0" for v in sums]
-    lines.append(f"    u = {waveform} if wt.size else 0.0")
+    lines.append(f"    u = {waveform} if wt.size else 0.0" if waveform else "    u = 0.0")
     for k, o in zip(codes, offsets, strict=True):
         lines += [f"    a, b = {functions[k]}({o}, {args})",
                   f"    {sums[0]} += a", f"    {sums[1]} += b"]  # fmt: skip
@@ -77,20 +80,24 @@ def _unrolled(
     return "\n".join(lines) + "\n"
 
 
-def _net_flux_src(codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
+def _net_flux_src(
+    codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str], wave: bool
+) -> str:  # fmt: skip
     return _unrolled(
         codes, offsets, decorator="@njit(cache=True, fastmath=False)",
         head="net_flux(t, c, cer, p, codes, offsets, wt, wv)", sums=("jpm", "jx"),
-        functions=fns, args="c, cer, u, p", waveform="waveform_at(t, wt, wv)",
+        functions=fns, args="c, cer, u, p", waveform="waveform_at(t, wt, wv)" if wave else None,
     )  # fmt: skip
 
 
-def _flux_vjp_src(codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str]) -> str:
+def _flux_vjp_src(
+    codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str], wave: bool
+) -> str:  # fmt: skip
     return _unrolled(
         codes, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
         head="flux_vjp(t, c, cer, p, codes, offsets, wt, wv, gpm, gx, pbar, need_n)",
         sums=("cbar", "erbar"), functions=fns, args="c, cer, u, p, gpm, gx, pbar, need_n",
-        waveform="K.waveform_at(t, wt, wv)",
+        waveform="K.waveform_at(t, wt, wv)" if wave else None,
     )  # fmt: skip
 
 
@@ -129,9 +136,10 @@ def sources(
         )
     flux_fns = {**K.LOCAL_FLUX, **{g.code: g.flux_name for g in gen}}
     vjp_fns = {**A.LOCAL_VJP, **{g.code: g.vjp_name for g in gen}}
+    wave = any(k in T.WAVEFORM for k in cs_) or any(g.reads_waveform for g in gen)
     return (
-        src_k + _net_flux_src(cs_, os_, flux_fns),
-        src_a + _flux_vjp_src(cs_, os_, vjp_fns),
+        src_k + _net_flux_src(cs_, os_, flux_fns, wave),
+        src_a + _flux_vjp_src(cs_, os_, vjp_fns, wave),
     )
 
 
