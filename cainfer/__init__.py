@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from cainfer.extract import extract_traces
+from cainfer.extract import extract_traces, load_traces
 from cainfer.forward import (
     CellModel,
     Indicator,
@@ -54,6 +54,7 @@ __all__ = [
     "ip3_model",
     "load_fit",
     "load_movie",
+    "load_traces",
     "preset",
     "pumps_model",
     "read_rois",

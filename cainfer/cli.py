@@ -200,7 +200,7 @@ def _fit(args: argparse.Namespace) -> int:
     from cainfer.pipeline.run import file_label, fit_rows, write_summary
 
     src = Path(args.traces)
-    traces = _read_traces(src)
+    traces = _read_traces(src, args.format)
     stim = Stimulus.from_csv(args.stimulus)
     model = _cell_model(args)
     labels = [x.item() for x in traces["roi"].values]
@@ -244,27 +244,13 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_traces(src: Path) -> Any:
-    """A traces file of ``cainfer extract`` (or the same layout), loaded and checked."""
-    import xarray as xr
+def _read_traces(src: Path, fmt: str = "auto") -> Any:
+    """The traces a fit reads from ``src``: a traces NetCDF, a Suite2p folder or a CaImAn file."""
+    from cainfer.extract import load_traces
 
-    if not src.is_file():
-        raise ValueError(f"{src}: no such file")
-    try:
-        with xr.open_dataset(src, engine="h5netcdf") as ds:
-            traces = ds[[v for v in ("F", "F_neu", "F0", "dff") if v in ds]].load()
-    except Exception as e:  # h5py/h5netcdf raise OSError, ValueError or their own types
-        raise ValueError(f"{src}: not a NetCDF traces file ({type(e).__name__}: {e})") from None
-    if "dff" not in traces:
-        raise ValueError(
-            f"{src}: no 'dff' variable; a traces file from cainfer extract holds dff (and F, "
-            f"F_neu, F0) over (roi, time); this one holds {sorted(map(str, traces.data_vars))}"
-        )
-    if traces["dff"].dims != ("roi", "time"):
-        raise ValueError(f"{src}: 'dff' has dimensions {traces['dff'].dims}; expected (roi, time)")
-    if traces.sizes["roi"] == 0 or traces.sizes["time"] < 2:
-        raise ValueError(f"{src}: {traces.sizes['roi']} ROIs × {traces.sizes['time']} frames")
-    return traces
+    ds = load_traces(src, format=fmt)  # type: ignore[arg-type]
+    keep = [v for v in ("F", "F_neu", "F0", "dff") if v in ds]
+    return ds[keep]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -345,7 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     ext.set_defaults(func=_extract)
 
     fit = sub.add_parser("fit", help="fit a cell model to the ROIs of a traces file")
-    fit.add_argument("traces", help="traces NetCDF from cainfer extract")
+    fit.add_argument(
+        "traces",
+        help="traces NetCDF from cainfer extract, a Suite2p plane folder or a CaImAn HDF5 file",
+    )
+    fit.add_argument(
+        "--format", default="auto", choices=["auto", "netcdf", "suite2p", "caiman"],
+        help="what the traces are (default: told apart by their content)",
+    )  # fmt: skip
     fit.add_argument("--stimulus", required=True, help="stimulus CSV: time_s, weight or waveform")
     fit.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
     fit.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")

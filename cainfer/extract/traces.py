@@ -88,6 +88,61 @@ def _check_finite(mv: Movie, first: int, data: np.ndarray) -> None:
     )
 
 
+def baseline_and_dff(
+    F: np.ndarray,
+    F_neu: np.ndarray,
+    ratio: float,
+    frame_rate: float,
+    *,
+    method: BaselineMethod = "percentile",
+    window: float = 60.0,
+    percentile: float = 8.0,
+    sigma: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Baseline F0 of ``F − ratio·F_neu``, ΔF/F, and which ROIs have F0 > 0 throughout.
+
+    Parameters
+    ----------
+    F, F_neu : numpy.ndarray
+        ``(roi, time)`` ROI and neuropil fluorescence (counts).
+    ratio : float
+        Neuropil contamination ratio r (0: no correction).
+    frame_rate : float
+        Frames per second.
+    method, window, percentile, sigma
+        The baseline's method and options (see :func:`cainfer.extract.baseline`).
+
+    Returns
+    -------
+    F0, dff : numpy.ndarray
+        ``(roi, time)``; ΔF/F is NaN where F0 ≤ 0.
+    f0_valid : numpy.ndarray
+        ``(roi,)`` bool: F0 > 0 in every frame.
+
+    Warns
+    -----
+    ExtractionWarning
+        Naming the ROIs (by position) whose F0 ≤ 0 somewhere.
+    """
+    Fc = F - ratio * F_neu
+    F0 = compute_baseline(
+        Fc, frame_rate, method=method, window=window, percentile=percentile, sigma=sigma
+    )
+    bad = F0 <= 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dff = np.where(bad, np.nan, (Fc - F0) / np.where(bad, 1.0, F0))
+    f0_valid = ~bad.any(axis=1)
+    if not f0_valid.all():
+        idx = np.flatnonzero(~f0_valid).tolist()
+        warnings.warn(
+            f"ROI(s) {idx}: baseline F0 ≤ 0 in some frames (neuropil ratio {ratio:g} may be too "
+            "large); their ΔF/F is NaN there and f0_valid is False",
+            ExtractionWarning,
+            stacklevel=3,
+        )
+    return F0, dff, f0_valid
+
+
 def extract_traces(
     movie: Movie | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -319,27 +374,10 @@ def extract_traces(
         F = out[:n] - dark_level
         F_neu = out[n:] - dark_level if use_np else np.zeros_like(F)
         r = float(neuropil) if neuropil else 0.0
-        Fc = F - r * F_neu
-        F0 = compute_baseline(
-            Fc,
-            mv.frame_rate,
-            method=baseline,
-            window=baseline_window,
-            percentile=baseline_percentile,
-            sigma=baseline_sigma,
-        )
-        bad = F0 <= 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dff = np.where(bad, np.nan, (Fc - F0) / np.where(bad, 1.0, F0))
-        f0_valid = ~bad.any(axis=1)
-        if not f0_valid.all():
-            idx = np.flatnonzero(~f0_valid).tolist()
-            warnings.warn(
-                f"ROI(s) {idx}: baseline F0 ≤ 0 in some frames (neuropil ratio {r:g} may be too "
-                "large); their ΔF/F is NaN there and f0_valid is False",
-                ExtractionWarning,
-                stacklevel=2,
-            )
+        F0, dff, f0_valid = baseline_and_dff(
+            F, F_neu, r, mv.frame_rate, method=baseline, window=baseline_window,
+            percentile=baseline_percentile, sigma=baseline_sigma,
+        )  # fmt: skip
 
         cy, cx = (np.array([np.nonzero(m)[k].mean() for m in masks]) for k in (0, 1))
         data_vars: dict[str, tuple] = {

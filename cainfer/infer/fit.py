@@ -95,6 +95,7 @@ def _observed(
     """
     kind = observation
     extra: dict[str, Any] = {}
+    prior = NEUROPIL_PRIOR  # of the neuropil ratio: the traces may carry their own
     ratiometric = isinstance(traces, xr.Dataset) and traces.attrs.get("kind") == "ratiometric"
     if kind == "ratio" or (kind == "auto" and ratiometric):
         return _observed_ratio(traces, time, roi, several=several)
@@ -119,6 +120,8 @@ def _observed(
                 extra["neuropil"] = ds["F_neu"]
             if "F0" in ds:
                 extra["F0"] = ds["F0"]
+            if "neuropil_prior" in ds.attrs:
+                prior = _neuropil_prior(ds.attrs["neuropil_prior"])
         else:
             if "dff" not in traces:
                 raise ValueError("traces Dataset has no 'dff' variable")
@@ -214,7 +217,7 @@ def _observed(
     neu_sd = None
     if neu is not None:  # the trace the model regresses on, its own noise smoothed away
         neu, neu_sd = _denoised(neu)
-    ratio = NEUROPIL_PRIOR[0] if neu is not None else 0.0
+    ratio = prior[0] if neu is not None else 0.0
     f0 = []
     for i, (label, row) in enumerate(zip(labels, y, strict=True)):
         centre = float("nan")
@@ -228,7 +231,22 @@ def _observed(
             where = f" of ROI {label!r}" if several else ""
             raise ValueError(f"the fluorescence{where} is not positive: no resting level to fit")
         f0.append(centre)
-    return ObservedData(kind, y, neu, np.array(f0), neuropil_sd=neu_sd), t, labels
+    data = ObservedData(kind, y, neu, np.array(f0), neuropil_sd=neu_sd, neuropil_prior=prior)
+    return data, t, labels
+
+
+def _neuropil_prior(attr: Any) -> tuple[float, float]:
+    """A traces Dataset's ``neuropil_prior`` attribute (JSON ``[mean, sd]``), checked."""
+    try:
+        m, s = (float(x) for x in (json.loads(attr) if isinstance(attr, str) else attr))
+    except (TypeError, ValueError):
+        m = s = math.nan
+    if not (math.isfinite(m) and m >= 0 and math.isfinite(s) and s > 0):
+        raise ValueError(
+            f"the traces' neuropil_prior attribute {attr!r} is not [mean ≥ 0, sd > 0] of the "
+            "neuropil ratio"
+        )
+    return m, s
 
 
 def _denoised(traces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

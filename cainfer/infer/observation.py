@@ -137,6 +137,10 @@ class ObservedData:
         ``(roi,)`` noise sd left in ``neuropil`` and ``neuropil2`` (counts)
         when they were smoothed (:func:`denoised_background`); None: the
         traces are as measured, their noise is estimated from them.
+    neuropil_prior : (float, float)
+        Mean and sd of the normal prior of the neuropil ratio (default
+        :data:`NEUROPIL_PRIOR`; traces from another tool carry their own, see
+        :mod:`cainfer.extract.imported`).
     """
 
     kind: str
@@ -149,6 +153,7 @@ class ObservedData:
     background: float = 1.0
     neuropil_sd: np.ndarray | None = None
     neuropil2_sd: np.ndarray | None = None
+    neuropil_prior: tuple[float, float] = NEUROPIL_PRIOR
 
     @cached_property
     def rest_level(self) -> np.ndarray:
@@ -191,6 +196,7 @@ class ObservedData:
             self.background,
             sel(self.neuropil_sd),
             sel(self.neuropil2_sd),
+            self.neuropil_prior,
         )
 
 
@@ -587,7 +593,7 @@ def add_likelihood(
         f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
         gain = pm.LogNormal("dff_gain", mu=0.0, sigma=GAIN_LOG_SD, dims=dims)
         if data.neuropil is not None:
-            m, s = NEUROPIL_PRIOR
+            m, s = data.neuropil_prior
             ratio = pm.Normal("neuropil_ratio", mu=m, sigma=s, dims=dims)
     elif kind == "dff":
         scale, scale_logp = _scale_along_the_amplitude_ridge(dff_model, data, several=several)

@@ -58,7 +58,18 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "seed": ((int,), 0, "base seed; each ROI's seed is derived from it"),
     },
     "inputs": {
-        "files": ((list, str), None, "TIFF files, folders of TIFFs or globs; one recording each"),
+        "files": (
+            (list, str),
+            None,
+            "TIFF files, folders of TIFFs, Suite2p plane folders or CaImAn files, or globs; one "
+            "recording each",
+        ),
+        "format": (
+            (str,),
+            "tiff",
+            '"tiff" (movies, extracted here), "suite2p" (plane folders) or "caiman" (HDF5 '
+            "results): the segmentation's traces, with raw F and neuropil",
+        ),
         "frame_rate": (_NUM, None, "frames/s (default: from the TIFF metadata)"),
         "channel": ((int,), None, "channel of multi-channel files (0-based)"),
     },
@@ -145,6 +156,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
     },
 }
 _REQUIRED = {("inputs", "files")}
+#: what ``[inputs] files`` are
+INPUT_FORMATS = ("tiff", "suite2p", "caiman")
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,21 @@ class Config:
     workers: int | str
     raw: dict[str, Any] = field(repr=False)
     ratiometric: dict[str, Any] = field(default_factory=dict)
+    input_format: str = "tiff"
+
+    def import_options(self) -> dict[str, Any]:
+        """What :func:`cainfer.extract.load_traces` takes for a Suite2p or CaImAn recording."""
+        ext = self.extraction
+        opts: dict[str, Any] = {
+            k: ext[k]
+            for k in ("baseline", "baseline_window", "baseline_percentile", "baseline_sigma")
+        }
+        opts["frame_rate"] = self.frame_rate
+        if self.input_format == "suite2p":
+            opts["dark_level"] = ext["dark_level"]
+            # the plane's own neucoeff unless the config names a ratio
+            opts["neuropil"] = self.raw.get("extraction", {}).get("neuropil")
+        return opts
 
     def calibration(self) -> RatioCalibration | None:
         """The ``[ratiometric]`` dye's calibration on this setup (None: one channel)."""
@@ -302,13 +330,24 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
     if not files or not all(isinstance(f, str) for f in files):
         raise _err(path, "inputs", "files must be a non-empty list of paths or globs")
     recordings: list[Recording] = []
+    fmt = inp["format"]
+    if fmt not in INPUT_FORMATS:
+        raise _err(path, "inputs", f"format = {fmt!r}; allowed: {', '.join(INPUT_FORMATS)}")
     for pattern in files:
         matches = sorted(glob.glob(str(base / pattern)))
         if not matches:
             raise _err(path, "inputs", f"files: {pattern!r} matches no file under {base}")
         for m in matches:
             p = Path(m)
-            recordings.append(Recording(p.stem if p.is_file() else p.name, p))
+            if fmt == "suite2p" and not p.is_dir():
+                raise _err(path, "inputs", f"files: {p} is not a Suite2p plane folder")
+            if fmt == "caiman" and not p.is_file():
+                raise _err(path, "inputs", f"files: {p} is not a CaImAn results file")
+            if fmt == "suite2p":  # plane folders are all called plane0: name them by their path
+                rel = p.resolve().relative_to(base) if p.resolve().is_relative_to(base) else p
+                recordings.append(Recording("_".join(rel.parts[-4:]), p))
+            else:
+                recordings.append(Recording(p.stem if p.is_file() else p.name, p))
     names = [r.name for r in recordings]
     dup = repeated(names)
     if dup:
@@ -437,6 +476,14 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
                        'recording is fitted with "ratio" (or "auto")')  # fmt: skip
     elif any(ratio[k] is not None for k in ("r_min", "r_max", "beta")):
         raise _err(path, "ratiometric", "r_min, r_max and beta need a dye")
+    if fmt != "tiff":
+        theirs = f"{fmt} input brings its own ROIs and traces (one channel); leave it out"
+        if ratio["dye"] is not None:
+            raise _err(path, "ratiometric", f"dye: {theirs}")
+        if inp["channel"] is not None:
+            raise _err(path, "inputs", f"channel: {theirs}")
+        if rois["source"] != "auto":
+            raise _err(path, "rois", f"source: {theirs}")
 
     workers = vals["parallel"]["workers"]
     if (isinstance(workers, str) and workers != "auto") or (
@@ -463,6 +510,7 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
         workers=workers,
         raw=raw,
         ratiometric=dict(ratio),
+        input_format=fmt,
     )
     _check_model(cfg)
     for f in cfg.stimulus_files():

@@ -83,10 +83,16 @@ def roi_seed(base: int, recording_index: int, roi_index: int) -> int:
     return int(ss.generate_state(1, np.uint32)[0] >> 1)
 
 
-def _input_files(rec: Recording) -> list[Path]:
-    """The files a recording's extraction reads: exactly those :func:`load_movie` opens."""
+def _input_files(cfg: Config, rec: Recording) -> list[Path]:
+    """The files a recording's extraction reads (a movie's: those :func:`load_movie` opens)."""
+    from cainfer.extract.imported import SUITE2P_FILES, _suite2p_plane
     from cainfer.io import movie_files
 
+    if cfg.input_format == "suite2p":
+        plane = _suite2p_plane(rec.path)
+        return [plane / f for f in SUITE2P_FILES]
+    if cfg.input_format == "caiman":
+        return [rec.path]
     return movie_files(rec.path)
 
 
@@ -108,11 +114,13 @@ def _versions() -> dict[str, str]:
 
 def extract_task(cfg: Config, rec: Recording, out: Path) -> Path:
     """Extract one recording's traces to ``out`` (atomically)."""
-    from cainfer.extract import extract_ratio, extract_traces
+    from cainfer.extract import extract_ratio, extract_traces, load_traces
     from cainfer.io import load_movie
 
     cal = cfg.calibration()
-    if cal is not None:
+    if cfg.input_format != "tiff":
+        ds = load_traces(rec.path, format=cfg.input_format, **cfg.import_options())  # type: ignore[arg-type]
+    elif cal is not None:
         r = cfg.ratiometric
         ext = cfg.extraction
         keys = ("neuropil_inner", "neuropil_min_pixels", "min_area", "max_area", "upsample",
@@ -379,7 +387,7 @@ def _start_provenance(cfg: Config, out: Path, prov_path: Path) -> dict[str, Any]
             prior = {}  # a run that failed before any result: this config starts afresh
     inputs = {}
     for rec in cfg.recordings:
-        for f in _input_files(rec):
+        for f in _input_files(cfg, rec):
             inputs[str(f)] = sha256_file(f)
     for f in cfg.stimulus_files():
         inputs[str(f)] = sha256_file(f)

@@ -270,3 +270,41 @@ def test_a_new_part_of_a_folder_recording_stops_a_resume(tmp_path, rng):
     tifffile.imwrite(rec / "part2.btf", frames[10:], bigtiff=True)
     with pytest.raises(RunError, match=r"input files changed.*part2\.btf"):
         _start_provenance(cfg, out, out / "provenance.json")
+
+
+def test_a_suite2p_plane_runs_as_the_movie_it_was_extracted_from(serial_run, tmp_path):
+    """The example's traces written as a Suite2p plane: the same fits as from the movie."""
+    from tests.extract.test_imported import write_suite2p
+
+    ex = xr.open_datatree(serial_run / "traces.nc", engine="h5netcdf")["example"].to_dataset()
+    plane = tmp_path / "session" / "suite2p" / "plane0"
+    write_suite2p(plane, ex.F.values, ex.F_neu.values, ex.masks.values.astype(bool),
+                  fs=float(ex.attrs["frame_rate"]))  # fmt: skip
+    text = CONFIG.replace(f'files = ["{EXAMPLES / "example.tif"}"]',
+                          'files = ["session/suite2p/plane0"]\nformat = "suite2p"')  # fmt: skip
+    text = text.replace(f'source = "{EXAMPLES / "example_rois.tif"}"\n', "")
+    text = text.replace("dark_level = 100.0\n", "").replace("max_shift = 12.0\n", "")
+    path = tmp_path / "s2p.toml"
+    path.write_text(text)
+    out = run_pipeline(path, output=tmp_path / "run", workers=1, progress=False)
+    name = "session_suite2p_plane0"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["inputs"]) == {str(plane / f) for f in
+                                   ("F.npy", "Fneu.npy", "iscell.npy", "stat.npy", "ops.npy")} | {
+        str(EXAMPLES / "example_stimulus.csv")}  # fmt: skip
+    tree = xr.open_datatree(out / "traces.nc", engine="h5netcdf")
+    assert tree[name].attrs["source_format"] == "suite2p"
+
+    def means(run, rec):
+        with open(run / "summary.csv", newline="") as fh:
+            return {(r["roi"], r["parameter"]): (float(r["mean"]), float(r["sd"]))
+                    for r in csv.DictReader(fh) if r["recording"] == rec}  # fmt: skip
+
+    theirs, ours = means(out, name), means(serial_run, "example")
+    assert set(theirs) == set(ours)
+    for key, (m, sd) in ours.items():  # float32 traces, another chain: Monte Carlo error only
+        assert abs(theirs[key][0] - m) < 0.35 * sd, (key, theirs[key], m, sd)
+    bad = path.read_text().replace('format = "suite2p"', 'format = "suite2p"\nchannel = 1')
+    path.write_text(bad)
+    with pytest.raises(Exception, match=r"\[inputs\] channel: suite2p input brings its own ROIs"):
+        load_config(path)
