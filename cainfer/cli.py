@@ -264,6 +264,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nwb(args: argparse.Namespace) -> int:
+    from cainfer.pipeline import export_nwb
+
+    given = {"subject_id": args.subject_id, "species": args.species, "sex": args.sex,
+             "age": args.age}  # fmt: skip
+    subject = {k: v for k, v in given.items() if v is not None}
+    for path in export_nwb(args.run_dir, args.out, subject=subject):
+        print(f"wrote {path}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from cainfer.pipeline import write_report
 
@@ -333,10 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a cell model to the ROIs of a traces file")
     fit.add_argument(
         "traces",
-        help="traces NetCDF from cainfer extract, a Suite2p plane folder or a CaImAn HDF5 file",
+        help="traces NetCDF from cainfer extract, a Suite2p plane folder, a CaImAn HDF5 file or "
+        "an NWB file",
     )
     fit.add_argument(
-        "--format", default="auto", choices=["auto", "netcdf", "suite2p", "caiman"],
+        "--format", default="auto", choices=["auto", "netcdf", "suite2p", "caiman", "nwb"],
         help="what the traces are (default: told apart by their content)",
     )  # fmt: skip
     fit.add_argument("--stimulus", required=True, help="stimulus CSV: time_s, weight or waveform")
@@ -370,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write report.html of a run directory")
     rep.add_argument("run_dir", help="run directory")
     rep.set_defaults(func=_report)
+
+    nwb = sub.add_parser("nwb", help="write a run's recordings as NWB files (traces, stimulus, "
+                         "posterior summaries)")  # fmt: skip
+    nwb.add_argument("run_dir", help="run directory")
+    nwb.add_argument("--out", help="output folder (default RUN_DIR/nwb)")
+    nwb.add_argument("--subject-id", help="the imaged animal's identifier")
+    nwb.add_argument("--species", help='its species, e.g. "Mus musculus"')
+    nwb.add_argument("--sex", choices=["F", "M", "U", "O"], help="its sex (default U)")
+    nwb.add_argument("--age", help='its age, an ISO 8601 duration such as "P90D"')
+    nwb.set_defaults(func=_nwb)
 
     demo = sub.add_parser("demo", help="extraction and fits on the bundled example recording")
     demo.add_argument("--out", default="cainfer-demo", help="run directory (./cainfer-demo)")

@@ -10,6 +10,7 @@ from cainfer.extract.imported import (
     trace_format,
 )
 from cainfer.extract.neuropil import neuropil_masks
+from cainfer.extract.nwb import load_nwb, write_nwb
 from cainfer.extract.ratio import extract_ratio
 from cainfer.extract.registration import make_reference, register_frames, shift_frame
 from cainfer.extract.summary import SummaryAccumulator
@@ -25,6 +26,7 @@ __all__ = [
     "extract_ratio",
     "extract_traces",
     "load_caiman",
+    "load_nwb",
     "load_suite2p",
     "load_traces",
     "make_reference",
@@ -32,4 +34,5 @@ __all__ = [
     "register_frames",
     "shift_frame",
     "trace_format",
+    "write_nwb",
 ]

@@ -38,8 +38,8 @@ from scipy import sparse
 from cainfer.extract.baseline import BASELINE_METHODS, BaselineMethod
 from cainfer.extract.traces import baseline_and_dff
 
-TraceFormat = Literal["auto", "netcdf", "suite2p", "caiman"]
-TRACE_FORMATS: tuple[str, ...] = ("auto", "netcdf", "suite2p", "caiman")
+TraceFormat = Literal["auto", "netcdf", "suite2p", "caiman", "nwb"]
+TRACE_FORMATS: tuple[str, ...] = ("auto", "netcdf", "suite2p", "caiman", "nwb")
 #: the files a Suite2p plane folder needs
 SUITE2P_FILES = ("F.npy", "Fneu.npy", "iscell.npy", "stat.npy", "ops.npy")
 #: prior of the ratio of CaImAn's background under a footprint: the background is
@@ -50,11 +50,12 @@ SUITE2P_NEUROPIL_SD = 0.2
 
 
 def trace_format(path: str | os.PathLike[str]) -> str:
-    """Which traces file ``path`` is: ``"suite2p"``, ``"caiman"`` or ``"netcdf"``.
+    """Which traces file ``path`` is: ``"suite2p"``, ``"caiman"``, ``"nwb"`` or ``"netcdf"``.
 
     A folder holding ``F.npy`` and ``stat.npy`` (or holding ``suite2p/plane0``)
-    is a Suite2p plane; an HDF5 file with an ``estimates`` group is CaImAn's;
-    any other file is taken for a NetCDF traces file.
+    is a Suite2p plane; an HDF5 file with an ``estimates`` group is CaImAn's,
+    one with an ``nwb_version`` attribute an NWB file; any other file is taken
+    for a NetCDF traces file.
     """
     p = Path(path)
     if p.is_dir():
@@ -76,6 +77,8 @@ def trace_format(path: str | os.PathLike[str]) -> str:
         with h5py.File(p, "r") as h5:
             if "estimates" in h5:
                 return "caiman"
+            if "nwb_version" in h5.attrs:
+                return "nwb"
     return "netcdf"
 
 
@@ -88,11 +91,13 @@ def load_traces(
     ----------
     path : path
         A traces NetCDF file (``cainfer extract``), a Suite2p plane folder (or
-        the folder holding ``suite2p/plane0``) or a CaImAn HDF5 results file.
-    format : {"auto", "netcdf", "suite2p", "caiman"}
+        the folder holding ``suite2p/plane0``), a CaImAn HDF5 results file or
+        an NWB file with ROI responses.
+    format : {"auto", "netcdf", "suite2p", "caiman", "nwb"}
         ``"auto"`` tells them apart by their content (:func:`trace_format`).
     **options
-        Passed to :func:`load_suite2p` or :func:`load_caiman`.
+        Passed to :func:`load_suite2p`, :func:`load_caiman` or
+        :func:`cainfer.extract.nwb.load_nwb`.
 
     Returns
     -------
@@ -106,9 +111,13 @@ def load_traces(
         ds = load_suite2p(path, **options)
     elif kind == "caiman":
         ds = load_caiman(path, **options)
+    elif kind == "nwb":
+        from cainfer.extract.nwb import load_nwb
+
+        ds = load_nwb(path, **options)
     else:
         if options:
-            raise ValueError(f"{path}: options {sorted(options)} apply to Suite2p and CaImAn input")
+            raise ValueError(f"{path}: options {sorted(options)} apply to imported traces only")
         if not Path(path).is_file():
             raise ValueError(f"{path}: no such file")
         try:

@@ -61,14 +61,15 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "files": (
             (list, str),
             None,
-            "TIFF files, folders of TIFFs, Suite2p plane folders or CaImAn files, or globs; one "
-            "recording each",
+            "TIFF files, folders of TIFFs, Suite2p plane folders, CaImAn or NWB files, or globs; "
+            "one recording each",
         ),
         "format": (
             (str,),
             "tiff",
-            '"tiff" (movies, extracted here), "suite2p" (plane folders) or "caiman" (HDF5 '
-            "results): the segmentation's traces, with raw F and neuropil",
+            '"tiff" (movies, extracted here), "suite2p" (plane folders), "caiman" (HDF5 '
+            'results) or "nwb" (ROI responses): the segmentation\'s traces, with raw F and '
+            "neuropil",
         ),
         "frame_rate": (_NUM, None, "frames/s (default: from the TIFF metadata)"),
         "channel": ((int,), None, "channel of multi-channel files (0-based)"),
@@ -157,7 +158,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
 }
 _REQUIRED = {("inputs", "files")}
 #: what ``[inputs] files`` are
-INPUT_FORMATS = ("tiff", "suite2p", "caiman")
+INPUT_FORMATS = ("tiff", "suite2p", "caiman", "nwb")
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ class Config:
             opts["dark_level"] = ext["dark_level"]
             # the plane's own neucoeff unless the config names a ratio
             opts["neuropil"] = self.raw.get("extraction", {}).get("neuropil")
+        if self.input_format == "nwb":
+            opts["neuropil"] = ext["neuropil"]
         return opts
 
     def calibration(self) -> RatioCalibration | None:
@@ -341,8 +344,8 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             p = Path(m)
             if fmt == "suite2p" and not p.is_dir():
                 raise _err(path, "inputs", f"files: {p} is not a Suite2p plane folder")
-            if fmt == "caiman" and not p.is_file():
-                raise _err(path, "inputs", f"files: {p} is not a CaImAn results file")
+            if fmt in ("caiman", "nwb") and not p.is_file():
+                raise _err(path, "inputs", f"files: {p} is not a {fmt} file")
             if fmt == "suite2p":  # plane folders are all called plane0: name them by their path
                 rel = p.resolve().relative_to(base) if p.resolve().is_relative_to(base) else p
                 recordings.append(Recording("_".join(rel.parts[-4:]), p))

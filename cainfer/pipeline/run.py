@@ -91,7 +91,7 @@ def _input_files(cfg: Config, rec: Recording) -> list[Path]:
     if cfg.input_format == "suite2p":
         plane = _suite2p_plane(rec.path)
         return [plane / f for f in SUITE2P_FILES]
-    if cfg.input_format == "caiman":
+    if cfg.input_format in ("caiman", "nwb"):
         return [rec.path]
     return movie_files(rec.path)
 

@@ -308,3 +308,44 @@ def test_a_suite2p_plane_runs_as_the_movie_it_was_extracted_from(serial_run, tmp
     path.write_text(bad)
     with pytest.raises(Exception, match=r"\[inputs\] channel: suite2p input brings its own ROIs"):
         load_config(path)
+
+
+def test_a_run_exported_to_nwb_passes_nwbinspector_and_runs_again_from_it(
+    serial_run, tmp_path, capsys
+):
+    """``cainfer nwb``: traces, stimulus and summaries; the file as input gives the same fits."""
+    pynwb = pytest.importorskip("pynwb")
+    from nwbinspector import Importance, inspect_nwbfile
+
+    from cainfer.extract import load_traces
+    from cainfer.forward import Stimulus
+
+    args = ["nwb", str(serial_run), "--out", str(tmp_path / "nwb"), "--subject-id", "m1",
+            "--species", "Mus musculus", "--sex", "F", "--age", "P90D"]  # fmt: skip
+    assert main(args) == 0
+    path = tmp_path / "nwb" / "example.nwb"
+    assert capsys.readouterr().out.strip() == f"wrote {path}"
+    assert not [m for m in inspect_nwbfile(nwbfile_path=str(path))
+                if m.importance == Importance.CRITICAL]  # fmt: skip
+    ex = xr.open_datatree(serial_run / "traces.nc", engine="h5netcdf")["example"].to_dataset()
+    back = load_traces(path, baseline_window=20.0)
+    assert back.F.values.tolist() == ex.F.values.tolist()
+    with open(serial_run / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with pynwb.NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        table = nwb.processing["misc"]["posterior_summaries"].to_dataframe()
+        assert table["mean"].tolist() == [float(r["mean"]) for r in rows]
+        events = Stimulus.from_csv(EXAMPLES / "example_stimulus.csv").events
+        assert nwb.stimulus["stimulus_events"].timestamps[:].tolist() == events.tolist()
+    text = CONFIG.replace(f'files = ["{EXAMPLES / "example.tif"}"]',
+                          f'files = ["{path}"]\nformat = "nwb"')  # fmt: skip
+    text = text.replace(f'source = "{EXAMPLES / "example_rois.tif"}"\n', "")
+    text = text.replace("dark_level = 100.0\n", "").replace("max_shift = 12.0\n", "")
+    (tmp_path / "nwb.toml").write_text(text)
+    out = run_pipeline(tmp_path / "nwb.toml", output=tmp_path / "run", workers=1, progress=False)
+    with open(out / "summary.csv", newline="") as fh:
+        again = list(csv.DictReader(fh))
+    assert [(r["roi"], r["parameter"]) for r in again] == [(r["roi"], r["parameter"]) for r in rows]
+    for a, b in zip(again, rows, strict=True):  # the same traces: Monte Carlo error only
+        assert abs(float(a["mean"]) - float(b["mean"])) < 0.35 * float(b["sd"]), (a, b)

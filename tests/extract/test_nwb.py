@@ -1,0 +1,129 @@
+"""NWB files: traces written and read back, files in other tools' layouts, nwbinspector."""
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from cainfer.extract import extract_traces, load_nwb, load_traces, trace_format, write_nwb
+from cainfer.forward import Stimulus
+
+pynwb = pytest.importorskip("pynwb")
+SUBJECT = {"subject_id": "m1", "species": "Mus musculus", "sex": "F", "age": "P90D"}
+
+
+def _critical(path):
+    from nwbinspector import Importance, inspect_nwbfile
+
+    return [m for m in inspect_nwbfile(nwbfile_path=str(path))
+            if m.importance == Importance.CRITICAL]  # fmt: skip
+
+
+def test_traces_written_to_nwb_read_back_and_pass_nwbinspector(movie_with_truth, tmp_path):
+    paths, _ = movie_with_truth
+    ds = extract_traces(paths.movie, rois=paths.rois, baseline_window=10.0)
+    stim = Stimulus.from_csv(paths.stimulus)
+    names = ("pmca_vmax", "influx_amplitude")
+    summary = [{"recording": "rec", "roi": int(r), "parameter": p, "mean": 1.0 + i, "sd": 0.1}
+               for i, r in enumerate(ds.roi.values) for p in names]  # fmt: skip
+    out = write_nwb(ds, tmp_path / "rec.nwb", stimulus=stim, summary=summary, subject=SUBJECT,
+                    indicator="OGB-1")  # fmt: skip
+    assert out == tmp_path / "rec.nwb" and [p.name for p in tmp_path.iterdir()] == ["rec.nwb"]
+    assert _critical(out) == []
+    assert trace_format(out) == "nwb"
+    back = load_traces(out, baseline_window=10.0)
+    np.testing.assert_array_equal(back.roi, ds.roi)
+    np.testing.assert_allclose(back.F, ds.F, rtol=1e-12)
+    np.testing.assert_allclose(back.F_neu, ds.F_neu, rtol=1e-12)
+    np.testing.assert_allclose(back.dff, ds.dff, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(back.masks, ds.masks)
+    assert back.attrs["frame_rate"] == pytest.approx(ds.attrs["frame_rate"])
+    assert json.loads(back.attrs["neuropil_prior"]) == [0.7, 0.2]
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        nwb = io.read()
+        np.testing.assert_allclose(nwb.stimulus["stimulus_events"].timestamps[:], stim.events)
+        table = nwb.processing["misc"]["posterior_summaries"].to_dataframe()
+        assert len(table) == 2 * ds.sizes["roi"] and set(table.parameter) == {
+            "pmca_vmax", "influx_amplitude"}  # fmt: skip
+        assert nwb.subject.species == "Mus musculus"
+
+
+def _suite2p_style_nwb(path, F, Fneu, pixels, fs, *, dff_only=False):
+    """An NWB file as Suite2p's exporter lays one out: pixel masks, Fluorescence/Neuropil."""
+    from pynwb.ophys import DfOverF, Fluorescence, ImageSegmentation, OpticalChannel
+
+    nwb = pynwb.NWBFile(session_description="s", identifier="x",
+                        session_start_time=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
+    dev = nwb.create_device(name="Microscope")
+    plane = nwb.create_imaging_plane(
+        name="ImagingPlane", optical_channel=OpticalChannel(name="c", description="green",
+                                                            emission_lambda=520.0),
+        description="p", device=dev, excitation_lambda=920.0, indicator="GCaMP6s",
+        location="V1", imaging_rate=fs,
+    )  # fmt: skip
+    ophys = nwb.create_processing_module(name="ophys", description="optical physiology")
+    seg = ImageSegmentation()
+    ophys.add(seg)
+    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="suite2p output",
+                                       imaging_plane=plane)  # fmt: skip
+    for pix in pixels:
+        ps.add_roi(pixel_mask=[(int(x), int(y), 1.0) for y, x in pix])
+    region = ps.create_roi_table_region(region=list(range(len(pixels))), description="all")
+    t = np.arange(F.shape[1]) / fs
+    if dff_only:
+        dfof = DfOverF()
+        ophys.add(dfof)
+        dfof.create_roi_response_series(name="RoiResponseSeries", data=F.T, rois=region,
+                                        unit="n.a.", timestamps=t)  # fmt: skip
+    else:
+        fl = Fluorescence()
+        ophys.add(fl)
+        fl.create_roi_response_series(name="Fluorescence", data=F.T, rois=region,
+                                      unit="lumens", timestamps=t)  # fmt: skip
+        fl.create_roi_response_series(name="Neuropil", data=Fneu.T, rois=region,
+                                      unit="lumens", timestamps=t)  # fmt: skip
+        dec = Fluorescence(name="Deconvolved")
+        ophys.add(dec)
+        dec.create_roi_response_series(name="Deconvolved", data=np.zeros_like(F.T), rois=region,
+                                       unit="lumens", timestamps=t)  # fmt: skip
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+
+
+def test_an_nwb_file_in_suite2p_layout_loads_its_raw_traces_and_pixel_masks(tmp_path, rng):
+    T, fs = 240, 15.0
+    Fneu = 100 + 5 * rng.standard_normal((2, T))
+    F = 300 + 0.5 * Fneu
+    pixels = [[(2, 3), (2, 4), (3, 3)], [(10, 20), (11, 20), (11, 21), (12, 21)]]
+    _suite2p_style_nwb(tmp_path / "s2p.nwb", F, Fneu, pixels, fs)
+    ds = load_nwb(tmp_path / "s2p.nwb", neuropil=0.5, baseline="constant")
+    np.testing.assert_allclose(ds.F, F)
+    np.testing.assert_allclose(ds.F_neu, Fneu)
+    assert np.abs(ds.dff.values).max() < 1e-12  # F − 0.5·F_neu is flat
+    assert ds.attrs["frame_rate"] == pytest.approx(fs) and ds.attrs["nwb_series"] == "Fluorescence"
+    for k, pix in enumerate(pixels):
+        assert sorted(zip(*np.nonzero(ds.masks.values[k]), strict=True)) == sorted(pix)
+    # ΔF/F alone: fitted as ΔF/F
+    _suite2p_style_nwb(tmp_path / "dff.nwb", F / 300 - 1, None, pixels, fs, dff_only=True)
+    only = load_traces(tmp_path / "dff.nwb")
+    assert "F" not in only and only.dff.shape == (2, T)
+
+
+def test_nwb_problems_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_nwb(tmp_path / "none.nwb")
+    (tmp_path / "text.nwb").write_text("not NWB")
+    with pytest.raises(ValueError, match=r"text\.nwb: not an NWB file"):
+        load_nwb(tmp_path / "text.nwb")
+    nwb = pynwb.NWBFile(session_description="s", identifier="x",
+                        session_start_time=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
+    with pynwb.NWBHDF5IO(str(tmp_path / "empty.nwb"), "w") as io:
+        io.write(nwb)
+    with pytest.raises(ValueError, match=r"empty\.nwb: no 'ophys' processing module"):
+        load_nwb(tmp_path / "empty.nwb")
+    ds = xr.Dataset({"dff": (("roi", "time"), np.zeros((1, 5)))},
+                    coords={"roi": [0], "time": np.arange(5) / 10.0})  # fmt: skip
+    with pytest.raises(ValueError, match="traces need 'masks'"):
+        write_nwb(ds, tmp_path / "x.nwb")
