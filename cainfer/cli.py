@@ -245,7 +245,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _read_traces(src: Path, fmt: str = "auto") -> Any:
-    """The traces a fit reads from ``src``: a traces NetCDF, a Suite2p folder or a CaImAn file."""
+    """The traces a fit reads from ``src``: traces NetCDF, Suite2p folder, CaImAn or NWB file."""
     from cainfer.extract import load_traces
 
     ds = load_traces(src, format=fmt)  # type: ignore[arg-type]

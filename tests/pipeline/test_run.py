@@ -284,6 +284,7 @@ def test_a_suite2p_plane_runs_as_the_movie_it_was_extracted_from(serial_run, tmp
                           'files = ["session/suite2p/plane0"]\nformat = "suite2p"')  # fmt: skip
     text = text.replace(f'source = "{EXAMPLES / "example_rois.tif"}"\n', "")
     text = text.replace("dark_level = 100.0\n", "").replace("max_shift = 12.0\n", "")
+    text = text.replace("fit = [1, 4]", "fit = [4]")  # one of the movie run's ROIs is enough
     path = tmp_path / "s2p.toml"
     path.write_text(text)
     out = run_pipeline(path, output=tmp_path / "run", workers=1, progress=False)
@@ -301,6 +302,7 @@ def test_a_suite2p_plane_runs_as_the_movie_it_was_extracted_from(serial_run, tmp
                     for r in csv.DictReader(fh) if r["recording"] == rec}  # fmt: skip
 
     theirs, ours = means(out, name), means(serial_run, "example")
+    ours = {k: v for k, v in ours.items() if k[0] == "4"}
     assert set(theirs) == set(ours)
     for key, (m, sd) in ours.items():  # float32 traces, another chain: Monte Carlo error only
         assert abs(theirs[key][0] - m) < 0.35 * sd, (key, theirs[key], m, sd)
@@ -342,10 +344,12 @@ def test_a_run_exported_to_nwb_passes_nwbinspector_and_runs_again_from_it(
                           f'files = ["{path}"]\nformat = "nwb"')  # fmt: skip
     text = text.replace(f'source = "{EXAMPLES / "example_rois.tif"}"\n', "")
     text = text.replace("dark_level = 100.0\n", "").replace("max_shift = 12.0\n", "")
+    text = text.replace("fit = [1, 4]", "fit = [4]")  # one of the movie run's ROIs is enough
     (tmp_path / "nwb.toml").write_text(text)
     out = run_pipeline(tmp_path / "nwb.toml", output=tmp_path / "run", workers=1, progress=False)
     with open(out / "summary.csv", newline="") as fh:
         again = list(csv.DictReader(fh))
+    rows = [r for r in rows if r["roi"] == "4"]
     assert [(r["roi"], r["parameter"]) for r in again] == [(r["roi"], r["parameter"]) for r in rows]
     for a, b in zip(again, rows, strict=True):  # the same traces: Monte Carlo error only
         assert abs(float(a["mean"]) - float(b["mean"])) < 0.35 * float(b["sd"]), (a, b)
