@@ -45,8 +45,9 @@ SUITE2P_FILES = ("F.npy", "Fneu.npy", "iscell.npy", "stat.npy", "ops.npy")
 #: prior of the ratio of CaImAn's background under a footprint: the background is
 #: fitted, so the ratio is 1 up to the background model's error
 CAIMAN_NEUROPIL_PRIOR = (1.0, 0.1)
-#: prior sd of the ratio around Suite2p's ``neucoeff`` (as around the usual 0.7)
-SUITE2P_NEUROPIL_SD = 0.2
+#: prior sd of the ratio around a tool's own coefficient (Suite2p's ``neucoeff``, the
+#: ratio an NWB file's traces are read with), as around the usual 0.7
+NEUROPIL_PRIOR_SD = 0.2
 
 
 def trace_format(path: str | os.PathLike[str]) -> str:
@@ -247,7 +248,7 @@ def load_suite2p(
         source_files=json.dumps([str(plane / f) for f in SUITE2P_FILES]),
         dark_level=float(dark_level),
         neuropil=json.dumps({"ratio": r, "source": "Suite2p Fneu"}),
-        neuropil_prior=json.dumps([r, SUITE2P_NEUROPIL_SD]),
+        neuropil_prior=json.dumps([r, NEUROPIL_PRIOR_SD]),
     )
     return ds
 

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from cainfer.extract.baseline import BaselineMethod
-from cainfer.extract.imported import _check_baseline, _dataset, _frame_rate
+from cainfer.extract.imported import NEUROPIL_PRIOR_SD, _check_baseline, _dataset, _frame_rate
 
 #: how a neuropil series is told from the raw fluorescence: its name holds one of these
 _NEUROPIL_NAMES = ("neuropil", "background")
@@ -137,7 +137,7 @@ def load_nwb(
         ds = _dataset(F, F_neu, masks, labels=labels, frame_rate=fs, ratio=r, mean_image=mean,
                       baseline=opts, where=p)  # fmt: skip
         if neu is not None:
-            ds.attrs["neuropil_prior"] = json.dumps([r, 0.2])
+            ds.attrs["neuropil_prior"] = json.dumps([r, NEUROPIL_PRIOR_SD])
         ds.attrs["neuropil"] = json.dumps({"ratio": r, "source": getattr(neu, "name", None)})
     ds.attrs.update(source_format="nwb", source_files=json.dumps([str(p)]),
                     nwb_series=str(main.name))  # fmt: skip
