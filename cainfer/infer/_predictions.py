@@ -164,6 +164,11 @@ def _add_predictions(
             obs_pick(data.neuropil),
             {"units": unit, "long_name": "neuropil trace as the fit used it (its noise smoothed)"},
         )
+        observed["neuropil_noise"] = (
+            obs_dims[:-1],
+            obs_pick(data.neuropil_noise),
+            {"units": unit, "long_name": "noise sd left in the neuropil trace"},
+        )
     idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
     idata["log_likelihood"] = xr.Dataset(
         {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
@@ -241,9 +246,64 @@ def _add_ratio_predictions(
         "ratio": (obs_dims, obs_pick(ratio_obs), {"long_name": "recorded ratio, background "
                                                   "at its posterior median"}),
     }  # fmt: skip
+    for name, trace, noise in (("neuropil", data.neuropil, data.neuropil_noise),
+                               ("neuropil_den", data.neuropil2, data.neuropil2_noise)):  # fmt: skip
+        if trace is not None:
+            observed[name] = (obs_dims, obs_pick(trace), {"units": "counts"})
+            observed[f"{name}_noise"] = (obs_dims[:-1], obs_pick(noise), {"units": "counts"})
     idata["observed_data"] = xr.Dataset(observed, coords=obs_coords)
     ll_all = np.concatenate(lls, axis=1)
     idata["log_likelihood"] = xr.Dataset(
         {"y": (("chain", "draw", "y_dim_0"), ll_all.reshape(*shape, -1))},
         coords={"chain": coords["chain"], "draw": coords["draw"]},
     )
+
+
+# the pointwise quantiles a compact saved fit keeps of its posterior predictive: the
+# median and the 94% equal-tailed band (Fit.expand recomputes the draws for any other)
+BAND_QUANTILES = (0.03, 0.5, 0.97)
+
+# replicates of the recorded counts: their bands are the ΔF/F replicate's, read back
+_RAW_REPLICATES = ("y", "y_den")
+
+
+def predictive_bands(pp: xr.Dataset) -> xr.Dataset:
+    """Pointwise quantiles (:data:`BAND_QUANTILES`) over the draws, float32.
+
+    Of every variable of a posterior-predictive group but the replicates of
+    the recorded counts; dims ``(quantile, [roi,] time)``.
+    """
+    keep = [n for n in pp.data_vars if n not in _RAW_REPLICATES]
+    q = pp[keep].quantile(list(BAND_QUANTILES), dim=("chain", "draw"), keep_attrs=True)
+    out = q.astype(np.float32)
+    for n in keep:
+        out[n].attrs = dict(pp[n].attrs)
+    out.attrs["long_name"] = "pointwise quantiles of the posterior predictive over its draws"
+    return out
+
+
+def observed_of(obs: xr.Dataset, kind: str) -> ObservedData:
+    """The :class:`ObservedData` a fit used, rebuilt from its ``observed_data`` group.
+
+    Holds what the likelihood reads (the recorded numbers, the background
+    traces and their noise), not the prior centres (F0, neuropil prior).
+    """
+
+    def rows(name: str) -> np.ndarray | None:
+        if name not in obs:
+            return None
+        a = np.asarray(obs[name], dtype=float)
+        return a.reshape(-1, a.shape[-1])
+
+    def per_roi(name: str) -> np.ndarray | None:
+        return None if name not in obs else np.atleast_1d(np.asarray(obs[name], dtype=float))
+
+    y = rows("y")
+    if y is None:
+        raise ValueError("the fit's observed_data group has no recorded numbers 'y'")
+    if kind == "ratio":
+        return ObservedData(
+            kind, y, rows("neuropil"), None, rows("y_den"), rows("neuropil_den"),
+            neuropil_sd=per_roi("neuropil_noise"), neuropil2_sd=per_roi("neuropil_den_noise"),
+        )  # fmt: skip
+    return ObservedData(kind, y, rows("neuropil"), neuropil_sd=per_roi("neuropil_noise"))

@@ -902,6 +902,20 @@ def _run(
     return result
 
 
+def _runs(steps: np.ndarray) -> list[list[int]]:
+    """Steps per frame interval as runs ``[[steps, count], ...]`` (a scalar: one run, count 0)."""
+    a = np.asarray(steps, dtype=int).ravel()
+    if np.ndim(steps) == 0:
+        return [[int(a[0]), 0]]
+    out: list[list[int]] = []
+    for v in a.tolist():
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return out
+
+
 def _sample(
     problem: _Problem,
     options: Mapping[str, Any],
@@ -1000,6 +1014,8 @@ def _sample(
         "observation": data.kind,
         "stimulus_events": stimulus.events.tolist() if stimulus is not None else [],
         "stimulus_weights": stimulus.event_weights.tolist() if stimulus is not None else [],
+        "stimulus_waveform_time": stimulus.waveform_time.tolist() if stimulus is not None else [],
+        "stimulus_waveform": stimulus.waveform.tolist() if stimulus is not None else [],
         "pooled": list(pooled),
         "pool_sd": pool_sd if pooled else None,
         "centered": options.get("centered") if pooled else None,
@@ -1011,5 +1027,6 @@ def _sample(
     n_sub = np.asarray(options["substeps"])
     settings["substeps"] = int(n_sub.max()) if n_sub.size else 1
     settings["substeps_mean"] = float(n_sub.mean()) if n_sub.size else 1.0
+    settings["substeps_runs"] = _runs(n_sub)  # each frame interval's, to recompute predictions
     fixed_values = {k: v for k, v in values.items() if k not in free}
     return Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))

@@ -58,6 +58,28 @@ def _band(da: xr.DataArray, ci_prob: float) -> tuple[np.ndarray, np.ndarray, np.
     return lo, mid, hi
 
 
+def _series_band(
+    fit: Fit, name: str, roi: Any, ci_prob: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Band and median of predictive series ``name``: from its draws, or a saved fit's bands.
+
+    A compact saved fit keeps :data:`BAND_QUANTILES`; for another ``ci_prob``
+    its draws are recomputed (:meth:`Fit.expand`).
+    """
+    from cainfer.infer._predictions import BAND_QUANTILES
+
+    if fit.compact and "predictive_bands" in fit.idata.children:
+        want = ((1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2)
+        have = np.asarray(BAND_QUANTILES)
+        bands = fit.idata["predictive_bands"].ds
+        if all(np.isclose(have, w, atol=1e-9).any() for w in want) and name in bands:
+            da = _pick_roi(fit, bands[name], roi)
+            got = [np.asarray(da.sel(quantile=w, method="nearest"), dtype=float) for w in want]
+            return got[0], got[1], got[2]
+    fit.expand()
+    return _band(_pick_roi(fit, fit.idata["posterior_predictive"][name], roi), ci_prob)
+
+
 def plot_trace(
     fit: Fit,
     *,
@@ -95,24 +117,23 @@ def plot_trace(
     import matplotlib.pyplot as plt
 
     _check_prob(ci_prob)
-    pp = fit.idata["posterior_predictive"]
-    ratiometric = "ratio" in pp
+    ratiometric = "ratio" in fit.idata["observed_data"]
     obs = _pick_roi(fit, fit.idata["observed_data"]["ratio" if ratiometric else "dff"], roi)
     t = np.asarray(obs["time"])
     fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(9, 5), height_ratios=(3, 2))
     if ratiometric:
-        lo, mid, hi = _band(_pick_roi(fit, pp["ratio"], roi), ci_prob)
+        lo, mid, hi = _series_band(fit, "ratio", roi, ci_prob)
         ax1.fill_between(t, lo, hi, color="C0", alpha=0.6, lw=0, label=f"{ci_prob:.0%} model ratio")
     else:
-        lo, _, hi = _band(_pick_roi(fit, pp["dff"], roi), ci_prob)
+        lo, _, hi = _series_band(fit, "dff", roi, ci_prob)
         ax1.fill_between(t, lo, hi, color="C0", alpha=0.25, lw=0,
                          label=f"{ci_prob:.0%} predictive")  # fmt: skip
-        lo, mid, hi = _band(_pick_roi(fit, pp["dff_mean"], roi), ci_prob)
+        lo, mid, hi = _series_band(fit, "dff_mean", roi, ci_prob)
         ax1.fill_between(t, lo, hi, color="C0", alpha=0.6, lw=0,
                          label=f"{ci_prob:.0%} model ΔF/F")  # fmt: skip
     ax1.plot(t, np.asarray(obs), ".", color="k", ms=2, label="observed")
     ax1.set_ylabel("ratio" if ratiometric else "ΔF/F")
-    lo, mid, hi = _band(_pick_roi(fit, pp["ca"], roi), ci_prob)
+    lo, mid, hi = _series_band(fit, "ca", roi, ci_prob)
     ax2.fill_between(t, lo, hi, color="C3", alpha=0.35, lw=0, label=f"{ci_prob:.0%} band")
     ax2.plot(t, mid, color="C3", lw=1, label="median")
     ax2.set_ylabel("free [Ca²⁺] (µM)")

@@ -409,8 +409,8 @@ class Fit:
 
     def predict(
         self,
-        time: Any,
-        stimulus: Stimulus | None,
+        time: Any = None,
+        stimulus: Stimulus | None = None,
         *,
         draws: int | None = 500,
         ci_prob: float = 0.94,
@@ -425,10 +425,15 @@ class Fit:
         carry over, so this is the model's ΔF/F and calcium, not a replicate
         of a recording's raw numbers.
 
+        Without ``time``, the fit's own recording: its frame times, stimulus
+        and solver steps, which recomputes the model part of the predictive
+        that a saved fit keeps only as bands (:meth:`save`).
+
         Parameters
         ----------
-        time : array_like
-            Frame times of the new recording (s), increasing.
+        time : array_like, optional
+            Frame times of the new recording (s), increasing; None: the
+            fitted recording's (``stimulus`` must then be None too).
         stimulus : Stimulus or None
             Its events (and waveform).
         draws : int or None
@@ -457,6 +462,14 @@ class Fit:
         """
         if not 0.0 < ci_prob < 1.0:
             raise ValueError(f"ci_prob = {ci_prob!r} must lie in (0, 1)")
+        substeps: Any = int(self.settings.get("substeps", 1))
+        if time is None:
+            if stimulus is not None:
+                raise ValueError(
+                    "stimulus= without time=: give the new recording's frame times, or neither "
+                    "for the fitted recording"
+                )
+            time, stimulus, substeps = self.frame_times(), self.stimulus(), self._substeps()
         t = np.asarray(time, dtype=float)
         if t.ndim != 1 or t.size < 2 or not np.all(np.diff(t) > 0):
             raise ValueError("time must hold ≥ 2 strictly increasing frame times (s)")
@@ -487,9 +500,7 @@ class Fit:
         )  # fmt: skip
         base = self.model.pack_raw(self.model.values(self.fixed))
         slots = self.model.slots()
-        forward = forward_solver(
-            self.model, t, stim, substeps=int(self.settings.get("substeps", 1))
-        )
+        forward = forward_solver(self.model, t, stim, substeps=substeps)
         n_roi = 1 if self.rois is None else len(self.rois)
         flat = {k: np.asarray(post[k]).reshape(n_all, -1)[pick] for k in self.free}
         dff = np.empty((pick.size, n_roi, t.size))
@@ -515,6 +526,88 @@ class Fit:
         if self.rois is not None:
             coords["roi"] = list(self.rois)
         return xr.Dataset(out, coords=coords, attrs={"ci_prob": ci_prob, "draws": int(pick.size)})
+
+    def frame_times(self) -> np.ndarray:
+        """Frame times of the fitted recording (s)."""
+        return np.asarray(self.idata["observed_data"]["time"], dtype=float)
+
+    def stimulus(self) -> Stimulus | None:
+        """The stimulus the fit was given (None for none)."""
+        st = self.settings
+        events = st.get("stimulus_events", [])
+        wt, wv = st.get("stimulus_waveform_time", []), st.get("stimulus_waveform", [])
+        if not events and not wt:
+            return None
+        return Stimulus(
+            events=np.asarray(events, dtype=float),
+            weights=np.asarray(st.get("stimulus_weights", [1.0] * len(events)), dtype=float),
+            waveform_time=np.asarray(wt, dtype=float),
+            waveform=np.asarray(wv, dtype=float),
+        )
+
+    def _substeps(self) -> Any:
+        """The solver steps of each frame interval the fit used (an int: every interval's)."""
+        runs = self.settings.get("substeps_runs")
+        if not runs:
+            return int(self.settings.get("substeps", 1))
+        if len(runs) == 1 and runs[0][1] == 0:
+            return int(runs[0][0])
+        return np.repeat([r[0] for r in runs], [r[1] for r in runs]).astype(np.int64)
+
+    @property
+    def compact(self) -> bool:
+        """True when the posterior-predictive draws are left out (a saved fit: :meth:`expand`)."""
+        return not {"posterior_predictive", "log_likelihood"} <= set(self.idata.children)
+
+    def _rebuildable(self) -> bool:
+        """Whether :meth:`expand` can recompute this fit's groups (fits from before it cannot)."""
+        st = self.settings
+        if not all(k in st for k in ("seed", "stimulus_waveform", "substeps_runs")):
+            return False
+        obs = self.idata["observed_data"]
+        return all(f"{n}_noise" in obs for n in ("neuropil", "neuropil_den") if n in obs)
+
+    def expand(self) -> Fit:
+        """Recompute the posterior-predictive and log-likelihood groups a saved fit leaves out.
+
+        :meth:`save` keeps the posterior draws, sample statistics, prior draws,
+        the recording and pointwise bands of the predictive; this runs every
+        posterior draw through the forward model and the observation model
+        again, with the fit's seed, giving the groups :func:`cainfer.fit`
+        returned (the same numbers, to rounding). A no-op on a fit that has
+        them.
+
+        Returns
+        -------
+        Fit
+            This fit, with ``posterior_predictive`` and ``log_likelihood``.
+
+        Raises
+        ------
+        ValueError
+            The fit was saved without what the recomputation needs (its
+            stimulus waveform or the seed).
+        """
+        if not self.compact:
+            return self
+        from cainfer.infer._predictions import _add_predictions, observed_of
+
+        st = self.settings
+        if not self._rebuildable():
+            raise ValueError(
+                "this fit lacks what recomputing its predictive needs (its seed, stimulus, "
+                "solver steps or background noise): fit again"
+            )
+        options = {k: st[k] for k in ("seed", "likelihood", "residuals", "drift",
+                                      "drift_timescale")}  # fmt: skip
+        options["substeps"] = self._substeps()
+        data = observed_of(self.idata["observed_data"].ds, st.get("observation", "dff_exact"))
+        bands = self.idata["predictive_bands"] if "predictive_bands" in self.idata else None
+        _add_predictions(self.idata, self.model, self.model.values(self.fixed), self.free,
+                         self.frame_times(), self.stimulus(), data, options, self.rois)  # fmt: skip
+        if bands is not None:
+            del self.idata["predictive_bands"]
+        return self
 
     def _predicted_ratio(
         self,
@@ -559,10 +652,59 @@ class Fit:
 
         return plot_pairs(self, **kwargs)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fit to one NetCDF file (atomically); read it back with :func:`load_fit`."""
+    def save(self, path: str | os.PathLike[str], *, compact: bool = True) -> Path:
+        """Write the fit to one NetCDF file (atomically); read it back with :func:`load_fit`.
+
+        Parameters
+        ----------
+        path : path
+            The file (``.nc``).
+        compact : bool
+            Keep the posterior draws, sample statistics, prior draws and the
+            recording, and of the posterior predictive only its pointwise
+            median and 94% band (group ``predictive_bands``, float32): the
+            predictive's draws and the pointwise log likelihood are
+            recomputed from the posterior on request (:meth:`expand`,
+            :meth:`predict`). A file then grows by under 100 bytes per frame
+            instead of about 80 per frame and draw. False: write every group.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        if not isinstance(compact, bool):
+            raise ValueError(f"compact = {compact!r} must be True or False")
         path = Path(path)
+        if not compact:
+            self.expand()
         tree = self.idata.copy()
+        encoding = None
+        if compact and self._rebuildable():
+            if "posterior_predictive" in tree.children:
+                from cainfer.infer._predictions import predictive_bands
+
+                tree["predictive_bands"] = predictive_bands(tree["posterior_predictive"].ds)
+            for name in ("posterior_predictive", "log_likelihood"):
+                if name in tree.children:
+                    del tree[name]
+            if "prior" in tree.children:
+                # prior draws of per-ROI variables only: the slow baseline's coordinates
+                # (as many as the recording has time scales) have a fixed N(0, 1) prior
+                prior = tree["prior"].ds
+                tree["prior"] = prior.drop_vars(
+                    [n for n, v in prior.data_vars.items()
+                     if not set(v.dims) <= {"chain", "draw", "roi"}]
+                )  # fmt: skip
+            obs = tree["observed_data"].ds
+            if "dff" in obs:  # the recording read as ΔF/F, for plots: not what was fitted
+                tree["observed_data"] = obs.assign(dff=obs["dff"].astype(np.float32))
+            encoding = {
+                node.path: {n: {"zlib": True, "complevel": 4, "shuffle": True}
+                            for n in node.ds.data_vars}
+                for node in tree.subtree
+                if node.path != "/" and node.ds.data_vars
+            }  # fmt: skip
         tree.attrs = dict(tree.attrs) | {
             "cainfer_model": json.dumps(self.model.to_dict()),
             "cainfer_free": json.dumps(self.free),
@@ -574,12 +716,17 @@ class Fit:
             if name.startswith("warmup"):
                 del tree[name]
         with atomic_path(path) as tmp:
-            tree.to_netcdf(tmp, engine="h5netcdf")
+            tree.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
         return path
 
 
 def load_fit(path: str | os.PathLike[str]) -> Fit:
     """Read a fit written by :meth:`Fit.save`.
+
+    A compact file (the default) has no ``posterior_predictive`` or
+    ``log_likelihood`` group: :meth:`Fit.expand` recomputes them, and
+    :func:`compare` and :meth:`Fit.plot_trace` do so when they need them.
+    Files written before fits were saved compact load as they were.
 
     Raises
     ------
@@ -730,6 +877,8 @@ def compare(
             FitWarning,
             stacklevel=2,
         )
+    for _, f in items:
+        f.expand()  # a saved fit recomputes its pointwise log likelihood
     with warnings.catch_warnings():
         # a high Pareto k is reported in the table's ``diag_elpd`` column
         warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")

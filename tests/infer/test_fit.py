@@ -11,7 +11,7 @@ import cainfer
 from cainfer.forward import Prior
 from cainfer.infer import fit, load_fit
 from cainfer.synthetic import simulate_traces
-from tests.infer.conftest import STIM, TIME, TRUTH
+from tests.infer.conftest import STIM, TIME, TRUTH, assert_compact_round_trip
 
 
 @pytest.mark.slow
@@ -81,6 +81,52 @@ def test_save_and_load_round_trip(recovery, tmp_path):
     xr.testing.assert_allclose(back.idata["posterior"].ds, result.idata["posterior"].ds)
     assert back.posterior_mean() == pytest.approx(result.posterior_mean())
     assert not list(tmp_path.glob(".*tmp*"))
+    assert back.compact
+    np.testing.assert_array_equal(back.stimulus().events, STIM.events)
+
+
+@pytest.mark.slow
+def test_a_compact_fit_recomputes_its_predictive_and_log_likelihood(recovery, tmp_path):
+    model, result = recovery
+    back = assert_compact_round_trip(result, tmp_path / "fit.nc")
+    # the trace plot of a loaded fit reads the saved bands; another probability recomputes
+    again = load_fit(tmp_path / "fit.nc")
+    again.plot_trace(path=tmp_path / "a.png")
+    assert again.compact and (tmp_path / "a.png").stat().st_size > 0
+    again.plot_trace(ci_prob=0.5, path=tmp_path / "b.png")
+    assert not again.compact
+    # LOO of the saved fit is the fitted one's
+    table = cainfer.compare({"saved": load_fit(tmp_path / "fit.nc"), "fitted": result})
+    assert table.loc["saved", "elpd"] == pytest.approx(table.loc["fitted", "elpd"], rel=1e-9)
+    # predict() without a recording is the fitted one: each draw through the forward model
+    pred = back.predict(draws=3)
+    post = back.idata["posterior"]
+    last = (1, post.sizes["draw"] - 1)
+    p = {k: float(post[k][last]) for k in ("gamma", "influx_amplitude")}
+    sim = model.simulate(p, TIME, STIM, substeps=1)
+    np.testing.assert_allclose(pred["ca"][-1], sim.ca, rtol=1e-9)
+    with pytest.raises(ValueError, match="stimulus= without time="):
+        back.predict(stimulus=STIM)
+    with pytest.raises(ValueError, match="compact = 'yes'"):
+        back.save(tmp_path / "x.nc", compact="yes")
+
+
+@pytest.mark.slow
+def test_a_fit_saved_before_compact_files_loads_and_stays_whole(recovery, tmp_path):
+    """A file written before fits were saved compact: full groups, no solver steps recorded."""
+    _, result = recovery
+    old = dataclasses.replace(result, idata=result.idata.copy(), settings=dict(result.settings))
+    for key in ("substeps_runs", "stimulus_waveform", "stimulus_waveform_time"):
+        del old.settings[key]
+    back = load_fit(old.save(tmp_path / "old.nc", compact=False))
+    assert not back.compact and back.summary().equals(result.summary())
+    # saving it again keeps what cannot be recomputed
+    back.save(tmp_path / "again.nc")
+    assert not load_fit(tmp_path / "again.nc").compact
+    stripped = load_fit(tmp_path / "again.nc")
+    del stripped.idata["log_likelihood"]
+    with pytest.raises(ValueError, match="fit again"):
+        stripped.expand()
 
 
 @pytest.mark.parametrize(

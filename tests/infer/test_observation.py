@@ -11,6 +11,7 @@ from scipy import stats
 
 import cainfer
 from cainfer.infer import observation as O
+from tests.infer.conftest import assert_compact_round_trip
 
 T = np.arange(600) / 30.0  # 20 s at 30 frames/s
 
@@ -285,7 +286,7 @@ def _covers(fit, name, value):
 
 
 @pytest.mark.slow
-def test_fluorescence_fit_recovers_f0_neuropil_ratio_and_physics():
+def test_fluorescence_fit_recovers_f0_neuropil_ratio_and_physics(tmp_path):
     ds = _fluorescence(seed=11)
     res = cainfer.fit(ds, MODEL, stimulus=STIM, free=list(TRUTH), draws=1000, tune=500,
                       chains=2, seed=3)  # fmt: skip
@@ -304,6 +305,8 @@ def test_fluorescence_fit_recovers_f0_neuropil_ratio_and_physics():
     dff_true = MODEL.simulate(TRUTH, TIME, STIM).dff.values
     resid = groups["observed_data"]["dff"].values - dff_true
     assert np.abs(np.median(resid)) < 0.01 and resid.std() < 0.03
+    # saved compact, the smoothed neuropil and its noise come back with it
+    assert_compact_round_trip(res, tmp_path / "fit.nc")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from cainfer.forward import get_ratiometric
 from cainfer.infer.fit import _bound_fraction, _observed, _Problem, _pymc_model
 from cainfer.infer.observation import ObservedData, noise_scale, ratio_expected
 from cainfer.synthetic import simulate_movie
+from tests.infer.conftest import assert_compact_round_trip
 
 DYE = get_ratiometric("Fura-2")
 CAL = DYE.calibration(r_min=0.4, r_max=7.5, beta=9.0)
@@ -185,3 +186,6 @@ def test_a_background_that_holds_the_dye_does_not_bias_the_fit(tmp_path):
     true["background_ratio"] = 1.0
     z = {name: (s.loc[name, "mean"] - value) / s.loc[name, "sd"] for name, value in true.items()}
     assert all(abs(v) < 1.5 for v in z.values()), (z, s)
+    # saved compact, the two channels' backgrounds and their noise come back with it
+    back = assert_compact_round_trip(res, tmp_path / "fit.nc")
+    assert {"neuropil", "neuropil_den"} <= set(back.idata["observed_data"].data_vars)

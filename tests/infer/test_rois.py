@@ -7,6 +7,7 @@ import xarray as xr
 import cainfer
 from cainfer.infer import fit_hierarchical, fit_rois, load_fit
 from cainfer.synthetic import simulate_traces
+from tests.infer.conftest import assert_compact_round_trip
 
 TIME = np.arange(450) / 30.0
 STIM = cainfer.Stimulus(events=[1.0, 4.0, 4.05, 8.0, 11.0, 11.05, 11.1])
@@ -72,6 +73,7 @@ def test_hierarchical_recovers_each_cell_and_the_population(hierarchical):
 @pytest.mark.slow
 def test_hierarchical_fit_round_trips(hierarchical, tmp_path):
     back = load_fit(hierarchical.save(tmp_path / "h.nc"))
+    assert_compact_round_trip(hierarchical, tmp_path / "h2.nc")
     assert back.rois == ["a", "b", "c"] and back.settings["pooled"] == ["gamma"]
     np.testing.assert_allclose(
         back.posterior_mean()["gamma"], hierarchical.posterior_mean()["gamma"]
