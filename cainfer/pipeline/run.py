@@ -322,7 +322,7 @@ def run_pipeline(
     _check_output(out)
     with _run_lock(out):
         prov_path = out / "provenance.json"
-        prov = _start_provenance(cfg, out, prov_path)
+        prov = _start_provenance(cfg, out, prov_path, scheduler)
         atomic_write(out / "config.toml", cfg.text)
         sweep_temporaries(out)  # left by a killed run
 
@@ -374,7 +374,9 @@ def _read_provenance(path: Path) -> dict[str, Any]:
     return prior
 
 
-def _start_provenance(cfg: Config, out: Path, prov_path: Path) -> dict[str, Any]:
+def _start_provenance(
+    cfg: Config, out: Path, prov_path: Path, scheduler: str | None = None
+) -> dict[str, Any]:
     prior: dict[str, Any] = {}
     if prov_path.is_file():
         prior = _read_provenance(prov_path)
@@ -406,7 +408,10 @@ def _start_provenance(cfg: Config, out: Path, prov_path: Path) -> dict[str, Any]
         "seed": cfg.seed,
         "roi_seeds": prior.get("roi_seeds", {}),
         "started": prior.get("started", _now()),
-        "sessions": [*prior.get("sessions", []), {"started": _now(), "host": platform.node()}],
+        "sessions": [
+            *prior.get("sessions", []),
+            {"started": _now(), "host": platform.node(), "scheduler": scheduler},
+        ],
         "finished": None,
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -211,14 +211,54 @@ def test_cli_extract_then_fit(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-@pytest.mark.slow
-def test_existing_scheduler_gives_the_serial_numbers(serial_run, config, tmp_path):
-    from dask.distributed import LocalCluster
+# stand-ins for SLURM's commands on a machine without it: sbatch runs the job script as
+# a process group of its own (as a node would), scancel ends that group
+SBATCH = """#!/usr/bin/env bash
+id=$$  # the process id: unique among concurrent submissions
+cp "$1" "$FAKE_SLURM/$id.sh" || exit 1
+setsid bash "$FAKE_SLURM/$id.sh" > "$FAKE_SLURM/$id.log" 2>&1 < /dev/null &
+echo $! > "$FAKE_SLURM/$id.pid"
+echo "Submitted batch job $id"
+"""
+SCANCEL = """#!/usr/bin/env bash
+kill -TERM -- -"$(cat "$FAKE_SLURM/$1.pid")" 2>/dev/null || true
+"""
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
-        out = run_pipeline(config, output=tmp_path / "sched", scheduler=cluster.scheduler_address,
-                           progress=False)  # fmt: skip
+
+@pytest.mark.slow
+def test_a_run_on_slurm_workers_gives_the_serial_numbers(serial_run, config, tmp_path,
+                                                         monkeypatch):  # fmt: skip
+    """The README's HPC recipe: dask-jobqueue submits worker jobs, the run goes to its scheduler.
+
+    Two jobs (two worker processes, as on two nodes) split the two ROIs; the
+    summary is byte for byte the serial run's.
+    """
+    from dask.distributed import Client
+    from dask_jobqueue import SLURMCluster
+
+    bin_dir, jobs = tmp_path / "bin", tmp_path / "jobs"
+    bin_dir.mkdir()
+    jobs.mkdir()
+    for name, text in (("sbatch", SBATCH), ("scancel", SCANCEL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(jobs))
+    with SLURMCluster(cores=1, processes=1, memory="4GB", walltime="00:30:00",
+                      scheduler_options={"dashboard_address": None},
+                      local_directory=str(tmp_path / "dask")) as cluster:  # fmt: skip
+        assert "#SBATCH -t 00:30:00" in cluster.job_script()
+        cluster.scale(jobs=2)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            address = cluster.scheduler_address
+            out = run_pipeline(config, output=tmp_path / "slurm", scheduler=address,
+                               progress=False)  # fmt: skip
+            hosts = {w["name"] for w in client.scheduler_info()["workers"].values()}
+    assert len(hosts) == 2 and len(list(jobs.glob("*.sh"))) == 2
     assert (out / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["sessions"][-1]["scheduler"] == cluster.scheduler_address
 
 
 @pytest.mark.slow
