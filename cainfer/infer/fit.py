@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
 import os
+import threading
 import time as time_module
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +32,7 @@ from cainfer.infer._draws import (
     _jsonable,
     _obs_options,
 )
-from cainfer.infer._op import solve_op
+from cainfer.infer._op import _solve_parts, solve_op
 from cainfer.infer._predictions import _add_predictions
 from cainfer.infer._starts import _N_DESIGN, _chain_seeds, _mode_starts, _prior_draws, _start_plan
 from cainfer.infer._substeps import (
@@ -49,6 +51,7 @@ from cainfer.infer.observation import (
     check_options,
     denoised_background,
     noise_scale,
+    shared_input_values,
 )
 from cainfer.infer.result import (
     SOLVER_TOLERANCE,
@@ -796,14 +799,31 @@ class _Problem:
 def _pymc_model(
     problem: _Problem,
     options: Mapping[str, Any],
+    *,
+    shared: dict[str, Any] | None = None,
 ) -> pm.Model:
-    """The PyMC model of ``data`` (roi, time); ``labels`` None: one ROI, scalar parameters."""
+    """The PyMC model of ``data`` (roi, time); ``labels`` None: one ROI, scalar parameters.
+
+    ``shared`` (a dict, filled here): the recording's numbers enter as shared
+    variables (:func:`_shared_values`), so that the compiled model takes
+    another ROI's without compiling again.
+    """
     pr = problem
     model, data, t, labels, stimulus = pr.model, pr.data, pr.t, pr.labels, pr.stimulus
     free, fixed, priors, pooled, pool_sd = pr.free, pr.fixed, pr.priors, pr.pooled, pr.pool_sd
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
     op, consts = solve_op(model, t, stimulus, substeps=options["substeps"], free=free)
+    inputs = None
+    if shared is not None:
+        for name, value in _shared_values(problem).items():
+            shared[name] = pytensor.shared(value, name=name)
+        # the scalars travel as one vector: each shared variable adds to the typing
+        # of the log density's C wrapper (seconds in a process's first fit)
+        scalars = shared["obs_scalars"]
+        inputs = {"y": shared["obs_y"], "neuropil": shared["obs_neuropil"]}
+        inputs |= {n: scalars[i] for i, n in enumerate(_SHARED_SCALARS)}
+        inputs["neuropil_prior"] = scalars[-2:]
     slots = model.slots()
     idx = np.array([slots[n] for n in free])
     dims = None if labels is None else "roi"
@@ -831,9 +851,87 @@ def _pymc_model(
 
                 bound.append(_bound_fraction(pt, dffs[-1], *map(par, _DYE_PARAMETERS)))
         add_likelihood(
-            dffs, data, t, _obs_options(options), several=labels is not None, bound=bound
-        )
+            dffs, data, t, _obs_options(options), several=labels is not None, bound=bound,
+            inputs=inputs,
+        )  # fmt: skip
     return pm_model
+
+
+_SHARED_SCALARS = ("neuropil_noise", "rest_level", "noise0", "log_f0", "g_ref")
+
+
+def _shared_values(problem: _Problem) -> dict[str, np.ndarray]:
+    """The numbers a reusable compiled model takes per fit: the ROI's recording."""
+    v = shared_input_values(problem.data)
+    scalars = [float(v[n]) for n in _SHARED_SCALARS] + [float(x) for x in v["neuropil_prior"]]
+    return {"obs_y": v["y"], "obs_neuropil": v["neuropil"], "obs_scalars": np.array(scalars)}
+
+
+@dataclass
+class _Compiled:
+    """A compiled model kept for the next fit of the same structure in this process."""
+
+    pm_model: pm.Model
+    compiled: Any
+    shared: dict[str, Any]
+    lock: threading.Lock
+
+
+# compiled models by structure (:func:`_reuse_key`), most recent last; a Dask worker
+# fits ROI after ROI of the same model and recording length, and each compile costs
+# seconds (the log density's C wrappers) where the data change nothing but numbers
+_REUSABLE: dict[str, _Compiled] = {}
+_REUSABLE_MAX = 4
+_REUSABLE_LOCK = threading.Lock()
+
+
+def _reuse_key(problem: _Problem, options: Mapping[str, Any]) -> str | None:
+    """What fixes a fit's compiled model but its numbers; None: not reusable.
+
+    One ROI with every frame recorded, fluorescence or ΔF/F, nutpie on numba.
+    The solver's schedule (frame times, stimulus, steps) stays a constant of
+    the graph: the solver is compiled for read-only arrays, as every other
+    caller passes them, and a second signature would cost a first fit in each
+    process more than it saves.
+    """
+    pr = problem
+    if pr.labels is not None or pr.data.kind == "ratio" or not np.isfinite(pr.data.y).all():
+        return None
+    if options["sampler"] != "nutpie" or options["backend"] != "numba":
+        return None
+    graph = {k: options[k] for k in ("likelihood", "residuals", "drift", "drift_timescale",
+                                     "coordinates")}  # fmt: skip
+    _, arrays = _solve_parts(pr.model, pr.t, pr.stimulus, options["substeps"], pr.free)
+    schedule = hashlib.sha256()
+    for a in (pr.t, *arrays):
+        schedule.update(np.ascontiguousarray(a).tobytes() + str(a.dtype).encode())
+    return json.dumps(
+        [
+            pr.model.to_dict(), pr.free, sorted(pr.fixed.items()),
+            sorted((k, repr(v)) for k, v in pr.priors.items()), graph, pr.data.kind,
+            pr.data.neuropil is not None, pr.data.f0 is not None, schedule.hexdigest(),
+        ],
+        default=str,
+    )  # fmt: skip
+
+
+def _take_compiled(key: str | None) -> _Compiled | None:
+    """The kept compiled model of ``key``, its lock taken (None: none free)."""
+    if key is None:
+        return None
+    with _REUSABLE_LOCK:
+        entry = _REUSABLE.get(key)
+        if entry is None or not entry.lock.acquire(blocking=False):
+            return None
+        _REUSABLE[key] = _REUSABLE.pop(key)  # most recently used last
+        return entry
+
+
+def _keep_compiled(key: str, entry: _Compiled) -> None:
+    with _REUSABLE_LOCK:
+        _REUSABLE[key] = entry
+        while len(_REUSABLE) > _REUSABLE_MAX:
+            _REUSABLE.pop(next(iter(_REUSABLE)))
 
 
 # the cell-model parameters the dye's bound fraction depends on, in _bound_fraction's order
@@ -924,7 +1022,26 @@ def _sample(
 
     ``labels`` None: one ROI with scalar parameters; else one value per ROI.
     ``options["substeps"]`` is an integer or an integer array, one per frame interval.
+    A model compiled for an earlier fit of the same structure in this process
+    is reused with this fit's numbers (:func:`_reuse_key`).
     """
+    key = _reuse_key(problem, options)
+    entry = _take_compiled(key)
+    held = [] if entry is None else [entry]  # the kept models this fit uses (their locks)
+    try:
+        return _sample_with(problem, options, key, entry, held)
+    finally:
+        for e in held:
+            e.lock.release()
+
+
+def _sample_with(
+    problem: _Problem,
+    options: Mapping[str, Any],
+    key: str | None,
+    entry: _Compiled | None,
+    held: list[_Compiled],
+) -> Fit:
     import nutpie
 
     pr = problem
@@ -932,7 +1049,15 @@ def _sample(
     free, fixed, pooled, pool_sd = pr.free, pr.fixed, pr.pooled, pr.pool_sd
 
     seed, chains = options["seed"], options["chains"]
-    pm_model = _pymc_model(problem, options)
+    shared: dict[str, Any] | None = None
+    if entry is not None:
+        pm_model, shared = entry.pm_model, entry.shared
+        numbers = _shared_values(problem)
+        for name, var in shared.items():
+            var.set_value(numbers[name])
+    else:
+        shared = {} if key is not None else None
+        pm_model = _pymc_model(problem, options, shared=shared)
     values = model.values(fixed)
     coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
     n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
@@ -957,8 +1082,18 @@ def _sample(
         # no fast-math in the compiled log density: the draws of a seed then do not
         # depend on PyTensor's fast-math default (the solver kernels pin it off themselves)
         with pytensor.config.change_flags(numba__fastmath=False):
-            if options["backend"] == "numba":
+            if entry is not None:
+                known = {v.name for v in entry.compiled.shared_var_keys}
+                compiled = entry.compiled.with_data(
+                    **{n: numbers[n] for n in known if n in numbers}
+                )
+            elif options["backend"] == "numba":
                 compiled = compile_numba(pm_model)
+                if key is not None and shared is not None and hasattr(compiled, "with_data"):
+                    lock = threading.Lock()
+                    lock.acquire()  # released when this fit is done with the model
+                    held.append(_Compiled(pm_model, compiled, shared, lock))
+                    _keep_compiled(key, held[-1])
             else:
                 compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model

@@ -80,7 +80,7 @@ afresh from the stationary distribution.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, get_args
@@ -411,7 +411,7 @@ def total_loglik(y: np.ndarray, mu: Any, sd: Any, rho: Any, nu: Any, mask: np.nd
     """
     import pytensor.tensor as pt
 
-    if not mask.all() or y.size < 2:
+    if not mask.all() or mask.size < 2:
         return pt.sum(pointwise_loglik(pt, y, mu, sd, rho, nu, mask))
     u = (y - mu) / sd
     log_sd = pt.sum(pt.log(sd))
@@ -420,7 +420,7 @@ def total_loglik(y: np.ndarray, mu: Any, sd: Any, rho: Any, nu: Any, mask: np.nd
     s = pt.sqrt(1.0 - rho**2)
     eta = (u[1:] - rho * u[:-1]) / s
     first = _std_logpdf(pt, u[0], nu)
-    return first + pt.sum(_std_logpdf(pt, eta, nu)) - (y.size - 1) * pt.log(s) - log_sd
+    return first + pt.sum(_std_logpdf(pt, eta, nu)) - (mask.size - 1) * pt.log(s) - log_sd
 
 
 def relative_signal(xp: Any, kind: str, mu: Any, level: float, dff: Any, scale: Any) -> Any:
@@ -539,6 +539,7 @@ def add_likelihood(
     *,
     several: bool,
     bound: Sequence[tuple[Any, Any]] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> None:
     """Add the observation model's priors and its log-likelihood to the current PyMC model.
 
@@ -557,11 +558,18 @@ def add_likelihood(
     bound : sequence of (TensorVariable, TensorVariable), optional
         ``"ratio"``: each ROI's bound fraction of the dye over all frames and
         at rest.
+    inputs : mapping, optional
+        One ROI's recording as graph inputs (shared variables, so that a
+        compiled model takes another ROI's numbers without compiling again):
+        :data:`SHARED_INPUTS` by name. ``data`` then only says what the
+        recording holds (its kind, a neuropil trace, missing frames: none).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     kind = data.kind
+    if inputs is not None and (several or kind == "ratio" or not np.isfinite(data.y).all()):
+        raise ValueError("graph inputs are for one ROI with every frame recorded, not a ratio")
     if kind == "ratio":
         if bound is None:
             raise ValueError("a ratiometric observation needs the dye's bound fraction")
@@ -572,7 +580,8 @@ def add_likelihood(
     pick, per_roi = _roi_helpers(several)
 
     noise0 = np.array([noise_scale(row) for row in data.y])
-    sigma = pm.HalfNormal("sigma", sigma=per_roi(3.0 * noise0), dims=dims)
+    sigma_scale = 3.0 * (inputs["noise0"] if inputs is not None else per_roi(noise0))
+    sigma = pm.HalfNormal("sigma", sigma=sigma_scale, dims=dims)
     power = None if kind == "dff_exact" else pm.Uniform("noise_exponent", *NOISE_EXPONENT,
                                                          dims=dims)  # fmt: skip
     rho = pm.Uniform("rho", *RHO_BOUNDS, dims=dims) if options.residuals == "ar1" else None
@@ -590,13 +599,19 @@ def add_likelihood(
     if kind == "fluorescence":
         if data.f0 is None:
             raise ValueError("fluorescence observations need a prior centre for F0")
-        f0 = pm.LogNormal("F0", mu=per_roi(np.log(data.f0)), sigma=F0_LOG_SD, dims=dims)
+        log_f0 = inputs["log_f0"] if inputs is not None else per_roi(np.log(data.f0))
+        f0 = pm.LogNormal("F0", mu=log_f0, sigma=F0_LOG_SD, dims=dims)
         gain = pm.LogNormal("dff_gain", mu=0.0, sigma=GAIN_LOG_SD, dims=dims)
         if data.neuropil is not None:
             m, s = data.neuropil_prior
+            if inputs is not None:
+                m, s = inputs["neuropil_prior"][0], inputs["neuropil_prior"][1]
             ratio = pm.Normal("neuropil_ratio", mu=m, sigma=s, dims=dims)
     elif kind == "dff":
-        scale, scale_logp = _scale_along_the_amplitude_ridge(dff_model, data, several=several)
+        ridge: dict[str, Any] = {} if inputs is None else {"g_ref": inputs["g_ref"]}
+        scale, scale_logp = _scale_along_the_amplitude_ridge(
+            dff_model, data, several=several, **ridge
+        )
         offset = pm.Normal("dff_offset", mu=0.0, sigma=OFFSET_SD, dims=dims)
     levels = data.rest_level
     total = scale_logp if kind == "dff" else 0.0
@@ -606,22 +621,53 @@ def add_likelihood(
         if kind == "fluorescence":
             mu = pick(f0, r) * pt.exp(slow) * (1.0 + pick(gain, r) * d)
             if ratio is not None and data.neuropil is not None:
-                mu = mu + pick(ratio, r) * data.neuropil[r]
+                neu = data.neuropil[r] if inputs is None else inputs["neuropil"]
+                mu = mu + pick(ratio, r) * neu
         elif kind == "dff":
             mu = pick(scale, r) * d + pick(offset, r) + slow
         else:
             mu = d
         extra = neuropil_variance(data, r, pick(ratio, r))
+        if inputs is not None and ratio is not None and data.neuropil is not None:
+            extra = (ratio * inputs["neuropil_noise"]) ** 2
         a = pick(scale, r) if kind == "dff" else 1.0
-        x = relative_signal(pt, kind, mu, float(levels[r]), d, a)
+        level = float(levels[r]) if inputs is None else inputs["rest_level"]
+        x = relative_signal(pt, kind, mu, level, d, a)
         sd = noise_sd(pt, x, pick(sigma, r), pick(power, r), extra)
         mask = np.isfinite(data.y[r])
-        total = total + total_loglik(data.y[r], mu, sd, pick(rho, r), nu, mask)
+        y = data.y[r] if inputs is None else inputs["y"]
+        total = total + total_loglik(y, mu, sd, pick(rho, r), nu, mask)
     pm.Potential("loglik", total)
 
 
+# the numbers of one ROI's recording a compiled model takes as inputs (add_likelihood)
+SHARED_INPUTS = ("y", "neuropil", "neuropil_noise", "rest_level", "noise0", "log_f0",
+                 "neuropil_prior", "g_ref")  # fmt: skip
+
+
+def shared_input_values(data: ObservedData) -> dict[str, np.ndarray]:
+    """One ROI's :data:`SHARED_INPUTS` (``data`` holds one ROI)."""
+    y = data.y[0]
+    nan = np.array(np.nan)
+    return {
+        "y": y,
+        "neuropil": data.neuropil[0] if data.neuropil is not None else np.zeros_like(y),
+        "neuropil_noise": np.array(float(data.neuropil_noise[0])),
+        "rest_level": np.array(float(data.rest_level[0])),
+        "noise0": np.array(noise_scale(y)),
+        "log_f0": np.array(math.log(float(data.f0[0]))) if data.f0 is not None else nan,
+        "neuropil_prior": np.asarray(data.neuropil_prior, dtype=float),
+        "g_ref": np.array(log_spread(data.y)[0]),
+    }
+
+
+def log_spread(y: np.ndarray) -> np.ndarray:
+    """``(roi,)`` log sd of each ROI's recorded numbers (floored at 1e-9)."""
+    return np.array([math.log(max(float(np.nanstd(row)), 1e-9)) for row in y])
+
+
 def _scale_along_the_amplitude_ridge(
-    dff_model: Sequence[Any], data: ObservedData, *, several: bool
+    dff_model: Sequence[Any], data: ObservedData, *, several: bool, g_ref: Any = None
 ) -> tuple[Any, Any]:
     """``dff_scale`` (prior ``LogNormal(0, SCALE_LOG_SD)``) in coordinates the data pin.
 
@@ -650,7 +696,8 @@ def _scale_along_the_amplitude_ridge(
     _, per_roi = _roi_helpers(several)
     dims = "roi" if several else None
     sd = SCALE_LOG_SD
-    g_ref = per_roi(np.array([math.log(max(float(np.nanstd(row)), 1e-9)) for row in data.y]))
+    if g_ref is None:
+        g_ref = per_roi(log_spread(data.y))
     # log sd of the model's ΔF/F over the frames; the floor keeps a flat trace finite
     g = pt.stack([0.5 * pt.log(pt.var(d) + 1e-12) for d in dff_model])
     g = g if several else g[0]

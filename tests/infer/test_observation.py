@@ -1,6 +1,7 @@
 """Observation models: each term against a known answer, then recovery of F0 and r."""
 
 import math
+import warnings
 
 import numpy as np
 import pytensor
@@ -436,3 +437,40 @@ def test_slow_basis_rows_are_orthogonal_and_keep_the_prior(minutes):
     # the unrotated trend and first cosine overlap almost entirely
     g = ref[:2] @ ref[:2].T
     assert abs(g[0, 1]) / np.sqrt(g[0, 0] * g[1, 1]) > 0.95
+
+
+@pytest.mark.slow
+def test_rois_of_one_structure_reuse_the_compiled_model_with_their_own_data(monkeypatch):
+    """The second ROI's fit swaps its numbers into the first's compiled model: same draws."""
+    import importlib
+
+    F = importlib.import_module("cainfer.infer.fit")
+    calls = []
+    real = F.compile_numba
+    monkeypatch.setattr(F, "compile_numba", lambda m: calls.append(1) or real(m))
+    monkeypatch.setattr(F, "_REUSABLE", {})
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))  # restored afterwards
+    warnings.simplefilter("ignore", cainfer.infer.SamplerWarning)  # short chains
+    a, b = _fluorescence(seed=21), _fluorescence(seed=22, f0=250.0, ratio=0.6)
+    kw = dict(stimulus=STIM, free=list(TRUTH), draws=200, tune=200, chains=2, seed=5)
+    cainfer.fit(a, MODEL, **kw)
+    reused = cainfer.fit(b, MODEL, **kw)
+    assert len(calls) == 1
+    F._REUSABLE.clear()
+    fresh = cainfer.fit(b, MODEL, **kw)
+    assert len(calls) == 2
+    for name in (*TRUTH, "F0", "neuropil_ratio", "sigma"):
+        np.testing.assert_allclose(reused.idata["posterior"][name], fresh.idata["posterior"][name],
+                                   rtol=1e-12, err_msg=name)  # fmt: skip
+    # and the numbers are the second ROI's: its F0 and neuropil ratio
+    s = reused.summary(round_to="none")
+    assert _covers(reused, "neuropil_ratio", 0.6), s.loc["neuropil_ratio"]
+    assert 200.0 < s.loc["F0", "mean"] < 260.0
+    # another structure (one parameter free) or a missing frame compiles its own
+    cainfer.fit(b, MODEL, **(kw | {"free": ["gamma"]}))
+    assert len(calls) == 3
+    holed = b.copy(deep=True)
+    holed["F"][0, 100] = np.nan
+    cainfer.fit(holed, MODEL, **kw)
+    assert len(calls) == 4
+    assert sum(1 for _ in F._REUSABLE) == 2  # the model with a missing frame is not kept
