@@ -45,6 +45,7 @@ class FitOptions(TypedDict, total=False):
     target_accept: float
     sampler: Literal["nutpie", "numpyro"]
     backend: Literal["numba", "jax"]
+    progress: bool | Literal["auto"]
 
 
 FIT_DEFAULTS: FitOptions = {
@@ -64,4 +65,5 @@ FIT_DEFAULTS: FitOptions = {
     "target_accept": 0.8,
     "sampler": "nutpie",
     "backend": "numba",
+    "progress": "auto",
 }

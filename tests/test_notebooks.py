@@ -1,27 +1,29 @@
-import runpy
-import warnings
+"""The notebooks, opened as notebooks (jupytext) and run cell by cell in a Jupyter kernel."""
+
 from pathlib import Path
 
-import matplotlib
+import jupytext
 import pytest
-
-from cainfer.infer.result import SamplerWarning
+from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    matplotlib.use("Agg")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CAINFER_QUICK", "1")  # short sampler runs
-    with warnings.catch_warnings():
-        # short runs may fall below the ESS the fits warn about; that is not the test
-        warnings.simplefilter("default", SamplerWarning)
-        runpy.run_path(str(path), run_name="__main__")
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
+def test_notebook_runs_in_a_kernel(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAINFER_QUICK", "1")  # short sampler runs; the kernel inherits it
+    nb = jupytext.read(path)
+    assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "percent"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    client = NotebookClient(nb, kernel_name="python3", timeout=900,
+                            resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
+    client.execute()  # a cell that raises fails the test with its traceback
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, errors
+    # what a notebook shows: its figures as images (matplotlib's inline backend)
+    shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
+    assert any("image/png" in o.get("data", {}) for o in shown), path.name
 
 
 def test_there_are_notebooks():

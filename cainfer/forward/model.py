@@ -1184,6 +1184,30 @@ class CellModel:
         terms = ", ".join(repr(f) for f in self.fluxes)
         return f"CellModel({self.name!r}, indicator={self.indicator.name!r}, [{terms}])"
 
+    def _repr_html_(self) -> str:
+        """The model in Jupyter: its terms, and each parameter with unit, default and prior."""
+        from cainfer.forward._html import esc, prior_text, table
+
+        ind = self.indicator
+        binding = "kinetic" if self.kinetic else "equilibrium"
+        parts = [
+            f"<p><b>CellModel {esc(self.name)}</b>: indicator {esc(ind.name)} "
+            f"(K<sub>d</sub> {ind.kd:.4g} µM, {binding} binding); terms "
+            f"{esc(', '.join(type(f).__name__ for f in self.fluxes))}"
+            + ("; an ER" if self.er is not None else "")
+            + ("; mitochondria" if self.mito is not None else "")
+            + "</p>"
+        ]
+        values = self.values({})
+        rows = []
+        for name, q in self.parameters.items():
+            pr = q.prior
+            rows.append([name, f"{values[name]:.4g}", q.unit, prior_text(pr.kind, pr.a, pr.b),
+                         q.description, pr.source])  # fmt: skip
+        header = ["parameter", "default", "unit", "prior", "what", "source"]
+        parts.append(table(header, rows, left={0, 2, 3, 4, 5}))
+        return "".join(parts)
+
 
 def _buf(p: np.ndarray) -> tuple[float, float, float, float]:
     return float(p[K.G_KAPPA_S]), float(p[K.G_BT]), float(p[K.G_KD]), float(p[K.G_HILL])

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time as time_module
 import warnings
@@ -493,6 +494,10 @@ _FIT_DOC_OPTIONS = """
     backend : {"numba", "jax"}
         nutpie's compilation backend for the log density (numba: the
         default; jax needs ``jax``). numpyro always uses jax.
+    progress : bool or "auto"
+        Show the sampler's progress bar (nutpie's: a live table in Jupyter, a
+        bar in a terminal). ``"auto"`` (default): when run in a Jupyter kernel
+        or with a terminal on stderr, not in scripts' logs or tests.
 """
 
 
@@ -528,6 +533,8 @@ def _validated(
                 f"sampler={options['sampler']!r}, backend={options['backend']!r} needs "
                 f"{' and '.join(missing)}: pip install {' '.join(missing)}"
             )
+    if options["progress"] not in (True, False, "auto"):
+        raise ValueError(f"progress = {options['progress']!r}; allowed: True, False, 'auto'")
     ta = options["target_accept"]
     if not (isinstance(ta, int | float) and 0.0 < ta < 1.0):
         raise ValueError(f"target_accept = {ta!r} must lie in (0, 1)")
@@ -1000,6 +1007,17 @@ def _run(
     return result
 
 
+def _show_progress(progress: bool | str) -> bool:
+    """Whether to show the sampler's progress: ``"auto"`` in Jupyter or at a terminal."""
+    if progress != "auto":
+        return bool(progress)
+    shell = sys.modules.get("IPython")
+    ipython = getattr(shell, "get_ipython", lambda: None)() if shell is not None else None
+    if ipython is not None and getattr(ipython, "kernel", None) is not None:
+        return True
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def _runs(steps: np.ndarray) -> list[list[int]]:
     """Steps per frame interval as runs ``[[steps, count], ...]`` (a scalar: one run, count 0)."""
     a = np.asarray(steps, dtype=int).ravel()
@@ -1075,7 +1093,7 @@ def _sample_with(
                 cores=n_cores,
                 random_seed=seed,
                 nuts_sampler="numpyro",
-                progressbar=False,
+                progressbar=_show_progress(options["progress"]),
                 nuts={"target_accept": float(options["target_accept"])},
             )
     else:
@@ -1113,7 +1131,7 @@ def _sample_with(
             chains=chains,
             cores=n_cores,
             seed=seed,
-            progress_bar=False,
+            progress_bar=_show_progress(options["progress"]),
             adaptation=options["adaptation"],
             target_accept=float(options["target_accept"]),
             save_warmup=False,

@@ -138,6 +138,71 @@ class Fit:
     ok: bool = True
     problems: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        st = self.settings
+        size = f"{st.get('chains', '?')} chains × {st.get('draws', '?')} draws"
+        rois = "" if self.rois is None else f", ROIs {self.rois}"
+        state = "ok" if self.ok else f"{len(self.problems)} problem(s)"
+        return f"Fit(model {self.model.name!r}, free {self.free}{rois}, {size}, {state})"
+
+    def _repr_html_(self) -> str:
+        """The fit in Jupyter: the posterior table with its diagnostics flagged, and problems.
+
+        Each reported variable with its unit, posterior mean, sd and 94% HDI,
+        R-hat (flagged above 1.01), bulk and tail ESS (flagged below 400) and
+        the 94% interval of its prior draws; then what :meth:`diagnostics`
+        found, or that every check passed.
+        """
+        from cainfer.forward._html import FLAG, GOOD, esc, number, table
+
+        st = self.settings
+        s = self.summary(round_to="none")
+        prior = self.idata["prior"] if "prior" in self.idata.children else None
+        params = self.model.parameters
+        obs = self.idata["observed_data"] if "observed_data" in self.idata.children else None
+        recorded = str(obs["y"].attrs.get("units", "")) if obs is not None and "y" in obs else ""
+        units = {n: params[n].unit for n in params} | {"F0": recorded, "sigma": recorded}
+        rows, flagged = [], set()
+        for i, name in enumerate(s.index):
+            base = str(name).partition("[")[0]
+            row = s.loc[name]
+            interval = ""
+            if prior is not None and base in prior:
+                a = np.asarray(prior[base]) if self.rois is None else np.asarray(
+                    prior[base].sel(roi=str(name).partition("[")[2].rstrip("]"))
+                )  # fmt: skip
+                lo, hi = np.quantile(a.ravel(), [0.03, 0.97])
+                interval = f"[{lo:.4g}, {hi:.4g}]"
+            rows.append([
+                name, units.get(base, "1"), number(row["mean"]),
+                number(row["sd"]), f"[{number(row['hdi94_lb'])}, {number(row['hdi94_ub'])}]",
+                f"{float(row['r_hat']):.3f}", f"{float(row['ess_bulk']):.0f}",
+                f"{float(row['ess_tail']):.0f}", interval,
+            ])  # fmt: skip
+            if float(row["r_hat"]) > 1.01:
+                flagged.add((i, 5))
+            for j, col in ((6, "ess_bulk"), (7, "ess_tail")):
+                if float(row[col]) < 400:
+                    flagged.add((i, j))
+        head = (
+            f"<p><b>Fit</b> of the {esc(self.model.name)} model ({esc(self.model.indicator.name)})"
+            f" to {esc(st.get('observation', 'dff_exact'))} data"
+            + ("" if self.rois is None else f", ROIs {esc(self.rois)}")
+            + f": {esc(st.get('chains'))} chains × {esc(st.get('draws'))} draws, "
+            f"sampled in {float(st.get('sampling_seconds', float('nan'))):.1f} s</p>"
+        )
+        header = ["variable", "unit", "mean", "sd", "94% HDI", "R-hat", "ESS bulk", "ESS tail",
+                  "prior 94%"]  # fmt: skip
+        if self.problems:
+            items = "".join(f"<li>{esc(p)}</li>" for p in self.problems)
+            status = f'<p style="{FLAG}">Problems:</p><ul>{items}</ul>'
+        else:
+            status = (
+                f'<p style="{GOOD}">Every check passed: no divergences, R-hat ≤ 1.01, bulk '
+                "ESS ≥ 400, no parameter far from its prior or on a ridge.</p>"
+            )
+        return head + table(header, rows, flagged=flagged, left={0, 1}) + status
+
     def summary(self, *, ci_prob: float = 0.94, round_to: int | str = "auto") -> Any:
         """Posterior mean, sd, HDI (94% by default), R-hat and ESS of the reported variables.
 

@@ -597,7 +597,8 @@ def _check_model(cfg: Config) -> None:
     from cainfer.infer.fit import _validated
 
     model = cfg.cell_model()
-    options = {**cfg.sampler, **cfg.fit_options(), "sampler": "nutpie", "backend": "numba"}
+    options = {**cfg.sampler, **cfg.fit_options(), "sampler": "nutpie", "backend": "numba",
+               "progress": False}  # fmt: skip
     try:
         _, fixed, _ = _validated(
             model, cfg.model["free"], cfg.model["fixed"], cfg.priors(), options

@@ -187,6 +187,7 @@ def fit_task(
             **cfg.fit_options(),
             seed=seed,
             cores=cores,
+            progress=False,  # the run shows its own, over the ROIs
             **cfg.sampler,
         )
     res.settings["recording"] = rec.name

@@ -1,4 +1,5 @@
 import dataclasses
+import html
 import importlib
 import math
 import re
@@ -833,3 +834,55 @@ def test_a_term_written_as_a_rate_is_fitted_like_the_built_in_one(recovery, tmp_
     mine.save(tmp_path / "fit.nc")
     again = load_fit(tmp_path / "fit.nc")
     assert type(again.model.fluxes[0]) is _Extrusion
+
+
+def test_a_fit_shows_its_posterior_and_diagnostics_in_jupyter(recovery):
+    model, result = recovery
+    text = result._repr_html_()
+    s = result.summary(round_to="none")
+    assert "<table" in text and "Every check passed" in text and "#b00020" not in text
+    for name in result.reported:
+        assert f">{name}<" in text
+    unit = model.parameters["gamma"].unit
+    cells = re.findall(r"<td[^>]*><span[^>]*>([^<]*)</span></td>", text)
+    assert cells[cells.index("gamma") + 1] == unit
+    assert f"{s.loc['gamma', 'mean']:.4g}" in text
+    lo, hi = np.quantile(np.asarray(result.idata["prior"]["gamma"]).ravel(), [0.03, 0.97])
+    assert f"[{lo:.4g}, {hi:.4g}]" in text
+    assert repr(result).startswith("Fit(model 'single_compartment', free ['gamma'")
+    # chains that disagree: R-hat flagged in the table, the problem named below it
+    bad = dataclasses.replace(result, idata=result.idata.copy())
+    post = bad.idata["posterior"].to_dataset()
+    post["gamma"] = post["gamma"] + xr.DataArray([0.0, 50.0], dims="chain")
+    bad.idata["posterior"] = post
+    bad.problems = bad.diagnostics()
+    text = bad._repr_html_()
+    assert "Problems:" in text and "R-hat &gt; 1.01" in text
+    flagged = re.findall(r'<span style="color:#b00020;font-weight:bold">([^<]*)</span>', text)
+    assert f"{float(bad.summary(round_to='none').loc['gamma', 'r_hat']):.3f}" in flagged
+
+
+def test_a_cell_model_shows_its_parameters_in_jupyter():
+    model = cainfer.pumps_model("OGB-1")
+    text = model._repr_html_()
+    assert "OGB-1" in text and "PMCA" in text.upper()
+    plain = html.unescape(text)
+    for name, q in model.parameters.items():
+        assert f">{name}<" in plain and q.prior.source in plain
+    assert "lognormal(median" in text
+
+
+def test_progress_shows_in_a_terminal_or_notebook_when_asked_or_auto(monkeypatch):
+    F = importlib.import_module("cainfer.infer.fit")
+    assert F._show_progress(True) and not F._show_progress(False)
+
+    class Tty:
+        def isatty(self):
+            return True
+
+    assert not F._show_progress("auto")  # pytest captures stderr: no terminal
+    monkeypatch.setattr(F.sys, "stderr", Tty())
+    assert F._show_progress("auto")
+    with pytest.raises(ValueError, match="progress = 'yes'"):
+        fit(np.zeros(TIME.size), cainfer.single_compartment(), stimulus=STIM, time=TIME,
+            progress="yes")  # fmt: skip
