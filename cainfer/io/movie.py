@@ -1,4 +1,4 @@
-"""Lazy, chunked access to calcium-imaging movies stored as TIFF files."""
+"""Lazy, chunked access to calcium-imaging movies stored as TIFF files (or in NWB files)."""
 
 from __future__ import annotations
 
@@ -147,10 +147,88 @@ def _frame_interval(tf: tifffile.TiffFile) -> tuple[float | None, str | None]:
     return None, None
 
 
+@dataclass
+class _NwbSource(_Source):
+    """A ``TwoPhotonSeries`` stored inside an NWB (HDF5) file, read by h5py."""
+
+    dataset: str = ""
+
+    def read(self, start: int, stop: int, channel: int) -> np.ndarray:
+        import h5py
+
+        try:
+            if self._fh is None:
+                self._fh = h5py.File(self.path, "r")  # closed by Movie.close
+            a = np.asarray(self._fh[self.dataset][start:stop])
+            return a.astype(self.dtype.newbyteorder("="), copy=False)
+        except Exception as e:
+            raise MovieError(f"{self.path}: cannot read frames {start}-{stop - 1}: {e}") from e
+
+
+def _nwb_sources(path: Path) -> list[_Source]:
+    """The ``TwoPhotonSeries`` of an NWB file (frames ``(time, x, y)`` as stored).
+
+    Its data in the file, or the TIFF files it names (``external_file``,
+    relative to the NWB file). The frame rate is the series' ``rate`` (or
+    its timestamps' median interval).
+    """
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except Exception as e:
+        raise MovieError(f"{path}: cannot open as NWB/HDF5 ({type(e).__name__}: {e})") from None
+    with f:
+        found = []
+        f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Group)
+                     and _attr(obj, "neurodata_type") == "TwoPhotonSeries" else None)  # fmt: skip
+        if not found:
+            raise MovieError(f"{path}: holds no TwoPhotonSeries (an NWB movie)")
+        if len(found) > 1:
+            raise MovieError(
+                f"{path}: holds {len(found)} TwoPhotonSeries ({', '.join(found)}); write the "
+                "one to analyse to a file of its own"
+            )
+        g = f[found[0]]
+        interval = None
+        if "starting_time" in g and "rate" in g["starting_time"].attrs:
+            interval = 1.0 / float(g["starting_time"].attrs["rate"])
+        elif "timestamps" in g and g["timestamps"].shape[0] > 1:
+            interval = float(np.median(np.diff(np.asarray(g["timestamps"]))))
+        if "external_file" in g:  # the frames are in the files it names (format "external")
+            files = [path.parent / _text(x) for x in np.asarray(g["external_file"]).ravel()]
+            sources = [src for p in files for src in _open_source(p)]
+            for src in sources:
+                src.frame_interval = interval if interval is not None else src.frame_interval
+            return sources
+        data = g["data"]
+        if data.ndim != 3:
+            raise MovieError(
+                f"{path}: {found[0]} has data of shape {data.shape}; a movie of one plane "
+                "(frames, x, y) is needed"
+            )
+        return [_NwbSource(
+            path=path, n_frames=int(data.shape[0]), frame_shape=(int(data.shape[1]),
+            int(data.shape[2])), dtype=np.dtype(data.dtype), frame_interval=interval,
+            n_channels=1, data_offset=None, channels_first=False, page_index=None,
+            dataset=data.name,
+        )]  # fmt: skip
+
+
+def _attr(obj: Any, name: str) -> str:
+    return _text(obj.attrs.get(name, ""))
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
 def _open_source(path: Path) -> list[_Source]:
     """The sources of one file: one per image series that holds frames of the recording."""
     if not path.is_file():
         raise MovieError(f"{path}: no such file")
+    if path.suffix.lower() == ".nwb":
+        return _nwb_sources(path)
     try:
         tf = tifffile.TiffFile(path)
     except tifffile.TiffFileError as e:
@@ -396,7 +474,10 @@ def load_movie(
         A TIFF file (multi-page, BigTIFF, OME-TIFF or ImageJ hyperstack,
         including ImageJ files over 4 GB with a single header), a folder of
         TIFF files (read in natural sort order: ``f2`` before ``f10``), or a
-        list of files read in the given order as one recording.
+        list of files read in the given order as one recording. An NWB file
+        (``.nwb``) holding one ``TwoPhotonSeries`` of one plane is read from
+        its data (frames as stored, ``(time, x, y)``) or from the TIFF files
+        it names, at its ``rate``.
     frame_rate : float, optional
         Frames per second. Taken from ImageJ (``finterval``) or OME
         (``TimeIncrement``) metadata when not given; required otherwise.

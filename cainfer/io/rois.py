@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import roifile
@@ -111,8 +112,11 @@ def read_rois(path: str | os.PathLike[str], *, shape: tuple[int, int] | None = N
     path : path-like
         ``.npy`` or ``.tif``/``.tiff`` holding a 2-D label image (0 =
         background, each other value one ROI, in increasing order) or a 3-D
-        boolean/0-1 mask stack; or an ImageJ ``.roi`` file or ``.zip`` of them
-        (rectangle, oval, polygon, freehand and traced ROIs).
+        boolean/0-1 mask stack; an ImageJ ``.roi`` file or ``.zip`` of them
+        (rectangle, oval, polygon, freehand and traced ROIs); or an NWB file
+        (``.nwb``) with one ``PlaneSegmentation`` (its ``image_mask``, or its
+        ``pixel_mask`` with ``shape`` given), a pixel in a ROI where its weight
+        is > 0.
     shape : (int, int), optional
         Frame shape (pixels); required for ImageJ ROIs, checked otherwise.
 
@@ -137,6 +141,8 @@ def read_rois(path: str | os.PathLike[str], *, shape: tuple[int, int] | None = N
             masks = _from_array(np.load(path, allow_pickle=False), src)
         elif suffix in (".tif", ".tiff"):
             masks = _from_array(tifffile.imread(path), src)
+        elif suffix == ".nwb":
+            masks = check_masks(_nwb_masks(path, shape), source=src)
         elif suffix in (".roi", ".zip"):
             if shape is None:
                 raise ValueError(f"{src}: ImageJ ROIs need the frame shape (shape=(height, width))")
@@ -147,7 +153,7 @@ def read_rois(path: str | os.PathLike[str], *, shape: tuple[int, int] | None = N
             masks = check_masks(np.stack([_imagej_mask(r, shape, src) for r in rois]), source=src)
         else:
             raise ValueError(
-                f"{src}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff, .roi or .zip"
+                f"{src}: unknown ROI format {suffix!r}; use .npy, .tif/.tiff, .roi, .zip or .nwb"
             )
     except ValueError as e:
         if str(e).startswith(src):
@@ -158,6 +164,50 @@ def read_rois(path: str | os.PathLike[str], *, shape: tuple[int, int] | None = N
     if shape is not None and masks.shape[1:] != tuple(shape):
         raise ValueError(f"{src}: ROIs are {masks.shape[1:]} pixels but frames are {tuple(shape)}")
     return masks
+
+
+def _nwb_masks(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
+    """Masks ``(n, height, width)`` of the one ``PlaneSegmentation`` in an NWB file (h5py).
+
+    Image masks in the axis order they are stored in (that of the file's
+    movie frames); pixel masks' ``(x, y)`` as (column, row).
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        found: list[str] = []
+
+        def visit(name: str, obj: Any) -> None:
+            kind = obj.attrs.get("neurodata_type", b"")
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if isinstance(obj, h5py.Group) and kind == "PlaneSegmentation":
+                found.append(name)
+
+        f.visititems(visit)
+        if len(found) != 1:
+            raise ValueError(
+                f"{path}: holds {len(found)} PlaneSegmentation tables"
+                + (f" ({', '.join(found)})" if found else "")
+                + "; one is needed"
+            )
+        g = f[found[0]]
+        if "image_mask" in g:
+            return np.asarray(g["image_mask"]) > 0
+        if "pixel_mask" in g and "pixel_mask_index" in g:
+            if shape is None:
+                raise ValueError(
+                    f"{path}: pixel masks need the frame shape (shape=(height, width))"
+                )
+            pix = np.asarray(g["pixel_mask"])
+            ends = np.asarray(g["pixel_mask_index"], dtype=int)
+            masks = np.zeros((ends.size, *shape), bool)
+            x, y, w = (np.asarray(pix[k], dtype=float) for k in pix.dtype.names[:3])
+            for i, (a, b) in enumerate(zip(np.r_[0, ends[:-1]], ends, strict=True)):
+                keep = w[a:b] > 0
+                # (x, y) = (column, row), as Suite2p's exporter writes them
+                masks[i, y[a:b][keep].astype(int), x[a:b][keep].astype(int)] = True
+            return masks
+        raise ValueError(f"{path}: {found[0]} has neither image_mask nor pixel_mask")
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:

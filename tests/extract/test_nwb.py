@@ -1,6 +1,7 @@
 """NWB files: traces written and read back, files in other tools' layouts, nwbinspector."""
 
 import json
+import os
 from datetime import UTC, datetime
 
 import numpy as np
@@ -127,3 +128,67 @@ def test_nwb_problems_name_the_file(tmp_path):
                     coords={"roi": [0], "time": np.arange(5) / 10.0})  # fmt: skip
     with pytest.raises(ValueError, match="traces need 'masks'"):
         write_nwb(ds, tmp_path / "x.nwb")
+
+
+def _movie_nwb(path, frames, masks, rate, *, external=None):
+    """An NWB file holding a TwoPhotonSeries (or one naming TIFF files) and its ROIs."""
+    from pynwb.ophys import ImageSegmentation, OpticalChannel, TwoPhotonSeries
+
+    nwb = pynwb.NWBFile(session_description="s", identifier="m",
+                        session_start_time=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
+    dev = nwb.create_device(name="Microscope")
+    plane = nwb.create_imaging_plane(
+        name="ImagingPlane", optical_channel=OpticalChannel(name="c", description="green",
+                                                            emission_lambda=520.0),
+        description="p", device=dev, excitation_lambda=920.0, indicator="OGB-1",
+        location="V1", imaging_rate=rate,
+    )  # fmt: skip
+    if external is None:
+        series = TwoPhotonSeries(name="TwoPhotonSeries", data=frames, imaging_plane=plane,
+                                 rate=rate, unit="n.a.")  # fmt: skip
+    else:
+        series = TwoPhotonSeries(name="TwoPhotonSeries", external_file=external, format="external",
+                                 starting_frame=[0], imaging_plane=plane, rate=rate,
+                                 unit="n.a.", dimension=list(frames.shape[1:]),
+                                 num_samples=frames.shape[0])  # fmt: skip
+    nwb.add_acquisition(series)
+    ophys = nwb.create_processing_module(name="ophys", description="optical physiology")
+    seg = ImageSegmentation()
+    ophys.add(seg)
+    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="cells",
+                                       imaging_plane=plane)  # fmt: skip
+    for m in masks:
+        ps.add_roi(image_mask=m.astype(float))
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+def test_a_movie_and_its_rois_in_nwb_extract_as_from_tiff(movie_with_truth, tmp_path):
+    from cainfer.io import MovieError, load_movie, read_rois
+
+    paths, _ = movie_with_truth
+    with load_movie(paths.movie) as movie:
+        frames, rate = movie.read(0, len(movie)), movie.frame_rate
+    masks = read_rois(paths.rois)
+    path = _movie_nwb(tmp_path / "movie.nwb", frames, masks, rate)
+    with load_movie(path) as movie:
+        assert movie.shape == frames.shape and movie.frame_rate == pytest.approx(rate)
+        np.testing.assert_array_equal(movie.read(100, 164), frames[100:164])
+    np.testing.assert_array_equal(read_rois(path, shape=frames.shape[1:]), masks)
+    kw = dict(baseline_window=10.0, chunk=100)
+    want = extract_traces(paths.movie, rois=paths.rois, **kw)
+    got = extract_traces(path, rois=path, **kw)
+    np.testing.assert_allclose(got.F, want.F, rtol=1e-12)
+    np.testing.assert_allclose(got.dff, want.dff, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["shifts"], want["shifts"], atol=1e-12)
+    # a series that names its TIFF file: the frames come from there, at the series' rate
+    ext = _movie_nwb(tmp_path / "ext.nwb", frames, masks, 2 * rate,
+                     external=[os.path.relpath(paths.movie, tmp_path)])  # fmt: skip
+    with load_movie(ext) as movie:
+        assert movie.frame_rate == pytest.approx(2 * rate)
+        np.testing.assert_array_equal(movie.read(0, 10), frames[:10])
+    # a file of traces only is not a movie
+    traces_only = write_nwb(want, tmp_path / "traces.nwb", subject=SUBJECT)
+    with pytest.raises(MovieError, match="holds no TwoPhotonSeries"):
+        load_movie(traces_only)
