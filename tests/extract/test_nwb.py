@@ -106,6 +106,14 @@ def test_an_nwb_file_in_suite2p_layout_loads_its_raw_traces_and_pixel_masks(tmp_
     assert ds.attrs["frame_rate"] == pytest.approx(fs) and ds.attrs["nwb_series"] == "Fluorescence"
     for k, pix in enumerate(pixels):
         assert sorted(zip(*np.nonzero(ds.masks.values[k]), strict=True)) == sorted(pix)
+    # the same pixel masks as ROIs for a movie of that shape
+    from cainfer.io import read_rois
+
+    rois = read_rois(tmp_path / "s2p.nwb", shape=(32, 32))
+    for k, pix in enumerate(pixels):
+        assert sorted(zip(*np.nonzero(rois[k]), strict=True)) == sorted(pix)
+    with pytest.raises(ValueError, match="pixel masks need the frame shape"):
+        read_rois(tmp_path / "s2p.nwb")
     # ΔF/F alone: fitted as ΔF/F
     _suite2p_style_nwb(tmp_path / "dff.nwb", F / 300 - 1, None, pixels, fs, dff_only=True)
     only = load_traces(tmp_path / "dff.nwb")
