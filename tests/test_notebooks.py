@@ -10,13 +10,15 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.p
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_a_kernel(path, tmp_path, monkeypatch):
+def test_notebook_runs_in_a_kernel(path, monkeypatch):
     monkeypatch.setenv("CAINFER_QUICK", "1")  # short sampler runs; the kernel inherits it
     nb = jupytext.read(path)
     assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "percent"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    # the kernel starts in the notebook's folder, as JupyterLab starts it (the notebooks
+    # find data_examples/ from there; none writes a file)
     client = NotebookClient(nb, kernel_name="python3", timeout=900,
-                            resources={"metadata": {"path": str(tmp_path)}})  # fmt: skip
+                            resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
     client.execute()  # a cell that raises fails the test with its traceback
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     errors = [o for o in outputs if o.output_type == "error"]
