@@ -233,10 +233,9 @@ def test_fit_arguments_are_checked_by_name():
     from cainfer.infer.fit import _validated
 
     model = preset("pumps")
-    opts = {"target_accept": 0.8, "observation": "auto", "likelihood": "normal",
-            "residuals": "ar1", "drift": "smooth", "drift_timescale": 20.0, "draws": 10,
-            "tune": 10, "chains": 1, "substeps": "auto", "coordinates": "per_buffer",
-            "adaptation": "low_rank", "sampler": "nutpie", "backend": "numba"}  # fmt: skip
+    from cainfer._options import FIT_DEFAULTS
+
+    opts = {**FIT_DEFAULTS, "draws": 10, "tune": 10, "chains": 1}
     for free, fixed, message in (
         ("pmca_vmax", None, r"free = 'pmca_vmax': give a list"),
         ([0, ""], None, "free: parameter names are strings, not 0"),

@@ -51,9 +51,9 @@ def test_traces_written_to_nwb_read_back_and_pass_nwbinspector(movie_with_truth,
         assert nwb.subject.species == "Mus musculus"
 
 
-def _suite2p_style_nwb(path, F, Fneu, pixels, fs, *, dff_only=False):
-    """An NWB file as Suite2p's exporter lays one out: pixel masks, Fluorescence/Neuropil."""
-    from pynwb.ophys import DfOverF, Fluorescence, ImageSegmentation, OpticalChannel
+def _session(indicator, rate):
+    """An NWB file with one imaging plane, an ``ophys`` module and an empty segmentation."""
+    from pynwb.ophys import ImageSegmentation, OpticalChannel
 
     nwb = pynwb.NWBFile(session_description="s", identifier="x",
                         session_start_time=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
@@ -61,14 +61,22 @@ def _suite2p_style_nwb(path, F, Fneu, pixels, fs, *, dff_only=False):
     plane = nwb.create_imaging_plane(
         name="ImagingPlane", optical_channel=OpticalChannel(name="c", description="green",
                                                             emission_lambda=520.0),
-        description="p", device=dev, excitation_lambda=920.0, indicator="GCaMP6s",
-        location="V1", imaging_rate=fs,
+        description="p", device=dev, excitation_lambda=920.0, indicator=indicator,
+        location="V1", imaging_rate=rate,
     )  # fmt: skip
     ophys = nwb.create_processing_module(name="ophys", description="optical physiology")
     seg = ImageSegmentation()
     ophys.add(seg)
-    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="suite2p output",
+    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="cells",
                                        imaging_plane=plane)  # fmt: skip
+    return nwb, plane, ophys, ps
+
+
+def _suite2p_style_nwb(path, F, Fneu, pixels, fs, *, dff_only=False):
+    """An NWB file as Suite2p's exporter lays one out: pixel masks, Fluorescence/Neuropil."""
+    from pynwb.ophys import DfOverF, Fluorescence
+
+    nwb, _, ophys, ps = _session("GCaMP6s", fs)
     for pix in pixels:
         ps.add_roi(pixel_mask=[(int(x), int(y), 1.0) for y, x in pix])
     region = ps.create_roi_table_region(region=list(range(len(pixels))), description="all")
@@ -140,17 +148,9 @@ def test_nwb_problems_name_the_file(tmp_path):
 
 def _movie_nwb(path, frames, masks, rate, *, external=None):
     """An NWB file holding a TwoPhotonSeries (or one naming TIFF files) and its ROIs."""
-    from pynwb.ophys import ImageSegmentation, OpticalChannel, TwoPhotonSeries
+    from pynwb.ophys import TwoPhotonSeries
 
-    nwb = pynwb.NWBFile(session_description="s", identifier="m",
-                        session_start_time=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
-    dev = nwb.create_device(name="Microscope")
-    plane = nwb.create_imaging_plane(
-        name="ImagingPlane", optical_channel=OpticalChannel(name="c", description="green",
-                                                            emission_lambda=520.0),
-        description="p", device=dev, excitation_lambda=920.0, indicator="OGB-1",
-        location="V1", imaging_rate=rate,
-    )  # fmt: skip
+    nwb, plane, _, ps = _session("OGB-1", rate)
     if external is None:
         series = TwoPhotonSeries(name="TwoPhotonSeries", data=frames, imaging_plane=plane,
                                  rate=rate, unit="n.a.")  # fmt: skip
@@ -160,11 +160,6 @@ def _movie_nwb(path, frames, masks, rate, *, external=None):
                                  unit="n.a.", dimension=list(frames.shape[1:]),
                                  num_samples=frames.shape[0])  # fmt: skip
     nwb.add_acquisition(series)
-    ophys = nwb.create_processing_module(name="ophys", description="optical physiology")
-    seg = ImageSegmentation()
-    ophys.add(seg)
-    ps = seg.create_plane_segmentation(name="PlaneSegmentation", description="cells",
-                                       imaging_plane=plane)  # fmt: skip
     for m in masks:
         ps.add_roi(image_mask=m.astype(float))
     with pynwb.NWBHDF5IO(str(path), "w") as io:
