@@ -560,8 +560,8 @@ def add_likelihood(
         at rest.
     inputs : mapping, optional
         One ROI's recording as graph inputs (shared variables, so that a
-        compiled model takes another ROI's numbers without compiling again):
-        :data:`SHARED_INPUTS` by name. ``data`` then only says what the
+        compiled model takes another ROI's numbers without compiling again),
+        by the names of :func:`shared_input_values`. ``data`` then only says what the
         recording holds (its kind, a neuropil trace, missing frames: none).
     """
     import pymc as pm
@@ -640,13 +640,11 @@ def add_likelihood(
     pm.Potential("loglik", total)
 
 
-# the numbers of one ROI's recording a compiled model takes as inputs (add_likelihood)
-SHARED_INPUTS = ("y", "neuropil", "neuropil_noise", "rest_level", "noise0", "log_f0",
-                 "neuropil_prior", "g_ref")  # fmt: skip
-
-
 def shared_input_values(data: ObservedData) -> dict[str, np.ndarray]:
-    """One ROI's :data:`SHARED_INPUTS` (``data`` holds one ROI)."""
+    """The numbers of one ROI's recording a compiled model takes as inputs, by name.
+
+    What :func:`add_likelihood` reads from ``inputs`` (``data`` holds one ROI).
+    """
     y = data.y[0]
     nan = np.array(np.nan)
     return {

@@ -162,15 +162,17 @@ class Fit:
         obs = self.idata["observed_data"] if "observed_data" in self.idata.children else None
         recorded = str(obs["y"].attrs.get("units", "")) if obs is not None and "y" in obs else ""
         units = {n: params[n].unit for n in params} | {"F0": recorded, "sigma": recorded}
+        labels = {str(x): x for x in self.rois or []}  # the summary's "name[label]" as text
         rows, flagged = [], set()
         for i, name in enumerate(s.index):
-            base = str(name).partition("[")[0]
+            base, _, label = str(name).partition("[")
             row = s.loc[name]
             interval = ""
             if prior is not None and base in prior:
-                a = np.asarray(prior[base]) if self.rois is None else np.asarray(
-                    prior[base].sel(roi=str(name).partition("[")[2].rstrip("]"))
-                )  # fmt: skip
+                da = prior[base]
+                if "roi" in da.dims:
+                    da = da.sel(roi=labels[label.rstrip("]")])
+                a = np.asarray(da)
                 lo, hi = np.quantile(a.ravel(), [0.03, 0.97])
                 interval = f"[{lo:.4g}, {hi:.4g}]"
             rows.append([

@@ -179,9 +179,7 @@ def _nwb_sources(path: Path) -> list[_Source]:
     except Exception as e:
         raise MovieError(f"{path}: cannot open as NWB/HDF5 ({type(e).__name__}: {e})") from None
     with f:
-        found = []
-        f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Group)
-                     and _attr(obj, "neurodata_type") == "TwoPhotonSeries" else None)  # fmt: skip
+        found = nwb_groups(f, "TwoPhotonSeries")
         if not found:
             raise MovieError(f"{path}: holds no TwoPhotonSeries (an NWB movie)")
         if len(found) > 1:
@@ -215,8 +213,20 @@ def _nwb_sources(path: Path) -> list[_Source]:
         )]  # fmt: skip
 
 
-def _attr(obj: Any, name: str) -> str:
-    return _text(obj.attrs.get(name, ""))
+def nwb_groups(f: Any, neurodata_type: str) -> list[str]:
+    """Paths of the groups of an open NWB (h5py) file with that ``neurodata_type``."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Group) and _text(obj.attrs.get("neurodata_type", "")) == (
+            neurodata_type
+        ):
+            found.append(name)
+
+    f.visititems(visit)
+    return found
 
 
 def _text(x: Any) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import roifile
@@ -174,16 +173,10 @@ def _nwb_masks(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
     """
     import h5py
 
+    from cainfer.io.movie import nwb_groups
+
     with h5py.File(path, "r") as f:
-        found: list[str] = []
-
-        def visit(name: str, obj: Any) -> None:
-            kind = obj.attrs.get("neurodata_type", b"")
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-            if isinstance(obj, h5py.Group) and kind == "PlaneSegmentation":
-                found.append(name)
-
-        f.visititems(visit)
+        found = nwb_groups(f, "PlaneSegmentation")
         if len(found) != 1:
             raise ValueError(
                 f"{path}: holds {len(found)} PlaneSegmentation tables"

@@ -81,6 +81,24 @@ def test_hierarchical_fit_round_trips(hierarchical, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_hierarchical_fit_shows_each_roi_s_prior_in_jupyter(hierarchical):
+    """ROI labels that are numbers: the table's "gamma[1]" finds ROI 1's prior draws."""
+    import dataclasses
+
+    tree = hierarchical.idata.copy()
+    for group in ("posterior", "prior"):
+        tree[group] = tree[group].to_dataset().assign_coords(roi=[0, 1, 2])
+    numbered = dataclasses.replace(hierarchical, idata=tree, rois=[0, 1, 2])
+    text = numbered._repr_html_()
+    lo, hi = np.quantile(np.asarray(tree["prior"]["gamma"].sel(roi=1)).ravel(), [0.03, 0.97])
+    assert ">gamma[1]<" in text and f"[{lo:.4g}, {hi:.4g}]" in text
+    # and the population's own variables (no ROI) with theirs
+    pop = np.asarray(tree["prior"]["gamma_pop_log_median"]).ravel()
+    lo, hi = np.quantile(pop, [0.03, 0.97])
+    assert ">gamma_pop_log_median<" in text and f"[{lo:.4g}, {hi:.4g}]" in text
+
+
+@pytest.mark.slow
 def test_independent_fits_per_roi():
     fits = fit_rois(
         _traces(),
