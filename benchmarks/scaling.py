@@ -4,9 +4,11 @@ A synthetic recording of ``max(--sizes)`` cells (the ``pumps`` preset seen
 through OGB-1, 600 frames at 30 frames/s, 24 px per cell along each side) is
 written to a temporary directory; each run extracts it and fits the first N
 ROIs (free: PMCA V_max and the influx amplitude; 2 chains × (``--draws``
-tune + ``--draws`` draws)) into a fresh run directory. With 1 worker
-everything runs in this process; with 2, on a local Dask cluster of 2
-processes (each fit then gets one core).
+tune + ``--draws`` draws; 1000 by default, the pipeline's) into a fresh run
+directory. With 1 worker everything runs in this process (the models it
+compiled for an earlier run are forgotten first, so that every run pays its
+own compile, as a new process would); with 2, on a new local Dask cluster of
+2 processes (each fit then gets one core).
 
 Printed per run: the wall time, the mean sampling time of its fits (the
 fits' own ``sampling_seconds``) and the mean compile time (the model's
@@ -17,7 +19,7 @@ ROIs of one model and recording length reuse the model a worker compiled
 for the first, with the data swapped in). The summaries of the two worker
 counts are compared byte for byte.
 
-Run: ``python benchmarks/scaling.py [--sizes 1 16 128] [--workers 1 2] [--draws 300]``
+Run: ``python benchmarks/scaling.py [--sizes 1 16 128] [--workers 1 2] [--draws 1000]``
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import h5py
 import numpy as np
 
 from cainfer.forward import Stimulus, pumps_model
+from cainfer.infer.fit import _REUSABLE
 from cainfer.pipeline import run_pipeline
 from cainfer.synthetic import simulate_movie
 
@@ -55,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 128])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--draws", type=int, default=300)
+    ap.add_argument("--draws", type=int, default=1000)
     args = ap.parse_args()
     if min(args.sizes) < 1 or min(args.workers) < 1:
         ap.error("--sizes and --workers must be ≥ 1")
@@ -79,6 +82,7 @@ def main() -> None:
                 '[model]\npreset = "pumps"\nfree = ["pmca_vmax", "influx_amplitude"]\n'
                 f"[sampler]\ndraws = {args.draws}\ntune = {args.draws}\nchains = 2\n"
             )
+            _REUSABLE.clear()  # a new run starts without the compiled models of the last
             t0 = time.perf_counter()
             out = run_pipeline(cfg, output=tmp / f"run_n{n}_w{workers}", workers=workers,
                                progress=False)  # fmt: skip

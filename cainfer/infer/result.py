@@ -137,6 +137,12 @@ class Fit:
     rois: list[Any] | None = None
     ok: bool = True
     problems: list[str] = field(default_factory=list)
+    # the last raw summary, with the idata it was computed from (held, so that
+    # a replaced idata is never mistaken for it), its HDI mass and variables:
+    # diagnostics, the run's summary.csv and the Jupyter table read one
+    _raw_summary: tuple[Any, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __repr__(self) -> str:
         st = self.settings
@@ -225,9 +231,16 @@ class Fit:
             raise ValueError(f"round_to = {round_to!r}; allowed: 'auto', 'none' or an integer")
 
         def table(how: int | str) -> Any:
-            return az.summary(
-                self.idata, var_names=self.reported, ci_prob=ci_prob, ci_kind="hdi", round_to=how
-            )
+            if how != "none":
+                return az.summary(self.idata, var_names=self.reported, ci_prob=ci_prob,
+                                  ci_kind="hdi", round_to=how)  # fmt: skip
+            key = (ci_prob, tuple(self.reported))
+            last = self._raw_summary
+            if last is None or last[0] is not self.idata or last[1] != key:
+                raw = az.summary(self.idata, var_names=self.reported, ci_prob=ci_prob,
+                                 ci_kind="hdi", round_to="none")  # fmt: skip
+                last = self._raw_summary = (self.idata, key, raw)
+            return last[2].copy()
 
         out = table(round_to)
         if round_to != "auto":

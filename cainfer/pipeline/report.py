@@ -111,10 +111,19 @@ def write_report(run_dir: str | Path) -> Path:
         If the directory lacks ``summary.csv`` or ``provenance.json`` (the run
         has not finished: run it again to complete it).
     """
+    return _write_report(Path(run_dir))
+
+
+def _write_report(run: Path, *, problems: dict[tuple[str, Any], list[str]] | None = None) -> Path:
+    """:func:`write_report`, taking the problems of the fits in ``problems`` as known.
+
+    ``problems`` maps (recording, ROI label) to a fit's problems (the run
+    passes those of the fits it made); other fits are read from their files.
+    """
     from cainfer.infer import load_fit
     from cainfer.pipeline.run import _fit_paths, _read_provenance, atomic_write
 
-    run = Path(run_dir)
+    known = {(rec, str(roi)): p for (rec, roi), p in (problems or {}).items()}
     missing = [n for n in ("summary.csv", "provenance.json") if not (run / n).is_file()]
     if missing:
         raise ValueError(f"{run}: no {' or '.join(missing)}; is this a finished cainfer run?")
@@ -176,9 +185,11 @@ def write_report(run_dir: str | Path) -> Path:
     if bad:
         items = []
         for rec, roi in bad:
-            f = load_fit(_fit_paths(run, rec, roi)[0])
+            found = known.get((rec, roi))
+            if found is None:
+                found = load_fit(_fit_paths(run, rec, roi)[0]).problems
             items.append(f"<li>{html.escape(rec)} ROI {html.escape(roi)}: "
-                         + html.escape("; ".join(f.problems)) + "</li>")  # fmt: skip
+                         + html.escape("; ".join(found)) + "</li>")  # fmt: skip
         parts.append("<ul>" + "".join(items) + "</ul>")
     else:
         parts.append(

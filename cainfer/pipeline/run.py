@@ -165,7 +165,11 @@ def fit_task(
     fig: Path,
     cores: int,
 ) -> dict[str, Any]:
-    """Fit one ROI, save its posterior and figure; returns diagnostics."""
+    """Fit one ROI, save its posterior and figure.
+
+    Returns its diagnostics and its ``summary.csv`` rows (so that the run
+    need not read the posterior back to summarise it).
+    """
     import warnings
 
     import matplotlib
@@ -196,7 +200,12 @@ def fit_task(
     post.parent.mkdir(parents=True, exist_ok=True)
     res.plot_trace(path=fig)
     res.save(post)
-    return {"ok": res.ok, "problems": res.problems, "seconds": time.perf_counter() - t0}
+    return {
+        "ok": res.ok,
+        "problems": res.problems,
+        "rows": fit_rows(res, rec.name, roi),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 # ---------------------------------------------------------------- the run
@@ -330,18 +339,18 @@ def run_pipeline(
         ex = _Executor(n_workers, scheduler)
         try:
             traces = _extract_all(cfg, out, ex, progress)
-            _fit_all(cfg, out, traces, ex, progress, cores, prov)
+            fitted = _fit_all(cfg, out, traces, ex, progress, cores, prov)
         finally:
             ex.close()
 
         _write_traces(out, traces)
-        rows = summary_rows(out, cfg, traces)
+        rows = summary_rows(out, cfg, traces, fitted=fitted)
         write_summary(out / "summary.csv", rows)
         prov["finished"] = _now()
         atomic_write(prov_path, json.dumps(prov, indent=2))
-        from cainfer.pipeline.report import write_report
+        from cainfer.pipeline.report import _write_report
 
-        write_report(out)
+        _write_report(out, problems={k: r["problems"] for k, r in fitted.items()})
     return out
 
 
@@ -565,7 +574,8 @@ def _fit_all(
     progress: bool,
     cores: int,
     prov: dict[str, Any],
-) -> None:
+) -> dict[tuple[str, Any], dict[str, Any]]:
+    """Fit every selected ROI not fitted yet; returns the new fits' results by (recording, ROI)."""
     jobs = []
     seeds = prov["roi_seeds"]
     for i, rec in enumerate(cfg.recordings):
@@ -580,8 +590,15 @@ def _fit_all(
             one = _fit_input(ds, roi)
             jobs.append((cfg, rec, roi, ds["time"].values, one, seed, post, fig, cores))
     atomic_write(out / "provenance.json", json.dumps(prov, indent=2))
+    done: dict[tuple[str, Any], dict[str, Any]] = {}
+
+    def finished(job: tuple[Any, ...], result: dict[str, Any]) -> None:
+        done[(job[1].name, job[2])] = result
+        _advance(prog)
+
     with _progress(len(jobs), "fits", progress) as prog:
-        ex.map(fit_task, jobs, lambda job, res: _advance(prog))
+        ex.map(fit_task, jobs, finished)
+    return done
 
 
 def _write_traces(out: Path, traces: dict[str, Any]) -> None:
@@ -591,13 +608,28 @@ def _write_traces(out: Path, traces: dict[str, Any]) -> None:
     atomic_netcdf(tree, out / "traces.nc")
 
 
-def summary_rows(out: Path, cfg: Config, traces: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per recording × ROI × parameter, from the saved posteriors."""
+def summary_rows(
+    out: Path,
+    cfg: Config,
+    traces: dict[str, Any],
+    *,
+    fitted: dict[tuple[str, Any], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per recording × ROI × parameter.
+
+    The rows of the fits this run made come from ``fitted`` (what
+    :func:`fit_task` returned); those of fits an earlier, interrupted run
+    saved are read from their posterior files.
+    """
     from cainfer.infer import load_fit
 
+    fitted = fitted or {}
     rows = []
     for rec in cfg.recordings:
         for roi in _selected(cfg, traces[rec.name], rec):
+            if (rec.name, roi) in fitted:
+                rows += fitted[(rec.name, roi)]["rows"]
+                continue
             post, _ = _fit_paths(out, rec.name, roi)
             rows += fit_rows(load_fit(post), rec.name, roi)
     return rows

@@ -107,6 +107,18 @@ def test_run_directory_holds_every_output(serial_run, config):
 
 
 @pytest.mark.slow
+def test_the_summary_a_run_keeps_is_that_of_its_saved_posteriors(serial_run, config, tmp_path):
+    """The run summarises the fits it made from memory: the same bytes as from their files."""
+    from cainfer.pipeline.run import summary_rows, write_summary
+
+    cfg = load_config(config)
+    tree = xr.open_datatree(serial_run / "traces.nc")
+    traces = {name: tree[name].to_dataset() for name in tree.children}
+    write_summary(tmp_path / "summary.csv", summary_rows(serial_run, cfg, traces))
+    assert (tmp_path / "summary.csv").read_bytes() == (serial_run / "summary.csv").read_bytes()
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_outputs(serial_run, config, tmp_path):
     """kill -9 after the first ROI's posterior is written; the rerun redoes only the rest."""
     out = tmp_path / "killed"
