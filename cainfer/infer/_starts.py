@@ -61,7 +61,36 @@ _MODE_DIP = 3.0
 _MODE_MASS_GAP = 3.0
 
 
-def _prior_draws(pm_model: pm.Model, draws: int, seed: int) -> Any:
+def _forward_draws(
+    outputs: list[Any],
+    draws: int,
+    seed: Sequence[int],
+    cache: dict[str, Any] | None = None,
+    key: str = "",
+) -> list[np.ndarray]:
+    """``draws`` joint draws of ``outputs`` (model variables) from their generative graph.
+
+    As :func:`pymc.draw`, but the compiled function is kept in ``cache``
+    under ``key`` for the next fit of a reused model (its data are shared
+    variables the function reads), and the random generators are reseeded
+    from ``seed`` (a list of non-negative integers) before every use, so that
+    a kept function draws the numbers a new one would.
+    """
+    from pymc.pytensorf import collect_default_updates, compile, reseed_rngs
+
+    cache = {} if cache is None else cache
+    if key not in cache:
+        rngs = list(collect_default_updates(inputs=[], outputs=outputs))
+        cache[key] = (compile([], outputs, random_seed=False), rngs)
+    fn, rngs = cache[key]
+    reseed_rngs(rngs, [int(s) for s in seed])
+    out = [fn() for _ in range(draws)]
+    return [np.stack([o[i] for o in out]) for i in range(len(outputs))]
+
+
+def _prior_draws(
+    pm_model: pm.Model, draws: int, seed: int, cache: dict[str, Any] | None = None
+) -> Any:
     """The prior group: draws of every parameter from its prior.
 
     A sheared variable (``OBSERVATION_SHEARED``: its sampled stand-in is
@@ -75,9 +104,11 @@ def _prior_draws(pm_model: pm.Model, draws: int, seed: int) -> Any:
     names = {v.name for v in (*pm_model.free_RVs, *pm_model.deterministics)}
     sheared = {k: v for k, v in OBSERVATION_SHEARED.items() if k in names}
     skip = set(sheared) | {reported for reported, _ in sheared.values()}
-    prior = pm.sample_prior_predictive(
-        draws=draws, random_seed=seed, var_names=sorted(names - skip)
-    )["prior"]
+    keep = sorted(names - skip)
+    drawn = _forward_draws([pm_model[n] for n in keep], draws, [abs(int(seed)), 0x9817], cache,
+                           "prior " + " ".join(keep))  # fmt: skip
+    prior = pm.to_inference_data(prior=dict(zip(keep, drawn, strict=True)), model=pm_model)
+    prior = prior["prior"]
     prior = prior.to_dataset() if hasattr(prior, "to_dataset") else prior
     rng = np.random.default_rng([abs(int(seed)), 0x5EA4])
     for stand_in, (reported, log_sd) in sheared.items():
@@ -110,7 +141,13 @@ class _StartPlan:
     design: np.ndarray
 
 
-def _start_plan(pm_model: pm.Model, noise: np.ndarray, seed: int, n_design: int) -> _StartPlan:
+def _start_plan(
+    pm_model: pm.Model,
+    noise: np.ndarray,
+    seed: int,
+    n_design: int,
+    cache: dict[str, Any] | None = None,
+) -> _StartPlan:
     """The :class:`_StartPlan` of ``pm_model`` (nutpie's order: ``free_RVs`` in turn, raveled).
 
     Parameters
@@ -123,6 +160,8 @@ def _start_plan(pm_model: pm.Model, noise: np.ndarray, seed: int, n_design: int)
         Seed of the prior draws.
     n_design : int
         Number of prior draws of the cell's parameters.
+    cache : dict, optional
+        Where the compiled draw function is kept for the next fit of the model.
     """
     from pymc.initial_point import make_initial_point_fn
 
@@ -143,8 +182,10 @@ def _start_plan(pm_model: pm.Model, noise: np.ndarray, seed: int, n_design: int)
     for rv in cell:  # prior draws in the sampler's coordinates
         transform = pm_model.rvs_to_transforms.get(rv)
         exprs.append(rv if transform is None else transform.forward(rv, *rv.owner.inputs))
-    drawn = pm.draw(exprs, draws=n_design, random_seed=seed) if cell and n_design else []
-    drawn = drawn if isinstance(drawn, list) else [drawn]
+    drawn = []
+    if cell and n_design:
+        key = "design " + " ".join(rv.name for rv in cell)
+        drawn = _forward_draws(exprs, n_design, [abs(int(seed)), 0xDE5], cache, key)
     parts, idx, columns = [], [], []
     count = 0
     for rv in rvs:

@@ -13,7 +13,7 @@ import threading
 import time as time_module
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Unpack, cast, get_args
 
 import numpy as np
@@ -882,6 +882,8 @@ class _Compiled:
     compiled: Any
     shared: dict[str, Any]
     lock: threading.Lock
+    # its compiled forward draws (the start plan's, the prior group's; _starts._forward_draws)
+    forward: dict[str, Any] = field(default_factory=dict)
 
 
 # compiled models by structure (:func:`_reuse_key`), most recent last; a Dask worker
@@ -1081,6 +1083,7 @@ def _sample_with(
     n_cores = max(1, min(chains, options["cores"] or os.cpu_count() or 1))
     t0 = time_module.perf_counter()
     modes: list[dict[str, float]] = []  # separate modes the chains were started in
+    forward: dict[str, Any] = {}  # compiled forward draws, kept with a kept model
     if options["sampler"] == "numpyro" or options["backend"] == "jax":
         import cainfer.infer._jax  # noqa: F401  (registers the JAX versions of the Ops)
     if options["sampler"] == "numpyro":
@@ -1114,9 +1117,11 @@ def _sample_with(
                     _keep_compiled(key, held[-1])
             else:
                 compiled = nutpie.compile_pymc_model(pm_model, backend=options["backend"])
+        if held:
+            forward = held[0].forward
         if hasattr(compiled, "logp_func"):  # the numba backend's compiled model
             noise = np.array([noise_scale(row) for row in data.y])
-            plan = _start_plan(pm_model, noise, seed, _N_DESIGN)
+            plan = _start_plan(pm_model, noise, seed, _N_DESIGN, forward)
             found: dict[str, Any] = {}
             compiled = _mode_starts(
                 compiled, seed, plan=plan, chains=chains, report=found,
@@ -1144,7 +1149,7 @@ def _sample_with(
         with pm_model, warnings.catch_warnings():
             # the likelihood is a Potential: the prior group holds the parameters only
             warnings.filterwarnings("ignore", message="The effect of Potentials")
-            prior = _prior_draws(pm_model, min(500, options["draws"] * chains), seed)
+            prior = _prior_draws(pm_model, min(500, options["draws"] * chains), seed, forward)
     finally:
         forward_log.setLevel(level)
     idata["prior"] = prior

@@ -462,6 +462,11 @@ def test_rois_of_one_structure_reuse_the_compiled_model_with_their_own_data(monk
     for name in (*TRUTH, "F0", "neuropil_ratio", "sigma"):
         np.testing.assert_allclose(reused.idata["posterior"][name], fresh.idata["posterior"][name],
                                    rtol=1e-12, err_msg=name)  # fmt: skip
+    # the prior group too, drawn by the kept draw function (F0's prior is centred on the data)
+    for name in fresh.idata["prior"].data_vars:
+        np.testing.assert_allclose(reused.idata["prior"][name], fresh.idata["prior"][name],
+                                   rtol=1e-12, err_msg=f"prior {name}")  # fmt: skip
+    assert abs(float(reused.idata["prior"]["F0"].median()) - 250.0) < 50.0
     # and the numbers are the second ROI's: its F0 and neuropil ratio
     s = reused.summary(round_to="none")
     assert _covers(reused, "neuropil_ratio", 0.6), s.loc["neuropil_ratio"]
