@@ -10,6 +10,7 @@ from the posterior, and saves to and loads from one NetCDF file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -137,10 +138,10 @@ class Fit:
     rois: list[Any] | None = None
     ok: bool = True
     problems: list[str] = field(default_factory=list)
-    # the last raw summary, with the idata it was computed from (held, so that
-    # a replaced idata is never mistaken for it), its HDI mass and variables:
-    # diagnostics, the run's summary.csv and the Jupyter table read one
-    _raw_summary: tuple[Any, ...] | None = field(
+    # the last raw summary with its key (HDI mass, variables and a digest of their
+    # draws, so that changed draws are never summarised by it): diagnostics, the
+    # run's summary.csv and the Jupyter table read one
+    _raw_summary: tuple[Any, Any] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -234,13 +235,18 @@ class Fit:
             if how != "none":
                 return az.summary(self.idata, var_names=self.reported, ci_prob=ci_prob,
                                   ci_kind="hdi", round_to=how)  # fmt: skip
-            key = (ci_prob, tuple(self.reported))
-            last = self._raw_summary
-            if last is None or last[0] is not self.idata or last[1] != key:
+            post = self.idata["posterior"]
+            digest = hashlib.blake2b(digest_size=16)
+            for name in self.reported:
+                a = np.ascontiguousarray(post[name].values)
+                digest.update(f"{name}{a.dtype}{a.shape}".encode())
+                digest.update(a.tobytes())
+            key = (ci_prob, tuple(self.reported), digest.hexdigest())
+            if self._raw_summary is None or self._raw_summary[0] != key:
                 raw = az.summary(self.idata, var_names=self.reported, ci_prob=ci_prob,
                                  ci_kind="hdi", round_to="none")  # fmt: skip
-                last = self._raw_summary = (self.idata, key, raw)
-            return last[2].copy()
+                self._raw_summary = (key, raw)
+            return self._raw_summary[1].copy()
 
         out = table(round_to)
         if round_to != "auto":

@@ -862,6 +862,23 @@ def test_a_fit_shows_its_posterior_and_diagnostics_in_jupyter(recovery):
     assert f"{float(bad.summary(round_to='none').loc['gamma', 'r_hat']):.3f}" in flagged
 
 
+def test_a_fit_summarises_its_draws_as_they_are_now(recovery):
+    """The raw summary is computed once per set of draws, and anew when the draws change."""
+    _, result = recovery
+    fit = dataclasses.replace(result, idata=result.idata.copy(deep=True))
+    first = fit.summary(round_to="none")
+    first.loc["gamma", "mean"] = -1.0  # the caller's copy: the next call is not changed
+    again = fit.summary(round_to="none")
+    assert again.loc["gamma", "mean"] > 0.0
+    fit.idata["posterior"]["gamma"].values[...] += 100.0  # in place
+    moved = fit.summary(round_to="none")
+    for col in ("mean", "hdi94_lb", "hdi94_ub"):
+        assert moved.loc["gamma", col] == pytest.approx(again.loc["gamma", col] + 100.0, rel=1e-9)
+    assert moved.loc["gamma", "sd"] == pytest.approx(again.loc["gamma", "sd"], rel=1e-9)
+    assert moved.loc["influx_amplitude", "mean"] == again.loc["influx_amplitude", "mean"]
+    assert result.summary(round_to="none").loc["gamma", "mean"] == again.loc["gamma", "mean"]
+
+
 def test_a_cell_model_shows_its_parameters_in_jupyter():
     model = cainfer.pumps_model("OGB-1")
     text = model._repr_html_()
