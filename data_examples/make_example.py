@@ -34,7 +34,8 @@ SEED = 20261124
 EVENTS = np.array([2.0, 5.0, 5.05, 9.0, 12.0, 12.05, 16.0, 19.0, 19.05, 19.10, 24.0])
 
 
-def make(out_dir: Path) -> MoviePaths:
+def make(out_dir: Path, *, seed: int = SEED) -> MoviePaths:
+    """The bundled example (``seed`` another draws another recording of the same setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return simulate_movie(
         out_dir / "example.tif",
@@ -45,7 +46,7 @@ def make(out_dir: Path) -> MoviePaths:
         shape=(80, 80),
         n_frames=900,
         frame_rate=30.0,
-        seed=SEED,
+        seed=seed,
     )
 
 
@@ -54,7 +55,7 @@ ER_SEED = 20261125
 ER_ONSETS = np.array([2.0, 10.0, 18.0])
 
 
-def make_er(out_dir: Path) -> MoviePaths:
+def make_er(out_dir: Path, *, seed: int = ER_SEED) -> MoviePaths:
     """A small recording of cells with an ER (the ``er`` preset, OGB-1)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return simulate_movie(
@@ -66,7 +67,7 @@ def make_er(out_dir: Path) -> MoviePaths:
         shape=(48, 48),
         n_frames=600,
         frame_rate=20.0,
-        seed=ER_SEED,
+        seed=seed,
     )
 
 
