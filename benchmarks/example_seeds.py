@@ -18,8 +18,23 @@ truths inside (target 94 %, binomial sd ``√(0.94·0.06/n)``), the mean
 bias; sd ``1/√n`` when there is none), and the share of movies with every
 truth inside against ``0.94^n``.
 
-Run: ``python benchmarks/example_seeds.py [--example demo|er] [--seeds 1 2 ...]``
-(``--seeds 0`` is the bundled recording itself).
+Two more modes say where misses come from:
+
+- ``--noise-free``: each movie is also simulated without shot and read noise
+  (the same cells, neuropil and motion), extracted and fitted the same way;
+  printed per fitted value: ``(mean_noise-free − truth)/sd_noisy``, what the
+  extraction and the model do to the cell without noise, in units of the
+  noisy fit's posterior sd.
+- ``--redraw N``: the movie's noise is drawn again ``N`` times (Poisson shot
+  noise on the noise-free movie's counts plus Gaussian read noise, the
+  simulation's own offset and read noise) over the same cells, neuropil and
+  motion; printed per fitted value: the spread (sd) of its posterior means
+  over the redraws against its mean posterior sd (1 when the posterior sd
+  is the noise's spread; ±``1/√(2(N − 1))``), and the mean's offset from
+  the truth in posterior sds.
+
+Run: ``python benchmarks/example_seeds.py [--example demo|er] [--seeds 1 2 ...]
+[--noise-free | --redraw N]`` (``--seeds 0`` is the bundled recording itself).
 """
 
 from __future__ import annotations
@@ -35,6 +50,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tifffile
+import xarray as xr
 
 from cainfer.infer.fit import _REUSABLE
 from cainfer.pipeline import run_pipeline
@@ -79,13 +96,70 @@ def score(run: Path) -> list[tuple[str, str, float, float, float, float, float]]
     return out
 
 
+def run_movie(where: Path, config: Path) -> list:
+    """Run ``config`` (copied beside ``where/data_examples``) and score its fits."""
+    (where / "pipelines").mkdir(exist_ok=True)
+    shutil.copy(config, where / "pipelines" / config.name)
+    _REUSABLE.clear()  # each movie pays its own compile, as a new process would
+    run = run_pipeline(
+        where / "pipelines" / config.name, output=where / "run", workers=1, progress=False
+    )
+    scored = score(run)
+    shutil.rmtree(where / "run")
+    return scored
+
+
+def redraw_noise(clean: Path, out: Path, truth: Path, seed: list[int]) -> None:
+    """``out``: the noise-free movie ``clean`` with shot and read noise drawn afresh."""
+    with xr.open_dataset(truth, engine="h5netcdf") as ds:
+        offset, read_noise = float(ds.attrs["offset"]), float(ds.attrs["read_noise"])
+        rate = float(ds.attrs["frame_rate"])
+    counts = tifffile.imread(clean).astype(float) - offset
+    rng = np.random.default_rng(seed)
+    noisy = rng.poisson(np.maximum(counts, 0.0)) + rng.normal(offset, read_noise, counts.shape)
+    tifffile.imwrite(
+        out,
+        np.clip(np.rint(noisy), 0, 65535).astype(np.uint16),
+        imagej=True,
+        metadata={"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"},
+    )
+
+
+def redraws(make, base: int, k: int, config: Path, tmp: Path, n: int) -> None:
+    """``--redraw``: the spread of each fitted value over ``n`` draws of the noise alone."""
+    where = tmp / f"seed{k}"
+    clean = make(where / "clean", seed=base + k, noise=False)
+    fits: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for j in range(n):
+        data = where / "data_examples"
+        shutil.copytree(where / "clean", data, dirs_exist_ok=True)
+        redraw_noise(clean.movie, data / clean.movie.name, clean.truth, [base + k, j])
+        for roi, p, t, m, sd, _, _ in run_movie(where, config):
+            fits.setdefault((roi, p), []).append((t, m, sd))
+        shutil.rmtree(data)
+    for (roi, p), rows in sorted(fits.items()):
+        t = rows[0][0]
+        means, sd = np.array([r[1] for r in rows]), float(np.mean([r[2] for r in rows]))
+        print(
+            f"seed {base + k} (+{k}) ROI {roi} {p:18s} spread/sd {means.std(ddof=1) / sd:.2f}"
+            f"  (mean − truth)/sd {(means.mean() - t) / sd:+.2f}  over {len(rows)} redraws",
+            flush=True,
+        )
+    shutil.rmtree(where)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--example", choices=("demo", "er"), default="demo")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--noise-free", action="store_true", help="fit each movie without noise too")
+    mode.add_argument("--redraw", type=int, default=0, help="draw each movie's noise N times")
     args = ap.parse_args()
     if any(k < 0 for k in args.seeds):
         ap.error("--seeds are offsets ≥ 0 from the example's own seed")
+    if args.redraw == 1 or args.redraw < 0:
+        ap.error("--redraw needs at least 2 draws of the noise")
 
     me = _make_example()
     make, base = (me.make, me.SEED) if args.example == "demo" else (me.make_er, me.ER_SEED)
@@ -94,18 +168,12 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cainfer-seeds-") as tmp:
         for k in args.seeds:
+            if args.redraw:
+                redraws(make, base, k, config, Path(tmp), args.redraw)
+                continue
             where = Path(tmp) / f"seed{k}"
             make(where / "data_examples", seed=base + k)
-            (where / "pipelines").mkdir()
-            shutil.copy(config, where / "pipelines" / config.name)
-            _REUSABLE.clear()  # each movie pays its own compile, as a new process would
-            run = run_pipeline(
-                where / "pipelines" / config.name,
-                output=where / "run",
-                workers=1,
-                progress=False,
-            )
-            scored = score(run)
+            scored = run_movie(where, config)
             results[k] = scored
             inside = [lo <= t <= hi for _, _, t, _, _, lo, hi in scored]
             misses = "; ".join(
@@ -118,7 +186,17 @@ def main() -> None:
                 + (f"; {misses}" if misses else ""),
                 flush=True,
             )
+            if args.noise_free:
+                make(where / "data_examples", seed=base + k, noise=False)
+                clean = {(roi, p): m for roi, p, _, m, _, _, _ in run_movie(where, config)}
+                offsets = "  ".join(
+                    f"ROI {roi} {p} {(clean[(roi, p)] - t) / sd:+.2f}"
+                    for roi, p, t, _, sd, _, _ in scored
+                )
+                print(f"    without noise, (mean − truth)/sd_noisy: {offsets}", flush=True)
             shutil.rmtree(where)
+    if args.redraw:
+        return
     wall = time.perf_counter() - t0
 
     flat = [(p, t, m, sd, lo, hi) for rows in results.values() for _, p, t, m, sd, lo, hi in rows]

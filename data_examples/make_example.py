@@ -34,8 +34,8 @@ SEED = 20261124
 EVENTS = np.array([2.0, 5.0, 5.05, 9.0, 12.0, 12.05, 16.0, 19.0, 19.05, 19.10, 24.0])
 
 
-def make(out_dir: Path, *, seed: int = SEED) -> MoviePaths:
-    """The bundled example (``seed`` another draws another recording of the same setup)."""
+def make(out_dir: Path, *, seed: int = SEED, noise: bool = True) -> MoviePaths:
+    """The bundled example (another ``seed``: another recording of the same setup)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return simulate_movie(
         out_dir / "example.tif",
@@ -47,6 +47,7 @@ def make(out_dir: Path, *, seed: int = SEED) -> MoviePaths:
         n_frames=900,
         frame_rate=30.0,
         seed=seed,
+        noise=noise,
     )
 
 
@@ -55,7 +56,7 @@ ER_SEED = 20261125
 ER_ONSETS = np.array([2.0, 10.0, 18.0])
 
 
-def make_er(out_dir: Path, *, seed: int = ER_SEED) -> MoviePaths:
+def make_er(out_dir: Path, *, seed: int = ER_SEED, noise: bool = True) -> MoviePaths:
     """A small recording of cells with an ER (the ``er`` preset, OGB-1)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return simulate_movie(
@@ -68,6 +69,7 @@ def make_er(out_dir: Path, *, seed: int = ER_SEED) -> MoviePaths:
         n_frames=600,
         frame_rate=20.0,
         seed=seed,
+        noise=noise,
     )
 
 
