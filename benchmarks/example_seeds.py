@@ -56,6 +56,7 @@ import xarray as xr
 from cainfer.infer.fit import _REUSABLE
 from cainfer.pipeline import run_pipeline
 from cainfer.pipeline.report import _truths
+from cainfer.synthetic import camera_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 HDI = 0.94
@@ -114,14 +115,12 @@ def redraw_noise(clean: Path, out: Path, truth: Path, seed: list[int]) -> None:
     with xr.open_dataset(truth, engine="h5netcdf") as ds:
         offset, read_noise = float(ds.attrs["offset"]), float(ds.attrs["read_noise"])
         rate = float(ds.attrs["frame_rate"])
-    counts = tifffile.imread(clean).astype(float) - offset
-    rng = np.random.default_rng(seed)
-    noisy = rng.poisson(np.maximum(counts, 0.0)) + rng.normal(offset, read_noise, counts.shape)
+    photons = tifffile.imread(clean).astype(float) - offset
+    counts = camera_counts(
+        photons, np.random.default_rng(seed), offset=offset, read_noise=read_noise
+    )
     tifffile.imwrite(
-        out,
-        np.clip(np.rint(noisy), 0, 65535).astype(np.uint16),
-        imagej=True,
-        metadata={"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"},
+        out, counts, imagej=True, metadata={"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"}
     )
 
 
@@ -132,7 +131,9 @@ def redraws(make, base: int, k: int, config: Path, tmp: Path, n: int) -> None:
     fits: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for j in range(n):
         data = where / "data_examples"
-        shutil.copytree(where / "clean", data, dirs_exist_ok=True)
+        shutil.copytree(  # the truth, ROIs and stimulus; the movie is drawn below
+            where / "clean", data, ignore=shutil.ignore_patterns(clean.movie.name)
+        )
         redraw_noise(clean.movie, data / clean.movie.name, clean.truth, [base + k, j])
         for roi, p, t, m, sd, _, _ in run_movie(where, config):
             fits.setdefault((roi, p), []).append((t, m, sd))

@@ -299,6 +299,8 @@ def simulate_movie(
     if not np.all((ratios >= 0) & (ratios <= 1)):
         raise ValueError(f"neuropil_ratio = {neuropil_ratio!r} must lie in [0, 1]")
     check_positive("neuropil_events", neuropil_events, allow_zero=True)
+    check_positive("offset", offset, allow_zero=True)
+    check_positive("read_noise", read_noise, allow_zero=True)
     sims = [model.simulate(p, time, stimulus) for p in per_cell]
     dff = np.stack([s.dff.values for s in sims])
     ca = np.stack([s.ca.values for s in sims])
@@ -382,12 +384,9 @@ def simulate_movie(
                     moved = np.fft.ifft2(
                         ndimage.fourier_shift(np.fft.fft2(clean[k, j]), shifts[a + j])
                     ).real
-                    moved = np.maximum(moved, 0.0)
-                    if noise:
-                        counts = rng.poisson(moved) + rng.normal(offset, read_noise, moved.shape)
-                    else:
-                        counts = moved + offset
-                    yield np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+                    yield camera_counts(
+                        moved, rng if noise else None, offset=offset, read_noise=read_noise
+                    )
 
     stem = path.with_suffix("")
     out = MoviePaths(
@@ -482,6 +481,49 @@ def simulate_movie(
     with atomic_path(out.truth) as tmp:
         truth.to_netcdf(tmp, engine="h5netcdf")
     return out
+
+
+def camera_counts(
+    photons: ArrayLike,
+    rng: np.random.Generator | None,
+    *,
+    offset: float = 100.0,
+    read_noise: float = 3.0,
+) -> np.ndarray:
+    """What a camera reads for an image of expected photon counts.
+
+    Poisson shot noise on the photons (negative expectations, ringing of a
+    sub-pixel shift, read as 0) plus Gaussian read noise about the camera's
+    offset, rounded and clipped to ``uint16``: the camera model of
+    :func:`simulate_movie`, drawn in its order (all shot noise, then all
+    read noise), so that a frame drawn again from the same generator state
+    is the same frame.
+
+    Parameters
+    ----------
+    photons : array_like
+        Expected photons per pixel (photons/frame), any shape.
+    rng : numpy.random.Generator or None
+        Source of the noise; None for the noise-free reading
+        (``photons + offset``, rounded).
+    offset : float
+        Camera offset (counts): what a pixel reads with no light.
+    read_noise : float
+        Sd of the read noise (counts).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint16`` counts, the shape of ``photons``.
+    """
+    check_positive("offset", offset, allow_zero=True)
+    check_positive("read_noise", read_noise, allow_zero=True)
+    expected = np.maximum(np.asarray(photons, dtype=float), 0.0)
+    if rng is None:
+        counts = expected + offset
+    else:
+        counts = rng.poisson(expected) + rng.normal(offset, read_noise, expected.shape)
+    return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
 
 
 def _atomic_tiff(path: Path, data: Any, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
 from cainfer.forward import Stimulus, pumps_model, single_compartment
-from cainfer.synthetic import simulate_movie, simulate_traces
+from cainfer.synthetic import camera_counts, simulate_movie, simulate_traces
 
 
 def test_traces_equal_forward_model_plus_seeded_noise():
@@ -102,6 +102,33 @@ def test_movie_bad_input():
             shape=(20, 20),
             n_frames=30,
         )
+
+
+def test_camera_counts_noise_free_rounds_offsets_and_clips():
+    photons = np.array([[0.4, 0.6], [-3.0, 1e6]])
+    got = camera_counts(photons, None, offset=100.0, read_noise=3.0)
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got, [[100, 101], [100, 65535]])
+
+
+def test_camera_counts_have_shot_plus_read_noise():
+    """Mean offset + λ, variance λ + read² + 1/12 (rounding), per level; seeded, 4-se tolerances."""
+    rng = np.random.default_rng(5)
+    n = 200_000
+    for lam in (0.0, 7.0, 400.0):
+        got = camera_counts(np.full(n, lam), rng, offset=50.0, read_noise=3.0).astype(float)
+        var = lam + 9.0 + 1.0 / 12.0
+        assert got.mean() == pytest.approx(50.0 + lam, abs=4 * np.sqrt(var / n))
+        # sd of a sample variance: √(2/n)·var for near-normal counts (Poisson λ ≥ 7 or read noise)
+        assert got.var() == pytest.approx(var, abs=4 * np.sqrt(2.0 / n) * var + 0.02)
+    a = camera_counts(np.full((4, 4), 20.0), np.random.default_rng([1, 2]))
+    b = camera_counts(np.full((4, 4), 20.0), np.random.default_rng([1, 2]))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="read_noise"):
+        camera_counts(np.ones(3), rng, read_noise=-1.0)
+    with pytest.raises(ValueError, match="offset"):
+        simulate_movie("/nonexistent/x.tif", pumps_model(), stimulus=Stimulus(), n_frames=30,
+                       offset=float("nan"))  # fmt: skip
 
 
 def _unshifted_mask_means(paths):
