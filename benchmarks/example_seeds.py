@@ -32,9 +32,20 @@ Two more modes say where misses come from:
   over the redraws against its mean posterior sd (1 when the posterior sd
   is the noise's spread; ±``1/√(2(N − 1))``), and the mean's offset from
   the truth in posterior sds.
+- ``--mirror``: each movie is also fitted with its noise turned over
+  (``2·noise-free − recorded``, pixel by pixel: the same cells, neuropil and
+  motion, each pixel's shot and read noise with the opposite sign; an
+  antithetic pair). Extraction is linear in the movie, so a fit that
+  answers its noise linearly moves by ``z`` one way and ``−z`` the other:
+  printed per fitted value are ``z`` and ``z_mirror``, the noise's part
+  ``(z − z_mirror)/2`` and what is left, ``(z + z_mirror)/2``, a bias the
+  noise does not explain. Over all values: the sd of the noise's part (1
+  when the posterior sd is the spread the noise gives the fitted value),
+  the rms of the rest, and the 94% HDI coverage they predict together.
 
 Run: ``python benchmarks/example_seeds.py [--example demo|er] [--seeds 1 2 ...]
-[--noise-free | --redraw N]`` (``--seeds 0`` is the bundled recording itself).
+[--noise-free | --redraw N | --mirror]`` (``--seeds 0`` is the bundled
+recording itself).
 """
 
 from __future__ import annotations
@@ -124,6 +135,20 @@ def redraw_noise(clean: Path, out: Path, truth: Path, seed: list[int]) -> None:
     )
 
 
+def mirror_noise(clean: Path, recorded: Path, out: Path, truth: Path) -> None:
+    """``out``: the recording ``recorded`` with its noise turned over, ``2·clean − recorded``."""
+    with xr.open_dataset(truth, engine="h5netcdf") as ds:
+        rate = float(ds.attrs["frame_rate"])
+    a = tifffile.imread(clean).astype(np.int64)
+    b = tifffile.imread(recorded).astype(np.int64)
+    tifffile.imwrite(
+        out,
+        np.clip(2 * a - b, 0, 65535).astype(np.uint16),
+        imagej=True,
+        metadata={"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"},
+    )
+
+
 def redraws(make, base: int, k: int, config: Path, tmp: Path, n: int) -> None:
     """``--redraw``: the spread of each fitted value over ``n`` draws of the noise alone."""
     where = tmp / f"seed{k}"
@@ -156,6 +181,9 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--noise-free", action="store_true", help="fit each movie without noise too")
     mode.add_argument("--redraw", type=int, default=0, help="draw each movie's noise N times")
+    mode.add_argument(
+        "--mirror", action="store_true", help="fit each movie with its noise turned over too"
+    )
     args = ap.parse_args()
     if any(k < 0 for k in args.seeds):
         ap.error("--seeds are offsets ≥ 0 from the example's own seed")
@@ -166,6 +194,7 @@ def main() -> None:
     make, base = (me.make, me.SEED) if args.example == "demo" else (me.make_er, me.ER_SEED)
     config = ROOT / "pipelines" / f"{args.example}.toml"
     results: dict[int, list] = {}
+    pairs: list[tuple[float, float]] = []  # --mirror: (z, z of the turned-over noise)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cainfer-seeds-") as tmp:
         for k in args.seeds:
@@ -195,6 +224,23 @@ def main() -> None:
                     for roi, p, t, _, sd, _, _ in scored
                 )
                 print(f"    without noise, (mean − truth)/sd_noisy: {offsets}", flush=True)
+            if args.mirror:
+                paths = make(where / "clean", seed=base + k, noise=False)
+                movie = where / "data_examples" / paths.movie.name
+                kept = where / "recorded.tif"
+                shutil.move(movie, kept)
+                mirror_noise(paths.movie, kept, movie, paths.truth)
+                turned = {
+                    (roi, p): (m - t) / sd for roi, p, t, m, sd, _, _ in run_movie(where, config)
+                }
+                for roi, p, t, m, sd, _, _ in scored:
+                    z, zm = (m - t) / sd, turned[(roi, p)]
+                    pairs.append((z, zm))
+                    print(
+                        f"    ROI {roi} {p:18s} z {z:+.2f}  mirrored {zm:+.2f}  "
+                        f"noise's part {(z - zm) / 2:+.2f}  rest {(z + zm) / 2:+.2f}",
+                        flush=True,
+                    )
             shutil.rmtree(where)
     if args.redraw:
         return
@@ -222,6 +268,21 @@ def main() -> None:
         f"movies with every truth inside: {all_in}/{len(results)} "
         f"(calibrated 94% HDIs: {100 * expected:.0f} % of movies)"
     )
+    if pairs:
+        z, zm = np.array(pairs).T
+        noise, rest = (z - zm) / 2, (z + zm) / 2
+        # with noise's part ~ N(0, s²) and the rest fixed: P(|rest + noise| < 1.88)
+        from scipy.stats import norm
+
+        s = float(np.std(noise, ddof=1))
+        q = norm.ppf(0.5 + HDI / 2)
+        cover = np.mean(norm.cdf((q - rest) / s) - norm.cdf((-q - rest) / s))
+        print(
+            f"mirrored pairs: {len(pairs)}; sd of the noise's part {s:.2f} "
+            f"(± {s / np.sqrt(2 * (len(pairs) - 1)):.2f}; 1 when calibrated), "
+            f"rms of the rest {np.sqrt(np.mean(rest**2)):.2f}, mean of the rest "
+            f"{np.mean(rest):+.2f}; predicted ±{q:.2f}-sd coverage {100 * cover:.1f}%"
+        )
 
 
 if __name__ == "__main__":
