@@ -25,6 +25,7 @@ import xarray as xr
 
 from cainfer.extract.baseline import BaselineMethod
 from cainfer.extract.imported import NEUROPIL_PRIOR_SD, _check_baseline, _dataset, _frame_rate
+from cainfer.io.rois import paint_pixel_masks
 
 #: how a neuropil series is told from the raw fluorescence: its name holds one of these
 _NEUROPIL_NAMES = ("neuropil", "background")
@@ -158,12 +159,10 @@ def _masks(table: Any, rows: np.ndarray, where: Path) -> np.ndarray:
         masks = np.stack([np.asarray(table["image_mask"][int(i)]) for i in rows])
         return masks > 0
     if "pixel_mask" in cols:
-        pix = [np.asarray([tuple(q)[:2] for q in table["pixel_mask"][int(i)]]) for i in rows]
-        shape = _frame_shape(table, pix)
-        masks = np.zeros((rows.size, *shape), dtype=bool)
-        for k, xy in enumerate(pix):
-            masks[k, xy[:, 1].astype(int), xy[:, 0].astype(int)] = True  # (x, y, weight)
-        return masks
+        # (x, y, weight) rows; a pixel of weight ≤ 0 is not in the ROI
+        pix = [np.asarray([tuple(q)[:3] for q in table["pixel_mask"][int(i)]], dtype=float)
+               for i in rows]  # fmt: skip
+        return paint_pixel_masks(pix, _frame_shape(table, pix), where=f"{where}: {table.name}")
     raise ValueError(f"{where}: plane segmentation {table.name!r} has no image or pixel masks")
 
 

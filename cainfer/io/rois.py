@@ -6,6 +6,7 @@ Masks are boolean arrays ``(n_rois, height, width)``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -193,14 +194,52 @@ def _nwb_masks(path: Path, shape: tuple[int, int] | None) -> np.ndarray:
                 )
             pix = np.asarray(g["pixel_mask"])
             ends = np.asarray(g["pixel_mask_index"], dtype=int)
-            masks = np.zeros((ends.size, *shape), bool)
-            x, y, w = (np.asarray(pix[k], dtype=float) for k in pix.dtype.names[:3])
-            for i, (a, b) in enumerate(zip(np.r_[0, ends[:-1]], ends, strict=True)):
-                keep = w[a:b] > 0
-                # (x, y) = (column, row), as Suite2p's exporter writes them
-                masks[i, y[a:b][keep].astype(int), x[a:b][keep].astype(int)] = True
-            return masks
+            xyw = np.stack([np.asarray(pix[k], dtype=float) for k in pix.dtype.names[:3]], axis=1)
+            rows = [xyw[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends, strict=True)]
+            return paint_pixel_masks(rows, shape, where=f"{path}: {found[0]}")
         raise ValueError(f"{path}: {found[0]} has neither image_mask nor pixel_mask")
+
+
+def paint_pixel_masks(
+    pixels: Sequence[np.ndarray], shape: tuple[int, int], *, where: str
+) -> np.ndarray:
+    """Boolean masks from NWB-style pixel masks.
+
+    Parameters
+    ----------
+    pixels : sequence of numpy.ndarray
+        One ``(n, 3)`` array per ROI of ``(x, y, weight)`` rows: ``x`` the
+        column and ``y`` the row (as Suite2p's NWB exporter writes them),
+        ``weight`` ≤ 0 for a pixel outside the ROI; ``(n, 2)`` rows without
+        weights count every pixel.
+    shape : (int, int)
+        Frame shape ``(height, width)`` in pixels.
+    where : str
+        What the masks came from, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(roi, height, width)`` bool.
+    """
+    masks = np.zeros((len(pixels), *shape), dtype=bool)
+    for i, rows in enumerate(pixels):
+        rows = np.asarray(rows, dtype=float)
+        if rows.size == 0:
+            continue
+        rows = rows.reshape(-1, rows.shape[-1])
+        if rows.shape[1] > 2:
+            rows = rows[rows[:, 2] > 0]
+        x, y = np.rint(rows[:, 0]).astype(int), np.rint(rows[:, 1]).astype(int)
+        bad = (x < 0) | (y < 0) | (x >= shape[1]) | (y >= shape[0])
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{where}: ROI {i} has pixel (x={x[k]}, y={y[k]}) outside the "
+                f"{shape[0]}x{shape[1]} frame"
+            )
+        masks[i, y, x] = True
+    return masks
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:

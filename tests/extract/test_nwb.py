@@ -78,7 +78,7 @@ def _suite2p_style_nwb(path, F, Fneu, pixels, fs, *, dff_only=False):
 
     nwb, _, ophys, ps = _session("GCaMP6s", fs)
     for pix in pixels:
-        ps.add_roi(pixel_mask=[(int(x), int(y), 1.0) for y, x in pix])
+        ps.add_roi(pixel_mask=[(int(q[1]), int(q[0]), q[2] if len(q) > 2 else 1.0) for q in pix])
     region = ps.create_roi_table_region(region=list(range(len(pixels))), description="all")
     t = np.arange(F.shape[1]) / fs
     if dff_only:
@@ -126,6 +126,24 @@ def test_an_nwb_file_in_suite2p_layout_loads_its_raw_traces_and_pixel_masks(tmp_
     _suite2p_style_nwb(tmp_path / "dff.nwb", F / 300 - 1, None, pixels, fs, dff_only=True)
     only = load_traces(tmp_path / "dff.nwb")
     assert "F" not in only and only.dff.shape == (2, T)
+
+
+def test_pixel_masks_leave_out_pixels_of_zero_weight_in_both_readers(tmp_path, rng):
+    """A (x, y, weight) row of weight 0 is not in the ROI: the traces and the ROI reader agree."""
+    T, fs = 60, 15.0
+    F, Fneu = 300 + rng.standard_normal((2, T)), 100 + rng.standard_normal((2, T))
+    pixels = [[(2, 3), (2, 4, 0.0), (3, 3, 0.5)], [(10, 20), (11, 20, 0.0)]]
+    inside = [[(2, 3), (3, 3)], [(10, 20)]]
+    _suite2p_style_nwb(tmp_path / "w.nwb", F, Fneu, pixels, fs)
+    ds = load_nwb(tmp_path / "w.nwb", neuropil=0.5, baseline="constant")
+    from cainfer.io import read_rois
+
+    rois = read_rois(tmp_path / "w.nwb", shape=(24, 24))
+    for k, pix in enumerate(inside):
+        assert sorted(zip(*np.nonzero(ds.masks.values[k]), strict=True)) == sorted(pix)
+        assert sorted(zip(*np.nonzero(rois[k]), strict=True)) == sorted(pix)
+    with pytest.raises(ValueError, match=r"w\.nwb.*ROI 1 has pixel \(x=20, y=10\) outside the 8x8"):
+        read_rois(tmp_path / "w.nwb", shape=(8, 8))
 
 
 def test_nwb_problems_name_the_file(tmp_path):
