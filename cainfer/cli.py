@@ -200,7 +200,7 @@ def _fit(args: argparse.Namespace) -> int:
     from cainfer.pipeline.run import file_label, fit_rows, write_summary
 
     src = Path(args.traces)
-    traces = _read_traces(src, args.format)
+    traces = _read_traces(src, args.format, args.series)
     stim = Stimulus.from_csv(args.stimulus)
     model = _cell_model(args)
     labels = [x.item() for x in traces["roi"].values]
@@ -244,11 +244,12 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_traces(src: Path, fmt: str = "auto") -> Any:
+def _read_traces(src: Path, fmt: str = "auto", series: str | None = None) -> Any:
     """The traces a fit reads from ``src``: traces NetCDF, Suite2p folder, CaImAn or NWB file."""
     from cainfer.extract import load_traces
 
-    ds = load_traces(src, format=fmt)  # type: ignore[arg-type]
+    options = {} if series is None else {"series": series}
+    ds = load_traces(src, format=fmt, **options)  # type: ignore[arg-type]
     keep = [v for v in ("F", "F_neu", "F0", "dff") if v in ds]
     return ds[keep]
 
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", default="auto", choices=["auto", "netcdf", "suite2p", "caiman", "nwb"],
         help="what the traces are (default: told apart by their content)",
     )  # fmt: skip
+    fit.add_argument("--series", help='NWB: the RoiResponseSeries to fit, by name or '
+                     '"container/name" (when the file holds several raw series)')  # fmt: skip
     fit.add_argument("--stimulus", required=True, help="stimulus CSV: time_s, weight or waveform")
     fit.add_argument("--preset", choices=sorted(PRESETS), default="pumps")
     fit.add_argument("--indicator", default="OGB-1", help=f"one of {', '.join(indicator_names())}")

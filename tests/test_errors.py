@@ -91,6 +91,7 @@ def test_fit_input_is_checked_and_a_failure_writes_nothing(tmp_path, capsys):
     _one_line_error(capsys, fit(ok, "--roi", "7"), "--roi [7]: not in")
     _one_line_error(capsys, fit(ok, "--roi", "1", "--roi", "1"), "--roi 1 given more than once")
     _one_line_error(capsys, fit(ok, "--draws", "0"), "--draws = 0 must be ≥ 1")
+    _one_line_error(capsys, fit(ok, "--series", "Plane1"), "options ['series'] apply to imported")
     crafted = _traces(tmp_path / "crafted.nc", labels=("../../escape", "b"))
     _one_line_error(capsys, fit(crafted), "ROI label '../../escape' cannot be part of a file")
     assert not out.exists()

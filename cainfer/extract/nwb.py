@@ -51,6 +51,7 @@ def load_nwb(
     baseline_percentile: float = 8.0,
     baseline_sigma: float = 1.0,
     frame_rate: float | None = None,
+    series: str | None = None,
 ) -> xr.Dataset:
     """The ROI traces of an NWB file, as :func:`cainfer.extract_traces` returns them.
 
@@ -65,6 +66,12 @@ def load_nwb(
         The baseline F0 (see :func:`cainfer.extract.baseline`).
     frame_rate : float, optional
         Frames per second; default the series' ``rate`` (or its timestamps').
+    series : str, optional
+        The ``RoiResponseSeries`` to fit, by name or as ``"container/name"``
+        (e.g. ``"Fluorescence/Fluorescence"``); needed when the file holds
+        more than one raw fluorescence series (several planes or channels).
+        Default: the file's one raw series, else its one ΔF/F series. The
+        neuropil series is the one over the same ROIs.
 
     Returns
     -------
@@ -90,22 +97,23 @@ def load_nwb(
         if "ophys" not in nwb.processing:
             raise ValueError(f"{p}: no 'ophys' processing module (no ROI traces)")
         ophys = nwb.processing["ophys"]
-        raw = neu = dff = None
+        raws, neus, dffs = [], [], []  # (container/name, series)
         for container in ophys.data_interfaces.values():
             kind = type(container).__name__
             if kind not in ("Fluorescence", "DfOverF"):
                 continue
-            for name, series in container.roi_response_series.items():
-                low = name.lower()
+            for name, one in container.roi_response_series.items():
+                low, full = name.lower(), (f"{container.name}/{name}", one)
                 if kind == "DfOverF" or "dff" in low or "dfoverf" in low:
-                    dff = dff or series
+                    dffs.append(full)
                 elif any(w in low for w in _NEUROPIL_NAMES):
-                    neu = neu or series
+                    neus.append(full)
                 elif not any(w in low for w in _NOT_RAW) and container.name != "Deconvolved":
-                    raw = raw or series
+                    raws.append(full)
+        raw, dff = _choose_series(p, series, raws, dffs, neus)
         main = raw if raw is not None else dff
-        if main is None:
-            raise ValueError(f"{p}: no RoiResponseSeries in a Fluorescence or DfOverF container")
+        assert main is not None
+        neu = _matching(p, main, neus) if raw is not None else None
         data = np.asarray(main.data[:], dtype=float)
         if data.ndim == 1:
             data = data[:, None]
@@ -143,6 +151,61 @@ def load_nwb(
     ds.attrs.update(source_format="nwb", source_files=json.dumps([str(p)]),
                     nwb_series=str(main.name))  # fmt: skip
     return ds
+
+
+def _choose_series(
+    where: Path,
+    series: str | None,
+    raws: list[tuple[str, Any]],
+    dffs: list[tuple[str, Any]],
+    neus: list[tuple[str, Any]],
+) -> tuple[Any, Any]:
+    """``(raw, dff)``: the series to fit, raw fluorescence or (without one) ΔF/F."""
+    if series is not None:
+        if not isinstance(series, str) or not series:
+            raise ValueError(f"series = {series!r}: the name of a RoiResponseSeries")
+        named = [(n, s) for n, s in raws + dffs + neus if series in (n, n.split("/", 1)[1])]
+        if len(named) != 1:
+            listed = ", ".join(n for n, _ in raws + dffs) or "none"
+            why = "no" if not named else f"{len(named)}"
+            raise ValueError(
+                f"{where}: {why} RoiResponseSeries named {series!r} (raw or ΔF/F: {listed}); "
+                'give it as "container/name"'
+            )
+        if any(named[0][1] is s for _, s in neus):
+            raise ValueError(f"{where}: series {series!r} is a neuropil trace, not the cell's")
+        if any(named[0][1] is s for _, s in dffs):
+            return None, named[0][1]
+        return named[0][1], None
+    if not raws and not dffs:
+        raise ValueError(f"{where}: no RoiResponseSeries in a Fluorescence or DfOverF container")
+    for kind, found in (("raw fluorescence", raws), ("ΔF/F", dffs)):
+        if len(found) > 1:
+            names = ", ".join(n for n, _ in found)
+            raise ValueError(
+                f"{where}: {len(found)} {kind} series ({names}); choose one with series="
+            )
+        if found:
+            return (found[0][1], None) if kind == "raw fluorescence" else (None, found[0][1])
+    raise AssertionError("unreachable")
+
+
+def _matching(where: Path, main: Any, found: list[tuple[str, Any]]) -> Any:
+    """The one neuropil series of ``found`` over the ROIs of ``main`` (None: the file has none)."""
+    if not found:
+        return None
+
+    def rois(s: Any) -> tuple[Any, list[int]]:
+        table = s.rois.table
+        return getattr(table, "object_id", id(table)), np.asarray(s.rois.data[:]).tolist()
+
+    same = [(n, s) for n, s in found if rois(s) == rois(main)]
+    if len(same) != 1:
+        names = ", ".join(n for n, _ in (same or found))
+        why = "several" if same else "none"
+        raise ValueError(f"{where}: neuropil series {names}: {why} over the ROIs of "
+                         f"{main.name!r}; one is needed")  # fmt: skip
+    return same[0][1]
 
 
 def _series_rate(series: Any, given: float | None, where: Path) -> float:

@@ -73,6 +73,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         ),
         "frame_rate": (_NUM, None, "frames/s (default: from the TIFF metadata)"),
         "channel": ((int,), None, "channel of multi-channel files (0-based)"),
+        "series": (
+            (str,),
+            None,
+            'NWB: the RoiResponseSeries to fit, by name or "container/name" (needed when a '
+            "file holds several raw series: planes, channels)",
+        ),
     },
     "extraction": {
         "register": ((bool,), True, "rigid motion correction"),
@@ -207,6 +213,8 @@ class Config:
             opts["neuropil"] = self.raw.get("extraction", {}).get("neuropil")
         if self.input_format == "nwb":
             opts["neuropil"] = ext["neuropil"]
+            if self.raw.get("inputs", {}).get("series") is not None:
+                opts["series"] = self.raw["inputs"]["series"]
         return opts
 
     def calibration(self) -> RatioCalibration | None:
@@ -487,6 +495,9 @@ def load_config(path: str | Path, *, output: str | Path | None = None) -> Config
             raise _err(path, "inputs", f"channel: {theirs}")
         if rois["source"] != "auto":
             raise _err(path, "rois", f"source: {theirs}")
+    if inp["series"] is not None and fmt != "nwb":
+        why = f"series names an NWB file's RoiResponseSeries; format is {fmt!r}"
+        raise _err(path, "inputs", why)
 
     workers = vals["parallel"]["workers"]
     if (isinstance(workers, str) and workers != "auto") or (

@@ -146,6 +146,69 @@ def test_pixel_masks_leave_out_pixels_of_zero_weight_in_both_readers(tmp_path, r
         read_rois(tmp_path / "w.nwb", shape=(8, 8))
 
 
+def _two_plane_nwb(path, rng, T=60, fs=15.0):
+    """Two planes (segmentations of 2 and 3 ROIs), each with its raw series and neuropil."""
+    from pynwb.ophys import Fluorescence
+
+    nwb, plane, ophys, ps0 = _session("GCaMP6s", fs)
+    ps1 = ophys["ImageSegmentation"].create_plane_segmentation(
+        name="Plane1", description="cells", imaging_plane=plane
+    )
+    fl = Fluorescence()
+    ophys.add(fl)
+    t = np.arange(T) / fs
+    out = {}
+    for k, (ps, n) in enumerate(((ps0, 2), (ps1, 3))):
+        for i in range(n):
+            ps.add_roi(pixel_mask=[(i, 5 * k, 1.0), (i, 5 * k + 1, 1.0)])
+        region = ps.create_roi_table_region(region=list(range(n)), description="all")
+        F, Fneu = 300 + 100 * k + rng.standard_normal((n, T)), 50 + rng.standard_normal((n, T))
+        fl.create_roi_response_series(name=f"Plane{k}", data=F.T, rois=region, unit="lumens",
+                                      timestamps=t)  # fmt: skip
+        region = ps.create_roi_table_region(region=list(range(n)), description="all")
+        fl.create_roi_response_series(name=f"Neuropil{k}", data=Fneu.T, rois=region,
+                                      unit="lumens", timestamps=t)  # fmt: skip
+        out[k] = (F, Fneu)
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return out
+
+
+def test_an_nwb_file_with_several_raw_series_is_read_by_the_one_named(tmp_path, rng):
+    truth = _two_plane_nwb(tmp_path / "planes.nwb", rng)
+    with pytest.raises(ValueError, match=r"2 raw fluorescence series \(Fluorescence/Plane0, "
+                       r"Fluorescence/Plane1\); choose one with series="):  # fmt: skip
+        load_nwb(tmp_path / "planes.nwb")
+    for name, k in (("Plane1", 1), ("Fluorescence/Plane0", 0)):
+        ds = load_nwb(tmp_path / "planes.nwb", series=name, baseline="constant")
+        np.testing.assert_allclose(ds.F, truth[k][0])
+        np.testing.assert_allclose(ds.F_neu, truth[k][1])  # that plane's neuropil
+        assert ds.sizes["roi"] == truth[k][0].shape[0]
+        assert ds.attrs["nwb_series"] == f"Plane{k}"
+    # through load_traces, as the pipeline reads it
+    assert load_traces(tmp_path / "planes.nwb", series="Plane1").sizes["roi"] == 3
+    # and as `cainfer fit --series` reads it
+    from cainfer.cli import _read_traces
+
+    read = _read_traces(tmp_path / "planes.nwb", "nwb", "Plane1")
+    np.testing.assert_allclose(read.F, truth[1][0])
+    # and as a pipeline config names it
+    from cainfer.pipeline import load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[inputs]\nfiles = ["{tmp_path / "planes.nwb"}"]\nformat = "nwb"\n'
+                   'series = "Plane1"\n[stimulus]\nevents = [1.0]\n')  # fmt: skip
+    opts = load_config(cfg).import_options()
+    assert opts["series"] == "Plane1"
+    np.testing.assert_allclose(load_traces(tmp_path / "planes.nwb", **opts).F, truth[1][0])
+    with pytest.raises(ValueError, match=r"no RoiResponseSeries named 'Plane2'"):
+        load_nwb(tmp_path / "planes.nwb", series="Plane2")
+    with pytest.raises(ValueError, match="is a neuropil trace"):
+        load_nwb(tmp_path / "planes.nwb", series="Neuropil0")
+    with pytest.raises(ValueError, match="name of a RoiResponseSeries"):
+        load_nwb(tmp_path / "planes.nwb", series=3)
+
+
 def test_nwb_problems_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         load_nwb(tmp_path / "none.nwb")

@@ -116,6 +116,7 @@ CASES = [
     ("seed = 3", 'seed = 3\nname = "a/b"', r"\[run\] name = 'a/b': a run name is one folder"),
     ("seed = 3", 'seed = 3\nname = ".."', r"\[run\] name = '..'"),
     ("[inputs]", "[inputs]\nframe_rate = inf", "frame_rate = inf must be a finite"),
+    ("[inputs]", '[inputs]\nseries = "Plane1"', r"\[inputs\] series names an NWB file's .*'tiff'"),
     ("", "\n[extraction]\nneuropil_min_pixels = 0\n", "neuropil_min_pixels = 0 must be a"),
     ("", "\n[extraction]\nneuropil_inner = -1\n", "neuropil_inner = -1 must be a finite"),
     ("", "\n[extraction]\nbaseline_window = inf\n", "baseline_window = inf must be a finite"),
