@@ -26,8 +26,10 @@ Formats, as the packages write them:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,14 +110,22 @@ def load_traces(
     if format not in TRACE_FORMATS:
         raise ValueError(f"format {format!r}; allowed: {', '.join(TRACE_FORMATS)}")
     kind = trace_format(path) if format == "auto" else format
-    if kind == "suite2p":
-        ds = load_suite2p(path, **options)
-    elif kind == "caiman":
-        ds = load_caiman(path, **options)
-    elif kind == "nwb":
+    if kind in ("suite2p", "caiman", "nwb"):
         from cainfer.extract.nwb import load_nwb
 
-        ds = load_nwb(path, **options)
+        loaders: dict[str, Callable[..., xr.Dataset]] = {
+            "suite2p": load_suite2p, "caiman": load_caiman, "nwb": load_nwb
+        }  # fmt: skip
+        loader = loaders[kind]
+        known = [
+            name
+            for name, par in inspect.signature(loader).parameters.items()
+            if par.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        unknown = sorted(k for k in options if k not in known)
+        if unknown:
+            raise ValueError(f"{path}: options {unknown} do not apply to {kind} traces")
+        ds = loader(path, **options)
     else:
         if options:
             raise ValueError(f"{path}: options {sorted(options)} apply to imported traces only")

@@ -83,6 +83,8 @@ def test_a_suite2p_folder_of_extracted_traces_reads_back_as_the_same_traces(
                   ds.masks.values, fs=ds.attrs["frame_rate"], iscell=iscell)  # fmt: skip
     assert trace_format(tmp_path) == "suite2p"
     got = load_traces(tmp_path, baseline_window=10.0)
+    with pytest.raises(ValueError, match=r"options \['series'\] do not apply to suite2p traces"):
+        load_traces(tmp_path, series="Plane1")  # an NWB option, named rather than a TypeError
     keep = np.flatnonzero(iscell[:, 0] > 0)
     assert got.roi.values.tolist() == keep.tolist()  # Suite2p's indices, the cells only
     # float32 on disk: F to its rounding, F0 and ΔF/F computed again from it
@@ -167,6 +169,8 @@ def test_a_caiman_file_gives_each_roi_its_footprint_weighted_fluorescence(tmp_pa
     write_caiman(tmp_path / "cnm.hdf5", A, C, YrA, b, f, dims, fr=20.0)
     assert trace_format(tmp_path / "cnm.hdf5") == "caiman"
     ds = load_traces(tmp_path / "cnm.hdf5")
+    with pytest.raises(ValueError, match=r"options \['neuropil'\] do not apply to caiman"):
+        load_traces(tmp_path / "cnm.hdf5", neuropil=0.7)
     # the footprint-weighted mean of the movie, and its background's variation
     # (footprints apart: exact)
     want_F = (A.T @ Y) / A.sum(axis=0)[:, None]
