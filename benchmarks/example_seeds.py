@@ -18,7 +18,7 @@ truths inside (target 94 %, binomial sd ``√(0.94·0.06/n)``), the mean
 bias; sd ``1/√n`` when there is none), and the share of movies with every
 truth inside against ``0.94^n``.
 
-Two more modes say where misses come from:
+Three more modes say where misses come from:
 
 - ``--noise-free``: each movie is also simulated without shot and read noise
   (the same cells, neuropil and motion), extracted and fitted the same way;
@@ -121,6 +121,12 @@ def run_movie(where: Path, config: Path) -> list:
     return scored
 
 
+def _write_movie(out: Path, counts: np.ndarray, rate: float) -> None:
+    """``counts`` (uint16, time × y × x) as an ImageJ TIFF at ``rate`` frames/s."""
+    meta = {"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"}
+    tifffile.imwrite(out, counts, imagej=True, metadata=meta)
+
+
 def redraw_noise(clean: Path, out: Path, truth: Path, seed: list[int]) -> None:
     """``out``: the noise-free movie ``clean`` with shot and read noise drawn afresh."""
     with xr.open_dataset(truth, engine="h5netcdf") as ds:
@@ -130,9 +136,7 @@ def redraw_noise(clean: Path, out: Path, truth: Path, seed: list[int]) -> None:
     counts = camera_counts(
         photons, np.random.default_rng(seed), offset=offset, read_noise=read_noise
     )
-    tifffile.imwrite(
-        out, counts, imagej=True, metadata={"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"}
-    )
+    _write_movie(out, counts, rate)
 
 
 def mirror_noise(clean: Path, recorded: Path, out: Path, truth: Path) -> None:
@@ -141,12 +145,7 @@ def mirror_noise(clean: Path, recorded: Path, out: Path, truth: Path) -> None:
         rate = float(ds.attrs["frame_rate"])
     a = tifffile.imread(clean).astype(np.int64)
     b = tifffile.imread(recorded).astype(np.int64)
-    tifffile.imwrite(
-        out,
-        np.clip(2 * a - b, 0, 65535).astype(np.uint16),
-        imagej=True,
-        metadata={"axes": "TYX", "finterval": 1.0 / rate, "unit": "pixel"},
-    )
+    _write_movie(out, np.clip(2 * a - b, 0, 65535).astype(np.uint16), rate)
 
 
 def redraws(make, base: int, k: int, config: Path, tmp: Path, n: int) -> None:
