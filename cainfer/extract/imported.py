@@ -111,12 +111,13 @@ def load_traces(
         raise ValueError(f"format {format!r}; allowed: {', '.join(TRACE_FORMATS)}")
     kind = trace_format(path) if format == "auto" else format
     if kind in ("suite2p", "caiman", "nwb"):
-        from cainfer.extract.nwb import load_nwb
+        loader: Callable[..., xr.Dataset]
+        if kind == "nwb":
+            from cainfer.extract.nwb import load_nwb  # imports back from this module
 
-        loaders: dict[str, Callable[..., xr.Dataset]] = {
-            "suite2p": load_suite2p, "caiman": load_caiman, "nwb": load_nwb
-        }  # fmt: skip
-        loader = loaders[kind]
+            loader = load_nwb
+        else:
+            loader = load_suite2p if kind == "suite2p" else load_caiman
         known = [
             name
             for name, par in inspect.signature(loader).parameters.items()
