@@ -4,6 +4,7 @@ Dask workers, and the CLI."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,31 @@ def test_run_directory_holds_every_output(serial_run, config):
     assert prov["started"] <= prov["finished"]
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "pmca_vmax" in html and "kappa_s" in html
+    # the example is simulated: each free parameter's truth, z and whether it is inside
+    table = html.split("<h2>Posterior summary</h2>", 1)[1].split("</table>", 1)[0]
+    head = re.findall(r"<th>(.*?)</th>", table)
+    cells = [dict(zip(head, re.findall(r"<td>(.*?)</td>", tr), strict=True))
+             for tr in re.findall(r"<tr>(<td>.*?)</tr>", table)]  # fmt: skip
+    by_key = {(r["roi"], r["parameter"]): r for r in rows}
+    scored = [c for c in cells if c["truth"]]
+    assert sorted((c["roi"], c["parameter"]) for c in scored) == sorted(
+        (roi, p) for roi in ("1", "4") for p in ("pmca_vmax", "influx_amplitude")
+    )
+    for c in scored:
+        r = by_key[(c["roi"], c["parameter"])]
+        true = (
+            100.0
+            if c["parameter"] == "pmca_vmax"
+            else float(truth["influx_amplitude"][int(c["roi"])])
+        )
+        assert float(c["truth"]) == pytest.approx(true, rel=1e-3)
+        z = (float(r["mean"]) - true) / float(r["sd"])
+        assert float(c["z"]) == pytest.approx(z, abs=0.006)
+        inside = float(r["hdi94_lb"]) <= true <= float(r["hdi94_ub"])
+        assert c["truth in 94% HDI"] == ("yes" if inside else "NO")
+    n_in = sum(c["truth in 94% HDI"] == "yes" for c in scored)
+    assert f"<b>{n_in} of 4</b> true values lie inside" in html
+    assert "all are in about 78 % of recordings" in html  # 0.94**4
     from cainfer._files import is_temporary
 
     assert not [p for p in out.rglob(".*") if is_temporary(p.name)]
