@@ -359,15 +359,16 @@ def exact_pymc_model(
     drift: str = "none",
 ) -> pm.Model:
     """The PyMC model cainfer builds for trace ``y`` (by default exact ΔF/F, white noise)."""
-    from cainfer.infer.fit import _Problem, _pymc_model, _validated
+    from cainfer.infer.fit import _fit_options, _Problem, _pymc_model, _validated
     from cainfer.infer.observation import ObservedData
 
-    options = dict(
+    # every option at fit()'s default except those that shape this model
+    options = _fit_options("exact_pymc_model", dict(
         observation=observation, likelihood="normal", residuals=residuals, drift=drift,
         drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
         substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
         sampler="nutpie", backend="numba",
-    )  # fmt: skip
+    ))  # fmt: skip
     free_v, fixed, priors = _validated(model, free, None, None, options)
     data = ObservedData(observation, y[None, :])
     return _pymc_model(_Problem(model, data, t, None, stim, free_v, fixed, priors), options)

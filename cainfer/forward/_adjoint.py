@@ -151,7 +151,7 @@ def flux_vjp(
     return cbar, erbar
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath=False)
 def rk4_step_vjp(
     t: float,
     h: float,

@@ -301,7 +301,12 @@ def rhs(
     return dc, dcer, db
 
 
-@njit(cache=True, fastmath=False, inline="always")
+# rk4_step and _run_body are compiled once and called, not inlined by numba:
+# inlining them (4 right-hand sides per step, the loop body twice in run) made a
+# first fit compile about 10 s longer with no faster step (python
+# benchmarks/first_fit.py; python benchmarks/inference.py --only-cainfer). The
+# adjoint's step is inlined in small models only (see _specialize).
+@njit(cache=True, fastmath=False)
 def rk4_step(
     t: float,
     h: float,
@@ -547,7 +552,7 @@ def run(
     )  # fmt: skip
 
 
-@njit(cache=True, fastmath=False, inline="always")
+@njit(cache=True, fastmath=False)
 def _run_body(
     op: np.ndarray,
     arg: np.ndarray,

@@ -44,11 +44,21 @@ from cainfer.forward import _codegen
 from cainfer.forward import _kernels as K
 from cainfer.forward._cache import cache_dir, kernel_sources_stamp
 
-_FORMAT = 3  # bump when the generated text changes
+_FORMAT = 4  # bump when the generated text changes
 _IMPORT = "from cainfer.forward import _kernels as K"
 _LOADED: dict[str, ModuleType] = {}  # by hash of the generated sources
 _BY_TERMS: dict[tuple[Any, ...], ModuleType] = {}  # by terms and cache root (no file reads)
 _LOCK = threading.Lock()
+# In models of at most this many terms, numba inlines the adjoint's RK4 step into
+# the backward loop and the unrolled loop over terms into each stage's pull-back.
+# In larger models both are calls: inlining four copies of every term's
+# pull-back made the first fit compile 10 s (pumps preset, 4 terms) to 45 s (ER
+# model, 8 terms) longer and sampled no faster; at 3 terms (benchmark B1) the
+# calls made sampling 5-12 % slower. Measured with benchmarks/first_fit.py and
+# benchmarks/inference.py --only-cainfer.
+_SMALL_MODEL_TERMS = 3
+_NOT_INLINED = "@njit(cache=True, fastmath=False)\n"
+_INLINED = '@njit(cache=True, fastmath=False, inline="always")\n'
 
 
 def _unrolled(
@@ -93,8 +103,9 @@ def _net_flux_src(
 def _flux_vjp_src(
     codes: tuple[int, ...], offsets: tuple[int, ...], fns: dict[int, str], wave: bool
 ) -> str:  # fmt: skip
+    small = len(codes) <= _SMALL_MODEL_TERMS
     return _unrolled(
-        codes, offsets, decorator='@njit(cache=True, fastmath=False, inline="always")',
+        codes, offsets, decorator=(_INLINED if small else _NOT_INLINED).rstrip(),
         head="flux_vjp(t, c, cer, p, codes, offsets, wt, wv, gpm, gx, pbar, need_n)",
         sums=("cbar", "erbar"), functions=fns, args="c, cer, u, p, gpm, gx, pbar, need_n",
         waveform="K.waveform_at(t, wt, wv)" if wave else None,
@@ -127,6 +138,11 @@ def sources(
     if src_a.count(_IMPORT) != 1:
         raise RuntimeError(f"{A.__file__}: expected one line {_IMPORT!r} to rewrite")
     src_a = src_a.replace(_IMPORT, "from . import _kernels as K")
+    if len(cs_) <= _SMALL_MODEL_TERMS:
+        step = _NOT_INLINED + "def rk4_step_vjp("
+        if src_a.count(step) != 1:
+            raise RuntimeError(f"{A.__file__}: expected one {step!r} to rewrite")
+        src_a = src_a.replace(step, _INLINED + "def rk4_step_vjp(")
     if gen:
         src_k += _codegen.HELPERS + "".join(g.flux_src for g in gen)
         src_k += _dispatch_src("local_flux", "c, cer, u, p", gen, vjp=False)

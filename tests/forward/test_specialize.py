@@ -137,3 +137,21 @@ def test_every_kernel_pins_fastmath_off():
     assert all(f.targetoptions.get("fastmath") is False for f in kernels), [
         f.__name__ for f in kernels if f.targetoptions.get("fastmath") is not False
     ]
+
+
+def test_only_small_models_inline_the_adjoint_step():
+    # inlining four copies of every term's pull-back into each RK4 step made large
+    # models compile tens of seconds longer; small ones keep it (it is faster there)
+    def inlined(src: str, name: str) -> bool:
+        head = src[: src.index(f"def {name}(")].rstrip().splitlines()[-1]
+        assert head.startswith("@njit(")
+        return 'inline="always"' in head
+
+    def last(src: str, name: str) -> str:  # the generated flux_vjp redefines the generic one
+        return src[src.rindex(f"def {name}(") - 200 :]
+
+    small = S.sources((PMCA, LEAK, EVENTS), (10, 13, 14))[1]
+    large = S.sources((PMCA, LINEAR, LEAK, EVENTS), (10, 13, 14, 15))[1]
+    assert inlined(small, "rk4_step_vjp") and inlined(last(small, "flux_vjp"), "flux_vjp")
+    assert not inlined(large, "rk4_step_vjp")
+    assert not inlined(last(large, "flux_vjp"), "flux_vjp")
