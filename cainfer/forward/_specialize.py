@@ -115,8 +115,7 @@ def _flux_vjp_src(
 def _dispatch_src(name: str, args: str, gen: Sequence[_codegen.GeneratedTerm], vjp: bool) -> str:
     """``name`` (a per-code dispatch) redefined to know the generated terms first."""
     lines = ["", "", f"_{name}_builtin = {name}", "",
-             '@njit(cache=True, fastmath=False, inline="always")',
-             f"def {name}(code, o, {args}):  # noqa: F811"]  # fmt: skip
+             _INLINED.rstrip(), f"def {name}(code, o, {args}):  # noqa: F811"]  # fmt: skip
     call = args.replace(", need_n=True", ", need_n")
     for g in gen:
         lines += [f"    if code == {g.code}:",
