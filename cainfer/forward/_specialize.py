@@ -216,10 +216,7 @@ def specialized(
             pkg = root / f"k_{key}"
             if not (pkg / "_adjoint.py").is_file():
                 _write_package(root, pkg, src_k, src_a)
-            # the module name names the directory too: a package of the same key imported
-            # from another cache directory earlier in this process is not reused
-            where = hashlib.sha256(str(pkg.resolve()).encode()).hexdigest()[:8]
-            mod = _import(pkg, f"_cainfer_kernels_{key}_{where}")
+            mod = _import(pkg, f"_cainfer_kernels_{key}")
         except OSError as err:
             if gen:
                 raise OSError(
@@ -258,6 +255,19 @@ def _write_package(root: Path, pkg: Path, src_k: str, src_a: str) -> None:
 
 
 def _import(pkg: Path, name: str) -> ModuleType:
+    """Import the generated package ``pkg`` as ``name``; returns its ``_adjoint`` module.
+
+    ``name`` depends on the package's contents only, never on where it lies:
+    numba's cached machine code records the module a function was compiled
+    in and imports it by that name when the code is loaded, so a name with
+    the directory in it made every fit fail (``ModuleNotFoundError``) once
+    the cache directory had been moved or was reached by another path.
+    Whatever this process imported under ``name`` before (the same package
+    from another cache directory) is replaced: this package's own files are
+    imported, and modules already handed out keep working.
+    """
+    for stale in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[stale]
     spec = importlib.util.spec_from_file_location(
         name, pkg / "__init__.py", submodule_search_locations=[str(pkg)]
     )

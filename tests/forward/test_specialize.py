@@ -1,5 +1,8 @@
 """Kernels specialised to a model's terms against the generic kernels they are generated from."""
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -95,6 +98,43 @@ def test_generated_package_is_written_once_and_reused(tmp_path, monkeypatch):
     assert Path(other.__file__).parent == tmp_path / "other" / "kernels" / pkgs[0].name
     assert Path(other.K.__file__).parent == Path(other.__file__).parent
     assert Path(mod.__file__).parent == pkgs[0]
+
+
+# a generated kernel package, and a generated system module (given as its source text)
+_KERNELS_SCRIPT = (
+    "from cainfer.forward import _builtin_terms as T, _specialize as S\n"
+    "c = T.CODES\n"
+    "mod = S.specialized((c['PMCA'], c['PlasmaLeak'], c['EventInflux']), (10, 13, 14))\n"
+    "total = 0.1 * (1.0 + 60.0) + 50.0 * 0.1 / (0.1 + 0.25)\n"
+    "print(mod.K.free_from_total(total, 60.0, 50.0, 0.25, 1.0))\n"
+)
+_SYSTEM_SCRIPT = (
+    "from cainfer.forward._system import compiled\n"
+    "mod = compiled('from numba import njit\\n@njit(cache=True)\\ndef half(x):\\n"
+    "    return 0.5 * x\\n')\n"
+    "print(mod.half(0.2))\n"
+)
+
+
+@pytest.mark.parametrize(("script", "folder"), [(_KERNELS_SCRIPT, "kernels/k_*"),
+                                                (_SYSTEM_SCRIPT, "systems/s_*")])  # fmt: skip
+def test_a_moved_cache_directory_is_used_where_it_now_lies(tmp_path, script, folder):
+    # numba's cached machine code names the module it was compiled in and imports it by
+    # that name when a new process loads it: a cache directory moved elsewhere (or
+    # reached by another mount point) must still load, not fail with ModuleNotFoundError
+    first, moved = tmp_path / "first", tmp_path / "moved"
+
+    def run(cache: Path) -> float:
+        env = {**os.environ, "CAINFER_CACHE_DIR": str(cache)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return float(out.stdout.split()[-1])
+
+    assert run(first) == pytest.approx(0.1, rel=1e-12)
+    assert list(first.glob(f"{folder}/__pycache__/*.nbi")), "no machine code was cached"
+    first.rename(moved)
+    assert run(moved) == pytest.approx(0.1, rel=1e-12)
 
 
 def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatch):
