@@ -155,3 +155,36 @@ def test_a_fit_leaves_no_files_in_tmpdir(tmp_path):
     r = _run(code, env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags", ["", "base_compiledir={mine}"])
+def test_a_home_that_cannot_be_written_gets_compile_directories_for_the_process(tmp_path, flags):
+    # a home directory that cannot be written (here a file; a read-only home, a container
+    # run as another user): PyTensor would fail on import and numba would find no place
+    # for cainfer's kernels. A private directory stands in, for this process only; a
+    # compile directory the user chose for PyTensor is kept.
+    home, tmp, mine = tmp_path / "home", tmp_path / "tmp", tmp_path / "mine"
+    home.write_text("")
+    tmp.mkdir()
+    code = """
+        import cainfer.infer  # first: PyTensor is imported with its compile directory set
+        import pytensor
+        from cainfer.forward import _cache, _kernels
+        print(_kernels.buffer_capacity(0.1, 60.0, 50.0, 0.25, 1.0))
+        print(_cache.cache_dir())
+        print(pytensor.config.base_compiledir)
+    """
+    drop = ("CAINFER_CACHE_DIR", "XDG_CACHE_HOME", "PYTENSOR_FLAGS", "PYTENSORRC")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("NUMBA_")}
+    env |= {"HOME": str(home), "TMPDIR": str(tmp), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    if flags:
+        env["PYTENSOR_FLAGS"] = flags.format(mine=mine)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                       capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    value, private, compiledir = r.stdout.split()[-3:]
+    assert float(value) > 61.0
+    assert f"cannot write its compile cache under {home / '.cache' / 'cainfer'}" in r.stderr
+    assert Path(private).parent == tmp
+    assert Path(compiledir) == (mine if flags else Path(private) / "pytensor")
+    assert sorted(tmp.iterdir()) == []  # the private directory went with the process

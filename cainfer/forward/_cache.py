@@ -12,23 +12,75 @@ else ``~/.cache/cainfer``. Under it:
   density (PyTensor otherwise leaves one file per function in ``$TMPDIR``).
 
 Deleting the directory is always safe: everything in it is rebuilt on demand.
+Where it cannot be written (a read-only home directory, a container run as
+another user), a private temporary directory stands in for it, with a
+warning: what is compiled then lasts for the process only, and the directory
+is removed when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import tempfile
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
+_USED: dict[str, Path] = {}  # configured root -> the root used (itself, or a private stand-in)
+_USED_LOCK = threading.Lock()
 
-def cache_dir() -> Path:
-    """Root of cainfer's on-disk cache (see the module docstring)."""
+
+def configured_cache_dir() -> Path:
+    """The cache root the environment names (see the module docstring), writable or not."""
     env = os.environ.get("CAINFER_CACHE_DIR")
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cainfer"
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
+
+
+def cache_dir() -> Path:
+    """Root of cainfer's on-disk cache: :func:`configured_cache_dir` where it can be written.
+
+    Otherwise a private temporary directory, created once per process and
+    configured root, removed when the process exits; a RuntimeWarning names
+    the root that could not be written. Without it numba would refuse to
+    load cainfer's kernels at all (no cache location for them).
+    """
+    configured = configured_cache_dir()
+    key = str(configured)
+    used = _USED.get(key)
+    if used is not None:
+        return used
+    with _USED_LOCK:
+        if key not in _USED:
+            if _writable(configured):
+                _USED[key] = configured
+            else:
+                private = Path(tempfile.mkdtemp(prefix="cainfer-cache-"))
+                atexit.register(shutil.rmtree, private, ignore_errors=True)
+                warnings.warn(
+                    f"cainfer cannot write its compile cache under {configured}: what it "
+                    f"compiles is kept in {private} for this process only (removed at exit). "
+                    "Set CAINFER_CACHE_DIR to a writable directory to keep it between runs.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                _USED[key] = private
+        return _USED[key]
 
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # the installed ``cainfer`` directory
@@ -116,3 +168,40 @@ def _install_numba_locator() -> bool:
 
 
 NUMBA_LOCATOR = _install_numba_locator()
+
+
+def _user_sets_pytensor_compiledir() -> bool:
+    """Whether the user's PyTensor flags or config files choose its compile directory."""
+    if "compiledir" in os.environ.get("PYTENSOR_FLAGS", ""):
+        return True
+    rc = os.environ.get("PYTENSORRC", str(Path.home() / ".pytensorrc"))
+    for name in rc.split(os.pathsep):
+        try:
+            if "compiledir" in Path(name).expanduser().read_text(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def prepare_pytensor() -> None:
+    """Give PyTensor a writable compile directory when its default cannot be written.
+
+    PyTensor compiles into ``~/.pytensor`` and fails on import where that
+    cannot be created (a read-only home directory, a container run as another
+    user). Before PyTensor is first imported, and only when neither
+    ``PYTENSOR_FLAGS`` nor a ``.pytensorrc`` chooses the directory, it is
+    pointed at ``cache_dir()/pytensor`` instead (through ``PYTENSOR_FLAGS``,
+    so that worker processes inherit it).
+    """
+    import sys
+
+    if "pytensor" in sys.modules or _user_sets_pytensor_compiledir():
+        return
+    home = os.environ.get("HOME")
+    default = (Path(home) if home else Path.home()) / ".pytensor"
+    if _writable(default):
+        return
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    own = f"base_compiledir={cache_dir() / 'pytensor'}"
+    os.environ["PYTENSOR_FLAGS"] = f"{flags},{own}" if flags else own

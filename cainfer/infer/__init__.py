@@ -1,7 +1,11 @@
 """Inference: PyMC models of cell models (forward, pymc, pytensor, arviz)."""
 
-from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op
-from cainfer.infer.fit import (
+from cainfer.forward._cache import prepare_pytensor
+
+prepare_pytensor()  # before PyTensor's first import: it needs a writable compile directory
+
+from cainfer.infer._op import SolveOp, SolveVJPOp, solve_op  # noqa: E402
+from cainfer.infer.fit import (  # noqa: E402
     FIT_DEFAULTS,
     FitOptions,
     default_free,
@@ -9,7 +13,7 @@ from cainfer.infer.fit import (
     fit_hierarchical,
     fit_rois,
 )
-from cainfer.infer.result import (
+from cainfer.infer.result import (  # noqa: E402
     Fit,
     FitWarning,
     IdentifiabilityWarning,

@@ -137,12 +137,46 @@ def test_a_moved_cache_directory_is_used_where_it_now_lies(tmp_path, script, fol
     assert run(moved) == pytest.approx(0.1, rel=1e-12)
 
 
-def test_unwritable_cache_falls_back_to_the_generic_kernels(tmp_path, monkeypatch):
+def test_an_unwritable_cache_is_replaced_by_a_private_one_for_the_process(tmp_path):
+    # a cache root that cannot be written (here a file; a read-only home, a container run
+    # as another user): numba would find no place for cainfer's kernels at all and refuse
+    # to load them, so a temporary directory stands in, for this process only
     blocker = tmp_path / "not_a_directory"
     blocker.write_text("")
-    monkeypatch.setenv("CAINFER_CACHE_DIR", str(blocker))
+    script = (
+        "from cainfer.forward import _builtin_terms as T, _cache as C, _kernels as K\n"
+        "from cainfer.forward import _specialize as S\n"
+        "c = T.CODES\n"
+        "mod = S.specialized((c['PMCA'], c['PlasmaLeak'], c['EventInflux']), (10, 13, 14))\n"
+        "args = (0.1 * 61.0 + 5.0 / 0.35, 60.0, 50.0, 0.25, 1.0)\n"
+        "assert abs(K.free_from_total(*args) - mod.K.free_from_total(*args)) < 1e-12\n"
+        "print(mod.K.free_from_total(*args))\n"
+        "print(C.cache_dir())\n"
+        "print(mod.__file__)\n"
+        "print(len(list((C.cache_dir() / 'numba').rglob('*.nbi'))))\n"
+    )
+    env = {**os.environ, "CAINFER_CACHE_DIR": str(blocker)}
+    out = subprocess.run([sys.executable, "-W", "always", "-c", script], env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    value, private, module, n_cached = out.stdout.split()[-4:]
+    assert float(value) == pytest.approx(0.1, rel=1e-12)
+    assert f"cannot write its compile cache under {blocker}" in out.stderr
+    assert "CAINFER_CACHE_DIR" in out.stderr
+    assert Path(module).is_relative_to(private)  # specialised, at full speed
+    assert int(n_cached) > 0  # cainfer's own kernels had a place in the cache too
+    assert not Path(private).exists()  # removed when the process exited
+    assert blocker.read_text() == ""
+
+
+def test_a_package_that_cannot_be_written_falls_back_to_the_generic_kernels(monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(S, "_write_package", fail)
     monkeypatch.setattr(S, "_LOADED", {})
     monkeypatch.setattr(S, "_BY_TERMS", {})
+    monkeypatch.setattr(S, "_import", fail)
     with pytest.warns(RuntimeWarning, match="CAINFER_CACHE_DIR"):
         mod = S.specialized((PMCA, LEAK, EVENTS), (10, 13, 14))
     assert mod is A
