@@ -38,9 +38,12 @@ def configured_cache_dir() -> Path:
     """The cache root the environment names (see the module docstring), writable or not."""
     env = os.environ.get("CAINFER_CACHE_DIR")
     if env:
-        return Path(env).expanduser()
+        # absolute from the start: a worker that changes directory caches in the same place
+        return Path(env).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "cainfer"
+    # a relative XDG_CACHE_HOME is invalid (XDG Base Directory Specification): ignored
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "cainfer"
 
 
 def _writable(path: Path) -> bool:

@@ -196,6 +196,15 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert S.cache_dir() == tmp_path / "cainfer"
     monkeypatch.setenv("CAINFER_CACHE_DIR", str(tmp_path / "c"))
     assert S.cache_dir() == tmp_path / "c"
+    # relative settings: CAINFER_CACHE_DIR taken from where the process is, a relative
+    # XDG_CACHE_HOME ignored (the XDG specification calls it invalid)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAINFER_CACHE_DIR", "rel")
+    assert S.cache_dir() == tmp_path / "rel"
+    monkeypatch.delenv("CAINFER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert S.cache_dir() == tmp_path / "home" / ".cache" / "cainfer"
 
 
 def test_every_kernel_pins_fastmath_off():
