@@ -364,10 +364,7 @@ def exact_pymc_model(
 
     # every option at fit()'s default except those that shape this model
     options = _fit_options("exact_pymc_model", dict(
-        observation=observation, likelihood="normal", residuals=residuals, drift=drift,
-        drift_timescale=20.0, draws=1, tune=0, chains=1, cores=1, seed=0,
-        substeps=1, adaptation="low_rank", coordinates="per_buffer", target_accept=0.8,
-        sampler="nutpie", backend="numba",
+        observation=observation, residuals=residuals, drift=drift, substeps=1,
     ))  # fmt: skip
     free_v, fixed, priors = _validated(model, free, None, None, options)
     data = ObservedData(observation, y[None, :])

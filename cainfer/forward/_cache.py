@@ -24,6 +24,7 @@ import atexit
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import warnings
@@ -197,13 +198,9 @@ def prepare_pytensor() -> None:
     pointed at ``cache_dir()/pytensor`` instead (through ``PYTENSOR_FLAGS``,
     so that worker processes inherit it).
     """
-    import sys
-
     if "pytensor" in sys.modules or _user_sets_pytensor_compiledir():
         return
-    home = os.environ.get("HOME")
-    default = (Path(home) if home else Path.home()) / ".pytensor"
-    if _writable(default):
+    if _writable(Path.home() / ".pytensor"):  # PyTensor's default: $HOME/.pytensor
         return
     flags = os.environ.get("PYTENSOR_FLAGS", "")
     own = f"base_compiledir={cache_dir() / 'pytensor'}"

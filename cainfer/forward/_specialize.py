@@ -57,8 +57,8 @@ _LOCK = threading.Lock()
 # calls made sampling 5-12 % slower. Measured with benchmarks/first_fit.py and
 # benchmarks/inference.py --only-cainfer.
 _SMALL_MODEL_TERMS = 3
-_NOT_INLINED = "@njit(cache=True, fastmath=False)\n"
-_INLINED = '@njit(cache=True, fastmath=False, inline="always")\n'
+_NOT_INLINED = "@njit(cache=True, fastmath=False)"
+_INLINED = '@njit(cache=True, fastmath=False, inline="always")'
 
 
 def _unrolled(
@@ -105,7 +105,7 @@ def _flux_vjp_src(
 ) -> str:  # fmt: skip
     small = len(codes) <= _SMALL_MODEL_TERMS
     return _unrolled(
-        codes, offsets, decorator=(_INLINED if small else _NOT_INLINED).rstrip(),
+        codes, offsets, decorator=_INLINED if small else _NOT_INLINED,
         head="flux_vjp(t, c, cer, p, codes, offsets, wt, wv, gpm, gx, pbar, need_n)",
         sums=("cbar", "erbar"), functions=fns, args="c, cer, u, p, gpm, gx, pbar, need_n",
         waveform="K.waveform_at(t, wt, wv)" if wave else None,
@@ -115,7 +115,7 @@ def _flux_vjp_src(
 def _dispatch_src(name: str, args: str, gen: Sequence[_codegen.GeneratedTerm], vjp: bool) -> str:
     """``name`` (a per-code dispatch) redefined to know the generated terms first."""
     lines = ["", "", f"_{name}_builtin = {name}", "",
-             _INLINED.rstrip(), f"def {name}(code, o, {args}):  # noqa: F811"]  # fmt: skip
+             _INLINED, f"def {name}(code, o, {args}):  # noqa: F811"]  # fmt: skip
     call = args.replace(", need_n=True", ", need_n")
     for g in gen:
         lines += [f"    if code == {g.code}:",
@@ -138,10 +138,10 @@ def sources(
         raise RuntimeError(f"{A.__file__}: expected one line {_IMPORT!r} to rewrite")
     src_a = src_a.replace(_IMPORT, "from . import _kernels as K")
     if len(cs_) <= _SMALL_MODEL_TERMS:
-        step = _NOT_INLINED + "def rk4_step_vjp("
+        step = _NOT_INLINED + "\ndef rk4_step_vjp("
         if src_a.count(step) != 1:
             raise RuntimeError(f"{A.__file__}: expected one {step!r} to rewrite")
-        src_a = src_a.replace(step, _INLINED + "def rk4_step_vjp(")
+        src_a = src_a.replace(step, _INLINED + "\ndef rk4_step_vjp(")
     if gen:
         src_k += _codegen.HELPERS + "".join(g.flux_src for g in gen)
         src_k += _dispatch_src("local_flux", "c, cer, u, p", gen, vjp=False)
