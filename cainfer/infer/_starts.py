@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pymc as pm
 
+from cainfer.infer._coordinates import COORD_LOC, COORD_SCALE
 from cainfer.infer.observation import REPORTED as OBSERVATION_REPORTED
 from cainfer.infer.observation import SHEARED as OBSERVATION_SHEARED
 
@@ -256,6 +257,16 @@ def _mode_starts(
     such modes: the chains disagree (R-hat) and :meth:`Fit.diagnostics`
     names the modes. ``report``, when given, gets ``"modes"``: each chosen
     mode's log density and log Laplace mass relative to the best.
+
+    The chains' coordinates. When the model has them (a
+    :class:`~cainfer.infer._coordinates.SampledModel` with its coordinates
+    installed), the returned model samples ``u = (x − m)/s``: ``m`` the best
+    mode and ``s`` its local sds, set as the compiled model's data, and the
+    start function gives each chain's start in ``u``. nutpie's first mass
+    matrix, ``1/|gradient|`` at the start, is then within a few of right in
+    every coordinate instead of off by ``1/s``: on a two-minute raw
+    recording at 60 frames/s the first 20 warmup draws of a chain took
+    ~4700 leapfrog steps in ``x`` and 1200–1500 in ``u``.
     """
     from scipy import optimize
 
@@ -386,4 +397,17 @@ def _mode_starts(
                     return x1
         return mode
 
-    return dataclasses.replace(compiled, initial_point_func=init)
+    names = {v.name for v in getattr(compiled, "shared_var_keys", {})}
+    if not (np.isfinite(best_lp) and {COORD_LOC, COORD_SCALE} <= names):
+        return dataclasses.replace(compiled, initial_point_func=init)
+    # the chains' coordinates u = (x - loc)/scale: centred at the best mode, scaled by its sds
+    with lock:
+        sd = sds[0] if sds else local_sd(best_x)
+    loc = best_x.copy()
+    scale = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+    compiled = compiled.with_data(**{COORD_LOC: loc, COORD_SCALE: scale})
+
+    def init_sampled(chain_seed: Any) -> np.ndarray:
+        return (init(chain_seed) - loc) / scale
+
+    return dataclasses.replace(compiled, initial_point_func=init_sampled)

@@ -27,6 +27,7 @@ from cainfer._options import FIT_DEFAULTS, FitOptions, Likelihood
 from cainfer.forward import CellModel, Prior, Stimulus
 from cainfer.forward._cache import cache_dir
 from cainfer.infer._compile import compile_numba
+from cainfer.infer._coordinates import SampledModel
 from cainfer.infer._draws import (
     _DYE_PARAMETERS,
     _bound_fraction,
@@ -837,7 +838,7 @@ def _pymc_model(
     coords = {} if labels is None else {"roi": [_jsonable(x) for x in labels]}
     n_roi = data.y.shape[0]
 
-    with pm.Model(coords=coords) as pm_model:
+    with SampledModel(coords=coords) as pm_model:
         rvs = _free_rvs(
             model, free, priors, values, options["coordinates"],
             dims=dims, pooled=pooled, pool_sd=pool_sd, centered=options.get("centered", True),
@@ -861,6 +862,9 @@ def _pymc_model(
             dffs, data, t, _obs_options(options), several=labels is not None, bound=bound,
             inputs=inputs,
         )  # fmt: skip
+    if options.get("sampler") == "nutpie" and options.get("backend") == "numba":
+        # the chains sample coordinates centred and scaled at the mode (_mode_starts)
+        pm_model.use_sampled_coordinates()
     return pm_model
 
 
