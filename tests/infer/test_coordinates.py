@@ -70,14 +70,19 @@ def test_the_log_density_and_reported_values_are_those_of_x(pair):
         np.testing.assert_allclose(got["scaled"], 3.0 * mu + w.sum(), rtol=1e-10)
 
 
-def test_the_posterior_is_the_same_however_far_the_coordinates_are_from_it():
-    """Conjugate normal mean (σ known): the exact posterior, from coordinates off by 10⁴ sds."""
+def _conjugate():
+    """A normal mean (σ known) in the chains' coordinates, its exact posterior mean and sd."""
     with SampledModel() as model:
         mu = pm.Normal("mu", 0.0, PRIOR_SD)
         pm.Normal("y", mu, NOISE_SD, observed=Y)
     assert model.use_sampled_coordinates()
     precision = 1 / PRIOR_SD**2 + Y.size / NOISE_SD**2
-    mean, sd = Y.sum() / NOISE_SD**2 / precision, precision**-0.5
+    return model, Y.sum() / NOISE_SD**2 / precision, precision**-0.5
+
+
+def test_the_posterior_is_the_same_however_far_the_coordinates_are_from_it():
+    """Conjugate normal mean (σ known): the exact posterior, from coordinates off by 10⁴ sds."""
+    model, mean, sd = _conjugate()
     base = compile_numba(model)
     kw = dict(draws=2000, tune=500, chains=2, seed=4, progress_bar=False)
     for loc, scale in ((0.0, 1.0), (mean + 1e4 * sd, 1e-3), (-3.0, 50.0)):
@@ -101,12 +106,7 @@ def test_a_value_of_unknown_shape_leaves_the_model_as_it_is():
 
 def test_chains_start_in_the_coordinates_of_the_best_mode():
     """The mode search sets loc to the mode and scale to its sd; starts are given in u."""
-    with SampledModel() as model:
-        mu = pm.Normal("mu", 0.0, PRIOR_SD)
-        pm.Normal("y", mu, NOISE_SD, observed=Y)
-    assert model.use_sampled_coordinates()
-    precision = 1 / PRIOR_SD**2 + Y.size / NOISE_SD**2
-    mean, sd = Y.sum() / NOISE_SD**2 / precision, precision**-0.5
+    model, mean, sd = _conjugate()
     found = _mode_starts(compile_numba(model), seed=0)
     keys = {v.name: k for v, k in found.shared_var_keys.items()}
     loc = found.shared_data[keys[COORD_LOC]]
