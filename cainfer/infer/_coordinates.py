@@ -23,8 +23,26 @@ from typing import Any
 
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
+from pymc.logprob.transforms import Transform
 
 COORD_LOC, COORD_SCALE = "coord_loc", "coord_scale"
+
+
+class _Same(Transform):
+    """Identity: gives a value variable a name apart from its variable's."""
+
+    name = "coord"
+    ndim_supp = 0
+
+    def forward(self, value: Any, *inputs: Any) -> Any:
+        return value
+
+    def backward(self, value: Any, *inputs: Any) -> Any:
+        return value.copy()  # a new variable: PyMC names it after the variable
+
+    def log_jac_det(self, value: Any, *inputs: Any) -> Any:
+        return pt.zeros_like(value)
 
 
 class SampledModel(pm.Model):
@@ -42,8 +60,6 @@ class SampledModel(pm.Model):
     def use_sampled_coordinates(self) -> bool:
         """Install the coordinates; False (nothing changed) for a value of unknown shape."""
         import pytensor
-        import pytensor.tensor as pt
-        from pymc.logprob.transforms import Transform
 
         rvs = list(self.free_RVs)
         values = [self.rvs_to_values[rv] for rv in rvs]
@@ -53,29 +69,14 @@ class SampledModel(pm.Model):
         loc = pytensor.shared(np.zeros(sum(sizes)), name=COORD_LOC)
         scale = pytensor.shared(np.ones(sum(sizes)), name=COORD_SCALE)
 
-        class Same(Transform):
-            """Identity: gives a value variable a name apart from its variable's."""
-
-            name = "coord"
-            ndim_supp = 0
-
-            def forward(self, value: Any, *inputs: Any) -> Any:
-                return value
-
-            def backward(self, value: Any, *inputs: Any) -> Any:
-                return value.copy()  # a new variable: PyMC names it after the variable
-
-            def log_jac_det(self, value: Any, *inputs: Any) -> Any:
-                return pt.zeros_like(value)
-
         coords = {}
         a = 0
         for rv, v, n in zip(rvs, values, sizes, strict=True):
             if self.rvs_to_transforms.get(rv) is None:
                 # nutpie reports an untransformed value as the variable itself: that
                 # would be u; with a transform it reports the variable, from x
-                self.rvs_to_transforms[rv] = Same()
-                v.name = f"{rv.name}_{Same.name}__"
+                self.rvs_to_transforms[rv] = _Same()
+                v.name = f"{rv.name}_{_Same.name}__"
             shape = v.type.shape
             coords[v] = loc[a : a + n].reshape(shape) + scale[a : a + n].reshape(shape) * v
             a += n
