@@ -170,6 +170,7 @@ def extract_ratio(
         "denominator": json.dumps(dict(den.attrs), default=str),
         "frame_rate": first.attrs["frame_rate"],
         "dark_level": float(dark_level),
+        "roi_source": first.attrs["roi_source"],
     }
     ds = xr.Dataset(
         data_vars,

@@ -45,13 +45,19 @@ img { max-width: 100%; } pre { background: #f6f6f6; padding: 0.6em; overflow-x: 
 """
 
 
+# parameters of a ratiometric fit (observation.py) by their names in a Calibration
+_CALIBRATION = {"R_min": "r_min", "R_max": "r_max", "beta": "beta"}
+
+
 def _truths(run: Path, prov: dict[str, Any], recordings: set[str]) -> dict[tuple[str, str], dict]:
     """True parameter values per (recording, ROI) where the run's inputs come with them.
 
     A simulated recording ``<stem>.tif`` (:func:`cainfer.synthetic.simulate_movie`)
     has its truth in ``<stem>_truth.nc`` and its cells' labels in
     ``<stem>_rois.tif`` (label ``i + 1`` is cell ``i``); the truth is shown
-    when the run extracted that recording with those ROIs.
+    when the run extracted that recording with those ROIs. A ratiometric
+    movie's truth carries its calibration (``R_min``, ``R_max``, ``β``),
+    which a ratiometric fit infers for each ROI.
     """
     import xarray as xr
 
@@ -69,12 +75,15 @@ def _truths(run: Path, prov: dict[str, Any], recordings: set[str]) -> dict[tuple
                 labels = [str(x.item()) for x in ds["roi"].values]
             with xr.open_dataset(truth, engine="h5netcdf") as ds:
                 cells = json.loads(ds.attrs["parameters"])
-        except (OSError, KeyError, ValueError):
+                cal = json.loads(ds.attrs.get("calibration", "null"))
+            # a ratiometric movie's calibration: the constants its fit infers per ROI
+            shared = {p: float(cal[k]) for p, k in _CALIBRATION.items()} if cal else {}
+        except (OSError, KeyError, ValueError, TypeError):
             continue  # not a truth file of simulate_movie: nothing to show
         if Path(source).name != f"{rec}_rois.tif" or len(cells) != len(labels):
             continue
         for i, label in enumerate(labels):
-            out[(rec, label)] = cells[i]
+            out[(rec, label)] = {**cells[i], **shared}
     return out
 
 

@@ -62,6 +62,14 @@ def config(tmp_path_factory):
 OBSERVED = ("sigma", "F0", "dff_gain", "neuropil_ratio", "noise_exponent", "rho")
 
 
+def _summary_table(html: str) -> list[dict[str, str]]:
+    """The rows of a report's posterior summary table, by column."""
+    table = html.split("<h2>Posterior summary</h2>", 1)[1].split("</table>", 1)[0]
+    head = re.findall(r"<th>(.*?)</th>", table)
+    return [dict(zip(head, re.findall(r"<td>(.*?)</td>", tr), strict=True))
+            for tr in re.findall(r"<tr>(<td>.*?)</tr>", table)]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def serial_run(config, tmp_path_factory):
     return run_pipeline(config, output=tmp_path_factory.mktemp("runs") / "a", workers=1,
@@ -103,10 +111,7 @@ def test_run_directory_holds_every_output(serial_run, config):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "pmca_vmax" in html and "kappa_s" in html
     # the example is simulated: each free parameter's truth, z and whether it is inside
-    table = html.split("<h2>Posterior summary</h2>", 1)[1].split("</table>", 1)[0]
-    head = re.findall(r"<th>(.*?)</th>", table)
-    cells = [dict(zip(head, re.findall(r"<td>(.*?)</td>", tr), strict=True))
-             for tr in re.findall(r"<tr>(<td>.*?)</tr>", table)]  # fmt: skip
+    cells = _summary_table(html)
     by_key = {(r["roi"], r["parameter"]): r for r in rows}
     scored = [c for c in cells if c["truth"]]
     assert sorted((c["roi"], c["parameter"]) for c in scored) == sorted(
@@ -323,6 +328,22 @@ def test_ratiometric_run(tmp_path):
     fit = load_fit(out / "posteriors" / "fura_example" / "roi_1.nc")
     assert fit.settings["observation"] == "ratio"
     assert (out / "figures" / "fura_example" / "roi_1.png").stat().st_size > 10_000
+    # the movie is simulated: the report scores the free parameters and the calibration
+    truth = xr.open_dataset(EXAMPLES / "fura_example_truth.nc", engine="h5netcdf")
+    cal = json.loads(truth.attrs["calibration"])
+    cell = json.loads(truth.attrs["parameters"])[1]
+    expected = {"pmca_vmax": cell["pmca_vmax"], "c_rest": cell["c_rest"],
+                "influx_amplitude": float(truth["influx_amplitude"][1]),
+                "R_min": cal["r_min"], "R_max": cal["r_max"], "beta": cal["beta"]}  # fmt: skip
+    html = (out / "report.html").read_text()
+    cells = _summary_table(html)
+    scored = {c["parameter"]: c for c in cells if c["truth"]}
+    assert set(scored) == set(expected)
+    for name, value in expected.items():
+        assert float(scored[name]["truth"]) == pytest.approx(value, rel=1e-3), name
+        r = rows[name]
+        inside = float(r["hdi94_lb"]) <= value <= float(r["hdi94_ub"])
+        assert scored[name]["truth in 94% HDI"] == ("yes" if inside else "NO"), name
 
 
 def test_a_new_part_of_a_folder_recording_stops_a_resume(tmp_path, rng):
