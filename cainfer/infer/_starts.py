@@ -55,6 +55,9 @@ _N_DESIGN = 256
 _MODE_GAP = 50.0
 
 
+# unscaled L-BFGS iterations of the first climb before it is rescaled by the local sds
+_FIRST_STEPS = 25
+
 # a start whose mode is a separate one (the log density dips this much below the lower
 # of the two on the straight line between them) with at most this much less posterior
 # mass (Laplace, log) than the best mode gets chains of its own
@@ -228,7 +231,15 @@ def _mode_starts(
     climb finds the mode of the basin it starts in, so the search must start
     in the right one. Each climb first holds the noise (sd at its measured
     level, white): a climb with the noise free can end where a large, slowly
-    wandering noise explains the transients instead of the cell.
+    wandering noise explains the transients instead of the cell. The climbs
+    run in coordinates divided by local posterior sds: the first takes
+    ``_FIRST_STEPS`` unscaled iterations and is then scaled by the sds where
+    they ended, the other probes by the same sds, each chain's climb by those
+    of the best mode (which a chain that climbs back to it reuses). On ten
+    minutes of raw fluorescence at 60 frames/s, whose resting level and
+    noise are pinned to a thousandth of a pump's spread, unscaled climbs
+    took 3829 log-density evaluations for the probes and 3029 for four
+    chains' starts; scaled, 991 and 897.
 
     Each chain's jittered start (PyMC's initial point) is then moved uphill to
     its local mode; a chain whose mode is more than ``_MODE_GAP`` below the
@@ -281,35 +292,60 @@ def _mode_starts(
             return 1e300, np.zeros_like(x)
         return -lp, -np.asarray(g, dtype=float)
 
-    def climb(x0: np.ndarray) -> tuple[np.ndarray, float]:
-        x0 = np.array(x0, dtype=float)
-        with np.errstate(all="ignore"):
-            if plan is not None and plan.held.size:
-                free = np.ones(x0.size, dtype=bool)
-                free[plan.held] = False
-                x0[plan.held] = plan.held_at
+    def climb(
+        x0: np.ndarray, scale: np.ndarray | None = None, maxiter: int = 300
+    ) -> tuple[np.ndarray, float]:
+        """L-BFGS from ``x0`` to its local mode, in coordinates ``(x − x0)/scale``.
 
-                def neg_part(xf: np.ndarray) -> tuple[float, np.ndarray]:
-                    x = x0.copy()
-                    x[free] = xf
+        ``scale`` (a mode's local sds, 0 where unknown) preconditions the
+        climb: a long recording pins some coordinates (its resting
+        fluorescence, the noise) to a thousandth of the others' spread, and
+        unscaled the climbs took up to their 300 iterations.
+        """
+        x0 = np.array(x0, dtype=float)
+        s = np.ones_like(x0)
+        if scale is not None:
+            s = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        with np.errstate(all="ignore"):
+            free = np.ones(x0.size, dtype=bool)
+            stages = []
+            if plan is not None and plan.held.size:
+                x0[plan.held] = plan.held_at
+                held = free.copy()
+                held[plan.held] = False
+                stages.append(held)
+            stages.append(free)
+            for part in stages:
+                at = x0.copy()
+
+                def neg_part(u: np.ndarray, at: np.ndarray = at, part: np.ndarray = part) -> Any:
+                    x = at.copy()
+                    x[part] += s[part] * u
                     f, g = neg(x)
-                    return f, g[free]
+                    return f, g[part] * s[part]
 
                 r = optimize.minimize(
-                    neg_part, x0[free], jac=True, method="L-BFGS-B", options={"maxiter": 300}
-                )
+                    neg_part, np.zeros(int(part.sum())), jac=True, method="L-BFGS-B",
+                    options={"maxiter": maxiter},
+                )  # fmt: skip
                 if np.all(np.isfinite(r.x)):
-                    x0[free] = r.x
-            r = optimize.minimize(neg, x0, jac=True, method="L-BFGS-B", options={"maxiter": 300})
-        x = r.x if np.all(np.isfinite(r.x)) else x0
-        lp = float(logp_grad(x)[0])
-        return x, lp if np.isfinite(lp) else -np.inf
+                    x0[part] = at[part] + s[part] * r.x
+        lp = float(logp_grad(x0)[0])
+        return x0, lp if np.isfinite(lp) else -np.inf
+
+    known_sd: dict[bytes, np.ndarray] = {}
 
     def local_sd(x: np.ndarray) -> np.ndarray:
         """Posterior sd of each coordinate at the mode ``x`` from the Hessian's diagonal.
 
         0 where the curvature is not positive and finite (no step there).
         """
+        key = np.asarray(x, dtype=float).tobytes()
+        if key not in known_sd:
+            known_sd[key] = _curvature_sd(x)
+        return known_sd[key]
+
+    def _curvature_sd(x: np.ndarray) -> np.ndarray:
         g0 = np.asarray(logp_grad(x)[1], dtype=float)
         curvature = np.zeros_like(x)
         with np.errstate(all="ignore"):
@@ -331,8 +367,13 @@ def _mode_starts(
             origins = [np.asarray(start(seed * 7919 + 104729 + k), float) for k in range(n_probe)]
             if plan is not None:
                 origins.append(plan.centre)
-        probes = [climb(x0) for x0 in origins]
+        # the first climb's start: a few unscaled steps, to where local sds can scale the rest
+        near, lp0 = climb(origins[0], maxiter=_FIRST_STEPS)
+        pre = local_sd(near) if np.isfinite(lp0) else None
+        probes = [climb(near if np.isfinite(lp0) else origins[0], pre)]
+        probes += [climb(x0, pre) for x0 in origins[1:]]
         best_x, best_lp = max(probes, key=lambda p: p[1])
+        best_sd = local_sd(best_x) if np.isfinite(best_lp) else None
 
     def log_mass(x: np.ndarray, lp: float) -> tuple[float, np.ndarray]:
         """Laplace log mass of the mode ``x`` and its local sds (reused for its chains)."""
@@ -386,9 +427,13 @@ def _mode_starts(
                 k = rank.get(int(chain_seed), abs(int(chain_seed))) % len(modes)
                 mode, sd = modes[k][0].copy(), sds[k]
             else:
-                x, lp = climb(x0)
+                x, lp = climb(x0, best_sd)
                 mode = x if lp >= best_lp - _MODE_GAP else best_x.copy()
-                sd = local_sd(mode)
+                # a climb that ended at the best mode (within a hundredth of its sds) shares its sds
+                if best_sd is not None and np.all(np.abs(mode - best_x) <= 0.01 * best_sd):
+                    sd = best_sd
+                else:
+                    sd = local_sd(mode)
             # the chain's own seed (an unsigned 64-bit integer from nutpie) picks the direction
             rng = np.random.default_rng([abs(int(seed)), abs(int(chain_seed))])
             for scale in (spread, spread / 4):  # a smaller step if the first leaves the support
