@@ -15,7 +15,7 @@ then has ~50 cosine terms. ``--binding kinetic`` images the cell through
 Printed per fit: divergences, max R-hat, min bulk ESS, the noise σ's
 posterior median against the noise sd at rest (a σ collapsed far below it
 would mean the baseline soaked up the noise), whether each true value lies
-in its 94% HDI, and the compile and sampling times.
+in its 94% HDI, the compile and sampling times, and the process's peak memory.
 
 Run: ``python benchmarks/long_recording.py [--minutes M] [--frame-rate HZ]
 [--binding equilibrium|kinetic] [--draws N] [--only dff]``.
@@ -89,6 +89,14 @@ def recording(
     return ds, stim, sd_counts, sd_counts / float(F0[0])
 
 
+def _peak_gb() -> float:
+    """The process's peak resident memory so far (GB)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return kb / 1e6 * (1e-3 if sys.platform == "darwin" else 1.0)  # macOS: bytes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -144,7 +152,8 @@ def main() -> None:
             f"{label:12s} baseline terms {k}  divergences {div}  max R-hat {max_rhat:.3f}  "
             f"min bulk ESS {min_ess:.0f}  σ {sigma:.4g} (noise sd at rest {sd:.4g})  "
             f"{', '.join(covered)}  compile {res.settings['compile_seconds']:.1f} s, "
-            f"sampling {res.settings['sampling_seconds']:.1f} s, fit() {wall:.1f} s",
+            f"sampling {res.settings['sampling_seconds']:.1f} s, fit() {wall:.1f} s, "
+            f"peak memory so far {_peak_gb():.2f} GB",
             flush=True,
         )
 

@@ -67,6 +67,10 @@ class _Layout:
         return a if self.several else a[0]
 
 
+# values (draws × frames) per block of the predictions' observation-model arithmetic
+_BLOCK_VALUES = 2_000_000
+
+
 def _add_predictions(
     idata: Any,
     model: CellModel,
@@ -120,24 +124,33 @@ def _add_predictions(
     dff_pred = np.empty_like(dff)
     dff_obs = np.empty((n_roi, t.size))
     lls = []
+    # draws in blocks of about _BLOCK_VALUES values: the observation model's temporaries
+    # (expected signal, noise sd, AR(1) innovations, ...) then never hold every draw of a
+    # long recording at once; the random draws come in the same order as in one block
+    block = max(1, _BLOCK_VALUES // max(1, t.size))
     for r in range(n_roi):
-        mu = _expected(dff[:, r], data, nuis, r, basis)
-        power = nuis["noise_exponent"][:, r, None] if "noise_exponent" in nuis else None
-        a = nuis["dff_scale"][:, r, None] if "dff_scale" in nuis else 1.0
-        x = relative_signal(np, data.kind, mu, float(levels[r]), dff[:, r], a)
-        ratio = nuis["neuropil_ratio"][:, r, None] if "neuropil_ratio" in nuis else None
-        extra = neuropil_variance(data, r, ratio)
-        sd = noise_sd(np, x, nuis["sigma"][:, r, None], power, extra)
-        rho = nuis["rho"][:, r] if "rho" in nuis else None
-        nu = nuis.get("nu")
         mask = np.isfinite(y[r])
-        ll = pointwise_loglik(
-            np, y[r], mu, sd, None if rho is None else rho[:, None],
-            None if nu is None else nu[:, None], mask,
-        )  # fmt: skip
-        lls.append(ll[:, mask])
-        y_pred[:, r] = mu + simulate_residuals(rng, sd, rho, nu)
-        dff_pred[:, r] = _to_model_dff(y_pred[:, r], data, nuis, r, basis)
+        ll_r = np.empty((n, int(mask.sum())))
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            part = {k: v[lo:hi] for k, v in nuis.items()}
+            mu = _expected(dff[lo:hi, r], data, part, r, basis)
+            power = part["noise_exponent"][:, r, None] if "noise_exponent" in part else None
+            a = part["dff_scale"][:, r, None] if "dff_scale" in part else 1.0
+            x = relative_signal(np, data.kind, mu, float(levels[r]), dff[lo:hi, r], a)
+            ratio = part["neuropil_ratio"][:, r, None] if "neuropil_ratio" in part else None
+            extra = neuropil_variance(data, r, ratio)
+            sd = noise_sd(np, x, part["sigma"][:, r, None], power, extra)
+            rho = part["rho"][:, r] if "rho" in part else None
+            nu = part.get("nu")
+            ll = pointwise_loglik(
+                np, y[r], mu, sd, None if rho is None else rho[:, None],
+                None if nu is None else nu[:, None], mask,
+            )  # fmt: skip
+            ll_r[lo:hi] = ll[:, mask]
+            y_pred[lo:hi, r] = mu + simulate_residuals(rng, sd, rho, nu)
+            dff_pred[lo:hi, r] = _to_model_dff(y_pred[lo:hi, r], data, part, r, basis)
+        lls.append(ll_r)
         dff_obs[r] = _to_model_dff(y[r][None, :], data, median, r, basis)[0]
     ll_all = np.concatenate(lls, axis=1)
     unit = "counts" if data.kind == "fluorescence" else "1"

@@ -112,6 +112,34 @@ def test_a_compact_fit_recomputes_its_predictive_and_log_likelihood(recovery, tm
         back.save(tmp_path / "x.nc", compact="yes")
 
 
+def test_the_predictive_computed_in_blocks_of_draws_is_the_fitted_one(recovery, monkeypatch):
+    """A long recording's predictive is computed a block of draws at a time: same numbers.
+
+    Blocks of 7 draws (the last one shorter) against one block of all 2000:
+    the same random draws in the same order, the same arithmetic per draw,
+    and both the groups the fit returned (missing frames, AR(1), drift).
+    """
+    predictions = importlib.import_module("cainfer.infer._predictions")
+    _, result = recovery
+
+    def recomputed(block_values: int):
+        monkeypatch.setattr(predictions, "_BLOCK_VALUES", block_values)
+        f = dataclasses.replace(result, idata=result.idata.copy(deep=True))
+        del f.idata["posterior_predictive"]
+        del f.idata["log_likelihood"]
+        return f.expand().idata
+
+    for idata in (recomputed(7 * TIME.size + 3), recomputed(10**12)):
+        for name in ("y", "dff", "dff_mean", "ca"):
+            np.testing.assert_allclose(
+                idata["posterior_predictive"][name], result.idata["posterior_predictive"][name],
+                rtol=1e-10, atol=1e-12,
+            )  # fmt: skip
+        np.testing.assert_allclose(
+            idata["log_likelihood"]["y"], result.idata["log_likelihood"]["y"], rtol=1e-10
+        )
+
+
 @pytest.mark.slow
 def test_a_fit_saved_before_compact_files_loads_and_stays_whole(recovery, tmp_path):
     """A file written before fits were saved compact: full groups, no solver steps recorded."""
