@@ -311,9 +311,9 @@ def _mode_starts(
             stages = []
             if plan is not None and plan.held.size:
                 x0[plan.held] = plan.held_at
-                held = free.copy()
-                held[plan.held] = False
-                stages.append(held)
+                unheld = free.copy()
+                unheld[plan.held] = False
+                stages.append(unheld)
             stages.append(free)
             for part in stages:
                 at = x0.copy()
@@ -333,19 +333,11 @@ def _mode_starts(
         lp = float(logp_grad(x0)[0])
         return x0, lp if np.isfinite(lp) else -np.inf
 
-    known_sd: dict[bytes, np.ndarray] = {}
-
     def local_sd(x: np.ndarray) -> np.ndarray:
         """Posterior sd of each coordinate at the mode ``x`` from the Hessian's diagonal.
 
         0 where the curvature is not positive and finite (no step there).
         """
-        key = np.asarray(x, dtype=float).tobytes()
-        if key not in known_sd:
-            known_sd[key] = _curvature_sd(x)
-        return known_sd[key]
-
-    def _curvature_sd(x: np.ndarray) -> np.ndarray:
         g0 = np.asarray(logp_grad(x)[1], dtype=float)
         curvature = np.zeros_like(x)
         with np.errstate(all="ignore"):
@@ -375,9 +367,14 @@ def _mode_starts(
         best_x, best_lp = max(probes, key=lambda p: p[1])
         best_sd = local_sd(best_x) if np.isfinite(best_lp) else None
 
-    def log_mass(x: np.ndarray, lp: float) -> tuple[float, np.ndarray]:
-        """Laplace log mass of the mode ``x`` and its local sds (reused for its chains)."""
-        sd = local_sd(x)
+    def log_mass(
+        x: np.ndarray, lp: float, sd: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        """Laplace log mass of the mode ``x`` and its local sds (reused for its chains).
+
+        ``sd``: the local sds at ``x`` when they are known already.
+        """
+        sd = local_sd(x) if sd is None else sd
         return lp + float(np.sum(np.log(sd[sd > 0]))), sd
 
     def separate(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> bool:
@@ -400,7 +397,7 @@ def _mode_starts(
                 if not all(separate((x, lp), m) for m in modes):
                     continue
                 if not masses:
-                    mass, sd = log_mass(best_x, best_lp)
+                    mass, sd = log_mass(best_x, best_lp, best_sd)
                     masses.append(mass)
                     sds.append(sd)
                 mass, sd = log_mass(x, lp)
@@ -446,10 +443,9 @@ def _mode_starts(
     if not (np.isfinite(best_lp) and {COORD_LOC, COORD_SCALE} <= names):
         return dataclasses.replace(compiled, initial_point_func=init)
     # the chains' coordinates u = (x - loc)/scale: centred at the best mode, scaled by its sds
-    with lock:
-        sd = sds[0] if sds else local_sd(best_x)
+    assert best_sd is not None  # the probes computed it: the best mode's log density is finite
     loc = best_x.copy()
-    scale = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
+    scale = np.where(np.isfinite(best_sd) & (best_sd > 0), best_sd, 1.0)
     compiled = compiled.with_data(**{COORD_LOC: loc, COORD_SCALE: scale})
 
     def init_sampled(chain_seed: Any) -> np.ndarray:
