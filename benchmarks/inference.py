@@ -357,8 +357,12 @@ def exact_pymc_model(
     observation: str = "dff_exact",
     residuals: str = "white",
     drift: str = "none",
+    explicit: bool = False,
 ) -> pm.Model:
-    """The PyMC model cainfer builds for trace ``y`` (by default exact ΔF/F, white noise)."""
+    """The PyMC model cainfer builds for trace ``y`` (by default exact ΔF/F, white noise).
+
+    ``explicit``: a kinetic indicator's system in RK4 steps instead of the implicit ones.
+    """
     from cainfer.infer.fit import _fit_options, _Problem, _pymc_model, _validated
     from cainfer.infer.observation import ObservedData
 
@@ -366,6 +370,7 @@ def exact_pymc_model(
     options = _fit_options("exact_pymc_model", dict(
         observation=observation, residuals=residuals, drift=drift, substeps=1,
     ))  # fmt: skip
+    options["kinetic_explicit"] = explicit
     free_v, fixed, priors = _validated(model, free, None, None, options)
     data = ObservedData(observation, y[None, :])
     return _pymc_model(_Problem(model, data, t, None, stim, free_v, fixed, priors), options)

@@ -579,12 +579,21 @@ def kinetic_schedule(
 
 @njit(cache=True, fastmath=False)
 def solver_schedule(
-    time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray, kinetic: bool
+    time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray, kinetic: bool, explicit: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The schedule of the ΔF/F kernels: RK4's (equilibrium) or the kinetic solve's."""
-    if kinetic:
+    """The schedule of the ΔF/F kernels: RK4's (equilibrium) or the kinetic solve's.
+
+    With ``explicit`` a kinetic indicator's system takes RK4 steps of ``h_max``
+    (entries ``K.S_RK4``, no grading after events) instead of the implicit ones.
+    """
+    if kinetic and not explicit:
         return kinetic_schedule(time, ev_t, h_max)
-    return K.schedule(time, ev_t, h_max)
+    op, arg, tt, hh = K.schedule(time, ev_t, h_max)
+    if kinetic:
+        for m in range(op.size):
+            if op[m] == K.S_STEP:
+                op[m] = K.S_RK4
+    return op, arg, tt, hh
 
 
 @njit(cache=True, fastmath=False)
@@ -935,6 +944,60 @@ def sdirk_step_vjp(
 
 
 @njit(cache=True, fastmath=False)
+def kinetic_rk4_step_vjp(
+    t: float,
+    h: float,
+    c: float,
+    cer: float,
+    b: float,
+    p: np.ndarray,
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+    lc: float,
+    le: float,
+    lb: float,
+    pbar: np.ndarray,
+    need_n: bool,
+) -> tuple[float, float, float]:
+    """Cotangent of the state before one RK4 step of the kinetic system from the one after it.
+
+    The step is :func:`K.rk4_step` with the kinetic right-hand side; its stages
+    are replayed from the state before it and pulled back by :func:`kinetic_pull`.
+    """
+    hh = 0.5 * h
+    k1c, k1e, k1b = K.rhs(t, c, cer, b, p, codes, offsets, wt, wv, has_er, True)
+    y2c, y2e, y2b = c + hh * k1c, cer + hh * k1e, b + hh * k1b
+    k2c, k2e, k2b = K.rhs(t + hh, y2c, y2e, y2b, p, codes, offsets, wt, wv, has_er, True)
+    y3c, y3e, y3b = c + hh * k2c, cer + hh * k2e, b + hh * k2b
+    k3c, k3e, k3b = K.rhs(t + hh, y3c, y3e, y3b, p, codes, offsets, wt, wv, has_er, True)
+    y4c, y4e, y4b = c + h * k3c, cer + h * k3e, b + h * k3b
+    w = h / 6.0
+    # y_{n+1} = y + w·(k1 + 2·k2 + 2·k3 + k4): cotangents of the stage derivatives
+    a4c, a4e, a4b = kinetic_pull(
+        t + h, y4c, y4e, y4b, p, codes, offsets, wt, wv, has_er, w * lc, w * le, w * lb,
+        pbar, need_n,
+    )  # fmt: skip
+    a3c, a3e, a3b = kinetic_pull(
+        t + hh, y3c, y3e, y3b, p, codes, offsets, wt, wv, has_er,
+        2.0 * w * lc + h * a4c, 2.0 * w * le + h * a4e, 2.0 * w * lb + h * a4b, pbar, need_n,
+    )  # fmt: skip
+    a2c, a2e, a2b = kinetic_pull(
+        t + hh, y2c, y2e, y2b, p, codes, offsets, wt, wv, has_er,
+        2.0 * w * lc + hh * a3c, 2.0 * w * le + hh * a3e, 2.0 * w * lb + hh * a3b, pbar, need_n,
+    )  # fmt: skip
+    a1c, a1e, a1b = kinetic_pull(
+        t, c, cer, b, p, codes, offsets, wt, wv, has_er,
+        w * lc + hh * a2c, w * le + hh * a2e, w * lb + hh * a2b, pbar, need_n,
+    )  # fmt: skip
+    return (
+        lc + a1c + a2c + a3c + a4c, le + a1e + a2e + a3e + a4e, lb + a1b + a2b + a3b + a4b
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=False)
 def kinetic_run(
     op: np.ndarray,
     arg: np.ndarray,
@@ -953,7 +1016,7 @@ def kinetic_run(
     cer0: float,
     b0: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Replay a schedule with SDIRK steps and a kinetic indicator.
+    """Replay a schedule with a kinetic indicator: SDIRK steps (``K.S_STEP``) or RK4 (``K.S_RK4``).
 
     Each event k adds ``p[ev_slot]·ev_w[k]`` µM to total cytosolic Ca, all of
     it to the rapid buffers (``Δc = Δ/(1 + κ_S)``); the indicator binds it over
@@ -964,8 +1027,8 @@ def kinetic_run(
     c_out, er_out, b_out : numpy.ndarray
         Free cytosolic Ca, free ER Ca, bound indicator (µM) at the outputs.
     rec : numpy.ndarray, shape (n_entries, 9)
-        The state before each entry (columns 0–2) and, for a step, its first
-        two stages (columns 3–8): what :func:`kinetic_backward` replays.
+        The state before each entry (columns 0–2) and, for an SDIRK step, its
+        first two stages (columns 3–8): what :func:`kinetic_backward` replays.
     """
     c_out = np.empty(n_out)
     er_out = np.empty(n_out)
@@ -983,6 +1046,8 @@ def kinetic_run(
             for q in range(6):
                 rec[m, 3 + q] = s[q]
             c, cer, b = s[6], s[7], s[8]
+        elif op[m] == K.S_RK4:
+            c, cer, b = K.rk4_step(tt[m], hh[m], c, cer, b, p, codes, offsets, wt, wv, has_er, True)
         elif op[m] == K.S_JUMP:
             c = K.kinetic_jump(c, b, amp * ev_w[arg[m]], p)
         else:
@@ -1027,6 +1092,11 @@ def kinetic_backward(
                 tt[m], hh[m], (rec[m, 3], rec[m, 4], rec[m, 5]),
                 (rec[m, 6], rec[m, 7], rec[m, 8]), after, lc, le, lb,
                 p, codes, offsets, wt, wv, has_er, pbar, need_n, scratch,
+            )  # fmt: skip
+        elif op[m] == K.S_RK4:
+            lc, le, lb = kinetic_rk4_step_vjp(
+                tt[m], hh[m], rec[m, 0], rec[m, 1], rec[m, 2], p, codes, offsets, wt, wv,
+                has_er, lc, le, lb, pbar, need_n,
             )  # fmt: skip
         else:  # a jump: c+ from the next entry (a schedule never ends on one)
             w = ev_w[arg[m]]

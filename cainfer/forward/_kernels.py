@@ -361,10 +361,12 @@ def rk4_step(
     )
 
 
-# schedule entries: an RK4 step, a jump at an event, an output time
+# schedule entries: an RK4 step, a jump at an event, an output time; a kinetic
+# indicator's solve reads S_STEP as an implicit (SDIRK) step and S_RK4 as an RK4 one
 S_STEP = 0
 S_JUMP = 1
 S_OUT = 2
+S_RK4 = 3
 
 
 @njit(cache=True, fastmath=False)

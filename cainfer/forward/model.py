@@ -687,8 +687,9 @@ class CellModel:
         solver : {"auto", "rk4", "sdirk"}
             ``"rk4"``: explicit fixed-step Runge-Kutta; ``"sdirk"``: the
             L-stable implicit solve the fits use for a kinetic indicator
-            (Alexander's SDIRK3, steps graded after events), which stays
-            cheap when binding is fast. ``"auto"``: SDIRK for a kinetic
+            whose binding is fast against the frame (Alexander's SDIRK3,
+            steps graded after events), which stays cheap when binding is
+            fast (where it is slow, a fit takes RK4 steps). ``"auto"``: SDIRK for a kinetic
             indicator, RK4 otherwise. SDIRK needs a kinetic indicator.
 
         Returns
@@ -883,7 +884,8 @@ class CellModel:
         solve is :meth:`simulate`'s RK4 at a fixed ``substeps``; with a kinetic
         one it is an L-stable implicit Runge-Kutta method (Alexander's SDIRK3)
         whose steps are shortened after each event, where the indicator binds
-        the new calcium (see :mod:`cainfer.forward._adjoint`).
+        the new calcium (see :mod:`cainfer.forward._adjoint`); a fit takes
+        RK4 steps instead where binding is slow against the frame.
 
         Parameters
         ----------

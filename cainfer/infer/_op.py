@@ -220,10 +220,13 @@ def _solve_parts(
     stimulus: Any,
     substeps: int | np.ndarray,
     free: Sequence[str] | None,
+    explicit: bool = False,
 ) -> tuple[SolveOp, list[np.ndarray]]:
     """The Op and its constant inputs as read-only arrays (see :func:`solve_op`)."""
     ka = model.kernel_args(time, stimulus, substeps=substeps)
-    sop, sarg, tt, hh = A.solver_schedule(ka.time, ka.event_times, ka.steps, model.kinetic)
+    sop, sarg, tt, hh = A.solver_schedule(
+        ka.time, ka.event_times, ka.steps, model.kinetic, bool(explicit) and model.kinetic
+    )
     hill = {name for name, q in model.parameters.items() if q.role == "hill"}
     need_n = free is None or bool(hill & set(free))
     op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.codes,
@@ -248,7 +251,12 @@ def _solve_parts(
 
 
 def forward_solver(
-    model: Any, time: np.ndarray, stimulus: Any, *, substeps: int | np.ndarray = 1
+    model: Any,
+    time: np.ndarray,
+    stimulus: Any,
+    *,
+    substeps: int | np.ndarray = 1,
+    explicit: bool = False,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The compiled ΔF/F solve of a model on a time grid: ``forward(p_raw)`` → (ΔF/F, Ca).
 
@@ -265,6 +273,9 @@ def forward_solver(
         The stimulus.
     substeps : int or numpy.ndarray
         Solver steps per frame interval: one count for all, or one per interval.
+    explicit : bool
+        A kinetic indicator's system in RK4 steps instead of the implicit
+        SDIRK ones (no effect with an indicator in equilibrium).
 
     Returns
     -------
@@ -272,7 +283,7 @@ def forward_solver(
         ``forward(p_raw)`` with ``p_raw`` the unbalanced packed parameter vector
         (:meth:`CellModel.pack_raw`); returns ΔF/F and free Ca (µM) at ``time``.
     """
-    op, consts = _solve_parts(model, time, stimulus, substeps, None)
+    op, consts = _solve_parts(model, time, stimulus, substeps, None, explicit)
     fn = _wrapper(op, vjp=False)
 
     def forward(p_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,6 +301,7 @@ def solve_op(
     *,
     substeps: int | np.ndarray = 1,
     free: Sequence[str] | None = None,
+    explicit: bool = False,
 ) -> tuple[SolveOp, list[Variable]]:
     """The Op for a cell model, time grid and stimulus, and its constant inputs.
 
@@ -306,7 +318,9 @@ def solve_op(
     free : sequence of str, optional
         Parameters whose gradient is used (default: all). When no Hill
         coefficient is among them, the gradient skips their derivatives.
+    explicit : bool
+        A kinetic indicator's system in RK4 steps (see :func:`forward_solver`).
     """
-    op, arrays = _solve_parts(model, time, stimulus, substeps, free)
+    op, arrays = _solve_parts(model, time, stimulus, substeps, free, explicit)
     consts: list[Variable] = [pt.as_tensor_variable(a) for a in arrays]
     return op, consts

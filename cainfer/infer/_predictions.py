@@ -98,7 +98,10 @@ def _add_predictions(
     y = data.y
     n_roi = y.shape[0]
     slots = model.slots()
-    forward = forward_solver(model, t, stimulus, substeps=options["substeps"])
+    forward = forward_solver(
+        model, t, stimulus, substeps=options["substeps"],
+        explicit=bool(options.get("kinetic_explicit", False)),
+    )  # fmt: skip
     base = model.pack_raw(values)
     obs = _obs_options(options)
     nuis = nuisance_draws(post, data, obs, n)

@@ -39,6 +39,7 @@ from cainfer.infer._predictions import _add_predictions
 from cainfer.infer._starts import _N_DESIGN, _chain_seeds, _mode_starts, _prior_draws, _start_plan
 from cainfer.infer._substeps import (
     _MAX_SUBSTEPS,
+    _choose_solver,
     _choose_substeps,
     _dff_noise,
     _median_vectors,
@@ -821,7 +822,10 @@ def _pymc_model(
     free, fixed, priors, pooled, pool_sd = pr.free, pr.fixed, pr.priors, pr.pooled, pr.pool_sd
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
-    op, consts = solve_op(model, t, stimulus, substeps=options["substeps"], free=free)
+    op, consts = solve_op(
+        model, t, stimulus, substeps=options["substeps"], free=free,
+        explicit=bool(options.get("kinetic_explicit", False)),
+    )  # fmt: skip
     inputs = None
     if shared is not None:
         for name, value in _shared_values(problem).items():
@@ -914,7 +918,10 @@ def _reuse_key(problem: _Problem, options: Mapping[str, Any]) -> str | None:
         return None
     graph = {k: options[k] for k in ("likelihood", "residuals", "drift", "drift_timescale",
                                      "coordinates")}  # fmt: skip
-    _, arrays = _solve_parts(pr.model, pr.t, pr.stimulus, options["substeps"], pr.free)
+    _, arrays = _solve_parts(
+        pr.model, pr.t, pr.stimulus, options["substeps"], pr.free,
+        bool(options.get("kinetic_explicit", False)),
+    )  # fmt: skip
     schedule = hashlib.sha256()
     for a in (pr.t, *arrays):
         schedule.update(np.ascontiguousarray(a).tobytes() + str(a.dtype).encode())
@@ -974,7 +981,8 @@ def _run(
 ) -> Fit:
     """Fit ``data`` (roi, time) with a solver step the noise cannot tell from exact.
 
-    ``substeps="auto"``: the steps of each frame interval are chosen at the
+    ``substeps="auto"``: the steps of each frame interval (and, for a kinetic
+    indicator, RK4 or the implicit solve: :func:`_choose_solver`) are chosen at the
     parameters' starting values and around them (:func:`_choose_substeps`)
     and checked at the posterior median; where the check fails the fit is
     run once more with the steps refined there. A given ``substeps`` is
@@ -991,18 +999,25 @@ def _run(
     if auto:
         start = model.pack_raw(model.values(fixed))
         around = _spread_vectors(start, slots)
-        opts["substeps"] = _choose_substeps(
+        opts["substeps"], opts["kinetic_explicit"] = _choose_solver(
             model, [start] * n_roi, t, stimulus, noise, slots=slots, also=around
         )
+    explicit = bool(opts.get("kinetic_explicit", False))
     result = _sample(problem, opts)
     at = _median_vectors(result)
-    err = _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
+    err = _solver_error(
+        model, at, t, stimulus, opts["substeps"], noise, slots=slots, explicit=explicit
+    )
     if auto and err > SOLVER_TOLERANCE and np.min(opts["substeps"]) < _MAX_SUBSTEPS:
         first = opts["substeps"]
-        opts["substeps"] = _choose_substeps(model, at, t, stimulus, noise, slots=slots, first=first)
+        opts["substeps"] = _choose_substeps(
+            model, at, t, stimulus, noise, slots=slots, first=first, explicit=explicit
+        )
         result = _sample(problem, opts)
         at = _median_vectors(result)
-        err = _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots)
+        err = _solver_error(
+            model, at, t, stimulus, opts["substeps"], noise, slots=slots, explicit=explicit
+        )
     result.settings["solver_error"] = err
     result.problems = result.diagnostics()
     result.ok = not result.problems
@@ -1190,5 +1205,7 @@ def _sample_with(
     settings["substeps"] = int(n_sub.max()) if n_sub.size else 1
     settings["substeps_mean"] = float(n_sub.mean()) if n_sub.size else 1.0
     settings["substeps_runs"] = _runs(n_sub)  # each frame interval's, to recompute predictions
+    if model.kinetic:  # which steps the kinetic indicator's system took
+        settings["kinetic_solver"] = "rk4" if options.get("kinetic_explicit") else "sdirk"
     fixed_values = {k: v for k, v in values.items() if k not in free}
     return Fit(idata, model, free, fixed_values, settings, rois=coords.get("roi"))

@@ -155,3 +155,73 @@ def test_a_saturating_burst_with_fast_binding_stays_within_the_indicator():
     np.testing.assert_allclose(dff, ref, rtol=0, atol=1e-3 * ceiling)
     grad = model.dff_vjp(params, t, burst, np.ones(t.size))[1]
     assert all(np.isfinite(v) for v in grad.values())
+
+
+def _rk4_tape(model, v, substeps):
+    """ΔF/F and the parameter cotangent function of the kinetic system in RK4 steps."""
+    t, ev_t, ev_w, ev_slot, codes, offsets, wt, wv, has_er, h, pm, er = model.kernel_args(
+        TIME, STIM, substeps=substeps
+    )
+    sched = A.solver_schedule(t, ev_t, h, True, True)
+    # (an event between frames splits its interval's step in two)
+    assert np.all(sched[0] != K.S_STEP) and np.sum(sched[0] == K.S_RK4) >= substeps * (t.size - 1)
+    rest = (ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm, er)
+
+    def forward(p_raw):
+        return A.kinetic_dff_forward_tape(p_raw, *sched, *rest)
+
+    def vjp(p_raw, g):
+        _, c, b, rec = forward(p_raw)
+        return A.kinetic_dff_vjp_tape(
+            p_raw, *sched, *rest, c, b, rec, g, np.zeros_like(g), True
+        )  # fmt: skip
+
+    return forward, vjp
+
+
+@pytest.mark.parametrize(
+    ("model_name", "name", "k_off", "phi", "substeps"),
+    [
+        ("er", "GCaMP6s", 1.0, 0.0, 1),
+        ("pumps", "GCaMP6f", 20.0, 0.0, 4),
+        ("er", "GCaMP6s", 1.0, 2.0, 1),
+    ],
+)
+def test_kinetic_rk4_gradient_matches_finite_differences(model_name, name, k_off, phi, substeps):
+    # the explicit solve a fit takes where binding is slow against the frame: its
+    # discrete adjoint against central differences of the same solve
+    model = _kinetic(model_name, name, k_off, phi)
+    v = model.values({"influx_amplitude": 5.0})
+    forward, vjp = _rk4_tape(model, v, substeps)
+    g = np.random.default_rng(3).normal(size=TIME.size)
+    p = model.pack_raw(v)
+    assert forward(p)[0].max() > 0.3
+    grad = model.unpack_gradient(vjp(p, g))
+    assert ("switch_ratio" in grad) == (phi > 0) and "k_off" in grad
+    slots = model.slots()
+    for key, value in v.items():
+        step = 1e-6 * abs(value) if value else 1e-7
+        up, dn = p.copy(), p.copy()
+        up[slots[key]] += step
+        dn[slots[key]] -= step
+        fd = (g @ forward(up)[0] - g @ forward(dn)[0]) / (2 * step)
+        # an explicit solve has no stage equations to stop: only rounding over the
+        # step divides into the difference
+        scale = max(abs(fd), 1e-5 * max(abs(x) for x in grad.values()))
+        assert abs(grad[key] - fd) <= 1e-6 * scale, (key, grad[key], fd)
+
+
+def test_kinetic_rk4_solve_is_simulates_rk4_and_is_fourth_order():
+    # the same scheme as simulate(solver="rk4") (a separate kernel), and against Radau
+    # its error falls 16-fold per halving of the step
+    model = _kinetic("pumps", "GCaMP6s", 1.0)
+    v = model.values({"influx_amplitude": 5.0})
+    ref = reference_simulate(model, v, TIME, STIM, method="Radau")["dff"]
+    err = []
+    for substeps in (2, 4):
+        dff = _rk4_tape(model, v, substeps)[0](model.pack_raw(v))[0]
+        sim = model.simulate(v, TIME, STIM, solver="rk4", substeps=substeps).dff.values
+        np.testing.assert_allclose(dff, sim, rtol=0, atol=1e-12)
+        err.append(np.abs(dff - ref).max())
+    assert err[0] < 1e-4
+    assert 10.0 < err[0] / err[1] < 22.0  # 2⁴ = 16

@@ -252,11 +252,13 @@ def test_identifiability_report(recovery):
 
 
 @pytest.mark.slow
-def test_kinetic_indicator_is_fitted_with_its_binding_rate():
+def test_kinetic_indicator_is_fitted_with_its_binding_rate(tmp_path):
     """A slow indicator (GCaMP6s-like, k_off 2/s): its rise and decay are recovered.
 
-    The data come from ``simulate(solver="rk4")`` (explicit, many substeps), the fit
-    runs the implicit kinetic solve: two independent solvers of the same model.
+    The data come from ``simulate(solver="rk4")`` (its own kernel, its own step
+    choice); the fit's step search finds binding this slow cheapest in RK4 steps
+    of the sampler's compiled solve, and a saved fit recomputes its predictive
+    with the same solve.
     """
     ind = cainfer.get_indicator("GCaMP6s")
     ind = ind.with_(k_off=2.0, k_on=2.0 / ind.kd**ind.hill, kinetics_source="test value")
@@ -280,6 +282,9 @@ def test_kinetic_indicator_is_fitted_with_its_binding_rate():
         assert s.loc[name, "hdi94_lb"] <= value <= s.loc[name, "hdi94_ub"], (name, s.loc[name])
     assert (s["r_hat"].astype(float) <= 1.05).all()
     assert result.model.parameters["k_off"].prior.source == "test value"
+    assert result.settings["kinetic_solver"] == "rk4"
+    # the implicit solve differs from RK4 by about 1e-5 ΔF/F: expanding with it would fail
+    assert_compact_round_trip(result, tmp_path / "fit.nc")
     # the posterior predictive is the kinetic model's: it peaks frames after an event
     pp = np.asarray(result.idata["posterior_predictive"]["dff_mean"]).mean(axis=(0, 1))
     i_event = int(np.searchsorted(TIME, 8.0))
@@ -733,6 +738,37 @@ def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
     assert _solver_error(model, vec, SLOW_TIME, SLOW_STIM, 2, noise, slots=slots) == pytest.approx(
         float(np.max(np.abs(shift) / sd)), rel=0.15
     )
+
+
+@pytest.mark.parametrize(("k_off", "explicit"), [(1.0, True), (2000.0, False)])
+def test_a_kinetic_indicator_is_solved_by_rk4_where_binding_is_slow(k_off, explicit):
+    # GCaMP6s unbinding at 1/s relaxes far slower than a frame: RK4 at the steps the
+    # search chooses is as accurate as the implicit solve and cheaper. At 2000/s the
+    # binding mode is stiff (RK4 would need more than the 64 steps per frame the search
+    # allows): the implicit solve. Either way the chosen solve holds the tolerance
+    # against a fine solve of the same model.
+    from cainfer.infer._op import forward_solver
+    from cainfer.infer._substeps import _choose_solver, _solver_error, _spread_vectors
+    from cainfer.infer.result import SOLVER_TOLERANCE
+
+    ind = cainfer.get_indicator("GCaMP6s")
+    ind = ind.with_(k_off=k_off, k_on=k_off / ind.kd**ind.hill, kinetics_source="test value")
+    model = cainfer.pumps_model(ind, indicator_kinetics="kinetic")
+    params = {"influx_amplitude": 5.0}
+    vec = model.pack_raw(model.values(params))
+    slots = [model.slots()[k] for k in ("pmca_vmax", "influx_amplitude", "k_off")]
+    noise = np.array([0.01])
+    n, rk4 = _choose_solver(
+        model, [vec], TIME, STIM, noise, slots=slots, also=_spread_vectors(vec, slots)
+    )
+    assert rk4 is explicit
+    assert n.shape == (TIME.size - 1,)
+    err = _solver_error(model, [vec], TIME, STIM, n, noise, explicit=rk4)
+    assert err <= SOLVER_TOLERANCE
+    fine = forward_solver(model, TIME, STIM, substeps=16)(vec)[0]
+    chosen = forward_solver(model, TIME, STIM, substeps=n, explicit=rk4)(vec)[0]
+    assert fine.max() > 0.3
+    assert float(np.linalg.norm(chosen - fine)) / noise[0] <= SOLVER_TOLERANCE
 
 
 @pytest.mark.parametrize("bad", ["fast", 0, 1.5, True])
