@@ -241,21 +241,24 @@ def _choose_solver(
     An indicator in equilibrium is solved by RK4. A kinetic indicator's system
     is stiff where binding is fast against the frame: there the implicit
     SDIRK steps are needed, elsewhere RK4 reaches the same accuracy for less
-    (:data:`_RK4_COST`). Both step searches run; the cheaper solve is taken.
-    RK4's accuracy is checked at the same vectors (the start and each free
-    parameter moved either way), so a binding too fast for its steps there
-    makes the search refine them or choose the implicit solve.
+    (:data:`_RK4_COST`). RK4's steps are searched first; unless they cost
+    less than the implicit solve's fewest (one step per frame, graded after
+    events), the implicit steps are searched too and the cheaper solve is
+    taken. RK4's accuracy is checked at the same vectors (the start and each
+    free parameter moved either way), so a binding too fast for its steps
+    there makes the search refine them or choose the implicit solve.
     """
-    implicit = _choose_substeps(model, vectors, t, stimulus, noise, slots=slots, also=also)
     if not model.kinetic:
-        return implicit, False
+        return _choose_substeps(model, vectors, t, stimulus, noise, slots=slots, also=also), False
     rk4 = _choose_substeps(
         model, vectors, t, stimulus, noise, slots=slots, also=also, explicit=True
     )
+    usable = bool(np.all(rk4 < _MAX_SUBSTEPS))
     cost_rk4 = _RK4_COST * _solver_steps(model, t, stimulus, rk4, True)
-    if np.all(rk4 < _MAX_SUBSTEPS) and cost_rk4 < _solver_steps(
-        model, t, stimulus, implicit, False
-    ):
+    if usable and cost_rk4 < _solver_steps(model, t, stimulus, 1, False):
+        return rk4, True
+    implicit = _choose_substeps(model, vectors, t, stimulus, noise, slots=slots, also=also)
+    if usable and cost_rk4 < _solver_steps(model, t, stimulus, implicit, False):
         return rk4, True
     return implicit, False
 
