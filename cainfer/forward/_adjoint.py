@@ -577,7 +577,6 @@ def kinetic_schedule(
     return K.graded_schedule(time, ev_t, h_max, _FIRST_STEP, _GROWTH)
 
 
-@njit(cache=True, fastmath=False)
 def solver_schedule(
     time: np.ndarray, ev_t: np.ndarray, h_max: np.ndarray, kinetic: bool, explicit: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -585,14 +584,14 @@ def solver_schedule(
 
     With ``explicit`` a kinetic indicator's system takes RK4 steps of ``h_max``
     (entries ``K.S_RK4``, no grading after events) instead of the implicit ones.
+    Chosen in Python: compiled, the choice would compile both schedules for
+    every model (about a second of a first fit).
     """
     if kinetic and not explicit:
         return kinetic_schedule(time, ev_t, h_max)
     op, arg, tt, hh = K.schedule(time, ev_t, h_max)
     if kinetic:
-        for m in range(op.size):
-            if op[m] == K.S_STEP:
-                op[m] = K.S_RK4
+        op = np.where(op == K.S_STEP, K.S_RK4, op)
     return op, arg, tt, hh
 
 

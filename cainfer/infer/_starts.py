@@ -85,11 +85,37 @@ def _forward_draws(
     cache = {} if cache is None else cache
     if key not in cache:
         rngs = list(collect_default_updates(inputs=[], outputs=outputs))
-        cache[key] = (compile([], outputs, random_seed=False), rngs)
+        # PyTensor's Python implementations, not numba's: a few hundred draws of a
+        # few scalars take milliseconds either way, and numba compiled each such
+        # graph for a second or two of a first fit (the same random streams)
+        fn = compile([], outputs, random_seed=False, mode="FAST_COMPILE")
+        cache[key] = (fn, rngs)
     fn, rngs = cache[key]
     reseed_rngs(rngs, [int(s) for s in seed])
     out = [fn() for _ in range(draws)]
     return [np.stack([o[i] for o in out]) for i in range(len(outputs))]
+
+
+def _logp_grad(compiled: Any) -> Any:
+    """``x ↦ (log density, gradient)`` of a model nutpie compiled, called from Python.
+
+    nutpie's sampler calls the compiled log density with the model's data as
+    read-only arrays; the PyTensor function ``compiled.logp_func`` passes its
+    shared variables' own (writable) arrays, a second set of argument types
+    for which numba compiles the whole log density again (2.7 s of a first
+    fit). This calls the compiled function with nutpie's read-only arrays.
+    """
+    fn = compiled.logp_func
+    jit = getattr(getattr(fn, "vm", None), "jit_fn", None)
+    keys = getattr(compiled, "shared_var_keys", None)
+    if jit is None or keys is None:
+        return fn
+    data = [compiled.shared_data[keys[var]] for var in fn.get_shared()]
+
+    def logp_grad(x: np.ndarray) -> Any:
+        return jit(np.ascontiguousarray(x, dtype=np.float64), *data)
+
+    return logp_grad
 
 
 def _prior_draws(
@@ -281,7 +307,7 @@ def _mode_starts(
     """
     from scipy import optimize
 
-    logp_grad = compiled.logp_func  # x -> [logp, grad], compiled with the model
+    logp_grad = _logp_grad(compiled)  # x -> (logp, grad), compiled with the model
     start = compiled.initial_point_func
     lock = threading.Lock()
 
