@@ -943,6 +943,43 @@ def sdirk_step_vjp(
 
 
 @njit(cache=True, fastmath=False)
+def kinetic_rk4_step(
+    t: float,
+    h: float,
+    c: float,
+    cer: float,
+    b: float,
+    p: np.ndarray,
+    codes: np.ndarray,
+    offsets: np.ndarray,
+    wt: np.ndarray,
+    wv: np.ndarray,
+    has_er: bool,
+) -> tuple[float, float, float, float, float, float, float, float, float]:
+    """:func:`K.rk4_step` of the kinetic system, with its second and third stage states.
+
+    Returns the stage states y2 and y3 (what :func:`kinetic_rk4_step_vjp`
+    replays from) and the state after the step, in that order.
+    """
+    hh = 0.5 * h
+    k1c, k1e, k1b = K.rhs(t, c, cer, b, p, codes, offsets, wt, wv, has_er, True)
+    y2c, y2e, y2b = c + hh * k1c, cer + hh * k1e, b + hh * k1b
+    k2c, k2e, k2b = K.rhs(t + hh, y2c, y2e, y2b, p, codes, offsets, wt, wv, has_er, True)
+    y3c, y3e, y3b = c + hh * k2c, cer + hh * k2e, b + hh * k2b
+    k3c, k3e, k3b = K.rhs(t + hh, y3c, y3e, y3b, p, codes, offsets, wt, wv, has_er, True)
+    k4c, k4e, k4b = K.rhs(
+        t + h, c + h * k3c, cer + h * k3e, b + h * k3b, p, codes, offsets, wt, wv, has_er, True
+    )
+    w = h / 6.0
+    return (
+        y2c, y2e, y2b, y3c, y3e, y3b,
+        c + w * (k1c + 2.0 * k2c + 2.0 * k3c + k4c),
+        cer + w * (k1e + 2.0 * k2e + 2.0 * k3e + k4e),
+        b + w * (k1b + 2.0 * k2b + 2.0 * k3b + k4b),
+    )  # fmt: skip
+
+
+@njit(cache=True, fastmath=False)
 def kinetic_rk4_step_vjp(
     t: float,
     h: float,
@@ -955,6 +992,8 @@ def kinetic_rk4_step_vjp(
     wt: np.ndarray,
     wv: np.ndarray,
     has_er: bool,
+    y2: tuple[float, float, float],
+    y3: tuple[float, float, float],
     lc: float,
     le: float,
     lb: float,
@@ -963,14 +1002,13 @@ def kinetic_rk4_step_vjp(
 ) -> tuple[float, float, float]:
     """Cotangent of the state before one RK4 step of the kinetic system from the one after it.
 
-    The step is :func:`K.rk4_step` with the kinetic right-hand side; its stages
-    are replayed from the state before it and pulled back by :func:`kinetic_pull`.
+    The step is :func:`kinetic_rk4_step`; ``y2`` and ``y3`` are its recorded
+    stage states (the fourth is replayed from the third) and each stage's
+    right-hand side is pulled back by :func:`kinetic_pull`.
     """
     hh = 0.5 * h
-    k1c, k1e, k1b = K.rhs(t, c, cer, b, p, codes, offsets, wt, wv, has_er, True)
-    y2c, y2e, y2b = c + hh * k1c, cer + hh * k1e, b + hh * k1b
-    k2c, k2e, k2b = K.rhs(t + hh, y2c, y2e, y2b, p, codes, offsets, wt, wv, has_er, True)
-    y3c, y3e, y3b = c + hh * k2c, cer + hh * k2e, b + hh * k2b
+    y2c, y2e, y2b = y2
+    y3c, y3e, y3b = y3
     k3c, k3e, k3b = K.rhs(t + hh, y3c, y3e, y3b, p, codes, offsets, wt, wv, has_er, True)
     y4c, y4e, y4b = c + h * k3c, cer + h * k3e, b + h * k3b
     w = h / 6.0
@@ -1026,8 +1064,9 @@ def kinetic_run(
     c_out, er_out, b_out : numpy.ndarray
         Free cytosolic Ca, free ER Ca, bound indicator (µM) at the outputs.
     rec : numpy.ndarray, shape (n_entries, 9)
-        The state before each entry (columns 0–2) and, for an SDIRK step, its
-        first two stages (columns 3–8): what :func:`kinetic_backward` replays.
+        The state before each entry (columns 0–2) and, for a step, its first
+        two stages (SDIRK) or its second and third (RK4) in columns 3–8: what
+        :func:`kinetic_backward` replays.
     """
     c_out = np.empty(n_out)
     er_out = np.empty(n_out)
@@ -1046,7 +1085,10 @@ def kinetic_run(
                 rec[m, 3 + q] = s[q]
             c, cer, b = s[6], s[7], s[8]
         elif op[m] == K.S_RK4:
-            c, cer, b = K.rk4_step(tt[m], hh[m], c, cer, b, p, codes, offsets, wt, wv, has_er, True)
+            s = kinetic_rk4_step(tt[m], hh[m], c, cer, b, p, codes, offsets, wt, wv, has_er)
+            for q in range(6):
+                rec[m, 3 + q] = s[q]
+            c, cer, b = s[6], s[7], s[8]
         elif op[m] == K.S_JUMP:
             c = K.kinetic_jump(c, b, amp * ev_w[arg[m]], p)
         else:
@@ -1095,7 +1137,8 @@ def kinetic_backward(
         elif op[m] == K.S_RK4:
             lc, le, lb = kinetic_rk4_step_vjp(
                 tt[m], hh[m], rec[m, 0], rec[m, 1], rec[m, 2], p, codes, offsets, wt, wv,
-                has_er, lc, le, lb, pbar, need_n,
+                has_er, (rec[m, 3], rec[m, 4], rec[m, 5]), (rec[m, 6], rec[m, 7], rec[m, 8]),
+                lc, le, lb, pbar, need_n,
             )  # fmt: skip
         else:  # a jump: c+ from the next entry (a schedule never ends on one)
             w = ev_w[arg[m]]
