@@ -225,7 +225,7 @@ def _solve_parts(
     """The Op and its constant inputs as read-only arrays (see :func:`solve_op`)."""
     ka = model.kernel_args(time, stimulus, substeps=substeps)
     sop, sarg, tt, hh = A.solver_schedule(
-        ka.time, ka.event_times, ka.steps, model.kinetic, bool(explicit) and model.kinetic
+        ka.time, ka.event_times, ka.steps, model.kinetic, bool(explicit)
     )
     hill = {name for name, q in model.parameters.items() if q.role == "hill"}
     need_n = free is None or bool(hill & set(free))

@@ -220,9 +220,7 @@ def _solver_steps(
 ) -> int:
     """How many solver steps a ΔF/F solve takes at these step counts (schedule entries)."""
     ka = model.kernel_args(t, stimulus, substeps=substeps)
-    op = A.solver_schedule(
-        ka.time, ka.event_times, ka.steps, model.kinetic, bool(explicit) and model.kinetic
-    )[0]
+    op = A.solver_schedule(ka.time, ka.event_times, ka.steps, model.kinetic, bool(explicit))[0]
     return int(np.sum((op == K.S_STEP) | (op == K.S_RK4)))
 
 
