@@ -129,21 +129,25 @@ def test_the_summed_likelihood_and_its_gradient_are_the_pointwise_ones(rho, nu, 
     mu = pt.dvector("mu")
     r = pt.dscalar("r")
     sig = pt.dscalar("s")
+    power = pt.dscalar("p")
     x = O.relative_signal(pt, "dff", mu, 1.0, mu, 1.0)
-    sd = O.noise_sd(pt, x, sig, pt.as_tensor(np.float64(0.3)))
+    sd = O.noise_sd(pt, x, sig, power)
     rho_v = None if rho is None else r
     nu_v = None if nu is None else pt.as_tensor(np.float64(nu))
-    total = O.total_loglik(y, mu, sd, rho_v, nu_v, mask)
     ref = pt.sum(O.pointwise_loglik(pt, y, mu, sd, rho_v, nu_v, mask))
-    args = [mu, sig] + ([r] if rho is not None else [])
-    grads = pytensor.function(args, [total, ref, *pt.grad(total, args), *pt.grad(ref, args)],
-                              on_unused_input="ignore")  # fmt: skip
-    vals = [rng.uniform(0.1, 0.5, n), 0.2] + ([rho] if rho is not None else [])
-    out = grads(*vals)
+    args = [mu, sig, power] + ([r] if rho is not None else [])
+    vals = [rng.uniform(0.1, 0.5, n), 0.2, 0.3] + ([rho] if rho is not None else [])
     k = len(args)
-    assert float(out[0]) == pytest.approx(float(out[1]), rel=1e-12)
-    for a, b in zip(out[2 : 2 + k], out[2 + k :], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    # the sd itself, and its logarithm in place of it (the model's graph with a noise exponent)
+    log_sd = O.noise_log_sd(pt, x, sig, power)
+    for total in (O.total_loglik(y, mu, sd, rho_v, nu_v, mask),
+                  O.total_loglik(y, mu, None, rho_v, nu_v, mask, log_sd=log_sd)):  # fmt: skip
+        grads = pytensor.function(args, [total, ref, *pt.grad(total, args), *pt.grad(ref, args)],
+                                  on_unused_input="ignore")  # fmt: skip
+        out = grads(*vals)
+        assert float(out[0]) == pytest.approx(float(out[1]), rel=1e-12)
+        for a, b in zip(out[2 : 2 + k], out[2 + k :], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_noise_sd_is_a_power_of_the_signal():
