@@ -471,9 +471,18 @@ def noise_sd(xp: Any, x: Any, sigma: Any, power: Any, extra_var: Any = 0.0) -> A
     return xp.sqrt(sd**2 + extra_var)
 
 
-def noise_log_sd(xp: Any, x: Any, sigma: Any, power: Any) -> Any:
-    """``log σ + p · log x``: the logarithm of :func:`noise_sd` without extra variance."""
-    return xp.log(sigma) + power * xp.log(x)
+def noise_log_sd(xp: Any, x: Any, sigma: Any, power: Any, extra_var: Any = 0.0) -> Any:
+    """The logarithm of :func:`noise_sd`: ``log σ + p · log x`` without extra variance.
+
+    With ``extra_var``, ``½ log(exp(2 (log σ + p log x)) + extra_var)``. In the
+    likelihood's graph this takes one logarithm and one exponential per frame
+    where the sd itself takes a power, a square root and the logarithm of the
+    result, and their gradients as many again.
+    """
+    log_sd = xp.log(sigma) + power * xp.log(x)
+    if isinstance(extra_var, int | float) and extra_var == 0:
+        return log_sd
+    return 0.5 * xp.log(xp.exp(2.0 * log_sd) + extra_var)
 
 
 def neuropil_variance(data: ObservedData, r: int, ratio: Any) -> Any:
@@ -658,8 +667,8 @@ def add_likelihood(
         x = relative_signal(pt, kind, mu, level, d, a)
         mask = np.isfinite(data.y[r])
         y = data.y[r] if inputs is None else inputs["y"]
-        if power is not None and isinstance(extra, float) and extra == 0.0 and mask.all():
-            log_sd = noise_log_sd(pt, x, pick(sigma, r), pick(power, r))
+        if power is not None and mask.all():
+            log_sd = noise_log_sd(pt, x, pick(sigma, r), pick(power, r), extra)
             total = total + total_loglik(y, mu, None, pick(rho, r), nu, mask, log_sd=log_sd)
         else:
             sd = noise_sd(pt, x, pick(sigma, r), pick(power, r), extra)

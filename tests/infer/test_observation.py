@@ -119,7 +119,10 @@ def test_pytensor_and_numpy_likelihoods_agree(rho, nu, rng):
 
 @pytest.mark.parametrize(("rho", "nu"), [(None, None), (0.5, None), (None, 5.0), (-0.4, 3.0)])
 @pytest.mark.parametrize("missing", [False, True])
-def test_the_summed_likelihood_and_its_gradient_are_the_pointwise_ones(rho, nu, missing, rng):
+@pytest.mark.parametrize("extra", [0.0, 0.03])
+def test_the_summed_likelihood_and_its_gradient_are_the_pointwise_ones(
+    rho, nu, missing, extra, rng
+):
     """total_loglik (the model's shorter graph when every frame is observed) = Σ pointwise."""
     n = 60
     y = rng.normal(size=n)
@@ -131,7 +134,7 @@ def test_the_summed_likelihood_and_its_gradient_are_the_pointwise_ones(rho, nu, 
     sig = pt.dscalar("s")
     power = pt.dscalar("p")
     x = O.relative_signal(pt, "dff", mu, 1.0, mu, 1.0)
-    sd = O.noise_sd(pt, x, sig, power)
+    sd = O.noise_sd(pt, x, sig, power, extra)
     rho_v = None if rho is None else r
     nu_v = None if nu is None else pt.as_tensor(np.float64(nu))
     ref = pt.sum(O.pointwise_loglik(pt, y, mu, sd, rho_v, nu_v, mask))
@@ -139,7 +142,7 @@ def test_the_summed_likelihood_and_its_gradient_are_the_pointwise_ones(rho, nu, 
     vals = [rng.uniform(0.1, 0.5, n), 0.2, 0.3] + ([rho] if rho is not None else [])
     k = len(args)
     # the sd itself, and its logarithm in place of it (the model's graph with a noise exponent)
-    log_sd = O.noise_log_sd(pt, x, sig, power)
+    log_sd = O.noise_log_sd(pt, x, sig, power, extra)
     for total in (O.total_loglik(y, mu, sd, rho_v, nu_v, mask),
                   O.total_loglik(y, mu, None, rho_v, nu_v, mask, log_sd=log_sd)):  # fmt: skip
         grads = pytensor.function(args, [total, ref, *pt.grad(total, args), *pt.grad(ref, args)],
