@@ -168,16 +168,32 @@ class SolveVJPOp(_SolveBase):
 _WRAPPERS: dict[tuple[Any, ...], Any] = {}
 
 
+def _frozen(values: Sequence[int]) -> np.ndarray:
+    """A read-only int64 array of ``values`` (the type of a graph's constant)."""
+    a = np.array(values, dtype=np.int64)
+    a.flags.writeable = False
+    return a
+
+
 def _wrapper(op: _SolveBase, vjp: bool) -> Any:
     """The numba wrapper calling ``op``'s forward (``vjp`` False) or adjoint kernel."""
     kernel = op.vjp_tape if vjp else op.forward_tape
-    key = (id(kernel), vjp, op.ev_slot, op.has_er, op.pm_slot, op.er_slot, op.need_n and vjp)
+    key = (id(kernel), vjp, op.ev_slot, op.has_er, op.pm_slot, op.er_slot, op.need_n and vjp,
+           op.codes, op.offsets)  # fmt: skip
     hit = _WRAPPERS.get(key)
     if hit is not None and hit[0] is kernel:
         return hit[1]
     ev_slot, has_er, pm_slot, er_slot, need_n = (
         op.ev_slot, op.has_er, op.pm_slot, op.er_slot, op.need_n
     )  # fmt: skip
+    # The model's term codes and offsets are closure constants too (numba freezes the
+    # arrays into the compiled code; their types are those of a graph's read-only
+    # constants, so the kernel is not compiled again), and the arguments of the same
+    # names are not read: they are the op's own (``_solve_parts``). Called from Python
+    # with them as arguments, the forward solve of 36 000 frames took 6.6 ms against
+    # 2.7 ms inside a graph, where they are constants.
+    codes_k = _frozen(op.codes)
+    offsets_k = _frozen(op.offsets)
     if vjp:
 
         @numba_njit
@@ -185,8 +201,8 @@ def _wrapper(op: _SolveBase, vjp: bool) -> Any:
             p_raw, sop, sarg, tt, hh, ev_w, codes, offsets, wt, wv, c, cc, ee, g_dff, g_c
         ):
             return kernel(
-                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot,
-                er_slot, c, cc, ee, g_dff, g_c, need_n,
+                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, codes_k, offsets_k, wt, wv, has_er,
+                pm_slot, er_slot, c, cc, ee, g_dff, g_c, need_n,
             )  # fmt: skip
 
         fn = solve_vjp
@@ -195,8 +211,8 @@ def _wrapper(op: _SolveBase, vjp: bool) -> Any:
         @numba_njit(final_function=True)  # also called from Python (forward_solver)
         def solve(p_raw, sop, sarg, tt, hh, ev_w, codes, offsets, wt, wv):  # type: ignore[no-untyped-def]
             return kernel(
-                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, codes, offsets, wt, wv, has_er, pm_slot,
-                er_slot,
+                p_raw, sop, sarg, tt, hh, ev_w, ev_slot, codes_k, offsets_k, wt, wv, has_er,
+                pm_slot, er_slot,
             )  # fmt: skip
 
         fn = solve
