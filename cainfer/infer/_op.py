@@ -168,9 +168,9 @@ class SolveVJPOp(_SolveBase):
 _WRAPPERS: dict[tuple[Any, ...], Any] = {}
 
 
-def _frozen(values: Sequence[int]) -> np.ndarray:
-    """A read-only int64 array of ``values`` (the type of a graph's constant)."""
-    a = np.array(values, dtype=np.int64)
+def _frozen(values: Any, dtype: Any = np.int64) -> np.ndarray:
+    """A read-only C-contiguous copy of ``values`` (the type of a graph's constant)."""
+    a = np.array(values, dtype=dtype, order="C")
     a.flags.writeable = False
     return a
 
@@ -248,21 +248,20 @@ def _solve_parts(
     op = SolveOp(ka.event_slot, ka.has_er, ka.pm_leak_slot, ka.er_leak_slot, need_n, ka.codes,
                  ka.offsets, model.kinetic, model.generated_terms,
                  model.system_source())  # fmt: skip
-    consts = []
-    for x, dtype in (
-        (sop, np.int64),
-        (sarg, np.int64),
-        (tt, np.float64),
-        (hh, np.float64),
-        (ka.event_weights, np.float64),
-        (ka.codes, np.int64),
-        (ka.offsets, np.int64),
-        (ka.waveform_time, np.float64),
-        (ka.waveform_values, np.float64),
-    ):
-        a = np.array(x, dtype=dtype, order="C")  # a copy of its own, then frozen
-        a.flags.writeable = False
-        consts.append(a)
+    consts = [
+        _frozen(x, dtype)
+        for x, dtype in (
+            (sop, np.int64),
+            (sarg, np.int64),
+            (tt, np.float64),
+            (hh, np.float64),
+            (ka.event_weights, np.float64),
+            (ka.codes, np.int64),
+            (ka.offsets, np.int64),
+            (ka.waveform_time, np.float64),
+            (ka.waveform_values, np.float64),
+        )
+    ]
     return op, consts
 
 

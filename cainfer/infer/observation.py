@@ -466,9 +466,14 @@ def noise_sd(xp: Any, x: Any, sigma: Any, power: Any, extra_var: Any = 0.0) -> A
         sd = sigma * (xp.ones_like(x) if xp is np else 1.0 + 0.0 * x)
     else:
         sd = sigma * x**power
-    if isinstance(extra_var, int | float) and extra_var == 0:
+    if _no_extra(extra_var):
         return sd  # no neuropil noise: √(sd²) would cost two more operations and their gradient
     return xp.sqrt(sd**2 + extra_var)
+
+
+def _no_extra(extra_var: Any) -> bool:
+    """``extra_var`` is the number 0 (not a tensor): no variance to add."""
+    return isinstance(extra_var, int | float) and extra_var == 0
 
 
 def noise_log_sd(xp: Any, x: Any, sigma: Any, power: Any, extra_var: Any = 0.0) -> Any:
@@ -480,7 +485,7 @@ def noise_log_sd(xp: Any, x: Any, sigma: Any, power: Any, extra_var: Any = 0.0) 
     result, and their gradients as many again.
     """
     log_sd = xp.log(sigma) + power * xp.log(x)
-    if isinstance(extra_var, int | float) and extra_var == 0:
+    if _no_extra(extra_var):
         return log_sd
     return 0.5 * xp.log(xp.exp(2.0 * log_sd) + extra_var)
 
