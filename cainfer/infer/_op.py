@@ -9,7 +9,7 @@ code; the Python ``perform`` serves the other backends.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pytensor.tensor as pt
@@ -230,6 +230,79 @@ def _numba_vjp(op: SolveVJPOp, node: Apply | None = None, **kwargs: Any) -> Any:
     return _wrapper(op, vjp=True)
 
 
+class OutputPlan(NamedTuple):
+    """Which frames the solver outputs, and how the others are read off them.
+
+    With an output stride ``k`` the solver stops at every ``k``-th frame
+    (the *anchors*, with the first and last frame) and at every frame near a
+    break of the solution's smoothness (a stimulus event, a knot of its
+    waveform), taking steps as long as the stretch between two anchors. Every
+    other frame is the cubic through the four nearest anchors (Lagrange
+    weights on their times), which no break lies between. Its error on a
+    smooth solution is at most ``0.023·(k·Δt)⁴·|d⁴x/dt⁴|`` between anchors
+    (0.042 in the one-sided stencils at the ends): for a decay of time
+    constant τ, ``0.023·(kΔt/τ)⁴`` of its amplitude.
+    """
+
+    anchors: np.ndarray  #: (A,) indices of the frames the solver outputs
+    stencil: np.ndarray  #: (4, N) each frame's stencil, as positions among the anchors
+    weights: np.ndarray  #: (4, N) its cubic Lagrange weights
+
+    def apply(self, xp: Any, at_anchors: Any) -> Any:
+        """Values at every frame from values at the anchors (time last; numpy or pytensor)."""
+        return sum(self.weights[m] * at_anchors[..., self.stencil[m]] for m in range(4))
+
+
+def output_plan(time: np.ndarray, breaks: np.ndarray, stride: int) -> OutputPlan | None:
+    """The :class:`OutputPlan` of frame times ``time`` (s) at output stride ``stride``.
+
+    ``breaks`` (s): times where the solution is not smooth (stimulus events,
+    waveform knots). None when every frame would be an anchor anyway
+    (``stride`` 1, or fewer than 8 frames).
+    """
+    t = np.asarray(time, dtype=float)
+    n = t.size
+    if stride <= 1 or n < 8:
+        return None
+    br = np.sort(np.asarray(breaks, dtype=float))
+    anchor = np.zeros(n, dtype=bool)
+    anchor[::stride] = True
+    anchor[-1] = True
+    while True:
+        a = np.flatnonzero(anchor)
+        # a frame's stencil: the two anchors either side of it (shifted inward at the ends)
+        first = np.clip(np.searchsorted(a, np.arange(n)) - 2, 0, a.size - 4)
+        lo, hi = t[a[first]], t[a[first + 3]]
+        # a break in (t_lo, t_hi] (an output at an event's time sees the event)
+        crossed = np.searchsorted(br, hi, side="right") > np.searchsorted(br, lo, side="right")
+        bad = crossed & ~anchor
+        if not bad.any():
+            break
+        anchor |= bad
+    if a.size == n:
+        return None
+    index = (first[None, :] + np.arange(4)[:, None]).astype(np.int64)
+    ts = t[a][index]
+    weights = np.ones((4, n))
+    for m in range(4):
+        for q in range(4):
+            if q != m:
+                weights[m] *= (t - ts[q]) / (ts[m] - ts[q])
+    own = np.searchsorted(a, np.flatnonzero(anchor))  # an anchor is its own value
+    weights[:, anchor] = 0.0
+    weights[0, anchor] = 1.0
+    index[:, anchor] = own[None, :]
+    return OutputPlan(a, index, weights)
+
+
+def solution_breaks(stimulus: Any) -> np.ndarray:
+    """Times (s) where a stimulus makes the solution jump or bend: events, waveform knots."""
+    if stimulus is None:
+        return np.empty(0)
+    return np.concatenate([np.asarray(stimulus.events, float),
+                           np.asarray(stimulus.waveform_time, float)])  # fmt: skip
+
+
 def _solve_parts(
     model: Any,
     time: np.ndarray,
@@ -237,9 +310,29 @@ def _solve_parts(
     substeps: int | np.ndarray,
     free: Sequence[str] | None,
     explicit: bool = False,
-) -> tuple[SolveOp, list[np.ndarray]]:
-    """The Op and its constant inputs as read-only arrays (see :func:`solve_op`)."""
-    ka = model.kernel_args(time, stimulus, substeps=substeps)
+    stride: int = 1,
+) -> tuple[SolveOp, list[np.ndarray], OutputPlan | None]:
+    """The Op, its constant inputs as read-only arrays (see :func:`solve_op`), its plan.
+
+    With an output ``stride`` (:func:`output_plan`) the Op solves at the plan's
+    anchors only, each stretch between two of them in as many steps as the most
+    any of its frame intervals takes (``substeps``), and the caller reads the
+    frames off the anchors (:meth:`OutputPlan.apply`); the plan is None when
+    the Op's outputs are the frames themselves.
+    """
+    t = np.asarray(time, dtype=float)
+    plan = output_plan(t, solution_breaks(stimulus), stride)
+    if plan is None:
+        ka = model.kernel_args(t, stimulus, substeps=substeps)
+    else:
+        a = plan.anchors
+        n = np.broadcast_to(np.asarray(substeps, dtype=np.int64), (t.size - 1,))
+        n_a = np.maximum.reduceat(n, a[:-1])  # the most steps any frame of a stretch takes
+        ka = model.kernel_args(t[a], stimulus, substeps=n_a)
+        steps = np.empty(a.size)
+        steps[1:] = np.diff(t[a]) / n_a
+        steps[0] = steps[1]
+        ka = ka._replace(steps=steps)
     sop, sarg, tt, hh = A.solver_schedule(
         ka.time, ka.event_times, ka.steps, model.kinetic, bool(explicit)
     )
@@ -262,7 +355,7 @@ def _solve_parts(
             (ka.waveform_values, np.float64),
         )
     ]
-    return op, consts
+    return op, consts, plan
 
 
 def forward_solver(
@@ -272,6 +365,7 @@ def forward_solver(
     *,
     substeps: int | np.ndarray = 1,
     explicit: bool = False,
+    stride: int = 1,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The compiled ΔF/F solve of a model on a time grid: ``forward(p_raw)`` → (ΔF/F, Ca).
 
@@ -291,6 +385,10 @@ def forward_solver(
     explicit : bool
         A kinetic indicator's system in RK4 steps instead of the implicit
         SDIRK ones (no effect with an indicator in equilibrium).
+    stride : int
+        Output stride (:func:`output_plan`): the solver stops at every
+        ``stride``-th frame and near the stimulus's events, and the frames
+        between are interpolated (1: every frame solved).
 
     Returns
     -------
@@ -298,12 +396,14 @@ def forward_solver(
         ``forward(p_raw)`` with ``p_raw`` the unbalanced packed parameter vector
         (:meth:`CellModel.pack_raw`); returns ΔF/F and free Ca (µM) at ``time``.
     """
-    op, consts = _solve_parts(model, time, stimulus, substeps, None, explicit)
+    op, consts, plan = _solve_parts(model, time, stimulus, substeps, None, explicit, stride)
     fn = _wrapper(op, vjp=False)
 
     def forward(p_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = np.array(p_raw, dtype=np.float64, order="C")  # writable, contiguous: one type
         out = fn(p, *consts)
+        if plan is not None:
+            return plan.apply(np, out[0]), plan.apply(np, out[1])
         return out[0], out[1]
 
     return forward
@@ -336,6 +436,6 @@ def solve_op(
     explicit : bool
         A kinetic indicator's system in RK4 steps (see :func:`forward_solver`).
     """
-    op, arrays = _solve_parts(model, time, stimulus, substeps, free, explicit)
+    op, arrays, _ = _solve_parts(model, time, stimulus, substeps, free, explicit)
     consts: list[Variable] = [pt.as_tensor_variable(a) for a in arrays]
     return op, consts

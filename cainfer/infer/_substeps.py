@@ -10,6 +10,7 @@ import numpy as np
 from cainfer.forward import CellModel, Stimulus
 from cainfer.forward import _adjoint as A
 from cainfer.forward import _kernels as K
+from cainfer.forward.model import _LAMBDA_H
 from cainfer.infer._draws import (
     _packed,
 )
@@ -53,16 +54,19 @@ class _Solves:
         self._solvers: dict[bytes, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {}
         self._dff: dict[tuple[bytes, bytes], np.ndarray] = {}
 
-    def dff(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
-        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame (or interval)."""
+    def dff(self, v: np.ndarray, substeps: int | np.ndarray, stride: int = 1) -> np.ndarray:
+        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame (or interval).
+
+        ``stride``: the solver's output stride (:func:`cainfer.infer._op.output_plan`).
+        """
         n = np.broadcast_to(np.asarray(substeps, dtype=np.int64), (max(self.t.size - 1, 0),))
-        steps = n.tobytes()
+        steps = n.tobytes() + bytes([min(int(stride), 255)])
         key = (steps, np.ascontiguousarray(v, dtype=float).tobytes())
         if key not in self._dff:
             if steps not in self._solvers:
                 self._solvers[steps] = forward_solver(
                     self.model, self.t, self.stimulus, substeps=np.ascontiguousarray(n),
-                    explicit=self.explicit,
+                    explicit=self.explicit, stride=int(stride),
                 )  # fmt: skip
             self._dff[key] = np.asarray(self._solvers[steps](v)[0])
         return self._dff[key]
@@ -88,6 +92,7 @@ def _solver_error(
     slots: Sequence[int] | None = None,
     solves: _Solves | None = None,
     explicit: bool = False,
+    stride: int = 1,
 ) -> float:
     """How far the ΔF/F solve's error moves the fit, worst over the ROIs.
 
@@ -104,7 +109,9 @@ def _solver_error(
     observation's offset and scale) fitted out of both (Frisch–Waugh–Lovell).
     ``solves`` (of the same model, ``t`` and ``stimulus``) keeps the solves
     for the next call. ``explicit``: a kinetic indicator's system solved in
-    RK4 steps (:func:`cainfer.infer._op.forward_solver`).
+    RK4 steps (:func:`cainfer.infer._op.forward_solver`). ``stride``: the
+    solve's output stride; its error is then the strided solve's difference
+    from the solve of every frame at twice the steps.
     """
     if slots is not None and not len(slots):
         return 0.0  # nothing free for the error to move
@@ -113,7 +120,10 @@ def _solver_error(
     for r, v in enumerate(vectors):
         sigma = float(noise[min(r, noise.size - 1)])
         fine = solves.dff(v, 2 * np.asarray(substeps))
-        delta = solves.error(v, substeps)
+        if stride > 1:
+            delta = solves.dff(v, substeps, stride) - fine
+        else:
+            delta = solves.error(v, substeps)
         if slots is not None and np.all(np.isfinite(delta)):
             cols = []
             for slot in slots:
@@ -209,6 +219,88 @@ def _choose_substeps(
             pick = binary_dilation(pick, iterations=_REFINE_MARGIN)
         n[pick] = np.minimum(2 * n[pick], _MAX_SUBSTEPS)
     return n
+
+
+def _choose_stride(
+    model: CellModel,
+    vectors: Sequence[np.ndarray],
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    noise: np.ndarray,
+    substeps: np.ndarray,
+    *,
+    slots: Sequence[int] | None = None,
+    also: Sequence[np.ndarray] = (),
+    explicit: bool = False,
+) -> int:
+    """The longest output stride whose solve is as good as solving every frame.
+
+    Frames far from the stimulus's events change smoothly on the scale of
+    the frame interval when the frame rate is high against the cell's time
+    constants; there the solver need not stop at every frame
+    (:func:`cainfer.infer._op.output_plan`), and a solve costs about one over
+    the stride as much. The strides of ``_STRIDES`` are tried from the
+    longest; the first whose error moves no free parameter by more than
+    ``SOLVER_TOLERANCE`` posterior sd at any of ``vectors`` or ``also`` (as
+    :func:`_choose_substeps` holds the steps to) is taken, else 1.
+    """
+    if model.has_er or t.size < 8:
+        return 1  # release and uptake have fast phases wherever the ER fires
+    solves = _Solves(model, t, stimulus, explicit)
+    points = [(v, float(noise[min(r, noise.size - 1)])) for r, v in enumerate(vectors)]
+    # a vector the solve of every frame cannot follow is no place the fit goes
+    points += [(v, float(noise[0])) for v in also if np.all(np.isfinite(solves.dff(v, substeps)))]
+    # stability: a step of k frames keeps |λ|·h within the simulator's bound at every
+    # point, so that the sampler can stray far (λ ×14) before RK4 turns unstable
+    lam = max(_fastest_rate(model, t, stimulus, v, substeps, explicit) for v, _ in points)
+    longest = float(np.max(np.diff(t)))
+    for k in _STRIDES:
+        if 4 * k > t.size or not lam * k * longest <= _LAMBDA_H:
+            continue
+        err = max(
+            _solver_error(
+                model,
+                [v],
+                t,
+                stimulus,
+                substeps,
+                np.array([sd]),
+                slots=slots,
+                solves=solves,
+                stride=k,
+            )
+            for v, sd in points
+        )
+        if err <= SOLVER_TOLERANCE:
+            return k
+    return 1
+
+
+# output strides tried, longest first (frames per solver stop between events)
+_STRIDES = (16, 12, 8, 6, 4, 3, 2)
+
+
+def _fastest_rate(
+    model: CellModel,
+    t: np.ndarray,
+    stimulus: Stimulus | None,
+    v: np.ndarray,
+    substeps: np.ndarray,
+    explicit: bool,
+) -> float:
+    """The fastest relaxation rate (1/s) of the cell's states over the calcium its solve visits."""
+    _, ca = forward_solver(model, t, stimulus, substeps=substeps, explicit=explicit)(v)
+    if not np.all(np.isfinite(ca)):
+        return np.inf
+    lo, hi = max(0.9 * float(np.min(ca)), 1e-9), max(1.1 * float(np.max(ca)), 1e-9)
+    ka = model.kernel_args(t, stimulus, substeps=1)
+    kern, _ = model.kernels()
+    return float(
+        kern.jacobian_bound(
+            np.geomspace(lo, hi, 32), np.zeros(1), np.asarray(v, dtype=float), ka.codes,
+            ka.offsets, ka.waveform_time, ka.waveform_values, False, model.kinetic,
+        )
+    )  # fmt: skip
 
 
 def _solver_steps(

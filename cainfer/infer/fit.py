@@ -34,12 +34,13 @@ from cainfer.infer._draws import (
     _jsonable,
     _obs_options,
 )
-from cainfer.infer._op import _solve_parts, solve_op
+from cainfer.infer._op import _solve_parts
 from cainfer.infer._predictions import _add_predictions
 from cainfer.infer._starts import _N_DESIGN, _chain_seeds, _mode_starts, _prior_draws, _start_plan
 from cainfer.infer._substeps import (
     _MAX_SUBSTEPS,
     _choose_solver,
+    _choose_stride,
     _choose_substeps,
     _dff_noise,
     _median_vectors,
@@ -822,10 +823,11 @@ def _pymc_model(
     free, fixed, priors, pooled, pool_sd = pr.free, pr.fixed, pr.priors, pr.pooled, pr.pool_sd
     values = model.values(fixed)
     model.resting_state(values)  # validates the fixed part
-    op, consts = solve_op(
-        model, t, stimulus, substeps=options["substeps"], free=free,
-        explicit=bool(options.get("kinetic_explicit", False)),
+    op, arrays, plan = _solve_parts(
+        model, t, stimulus, options["substeps"], free,
+        bool(options.get("kinetic_explicit", False)), int(options.get("stride", 1)),
     )  # fmt: skip
+    consts = [pt.as_tensor_variable(a) for a in arrays]
     inputs = None
     if shared is not None:
         for name, value in _shared_values(problem).items():
@@ -852,7 +854,8 @@ def _pymc_model(
         bound = []
         for r in range(n_roi):
             vec = pt.stack(rvs) if labels is None else pt.stack([v[r] for v in rvs])
-            dffs.append(cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))[0])
+            dff = cast(Any, op(pt.set_subtensor(base[idx], vec), *consts))[0]
+            dffs.append(dff if plan is None else plan.apply(pt, dff))
             if data.kind == "ratio":
 
                 def par(name: str, r: int = r) -> Any:
@@ -918,9 +921,10 @@ def _reuse_key(problem: _Problem, options: Mapping[str, Any]) -> str | None:
         return None
     graph = {k: options[k] for k in ("likelihood", "residuals", "drift", "drift_timescale",
                                      "coordinates")}  # fmt: skip
-    _, arrays = _solve_parts(
+    graph["stride"] = int(options.get("stride", 1))
+    _, arrays, _ = _solve_parts(
         pr.model, pr.t, pr.stimulus, options["substeps"], pr.free,
-        bool(options.get("kinetic_explicit", False)),
+        bool(options.get("kinetic_explicit", False)), int(options.get("stride", 1)),
     )  # fmt: skip
     schedule = hashlib.sha256()
     for a in (pr.t, *arrays):
@@ -1002,22 +1006,32 @@ def _run(
         opts["substeps"], opts["kinetic_explicit"] = _choose_solver(
             model, [start] * n_roi, t, stimulus, noise, slots=slots, also=around
         )
+        opts["stride"] = _choose_stride(
+            model, [start] * n_roi, t, stimulus, noise, opts["substeps"], slots=slots,
+            also=around, explicit=bool(opts["kinetic_explicit"]),
+        )  # fmt: skip
     explicit = bool(opts.get("kinetic_explicit", False))
     result = _sample(problem, opts)
     at = _median_vectors(result)
-    err = _solver_error(
-        model, at, t, stimulus, opts["substeps"], noise, slots=slots, explicit=explicit
-    )
-    if auto and err > SOLVER_TOLERANCE and np.min(opts["substeps"]) < _MAX_SUBSTEPS:
+
+    def error() -> float:
+        return _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots,
+                             explicit=explicit, stride=int(opts.get("stride", 1)))  # fmt: skip
+
+    err = error()
+    if auto and err > SOLVER_TOLERANCE:
         first = opts["substeps"]
-        opts["substeps"] = _choose_substeps(
-            model, at, t, stimulus, noise, slots=slots, first=first, explicit=explicit
+        full = _solver_error(model, at, t, stimulus, first, noise, slots=slots, explicit=explicit)
+        if full > SOLVER_TOLERANCE and np.min(first) < _MAX_SUBSTEPS:
+            opts["substeps"] = _choose_substeps(
+                model, at, t, stimulus, noise, slots=slots, first=first, explicit=explicit
+            )
+        opts["stride"] = _choose_stride(
+            model, at, t, stimulus, noise, opts["substeps"], slots=slots, explicit=explicit
         )
         result = _sample(problem, opts)
         at = _median_vectors(result)
-        err = _solver_error(
-            model, at, t, stimulus, opts["substeps"], noise, slots=slots, explicit=explicit
-        )
+        err = error()
     result.settings["solver_error"] = err
     result.problems = result.diagnostics()
     result.ok = not result.problems
@@ -1205,6 +1219,7 @@ def _sample_with(
     settings["substeps"] = int(n_sub.max()) if n_sub.size else 1
     settings["substeps_mean"] = float(n_sub.mean()) if n_sub.size else 1.0
     settings["substeps_runs"] = _runs(n_sub)  # each frame interval's, to recompute predictions
+    settings["output_stride"] = int(options.get("stride", 1))  # frames per solver stop
     if model.kinetic:  # which steps the kinetic indicator's system took
         settings["kinetic_solver"] = "rk4" if options.get("kinetic_explicit") else "sdirk"
     fixed_values = {k: v for k, v in values.items() if k not in free}

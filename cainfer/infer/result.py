@@ -688,6 +688,7 @@ class Fit:
                                       "drift_timescale")}  # fmt: skip
         options["substeps"] = self._substeps()
         options["kinetic_explicit"] = st.get("kinetic_solver") == "rk4"
+        options["stride"] = int(st.get("output_stride", 1))
         data = observed_of(self.idata["observed_data"].ds, st.get("observation", "dff_exact"))
         bands = self.idata["predictive_bands"] if "predictive_bands" in self.idata else None
         _add_predictions(self.idata, self.model, self.model.values(self.fixed), self.free,

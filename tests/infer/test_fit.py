@@ -996,3 +996,44 @@ def test_progress_shows_in_a_terminal_or_notebook_when_asked_or_auto(monkeypatch
     with pytest.raises(ValueError, match="progress = 'yes'"):
         fit(np.zeros(TIME.size), cainfer.single_compartment(), stimulus=STIM, time=TIME,
             progress="yes")  # fmt: skip
+
+
+def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
+    from cainfer.infer._op import forward_solver
+    from cainfer.infer._substeps import (
+        _STRIDES,
+        _choose_stride,
+        _fastest_rate,
+        _solver_error,
+        _spread_vectors,
+    )
+    from cainfer.infer.result import SOLVER_TOLERANCE
+
+    # a slow cell (decay ~1 s) at 60 frames/s: long strides, as accurate as every frame
+    t = np.arange(1200) / 60.0
+    stim = cainfer.Stimulus(events=[2.0, 7.5, 7.55, 14.0])
+    model = cainfer.pumps_model("OGB-1")
+    vec = model.pack_raw(model.values({"influx_amplitude": 10.0}))
+    slots = [model.slots()[k] for k in ("pmca_vmax", "influx_amplitude", "kappa_s")]
+    noise = np.array([0.01])
+    ones = np.ones(t.size - 1, dtype=np.int64)
+    around = _spread_vectors(vec, slots)
+    k = _choose_stride(model, [vec], t, stim, noise, ones, slots=slots, also=around)
+    assert k >= 2
+    lam = max(_fastest_rate(model, t, stim, v, ones, False) for v in [vec, *around])
+    assert lam * k / 60.0 <= 0.2  # the step within the simulator's stability bound
+    # the next longer stride breaks that bound or the accuracy asked for
+    longer = min(s for s in _STRIDES if s > k)
+    err = max(_solver_error(model, [v], t, stim, ones, noise, slots=slots, stride=longer)
+              for v in [vec, *around])  # fmt: skip
+    assert lam * longer / 60.0 > 0.2 or err > SOLVER_TOLERANCE
+    fine = forward_solver(model, t, stim, substeps=8)(vec)[0]
+    got = forward_solver(model, t, stim, substeps=ones, stride=k)(vec)[0]
+    assert float(np.linalg.norm(got - fine)) / noise[0] <= SOLVER_TOLERANCE
+    # the same cell with its pump 30× faster: the stability bound allows no stride
+    fast = vec.copy()
+    fast[model.slots()["pmca_vmax"]] *= 30.0
+    assert _choose_stride(model, [fast], t, stim, noise, ones) == 1
+    # an ER model: release has fast phases anywhere; no stride
+    er = cainfer.er_model("OGB-1")
+    assert _choose_stride(er, [er.pack_raw(er.values())], t, stim, noise, ones) == 1

@@ -132,3 +132,60 @@ def test_the_python_solve_runs_the_graphs_compiled_solver(kinetic):
     frozen.flags.writeable = False
     np.testing.assert_allclose(forward_solver(model, TIME, STIM, substeps=2)(frozen)[0], got_dff)
     assert len(set(op.forward_tape.signatures) - before) <= 1
+
+
+def test_output_plan_reads_a_cubic_exactly_and_never_across_a_break():
+    from cainfer.infer._op import output_plan
+
+    t = np.arange(300) / 60.0
+    breaks = np.array([0.5, 1.2, 1.205, 3.9])
+    plan = output_plan(t, breaks, 6)
+    a = plan.anchors
+    assert a[0] == 0 and a[-1] == t.size - 1 and np.all(np.diff(a) > 0)
+    assert a.size < t.size / 2  # most frames are read off the anchors
+    # Lagrange weights of a cubic: they sum to 1 and reproduce any cubic exactly
+    np.testing.assert_allclose(plan.weights.sum(axis=0), 1.0, rtol=1e-12)
+    cubic = 0.3 - 2.0 * t + 0.7 * t**2 - 0.11 * t**3
+    np.testing.assert_allclose(plan.apply(np, cubic[a]), cubic, rtol=1e-10, atol=1e-12)
+    # anchors are their own values; no frame's stencil spans a break
+    np.testing.assert_array_equal(plan.apply(np, t[a])[a], t[a])
+    lo, hi = t[a][plan.stencil[0]], t[a][plan.stencil[3]]
+    read = ~np.isin(np.arange(t.size), a)
+    for b in breaks:
+        assert not np.any(read & (lo < b) & (b <= hi))
+    # a smooth decay read off every 6th frame: error at most 0.042·(6Δt/τ)⁴ of its size
+    # (the stencils at the ends are one-sided; 0.023 between)
+    decay = np.exp(-t / 0.4)
+    err = np.abs(plan.apply(np, decay[a]) - decay).max()
+    assert 0.0 < err <= 0.042 * (6 / 60.0 / 0.4) ** 4
+    # stride 1, or too few frames: every frame is solved
+    assert output_plan(t, breaks, 1) is None
+    assert output_plan(t[:6], breaks, 3) is None
+
+
+def test_a_strided_solve_matches_the_solve_of_every_frame_and_its_gradient():
+    from cainfer.infer._op import _solve_parts, forward_solver
+
+    model = preset("pumps")
+    t = np.arange(600) / 60.0
+    stim = Stimulus(events=[1.0, 4.0, 4.05, 7.5])
+    p = model.pack_raw({"influx_amplitude": 15.0})
+    every = forward_solver(model, t, stim, substeps=1)(p)
+    strided = forward_solver(model, t, stim, substeps=1, stride=4)(p)
+    # four frames per step and per cubic: far below a noise sd of 1e-3 ΔF/F
+    for x, y in zip(strided, every, strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=2e-5 * np.abs(y).max())
+    # in a graph the frames are read off the Op's outputs; its gradient by finite differences
+    op, arrays, plan = _solve_parts(model, t, stim, 1, None, False, 4)
+    assert plan is not None and plan.anchors.size < t.size / 2
+    consts = [pt.as_tensor_variable(a) for a in arrays]
+    free = np.array([model.slots()[k] for k in ("pmca_vmax", "kappa_s", "influx_amplitude")])
+    w = np.random.default_rng(1).normal(size=t.size)
+
+    def f(x):
+        q = pt.set_subtensor(pt.as_tensor(p)[free], x)
+        return (plan.apply(pt, op(q, *consts)[0]) * w).sum()
+
+    pytensor.gradient.verify_grad(
+        f, [p[free]], rng=np.random.default_rng(0), eps=1e-7, abs_tol=1e-5, rel_tol=1e-5
+    )
