@@ -104,16 +104,28 @@ def _logp_grad(compiled: Any) -> Any:
     shared variables' own (writable) arrays, a second set of argument types
     for which numba compiles the whole log density again (2.7 s of a first
     fit). This calls the compiled function with nutpie's read-only arrays.
+
+    A point where the compiled code raises (numba's division by zero, at
+    parameters far outside anything the data allow, where a climb's line
+    search may probe) has log density −inf there, as the sampler's own
+    wrapper treats it (a rejected step).
     """
     fn = compiled.logp_func
     jit = getattr(getattr(fn, "vm", None), "jit_fn", None)
     keys = getattr(compiled, "shared_var_keys", None)
     if jit is None or keys is None:
-        return fn
-    data = [compiled.shared_data[keys[var]] for var in fn.get_shared()]
+        call = fn
+    else:
+        data = [compiled.shared_data[keys[var]] for var in fn.get_shared()]
+
+        def call(x: np.ndarray) -> Any:
+            return jit(np.ascontiguousarray(x, dtype=np.float64), *data)
 
     def logp_grad(x: np.ndarray) -> Any:
-        return jit(np.ascontiguousarray(x, dtype=np.float64), *data)
+        try:
+            return call(x)
+        except ArithmeticError:
+            return np.array(-np.inf), np.zeros(np.shape(x))
 
     return logp_grad
 

@@ -1037,3 +1037,22 @@ def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
     # an ER model: release has fast phases anywhere; no stride
     er = cainfer.er_model("OGB-1")
     assert _choose_stride(er, [er.pack_raw(er.values())], t, stim, noise, ones) == 1
+
+
+def test_a_log_density_that_raises_is_minus_infinity_to_the_start_search():
+    # numba raises ZeroDivisionError where Python would; a climb's line search may
+    # probe parameters that far out, and the search must step back, not stop the fit
+    from types import SimpleNamespace
+
+    from cainfer.infer._starts import _logp_grad
+
+    def logp(x):
+        if x[0] > 10.0:
+            return 1.0 / 0.0
+        return np.array(-0.5 * float(x @ x)), -x
+
+    f = _logp_grad(SimpleNamespace(logp_func=logp))
+    lp, g = f(np.array([20.0, 1.0]))
+    assert lp == -np.inf and np.all(g == 0.0) and g.shape == (2,)
+    lp, g = f(np.array([1.0, 2.0]))
+    assert float(lp) == -2.5 and np.all(g == [-1.0, -2.0])
