@@ -15,7 +15,8 @@ then has ~50 cosine terms. ``--binding kinetic`` images the cell through
 Printed per fit: divergences, max R-hat, min bulk ESS, the noise σ's
 posterior median against the noise sd at rest (a σ collapsed far below it
 would mean the baseline soaked up the noise), whether each true value lies
-in its 94% HDI, the compile and sampling times, and the process's peak memory.
+in its 94% HDI, the solver's output stride and the kept draws' leapfrog steps, the
+compile and sampling times, and the process's peak memory.
 
 Run: ``python benchmarks/long_recording.py [--minutes M] [--frame-rate HZ]
 [--binding equilibrium|kinetic] [--draws N] [--only dff]``.
@@ -148,10 +149,12 @@ def main() -> None:
                 f"{'in' if lo <= truth[name] <= hi else 'OUT'}"
             )
         k = post["drift_z"].shape[-1] if "drift_z" in post else 0
+        steps = float(np.asarray(res.idata["sample_stats"]["n_steps"]).sum())
         print(
             f"{label:12s} baseline terms {k}  divergences {div}  max R-hat {max_rhat:.3f}  "
             f"min bulk ESS {min_ess:.0f}  σ {sigma:.4g} (noise sd at rest {sd:.4g})  "
-            f"{', '.join(covered)}  compile {res.settings['compile_seconds']:.1f} s, "
+            f"{', '.join(covered)}  solver output stride {res.settings.get('output_stride', 1)}, "
+            f"{steps:.0f} leapfrog steps  compile {res.settings['compile_seconds']:.1f} s, "
             f"sampling {res.settings['sampling_seconds']:.1f} s, fit() {wall:.1f} s, "
             f"peak memory so far {_peak_gb():.2f} GB",
             flush=True,
