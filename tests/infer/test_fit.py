@@ -1034,9 +1034,22 @@ def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
     fast = vec.copy()
     fast[model.slots()["pmca_vmax"]] *= 30.0
     assert _choose_stride(model, [fast], t, stim, noise, ones) == 1
-    # an ER model: release has fast phases anywhere; no stride
+    # the rate is the Jacobian's: the kernels' bound over the same calcium range
+    kern, _ = model.kernels()
+    ka = model.kernel_args(t, stim, substeps=1)
+    _, ca = forward_solver(model, t, stim, substeps=1)(vec)
+    grid = np.geomspace(0.9 * ca.min(), 1.1 * ca.max(), 32)
+    bound = kern.jacobian_bound(grid, np.zeros(1), vec, ka.codes, ka.offsets,
+                                ka.waveform_time, ka.waveform_values, False, False)  # fmt: skip
+    assert _fastest_rate(model, t, stim, vec, ones, False) == pytest.approx(bound, rel=1e-4)
+    # an ER model (release has fast phases anywhere) or a kinetic indicator: no stride
     er = cainfer.er_model("OGB-1")
     assert _choose_stride(er, [er.pack_raw(er.values())], t, stim, noise, ones) == 1
+    kin = cainfer.single_compartment(
+        cainfer.get_indicator("OGB-1").with_(k_on=10.0, k_off=2.5, kinetics_source="test"),
+        indicator_kinetics="kinetic",
+    )
+    assert _choose_stride(kin, [kin.pack_raw(kin.values())], t, stim, noise, ones) == 1
 
 
 def test_a_log_density_that_raises_is_minus_infinity_to_the_start_search():
