@@ -21,6 +21,7 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from cainfer._checks import repeated
 from cainfer._options import FIT_DEFAULTS, FitOptions, Likelihood
@@ -470,9 +471,14 @@ _FIT_DOC_OPTIONS = """
         error regressed on the ΔF/F's sensitivities to the parameters, with
         the recording's noise); checked again at the posterior median, with
         one refit at more steps if it fails there.
-        A slow frame rate with fast kinetics (a few Hz) needs several. An
-        integer is used as given and checked; its failure is reported in
-        :attr:`Fit.problems`.
+        A slow frame rate with fast kinetics (a few Hz) needs several.
+        ``"auto"`` also chooses an output stride: at a frame rate high
+        against the cell's relaxation rate the solver stops only every k-th
+        frame between events and reads the frames between off a cubic
+        (``Fit.settings["output_stride"]``; one-state cells only, held to
+        the same tolerance and to RK4's stability with a margin). An
+        integer is used as given (every frame solved) and checked; its
+        failure is reported in :attr:`Fit.problems`.
     adaptation : {"diag", "low_rank"}
         nutpie mass-matrix adaptation; ``"low_rank"`` follows the correlated
         directions (influx amplitude, κ_S and pump capacity trade off).
@@ -1162,18 +1168,25 @@ def _sample_with(
             )  # fmt: skip
             modes = found.get("modes", [])
         t1 = time_module.perf_counter()
-        idata = nutpie.sample(
-            compiled,
-            draws=options["draws"],
-            tune=options["tune"],
-            chains=chains,
-            cores=n_cores,
-            seed=seed,
-            progress_bar=_show_progress(options["progress"]),
-            adaptation=options["adaptation"],
-            target_accept=float(options["target_accept"]),
-            save_warmup=False,
-        )
+        # The chains run in parallel, n_cores at a time; the log density's BLAS calls
+        # (the slow baseline's basis times its weights: 51 × 36 000 on ten minutes at 60
+        # frames/s) would each start OpenBLAS's own threads on top of them. On two cores
+        # two chains' log densities then ran no faster than one chain's (11.3 ms a call
+        # in two processes at once against 3.9 ms alone; 4.2 ms with one BLAS thread).
+        blas_threads = max(1, (os.cpu_count() or 1) // n_cores)
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            idata = nutpie.sample(
+                compiled,
+                draws=options["draws"],
+                tune=options["tune"],
+                chains=chains,
+                cores=n_cores,
+                seed=seed,
+                progress_bar=_show_progress(options["progress"]),
+                adaptation=options["adaptation"],
+                target_accept=float(options["target_accept"]),
+                save_warmup=False,
+            )
     t2 = time_module.perf_counter()
     forward_log = logging.getLogger("pymc.sampling.forward")
     level = forward_log.level

@@ -1069,3 +1069,36 @@ def test_a_log_density_that_raises_is_minus_infinity_to_the_start_search():
     assert lp == -np.inf and np.all(g == 0.0) and g.shape == (2,)
     lp, g = f(np.array([1.0, 2.0]))
     assert float(lp) == -2.5 and np.all(g == [-1.0, -2.0])
+
+
+def test_chains_sample_with_one_blas_thread_per_core(monkeypatch):
+    # parallel chains each running OpenBLAS's own threads oversubscribe the cores: the
+    # sampler runs with the BLAS threads that leave each chain its share
+    import os
+
+    import nutpie
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    sample = nutpie.sample
+
+    def spy(*args, **kwargs):
+        seen.append(
+            (
+                kwargs["cores"],
+                [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"],
+            )
+        )
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(nutpie, "sample", spy)
+    y = cainfer.single_compartment().simulate(None, TIME, STIM).dff.values
+    y = y + np.random.default_rng(2).normal(0.0, 0.02, y.size)
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    fit(y, cainfer.single_compartment(), stimulus=STIM, time=TIME, draws=100, tune=100,
+        chains=2, cores=2, seed=1, observation="dff_exact")  # fmt: skip
+    (cores, threads), *_ = seen
+    assert cores == 2 and threads
+    assert all(n == max(1, (os.cpu_count() or 1) // 2) for n in threads)
+    # and the process's own setting is back after the fit
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
