@@ -52,24 +52,31 @@ class _Solves:
         self.explicit = bool(explicit) and model.kinetic
         self._order = 3 if model.kinetic and not self.explicit else 4
         self._solvers: dict[bytes, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {}
-        self._dff: dict[tuple[bytes, bytes], np.ndarray] = {}
+        self._out: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
-    def dff(self, v: np.ndarray, substeps: int | np.ndarray, stride: int = 1) -> np.ndarray:
-        """ΔF/F of packed parameter vector ``v`` at ``substeps`` steps per frame (or interval).
+    def solve(
+        self, v: np.ndarray, substeps: int | np.ndarray, stride: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ΔF/F and free Ca of packed vector ``v`` at ``substeps`` steps per frame (or interval).
 
         ``stride``: the solver's output stride (:func:`cainfer.infer._op.output_plan`).
         """
         n = np.broadcast_to(np.asarray(substeps, dtype=np.int64), (max(self.t.size - 1, 0),))
         steps = n.tobytes() + bytes([min(int(stride), 255)])
         key = (steps, np.ascontiguousarray(v, dtype=float).tobytes())
-        if key not in self._dff:
+        if key not in self._out:
             if steps not in self._solvers:
                 self._solvers[steps] = forward_solver(
                     self.model, self.t, self.stimulus, substeps=np.ascontiguousarray(n),
                     explicit=self.explicit, stride=int(stride),
                 )  # fmt: skip
-            self._dff[key] = np.asarray(self._solvers[steps](v)[0])
-        return self._dff[key]
+            dff, ca = self._solvers[steps](v)
+            self._out[key] = (np.asarray(dff), np.asarray(ca))
+        return self._out[key]
+
+    def dff(self, v: np.ndarray, substeps: int | np.ndarray, stride: int = 1) -> np.ndarray:
+        """ΔF/F of :meth:`solve`."""
+        return self.solve(v, substeps, stride)[0]
 
     def error(self, v: np.ndarray, substeps: int | np.ndarray) -> np.ndarray:
         """Richardson's estimate of the ΔF/F error at ``substeps``: ``(d_n − d_2n)·2^p/(2^p − 1)``.
@@ -244,15 +251,17 @@ def _choose_stride(
     ``SOLVER_TOLERANCE`` posterior sd at any of ``vectors`` or ``also`` (as
     :func:`_choose_substeps` holds the steps to) is taken, else 1.
     """
-    if model.has_er or t.size < 8:
-        return 1  # release and uptake have fast phases wherever the ER fires
+    if model.has_er or model.kinetic or model.stateful or t.size < 8:
+        # ER release and uptake have fast phases wherever the ER fires; the other two
+        # have states besides free calcium, which _fastest_rate does not follow
+        return 1
     solves = _Solves(model, t, stimulus, explicit)
     points = [(v, float(noise[min(r, noise.size - 1)])) for r, v in enumerate(vectors)]
     # a vector the solve of every frame cannot follow is no place the fit goes
     points += [(v, float(noise[0])) for v in also if np.all(np.isfinite(solves.dff(v, substeps)))]
     # stability: a step of k frames keeps |λ|·h within the simulator's bound at every
     # point, so that the sampler can stray far (λ ×14) before RK4 turns unstable
-    lam = max(_fastest_rate(model, t, stimulus, v, substeps, explicit) for v, _ in points)
+    lam = max(_fastest_rate(model, solves, v, substeps) for v, _ in points)
     longest = float(np.max(np.diff(t)))
     for k in _STRIDES:
         if 4 * k > t.size or not lam * k * longest <= _LAMBDA_H:
@@ -280,39 +289,30 @@ def _choose_stride(
 _STRIDES = (16, 12, 8, 6, 4, 3, 2)
 
 
-def _fastest_rate(
-    model: CellModel,
-    t: np.ndarray,
-    stimulus: Stimulus | None,
-    v: np.ndarray,
-    substeps: np.ndarray,
-    explicit: bool,
-) -> float:
+def _fastest_rate(model: CellModel, solves: _Solves, v: np.ndarray, substeps: np.ndarray) -> float:
     """The fastest relaxation rate (1/s) of free calcium over the range its solve visits.
 
     For a cell whose one state is free calcium (no ER, the indicator in
     equilibrium, no gated terms): ``|d/dc (J(c)/β(c))|``, ``J`` the net flux
     and ``β`` the buffering capacity, by central differences on a grid over
-    the solve's range. The flux is the kernels' own ``net_flux``, which every
-    fit has compiled (the model's resting balance); the Jacobian kernel
-    ``jacobian_bound`` would cost a first fit 3.5 s more to compile. Other
-    models: infinity (no stride).
+    the range of the solve of every frame at ``substeps`` (``solves``, of the
+    same model). The flux is the kernels' own ``net_flux``, which every fit
+    has compiled (the model's resting balance), and ``β`` their
+    ``buffer_capacity`` run as Python; the Jacobian kernel ``jacobian_bound``
+    would cost a first fit 3.5 s more to compile.
     """
-    if model.has_er or model.kinetic or model.stateful:
-        return math.inf
-    _, ca = forward_solver(model, t, stimulus, substeps=substeps, explicit=explicit)(v)
+    ca = solves.solve(v, substeps)[1]
     if not np.all(np.isfinite(ca)):
         return math.inf
     lo, hi = max(0.9 * float(np.min(ca)), 1e-9), max(1.1 * float(np.max(ca)), 1e-9)
     kern, _ = model.kernels()
     p = np.array(v, dtype=np.float64)
-    kappa, bt, kd, n = p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL]
+    buffers = (p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL])
     empty = np.empty(0)
 
     def rate(c: float) -> float:
         jpm, jx = kern.net_flux(-math.inf, c, 0.0, p, model._codes, model._offsets, empty, empty)
-        x = (c / kd) ** n
-        return float(jpm + jx) / (1.0 + kappa + bt * n * x / (c * (1.0 + x) ** 2))
+        return float(jpm + jx) / K.buffer_capacity.py_func(c, *buffers)
 
     lam = 0.0
     for c in np.geomspace(lo, hi, 32):

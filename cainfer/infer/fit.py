@@ -1027,7 +1027,11 @@ def _run(
     err = error()
     if auto and err > SOLVER_TOLERANCE:
         first = opts["substeps"]
-        full = _solver_error(model, at, t, stimulus, first, noise, slots=slots, explicit=explicit)
+        full = (
+            err
+            if int(opts.get("stride", 1)) == 1
+            else _solver_error(model, at, t, stimulus, first, noise, slots=slots, explicit=explicit)
+        )  # the error of every frame solved: the same number at stride 1
         if full > SOLVER_TOLERANCE and np.min(first) < _MAX_SUBSTEPS:
             opts["substeps"] = _choose_substeps(
                 model, at, t, stimulus, noise, slots=slots, first=first, explicit=explicit

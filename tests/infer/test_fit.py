@@ -1005,6 +1005,7 @@ def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
         _choose_stride,
         _fastest_rate,
         _solver_error,
+        _Solves,
         _spread_vectors,
     )
     from cainfer.infer.result import SOLVER_TOLERANCE
@@ -1020,7 +1021,8 @@ def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
     around = _spread_vectors(vec, slots)
     k = _choose_stride(model, [vec], t, stim, noise, ones, slots=slots, also=around)
     assert k >= 2
-    lam = max(_fastest_rate(model, t, stim, v, ones, False) for v in [vec, *around])
+    solves = _Solves(model, t, stim)
+    lam = max(_fastest_rate(model, solves, v, ones) for v in [vec, *around])
     assert lam * k / 60.0 <= 0.2  # the step within the simulator's stability bound
     # the next longer stride breaks that bound or the accuracy asked for
     longer = min(s for s in _STRIDES if s > k)
@@ -1041,7 +1043,7 @@ def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
     grid = np.geomspace(0.9 * ca.min(), 1.1 * ca.max(), 32)
     bound = kern.jacobian_bound(grid, np.zeros(1), vec, ka.codes, ka.offsets,
                                 ka.waveform_time, ka.waveform_values, False, False)  # fmt: skip
-    assert _fastest_rate(model, t, stim, vec, ones, False) == pytest.approx(bound, rel=1e-4)
+    assert _fastest_rate(model, solves, vec, ones) == pytest.approx(bound, rel=1e-4)
     # an ER model (release has fast phases anywhere) or a kinetic indicator: no stride
     er = cainfer.er_model("OGB-1")
     assert _choose_stride(er, [er.pack_raw(er.values())], t, stim, noise, ones) == 1
