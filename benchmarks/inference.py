@@ -287,8 +287,8 @@ def main() -> None:
 def observation_terms(chains: int, tune: int, draws: int) -> None:
     """B1's ΔF/F input with the default observation's terms left out in turn.
 
-    Prints, per variant, the solver's output stride the fit chose, the cost of
-    one log-density gradient at that stride, the leapfrog
+    Prints, per variant, the frames per solver stop of the output strides the fit
+    chose, the cost of one log-density gradient at those strides, the leapfrog
     steps per draw and the minimum bulk ESS per second of sampling: which of
     the terms (free scale, offset and noise exponent; AR(1) residuals; the slow
     drift) the sampling time goes to.
@@ -310,14 +310,14 @@ def observation_terms(chains: int, tune: int, draws: int) -> None:
     ]
     print(f"B1, ΔF/F input, {chains} chains x ({tune} tune + {draws} draws)")
     print(
-        f"{'observation':40s} {'stride':>6s} {'grad ms':>8s} {'sample s':>9s} {'steps/draw':>10s} "
+        f"{'observation':40s} {'fr/stop':>7s} {'grad ms':>8s} {'sample s':>9s} {'steps/draw':>10s} "
         f"{'step size':>9s} {'% depth ≤2/3/≥4':>16s} {'minESS/s':>9s}"
     )
     for name, opts in variants:
         res = fit(y, model, stimulus=stim, time=t, free=FREE, draws=draws, tune=tune,
                   chains=chains, seed=1, **opts)  # fmt: skip
         # the gradient the sampler ran: at the solver's output stride the fit chose
-        stride = int(res.settings.get("output_stride", 1))
+        stride = res._stride()  # one per frame, or one for all
         m = exact_pymc_model(model, t, stim, y, FREE, **opts, stride=stride)
         ms = _logp_grad_ms(m, "NUMBA")
         s = az.summary(res.idata, var_names=[*FREE, "sigma"], round_to="none")
@@ -331,7 +331,8 @@ def observation_terms(chains: int, tune: int, draws: int) -> None:
         shares = "/".join(f"{100 * x:.0f}" for x in share)
         ess = float(s["ess_bulk"].astype(float).min())
         print(
-            f"{name:40s} {stride:6d} {ms:8.3f} {sample_s:9.1f} {steps:10.2f} {eps:9.3f} "
+            f"{name:40s} {res.settings['frames_per_stop']:7.2f} {ms:8.3f} {sample_s:9.1f} "
+            f"{steps:10.2f} {eps:9.3f} "
             f"{shares:>16s} {ess / sample_s:9.1f}"
         )
 
@@ -361,12 +362,13 @@ def exact_pymc_model(
     residuals: str = "white",
     drift: str = "none",
     explicit: bool = False,
-    stride: int = 1,
+    stride: int | np.ndarray = 1,
 ) -> pm.Model:
     """The PyMC model cainfer builds for trace ``y`` (by default exact ΔF/F, white noise).
 
     ``explicit``: a kinetic indicator's system in RK4 steps instead of the implicit ones.
-    ``stride``: the solver's output stride (``Fit.settings["output_stride"]``).
+    ``stride``: the solver's output stride, one for all frames or one per frame
+    (``Fit._stride()``).
     """
     from cainfer.infer.fit import _fit_options, _Problem, _pymc_model, _validated
     from cainfer.infer.observation import ObservedData

@@ -80,7 +80,7 @@ def _row(name: str, res, truth: dict[str, float], wall: float) -> None:
         f"{name:<44} {st['compile_seconds']:8.1f} {st['sampling_seconds']:9.1f} {wall:8.1f} "
         f"{ess / st['sampling_seconds']:10.1f} {float(s['r_hat'].astype(float).max()):7.3f} "
         f"{inside!s:>8} {int(res.idata['sample_stats']['diverging'].sum()):5d} "
-        f"{st.get('kinetic_solver', '-'):>7}"
+        f"{st.get('kinetic_solver', '-'):>7} {st.get('frames_per_stop', 1.0):7.2f}"
     )
 
 
@@ -159,7 +159,7 @@ def main() -> None:
     kw = dict(stimulus=stim, time=t, free=FREE, draws=draws, tune=tune, chains=chains, seed=1)
     print(f"{chains} chains x ({tune} tune + {draws} draws)")
     print(f"{'fit':<44} {'compile':>8} {'sampling':>9} {'wall':>8} {'minESS/s':>10} "
-          f"{'R-hat':>7} {'in HDI':>8} {'div.':>5} {'solver':>7}")  # fmt: skip
+          f"{'R-hat':>7} {'in HDI':>8} {'div.':>5} {'solver':>7} {'fr/stop':>7}")  # fmt: skip
     t0 = time.perf_counter()
     res = fit(y, kin, **kw, observation="dff_exact", residuals="white")
     _row("kinetic, exact ΔF/F", res, {**TRUTH, "sigma": SIGMA}, time.perf_counter() - t0)

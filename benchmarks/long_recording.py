@@ -153,7 +153,9 @@ def main() -> None:
         print(
             f"{label:12s} baseline terms {k}  divergences {div}  max R-hat {max_rhat:.3f}  "
             f"min bulk ESS {min_ess:.0f}  σ {sigma:.4g} (noise sd at rest {sd:.4g})  "
-            f"{', '.join(covered)}  solver output stride {res.settings.get('output_stride', 1)}, "
+            f"{', '.join(covered)}  solver output stride up to "
+            f"{res.settings.get('output_stride', 1)} "
+            f"({res.settings.get('frames_per_stop', 1.0):.2f} frames per stop), "
             f"{steps:.0f} leapfrog steps  compile {res.settings['compile_seconds']:.1f} s, "
             f"sampling {res.settings['sampling_seconds']:.1f} s, fit() {wall:.1f} s, "
             f"peak memory so far {_peak_gb():.2f} GB",

@@ -234,9 +234,10 @@ class OutputPlan(NamedTuple):
     """Which frames the solver outputs, and how the others are read off them.
 
     With an output stride ``k`` the solver stops at every ``k``-th frame
-    (the *anchors*, with the first and last frame) and at every frame near a
-    break of the solution's smoothness (a stimulus event, a knot of its
-    waveform), taking steps as long as the stretch between two anchors. Every
+    (the *anchors*, with the first and last frame; with one stride per
+    frame, each anchor's own stride on) and at every frame near a break of
+    the solution's smoothness (a stimulus event, a knot of its waveform),
+    taking steps as long as the stretch between two anchors. Every
     other frame is the cubic through the four nearest anchors (Lagrange
     weights on their times), which no break lies between. Its error on a
     smooth solution is at most ``0.023·(k·Δt)⁴·|d⁴x/dt⁴|`` between anchors
@@ -253,20 +254,32 @@ class OutputPlan(NamedTuple):
         return sum(self.weights[m] * at_anchors[..., self.stencil[m]] for m in range(4))
 
 
-def output_plan(time: np.ndarray, breaks: np.ndarray, stride: int) -> OutputPlan | None:
+def output_plan(
+    time: np.ndarray, breaks: np.ndarray, stride: int | np.ndarray
+) -> OutputPlan | None:
     """The :class:`OutputPlan` of frame times ``time`` (s) at output stride ``stride``.
 
-    ``breaks`` (s): times where the solution is not smooth (stimulus events,
-    waveform knots). None when every frame would be an anchor anyway
-    (``stride`` 1, or fewer than 8 frames).
+    ``stride``: frames per solver stop, one for all or one per frame (the
+    most frames the solver steps from that frame to its next stop: short
+    where the solution is fast, long where it is slow). ``breaks`` (s):
+    times where the solution is not smooth (stimulus events, waveform
+    knots). None when every frame would be an anchor anyway (``stride`` 1,
+    or fewer than 8 frames).
     """
     t = np.asarray(time, dtype=float)
     n = t.size
-    if stride <= 1 or n < 8:
+    s = np.broadcast_to(np.asarray(stride, dtype=np.int64), (n,))
+    if n < 8 or not np.any(s > 1):
         return None
     br = np.sort(np.asarray(breaks, dtype=float))
     anchor = np.zeros(n, dtype=bool)
-    anchor[::stride] = True
+    if s.min() == s.max():
+        anchor[:: int(s[0])] = True
+    else:
+        i = 0
+        while i < n:
+            anchor[i] = True
+            i += max(int(s[i]), 1)
     anchor[-1] = True
     while True:
         a = np.flatnonzero(anchor)
@@ -310,7 +323,7 @@ def _solve_parts(
     substeps: int | np.ndarray,
     free: Sequence[str] | None,
     explicit: bool = False,
-    stride: int = 1,
+    stride: int | np.ndarray = 1,
 ) -> tuple[SolveOp, list[np.ndarray], OutputPlan | None]:
     """The Op, its constant inputs as read-only arrays (see :func:`solve_op`), its plan.
 
@@ -365,7 +378,7 @@ def forward_solver(
     *,
     substeps: int | np.ndarray = 1,
     explicit: bool = False,
-    stride: int = 1,
+    stride: int | np.ndarray = 1,
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The compiled ΔF/F solve of a model on a time grid: ``forward(p_raw)`` → (ΔF/F, Ca).
 
@@ -385,10 +398,11 @@ def forward_solver(
     explicit : bool
         A kinetic indicator's system in RK4 steps instead of the implicit
         SDIRK ones (no effect with an indicator in equilibrium).
-    stride : int
-        Output stride (:func:`output_plan`): the solver stops at every
-        ``stride``-th frame and near the stimulus's events, and the frames
-        between are interpolated (1: every frame solved).
+    stride : int or numpy.ndarray
+        Output stride (:func:`output_plan`; one for all frames or one per
+        frame): the solver stops at every ``stride``-th frame and near the
+        stimulus's events, and the frames between are interpolated (1: every
+        frame solved).
 
     Returns
     -------

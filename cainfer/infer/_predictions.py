@@ -101,7 +101,7 @@ def _add_predictions(
     forward = forward_solver(
         model, t, stimulus, substeps=options["substeps"],
         explicit=bool(options.get("kinetic_explicit", False)),
-        stride=int(options.get("stride", 1)),
+        stride=options.get("stride", 1),
     )  # fmt: skip
     base = model.pack_raw(values)
     obs = _obs_options(options)

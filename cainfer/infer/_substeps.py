@@ -10,7 +10,6 @@ import numpy as np
 from cainfer.forward import CellModel, Stimulus
 from cainfer.forward import _adjoint as A
 from cainfer.forward import _kernels as K
-from cainfer.forward.model import _LAMBDA_H
 from cainfer.infer._draws import (
     _packed,
 )
@@ -55,26 +54,30 @@ class _Solves:
         self._out: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
     def solve(
-        self, v: np.ndarray, substeps: int | np.ndarray, stride: int = 1
+        self, v: np.ndarray, substeps: int | np.ndarray, stride: int | np.ndarray = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         """ΔF/F and free Ca of packed vector ``v`` at ``substeps`` steps per frame (or interval).
 
-        ``stride``: the solver's output stride (:func:`cainfer.infer._op.output_plan`).
+        ``stride``: the solver's output stride (:func:`cainfer.infer._op.output_plan`),
+        one for all frames or one per frame.
         """
         n = np.broadcast_to(np.asarray(substeps, dtype=np.int64), (max(self.t.size - 1, 0),))
-        steps = n.tobytes() + bytes([min(int(stride), 255)])
+        every = np.broadcast_to(np.asarray(stride, dtype=np.int64), (self.t.size,))
+        steps = n.tobytes() + every.tobytes()
         key = (steps, np.ascontiguousarray(v, dtype=float).tobytes())
         if key not in self._out:
             if steps not in self._solvers:
                 self._solvers[steps] = forward_solver(
                     self.model, self.t, self.stimulus, substeps=np.ascontiguousarray(n),
-                    explicit=self.explicit, stride=int(stride),
+                    explicit=self.explicit, stride=np.array(every),
                 )  # fmt: skip
             dff, ca = self._solvers[steps](v)
             self._out[key] = (np.asarray(dff), np.asarray(ca))
         return self._out[key]
 
-    def dff(self, v: np.ndarray, substeps: int | np.ndarray, stride: int = 1) -> np.ndarray:
+    def dff(
+        self, v: np.ndarray, substeps: int | np.ndarray, stride: int | np.ndarray = 1
+    ) -> np.ndarray:
         """ΔF/F of :meth:`solve`."""
         return self.solve(v, substeps, stride)[0]
 
@@ -99,7 +102,7 @@ def _solver_error(
     slots: Sequence[int] | None = None,
     solves: _Solves | None = None,
     explicit: bool = False,
-    stride: int = 1,
+    stride: int | np.ndarray = 1,
 ) -> float:
     """How far the ΔF/F solve's error moves the fit, worst over the ROIs.
 
@@ -127,7 +130,7 @@ def _solver_error(
     for r, v in enumerate(vectors):
         sigma = float(noise[min(r, noise.size - 1)])
         fine = solves.dff(v, 2 * np.asarray(substeps))
-        if stride > 1:
+        if np.any(np.asarray(stride) > 1):
             delta = solves.dff(v, substeps, stride) - fine
         else:
             delta = solves.error(v, substeps)
@@ -239,33 +242,51 @@ def _choose_stride(
     slots: Sequence[int] | None = None,
     also: Sequence[np.ndarray] = (),
     explicit: bool = False,
-) -> int:
-    """The longest output stride whose solve is as good as solving every frame.
+) -> int | np.ndarray:
+    """The longest output strides whose solve is as good as solving every frame.
 
     Frames far from the stimulus's events change smoothly on the scale of
     the frame interval when the frame rate is high against the cell's time
     constants; there the solver need not stop at every frame
     (:func:`cainfer.infer._op.output_plan`), and a solve costs about one over
-    the stride as much. The strides of ``_STRIDES`` are tried from the
-    longest; the first whose error moves no free parameter by more than
-    ``SOLVER_TOLERANCE`` posterior sd at any of ``vectors`` or ``also`` (as
-    :func:`_choose_substeps` holds the steps to) is taken, else 1.
+    the stride as much.
+
+    Each frame's stride is the longest of ``_STRIDES`` whose step keeps
+    ``|λ|·k·Δt`` within ``_STRIDE_LAMBDA_H``, ``λ`` the fastest relaxation
+    rate of the states over the frames it spans, at any of ``vectors`` and
+    ``also`` (:func:`_frame_rates`): short after an event, where a kinetic
+    indicator binds fast, long where the cell rests. These strides, capped
+    in turn at each of ``_STRIDES`` from the longest, are held to the
+    accuracy the steps are (:func:`_choose_substeps`): the first cap whose
+    error moves no free parameter by more than ``SOLVER_TOLERANCE``
+    posterior sd at any of the vectors is taken, else 1.
+
+    Returns
+    -------
+    int or numpy.ndarray
+        1 (every frame solved), one stride for all frames, or ``(len(t),)``
+        strides, one per frame.
     """
-    if model.has_er or model.kinetic or model.stateful or t.size < 8:
-        # ER release and uptake have fast phases wherever the ER fires; the other two
-        # have states besides free calcium, which _fastest_rate does not follow
+    if model.has_er or model.stateful or t.size < 8:
+        # ER release and uptake have fast phases wherever the ER fires; gated terms have
+        # states besides calcium and the indicator, which _frame_rates does not follow
         return 1
     solves = _Solves(model, t, stimulus, explicit)
     points = [(v, float(noise[min(r, noise.size - 1)])) for r, v in enumerate(vectors)]
     # a vector the solve of every frame cannot follow is no place the fit goes
     points += [(v, float(noise[0])) for v in also if np.all(np.isfinite(solves.dff(v, substeps)))]
-    # stability: a step of k frames keeps |λ|·h within the simulator's bound at every
-    # point, so that the sampler can stray far (λ ×14) before RK4 turns unstable
-    lam = max(_fastest_rate(model, solves, v, substeps) for v, _ in points)
-    longest = float(np.max(np.diff(t)))
-    for k in _STRIDES:
-        if 4 * k > t.size or not lam * k * longest <= _LAMBDA_H:
+    lam = np.max([_frame_rates(model, solves, v, substeps) for v, _ in points], axis=0)
+    local = _local_strides(lam, t)
+    tried: list[np.ndarray] = []
+    for cap in _STRIDES:
+        if 4 * cap > t.size:
             continue
+        stride = np.minimum(local, cap)
+        if not np.any(stride > 1):
+            break
+        if any(np.array_equal(stride, s) for s in tried):
+            continue  # the same strides as a longer cap's, which failed
+        tried.append(stride)
         err = max(
             _solver_error(
                 model,
@@ -276,49 +297,125 @@ def _choose_stride(
                 np.array([sd]),
                 slots=slots,
                 solves=solves,
-                stride=k,
+                stride=stride,
             )
             for v, sd in points
         )
         if err <= SOLVER_TOLERANCE:
-            return k
+            return int(stride[0]) if np.all(stride == stride[0]) else stride
     return 1
 
 
 # output strides tried, longest first (frames per solver stop between events)
 _STRIDES = (16, 12, 8, 6, 4, 3, 2)
+# The longest solver step of a stride, as |λ|·h at the start and spread vectors: RK4
+# is stable to |λ|·h = 2.785 (real λ), so the sampler can go where λ is 2.8 times the
+# fastest rate the spread vectors reach. python benchmarks/inference.py and
+# benchmarks/kinetic.py: a step this long is as accurate as a frame's (the error
+# check holds it) and B1 samples the same posterior.
+_STRIDE_LAMBDA_H = 1.0
+
+
+def _local_strides(lam: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``(len(t),)`` the longest of ``_STRIDES`` (or 1) each frame may step.
+
+    From frame ``i``, ``k`` frames if ``max(λ[i..i+k])·(t[i+k] − t[i])``
+    is at most ``_STRIDE_LAMBDA_H`` (``lam``: each frame's fastest rate,
+    1/s); past the last frame the frames go on at the last interval.
+    """
+    n = t.size
+    out = np.ones(n, dtype=np.int64)
+    dt_end = float(t[-1] - t[-2]) if n > 1 else 0.0
+    for k in sorted(_STRIDES):
+        lam_pad = np.concatenate([lam, np.full(k, lam[-1])])
+        t_pad = np.concatenate([t, t[-1] + dt_end * np.arange(1, k + 1)])
+        span = t_pad[k : k + n] - t
+        worst = np.lib.stride_tricks.sliding_window_view(lam_pad, k + 1).max(axis=1)[:n]
+        out[worst * span <= _STRIDE_LAMBDA_H] = k  # a longer k also holds the shorter
+    return out
+
+
+def _frame_rates(
+    model: CellModel, solves: _Solves, v: np.ndarray, substeps: np.ndarray
+) -> np.ndarray:
+    """``(len(t),)`` the fastest relaxation rate (1/s) of the states at each frame.
+
+    The largest |eigenvalue| of the states' Jacobian (:func:`_rate_grid`) at
+    the free calcium of each frame of the solve of every frame at
+    ``substeps`` (``solves``, of the same model): the larger of the rates at
+    the two grid points either side.
+    """
+    ca = np.asarray(solves.solve(v, substeps)[1], dtype=float).ravel()
+    if not np.all(np.isfinite(ca)):
+        return np.full(ca.size, math.inf)
+    lo, hi = max(0.9 * float(np.min(ca)), 1e-9), max(1.1 * float(np.max(ca)), 1e-9)
+    grid = np.geomspace(lo, hi, 48)
+    rates = _rate_grid(model, v, grid, lo, hi)
+    i = np.clip(np.searchsorted(grid, ca), 1, grid.size - 1)
+    return np.maximum(rates[i - 1], rates[i])
 
 
 def _fastest_rate(model: CellModel, solves: _Solves, v: np.ndarray, substeps: np.ndarray) -> float:
-    """The fastest relaxation rate (1/s) of free calcium over the range its solve visits.
+    """The fastest relaxation rate (1/s) of the states over the range the solve visits."""
+    return float(np.max(_frame_rates(model, solves, v, substeps)))
 
-    For a cell whose one state is free calcium (no ER, the indicator in
-    equilibrium, no gated terms): ``|d/dc (J(c)/β(c))|``, ``J`` the net flux
-    and ``β`` the buffering capacity, by central differences on a grid over
-    the range of the solve of every frame at ``substeps`` (``solves``, of the
-    same model). The flux is the kernels' own ``net_flux``, which every fit
-    has compiled (the model's resting balance), and ``β`` their
-    ``buffer_capacity`` run as Python; the Jacobian kernel ``jacobian_bound``
-    would cost a first fit 3.5 s more to compile.
+
+def _rate_grid(
+    model: CellModel, v: np.ndarray, grid: np.ndarray, lo: float, hi: float
+) -> np.ndarray:
+    """The largest |eigenvalue| of the states' Jacobian (1/s) at each free calcium of ``grid``.
+
+    Central differences. A cell whose one state is free calcium:
+    ``|d/dc (J(c)/β(c))|``, ``J`` the net flux and ``β`` the buffering
+    capacity; the flux is the kernels' own ``net_flux``, which every fit has
+    compiled (the model's resting balance), and ``β`` their
+    ``buffer_capacity`` run as Python (the Jacobian kernel ``jacobian_bound``
+    would cost a first fit 3.5 s more to compile). A kinetic indicator adds
+    its bright bound state ``b``: the kernels' right-hand side, run as
+    Python, the larger rate of ``b`` in equilibrium with calcium ``lo`` and
+    with ``hi`` (``b`` lags calcium between the two: just after an event
+    calcium is high and ``b`` still at rest).
     """
-    ca = solves.solve(v, substeps)[1]
-    if not np.all(np.isfinite(ca)):
-        return math.inf
-    lo, hi = max(0.9 * float(np.min(ca)), 1e-9), max(1.1 * float(np.max(ca)), 1e-9)
     kern, _ = model.kernels()
     p = np.array(v, dtype=np.float64)
-    buffers = (p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL])
     empty = np.empty(0)
+    codes, offsets = model._codes, model._offsets
+    out = np.zeros(grid.size)
+    if model.kinetic:
+        rhs = kern.rhs.py_func
 
-    def rate(c: float) -> float:
-        jpm, jx = kern.net_flux(-math.inf, c, 0.0, p, model._codes, model._offsets, empty, empty)
-        return float(jpm + jx) / K.buffer_capacity.py_func(c, *buffers)
+        def flow(y: np.ndarray) -> np.ndarray:
+            dc, _, db = rhs(
+                -math.inf, y[0], 0.0, y[1], p, codes, offsets, empty, empty, False, True
+            )
+            return np.array([dc, db])
 
-    lam = 0.0
-    for c in np.geomspace(lo, hi, 32):
-        h = 1e-6 * c
-        lam = max(lam, abs(rate(c + h) - rate(c - h)) / (2.0 * h))
-    return lam if math.isfinite(lam) else math.inf
+        def bound(c: float) -> float:  # the bright state in equilibrium with c
+            x = K.hill_ratio.py_func(c, p[K.G_KD], p[K.G_HILL])
+            return float(p[K.G_BT] * x / ((1.0 + p[K.G_PHI]) * (1.0 + x)))
+
+        jac = np.empty((2, 2))
+        for b in (bound(lo), bound(hi)):
+            for m, c in enumerate(grid):
+                y = np.array([c, b])
+                for j in range(2):
+                    h = 1e-6 * y[j] + 1e-12
+                    up, dn = y.copy(), y.copy()
+                    up[j] += h
+                    dn[j] -= h
+                    jac[:, j] = (flow(up) - flow(dn)) / (2.0 * h)
+                out[m] = max(out[m], float(np.max(np.abs(np.linalg.eigvals(jac)))))
+    else:
+        buffers = (p[K.G_KAPPA_S], p[K.G_BT], p[K.G_KD], p[K.G_HILL])
+
+        def rate(c: float) -> float:
+            jpm, jx = kern.net_flux(-math.inf, c, 0.0, p, codes, offsets, empty, empty)
+            return float(jpm + jx) / K.buffer_capacity.py_func(c, *buffers)
+
+        for m, c in enumerate(grid):
+            h = 1e-6 * c
+            out[m] = abs(rate(c + h) - rate(c - h)) / (2.0 * h)
+    return np.where(np.isfinite(out), out, math.inf)
 
 
 def _solver_steps(

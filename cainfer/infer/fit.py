@@ -35,7 +35,7 @@ from cainfer.infer._draws import (
     _jsonable,
     _obs_options,
 )
-from cainfer.infer._op import _solve_parts
+from cainfer.infer._op import _solve_parts, output_plan, solution_breaks
 from cainfer.infer._predictions import _add_predictions
 from cainfer.infer._starts import _N_DESIGN, _chain_seeds, _mode_starts, _prior_draws, _start_plan
 from cainfer.infer._substeps import (
@@ -472,10 +472,11 @@ _FIT_DOC_OPTIONS = """
         the recording's noise); checked again at the posterior median, with
         one refit at more steps if it fails there.
         A slow frame rate with fast kinetics (a few Hz) needs several.
-        ``"auto"`` also chooses an output stride: at a frame rate high
-        against the cell's relaxation rate the solver stops only every k-th
-        frame between events and reads the frames between off a cubic
-        (``Fit.settings["output_stride"]``; one-state cells only, held to
+        ``"auto"`` also chooses output strides: where the frame rate is
+        high against the cell's relaxation rate (at rest, in slow decays)
+        the solver stops only every k-th frame and reads the frames between
+        off a cubic (``Fit.settings["output_stride"]``, the longest, and
+        ``"frames_per_stop"``; cells without an ER or gated terms, held to
         the same tolerance and to RK4's stability with a margin). An
         integer is used as given (every frame solved) and checked; its
         failure is reported in :attr:`Fit.problems`.
@@ -831,7 +832,7 @@ def _pymc_model(
     model.resting_state(values)  # validates the fixed part
     op, arrays, plan = _solve_parts(
         model, t, stimulus, options["substeps"], free,
-        bool(options.get("kinetic_explicit", False)), int(options.get("stride", 1)),
+        bool(options.get("kinetic_explicit", False)), options.get("stride", 1),
     )  # fmt: skip
     consts = [pt.as_tensor_variable(a) for a in arrays]
     inputs = None
@@ -927,10 +928,10 @@ def _reuse_key(problem: _Problem, options: Mapping[str, Any]) -> str | None:
         return None
     graph = {k: options[k] for k in ("likelihood", "residuals", "drift", "drift_timescale",
                                      "coordinates")}  # fmt: skip
-    graph["stride"] = int(options.get("stride", 1))
+    graph["stride"] = _runs(options.get("stride", 1))
     _, arrays, _ = _solve_parts(
         pr.model, pr.t, pr.stimulus, options["substeps"], pr.free,
-        bool(options.get("kinetic_explicit", False)), int(options.get("stride", 1)),
+        bool(options.get("kinetic_explicit", False)), options.get("stride", 1),
     )  # fmt: skip
     schedule = hashlib.sha256()
     for a in (pr.t, *arrays):
@@ -1022,14 +1023,14 @@ def _run(
 
     def error() -> float:
         return _solver_error(model, at, t, stimulus, opts["substeps"], noise, slots=slots,
-                             explicit=explicit, stride=int(opts.get("stride", 1)))  # fmt: skip
+                             explicit=explicit, stride=opts.get("stride", 1))  # fmt: skip
 
     err = error()
     if auto and err > SOLVER_TOLERANCE:
         first = opts["substeps"]
         full = (
             err
-            if int(opts.get("stride", 1)) == 1
+            if np.all(np.asarray(opts.get("stride", 1)) == 1)
             else _solver_error(model, at, t, stimulus, first, noise, slots=slots, explicit=explicit)
         )  # the error of every frame solved: the same number at stride 1
         if full > SOLVER_TOLERANCE and np.min(first) < _MAX_SUBSTEPS:
@@ -1236,7 +1237,11 @@ def _sample_with(
     settings["substeps"] = int(n_sub.max()) if n_sub.size else 1
     settings["substeps_mean"] = float(n_sub.mean()) if n_sub.size else 1.0
     settings["substeps_runs"] = _runs(n_sub)  # each frame interval's, to recompute predictions
-    settings["output_stride"] = int(options.get("stride", 1))  # frames per solver stop
+    stride = np.asarray(options.get("stride", 1))
+    settings["output_stride"] = int(stride.max())  # the most frames per solver stop
+    settings["output_stride_runs"] = _runs(stride)  # each frame's, to recompute predictions
+    stops = output_plan(t, solution_breaks(stimulus), stride)
+    settings["frames_per_stop"] = t.size / (t.size if stops is None else stops.anchors.size)
     if model.kinetic:  # which steps the kinetic indicator's system took
         settings["kinetic_solver"] = "rk4" if options.get("kinetic_explicit") else "sdirk"
     fixed_values = {k: v for k, v in values.items() if k not in free}

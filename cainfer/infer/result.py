@@ -34,6 +34,15 @@ from cainfer.infer.observation import (
 )
 
 
+def _from_runs(runs: Any, default: Any) -> Any:
+    """Counts saved as runs ``[[value, count], ...]`` (``fit._runs``): an int or an array."""
+    if not runs:
+        return int(default)
+    if len(runs) == 1 and runs[0][1] == 0:
+        return int(runs[0][0])
+    return np.repeat([r[0] for r in runs], [r[1] for r in runs]).astype(np.int64)
+
+
 class FitWarning(UserWarning):
     """Something about a fit its user should know (base of the two below)."""
 
@@ -633,12 +642,12 @@ class Fit:
 
     def _substeps(self) -> Any:
         """The solver steps of each frame interval the fit used (an int: every interval's)."""
-        runs = self.settings.get("substeps_runs")
-        if not runs:
-            return int(self.settings.get("substeps", 1))
-        if len(runs) == 1 and runs[0][1] == 0:
-            return int(runs[0][0])
-        return np.repeat([r[0] for r in runs], [r[1] for r in runs]).astype(np.int64)
+        return _from_runs(self.settings.get("substeps_runs"), self.settings.get("substeps", 1))
+
+    def _stride(self) -> Any:
+        """The solver's output stride of each frame the fit used (an int: every frame's)."""
+        st = self.settings
+        return _from_runs(st.get("output_stride_runs"), st.get("output_stride", 1))
 
     @property
     def compact(self) -> bool:
@@ -688,7 +697,7 @@ class Fit:
                                       "drift_timescale")}  # fmt: skip
         options["substeps"] = self._substeps()
         options["kinetic_explicit"] = st.get("kinetic_solver") == "rk4"
-        options["stride"] = int(st.get("output_stride", 1))
+        options["stride"] = self._stride()
         data = observed_of(self.idata["observed_data"].ds, st.get("observation", "dff_exact"))
         bands = self.idata["predictive_bands"] if "predictive_bands" in self.idata else None
         _add_predictions(self.idata, self.model, self.model.values(self.fixed), self.free,

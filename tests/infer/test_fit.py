@@ -1,6 +1,7 @@
 import dataclasses
 import html
 import importlib
+import itertools
 import math
 import re
 
@@ -11,6 +12,7 @@ import xarray as xr
 import cainfer
 from cainfer.forward import Prior
 from cainfer.infer import fit, load_fit
+from cainfer.infer._op import forward_solver
 from cainfer.synthetic import simulate_traces
 from tests.infer.conftest import STIM, TIME, TRUTH, assert_compact_round_trip
 
@@ -59,13 +61,21 @@ def test_result_groups_and_predictions(recovery):
     pp = idata["posterior_predictive"]
     assert pp["dff"].shape == (2, 1000, TIME.size) and pp["ca"].shape == (2, 1000, TIME.size)
     assert idata["log_likelihood"]["y"].shape == (2, 1000, TIME.size - 3)
-    # each draw's predicted calcium is the forward model's at that draw's parameters
+    # each draw's predicted calcium is the forward model's at that draw's parameters:
+    # the solve the likelihood saw (at the fit's output strides) to rounding, and the
+    # simulator's solve of every frame to the strides' interpolation (well below the
+    # 3 % that γ's posterior sd moves the decay by)
     post = idata["posterior"]
+    forward = forward_solver(model, TIME, STIM, substeps=1, stride=result._stride())
     for chain, draw in ((0, 0), (1, 777)):
         p = {k: float(post[k][chain, draw]) for k in ("gamma", "influx_amplitude")}
+        dff, ca = forward(model.pack_raw(model.values(p)))
+        np.testing.assert_allclose(pp["ca"][chain, draw], ca, rtol=1e-9)
+        np.testing.assert_allclose(pp["dff_mean"][chain, draw], dff, rtol=1e-9, atol=1e-12)
         sim = model.simulate(p, TIME, STIM, substeps=1)
-        np.testing.assert_allclose(pp["ca"][chain, draw], sim.ca, rtol=1e-9)
-        np.testing.assert_allclose(pp["dff_mean"][chain, draw], sim.dff, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(pp["ca"][chain, draw], sim.ca, rtol=1e-2)
+        np.testing.assert_allclose(pp["dff_mean"][chain, draw], sim.dff, rtol=0,
+                                   atol=1e-2 * float(sim.dff.max()))  # fmt: skip
     # and its 94% band holds the true calcium
     truth_ca = model.simulate(TRUTH, TIME, STIM, substeps=1).ca.values
     lo, hi = np.quantile(np.asarray(pp["ca"]).reshape(-1, TIME.size), [0.03, 0.97], axis=0)
@@ -998,17 +1008,29 @@ def test_progress_shows_in_a_terminal_or_notebook_when_asked_or_auto(monkeypatch
             progress="yes")  # fmt: skip
 
 
-def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
-    from cainfer.infer._op import forward_solver
+def test_the_output_strides_are_as_long_as_accuracy_and_stability_allow():
+    from cainfer.infer._op import forward_solver, output_plan, solution_breaks
     from cainfer.infer._substeps import (
+        _STRIDE_LAMBDA_H,
         _STRIDES,
         _choose_stride,
-        _fastest_rate,
+        _frame_rates,
+        _local_strides,
+        _rate_grid,
         _solver_error,
         _Solves,
         _spread_vectors,
     )
     from cainfer.infer.result import SOLVER_TOLERANCE
+
+    def stretches_keep_the_bound(model, strides, vectors, t, stim, ones):
+        # every step of the plan: |λ|·h within the bound, λ the fastest over its frames
+        solves = _Solves(model, t, stim)
+        lam = np.max([_frame_rates(model, solves, v, ones) for v in vectors], axis=0)
+        plan = output_plan(t, solution_breaks(stim), strides)
+        a = plan.anchors if plan is not None else np.arange(t.size)
+        for i, j in itertools.pairwise(a):
+            assert j - i == 1 or lam[i : j + 1].max() * (t[j] - t[i]) <= _STRIDE_LAMBDA_H
 
     # a slow cell (decay ~1 s) at 60 frames/s: long strides, as accurate as every frame
     t = np.arange(1200) / 60.0
@@ -1020,38 +1042,75 @@ def test_the_output_stride_is_as_long_as_accuracy_and_stability_allow():
     ones = np.ones(t.size - 1, dtype=np.int64)
     around = _spread_vectors(vec, slots)
     k = _choose_stride(model, [vec], t, stim, noise, ones, slots=slots, also=around)
-    assert k >= 2
+    assert np.max(k) >= 2
+    stretches_keep_the_bound(model, k, [vec, *around], t, stim, ones)
+    # the next longer cap's strides are the same or break the accuracy asked for
     solves = _Solves(model, t, stim)
-    lam = max(_fastest_rate(model, solves, v, ones) for v in [vec, *around])
-    assert lam * k / 60.0 <= 0.2  # the step within the simulator's stability bound
-    # the next longer stride breaks that bound or the accuracy asked for
-    longer = min(s for s in _STRIDES if s > k)
-    err = max(_solver_error(model, [v], t, stim, ones, noise, slots=slots, stride=longer)
-              for v in [vec, *around])  # fmt: skip
-    assert lam * longer / 60.0 > 0.2 or err > SOLVER_TOLERANCE
+    lam = np.max([_frame_rates(model, solves, v, ones) for v in [vec, *around]], axis=0)
+    if np.max(k) < max(_STRIDES):
+        longer = np.minimum(_local_strides(lam, t), min(s for s in _STRIDES if s > np.max(k)))
+        err = max(_solver_error(model, [v], t, stim, ones, noise, slots=slots, stride=longer)
+                  for v in [vec, *around])  # fmt: skip
+        assert np.array_equal(longer, np.broadcast_to(k, t.shape)) or err > SOLVER_TOLERANCE
     fine = forward_solver(model, t, stim, substeps=8)(vec)[0]
     got = forward_solver(model, t, stim, substeps=ones, stride=k)(vec)[0]
     assert float(np.linalg.norm(got - fine)) / noise[0] <= SOLVER_TOLERANCE
-    # the same cell with its pump 30× faster: the stability bound allows no stride
+    # the same cell with its pump 30× faster: shorter strides, within the same bound
     fast = vec.copy()
     fast[model.slots()["pmca_vmax"]] *= 30.0
-    assert _choose_stride(model, [fast], t, stim, noise, ones) == 1
-    # the rate is the Jacobian's: the kernels' bound over the same calcium range
+    k_fast = _choose_stride(model, [fast], t, stim, noise, ones)
+    assert np.max(k_fast) < np.max(k)
+    stretches_keep_the_bound(model, k_fast, [fast], t, stim, ones)
+    # the rate is the Jacobian's: the kernels' own bound at each calcium
     kern, _ = model.kernels()
     ka = model.kernel_args(t, stim, substeps=1)
-    _, ca = forward_solver(model, t, stim, substeps=1)(vec)
-    grid = np.geomspace(0.9 * ca.min(), 1.1 * ca.max(), 32)
-    bound = kern.jacobian_bound(grid, np.zeros(1), vec, ka.codes, ka.offsets,
-                                ka.waveform_time, ka.waveform_values, False, False)  # fmt: skip
-    assert _fastest_rate(model, solves, vec, ones) == pytest.approx(bound, rel=1e-4)
-    # an ER model (release has fast phases anywhere) or a kinetic indicator: no stride
+    grid = np.geomspace(0.04, 2.0, 9)
+
+    want = [
+        kern.jacobian_bound(
+            np.array([c]),
+            np.zeros(1),
+            vec,
+            ka.codes,
+            ka.offsets,
+            ka.waveform_time,
+            ka.waveform_values,
+            False,
+            False,
+        )
+        for c in grid
+    ]
+    np.testing.assert_allclose(_rate_grid(model, vec, grid, 0.04, 2.0), want, rtol=1e-4)
+    # an ER model (release has fast phases anywhere): no stride
     er = cainfer.er_model("OGB-1")
     assert _choose_stride(er, [er.pack_raw(er.values())], t, stim, noise, ones) == 1
+    # a kinetic indicator (GCaMP6s-like binding at 30 frames/s): its two states'
+    # rate, with the bright state at rest and in equilibrium (the kernels' bound
+    # takes it at zero and in equilibrium), short strides where binding is fast
+    # after an event and long ones at rest, as accurate as every frame
+    ind = cainfer.get_indicator("GCaMP6s")
     kin = cainfer.single_compartment(
-        cainfer.get_indicator("OGB-1").with_(k_on=10.0, k_off=2.5, kinetics_source="test"),
+        ind.with_(k_off=1.0, k_on=1.0 / ind.kd**ind.hill, kinetics_source="test"),
         indicator_kinetics="kinetic",
     )
-    assert _choose_stride(kin, [kin.pack_raw(kin.values())], t, stim, noise, ones) == 1
+    kv = kin.pack_raw(kin.values({"influx_amplitude": 4.0}))
+    kern, _ = kin.kernels()
+    ka = kin.kernel_args(t, stim, substeps=1)
+    for c in (0.1, 0.5, 2.0):
+        want = kern.jacobian_bound(np.array([c]), np.zeros(1), kv, ka.codes, ka.offsets,
+                                   ka.waveform_time, ka.waveform_values, False, True)  # fmt: skip
+        got = _rate_grid(kin, kv, np.array([c]), 1e-9, c)[0]
+        # the kernels' bound differences b = 0 one-sidedly, over 1e-12 µM: ~1e-4 off
+        assert got == pytest.approx(want, rel=1e-3)
+    t30 = np.arange(900) / 30.0
+    ones30 = np.ones(t30.size - 1, dtype=np.int64)
+    k_kin = _choose_stride(kin, [kv], t30, stim, np.array([0.03]), ones30, explicit=True)
+    k_kin = np.broadcast_to(k_kin, t30.shape)
+    after = np.searchsorted(t30, stim.events[0])  # the first frame after the first event
+    assert k_kin[after] < k_kin[after - 10] and np.max(k_kin) >= 2
+    fine = forward_solver(kin, t30, stim, substeps=8, explicit=True)(kv)[0]
+    got = forward_solver(kin, t30, stim, substeps=ones30, explicit=True, stride=k_kin)(kv)[0]
+    assert float(np.linalg.norm(got - fine)) / 0.03 <= SOLVER_TOLERANCE
 
 
 def test_a_log_density_that_raises_is_minus_infinity_to_the_start_search():

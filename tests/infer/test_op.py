@@ -161,6 +161,18 @@ def test_output_plan_reads_a_cubic_exactly_and_never_across_a_break():
     # stride 1, or too few frames: every frame is solved
     assert output_plan(t, breaks, 1) is None
     assert output_plan(t[:6], breaks, 3) is None
+    assert output_plan(t, breaks, np.ones(t.size, dtype=int)) is None
+    # one stride per frame: from each anchor the solver steps that frame's stride
+    # (1 over the first second, 8 after), the anchors a break adds besides
+    local = np.where(t < 1.0, 1, 8)
+    plan = output_plan(t, np.empty(0), local)
+    a = plan.anchors
+    np.testing.assert_array_equal(a[:61], np.arange(61))
+    np.testing.assert_array_equal(np.diff(a[60:-1]), 8)
+    assert a[-1] == t.size - 1 and t.size - 1 - a[-2] <= 8
+    np.testing.assert_allclose(plan.apply(np, cubic[a]), cubic, rtol=1e-10, atol=1e-12)
+    uniform = output_plan(t, breaks, np.full(t.size, 6))
+    np.testing.assert_array_equal(uniform.anchors, output_plan(t, breaks, 6).anchors)
 
 
 def test_a_strided_solve_matches_the_solve_of_every_frame_and_its_gradient():
