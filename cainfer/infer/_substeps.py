@@ -355,11 +355,6 @@ def _frame_rates(
     return np.maximum(rates[i - 1], rates[i])
 
 
-def _fastest_rate(model: CellModel, solves: _Solves, v: np.ndarray, substeps: np.ndarray) -> float:
-    """The fastest relaxation rate (1/s) of the states over the range the solve visits."""
-    return float(np.max(_frame_rates(model, solves, v, substeps)))
-
-
 def _rate_grid(
     model: CellModel, v: np.ndarray, grid: np.ndarray, lo: float, hi: float
 ) -> np.ndarray:

@@ -688,7 +688,6 @@ SLOW_STIM = cainfer.Stimulus(events=[3.1, 11.3, 11.4, 20.2, 31.7, 31.8, 31.9, 42
 
 
 def test_the_solver_error_estimate_matches_the_error_against_a_fine_solve():
-    from cainfer.infer._op import forward_solver
     from cainfer.infer._substeps import _choose_substeps, _solver_error
     from cainfer.infer.result import SOLVER_TOLERANCE
 
@@ -757,7 +756,6 @@ def test_a_kinetic_indicator_is_solved_by_rk4_where_binding_is_slow(k_off, expli
     # binding mode is stiff (RK4 would need more than the 64 steps per frame the search
     # allows): the implicit solve. Either way the chosen solve holds the tolerance
     # against a fine solve of the same model.
-    from cainfer.infer._op import forward_solver
     from cainfer.infer._substeps import _choose_solver, _solver_error, _spread_vectors
     from cainfer.infer.result import SOLVER_TOLERANCE
 
@@ -1009,7 +1007,7 @@ def test_progress_shows_in_a_terminal_or_notebook_when_asked_or_auto(monkeypatch
 
 
 def test_the_output_strides_are_as_long_as_accuracy_and_stability_allow():
-    from cainfer.infer._op import forward_solver, output_plan, solution_breaks
+    from cainfer.infer._op import output_plan, solution_breaks
     from cainfer.infer._substeps import (
         _STRIDE_LAMBDA_H,
         _STRIDES,
